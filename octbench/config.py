@@ -1,0 +1,415 @@
+"""Experiment YAML -> frozen dataclasses, validated once, before any training.
+
+Every problem (unknown key, unknown name, wrong type, value out of range) is collected with its
+YAML path and reported together in one :class:`ConfigError`, sklearn-style: "train.epochs must be
+an int >= 1. Got 0 instead."
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from octbench.errors import ConfigError
+from octbench.registry import Interval, OneOf, Registry, did_you_mean
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+DEVICE_PATTERN = re.compile(r"^(cpu|mps|auto|cuda(:\d+)?)$")
+
+
+def check(constraint, **metadata) -> dict:
+    """Field metadata holding a range or choice constraint."""
+    return {"check": constraint, **metadata}
+
+
+@dataclass(frozen=True)
+class Component:
+    """A registry entry chosen in the YAML: ``focal`` or ``{name: focal, gamma: 2.0}``."""
+
+    name: str
+    params: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """A short display name: ``focal`` or ``focal(gamma=3.0)``."""
+        if not self.params:
+            return self.name
+        inner = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+        return f"{self.name}({inner})"
+
+    def to_yaml(self) -> str | dict:
+        return {"name": self.name, **self.params} if self.params else self.name
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How every run of the grid trains (defaults: the seed project's settings)."""
+
+    epochs: int = field(default=15, metadata=check(Interval(1, None)))
+    batch_size: int = field(default=128, metadata=check(Interval(1, None)))
+    eval_batch_size: int = field(default=1024, metadata=check(Interval(1, None)))
+    lr: float = field(default=1e-3, metadata=check(Interval(0, None, low_open=True)))
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    momentum: float = field(default=0.9, metadata=check(Interval(0, 1)))
+    weight_decay: float = field(default=0.0, metadata=check(Interval(0, None)))
+    schedule: Literal["none", "cosine", "step"] = "none"
+    step_every: int = field(default=5, metadata=check(Interval(1, None)))
+    step_gamma: float = field(default=0.1, metadata=check(Interval(0, 1, low_open=True)))
+    patience: int | None = field(default=None, metadata=check(Interval(1, None)))
+    select_on: str = "macro_f1"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    deterministic: bool = False
+    threads: int | None = field(default=None, metadata=check(Interval(1, None)))
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """Report options: the strategy every other one is compared against.
+
+    ``baseline`` defaults to ``none`` when the grid has it, else to the first strategy.
+    """
+
+    baseline: str | None = None
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole experiment: the grid models x strategies x seeds x devices on one dataset."""
+
+    name: str
+    data: Component
+    models: tuple[Component, ...]
+    strategies: tuple[Component, ...]
+    seeds: tuple[int, ...] = (0, 1, 2)
+    devices: tuple[str, ...] = ("cpu",)
+    train: TrainConfig = TrainConfig()
+    report: ReportConfig = ReportConfig()
+    results_dir: str = "results"
+
+    def to_dict(self) -> dict:
+        """Plain data that :func:`parse_config` turns back into an equal config."""
+        return {
+            "name": self.name,
+            "data": {"name": self.data.name, **self.data.params},
+            "models": [m.to_yaml() for m in self.models],
+            "strategies": [s.to_yaml() for s in self.strategies],
+            "seeds": list(self.seeds),
+            "devices": list(self.devices),
+            "train": dataclasses.asdict(self.train),
+            "report": dataclasses.asdict(self.report),
+            "results_dir": self.results_dir,
+        }
+
+    def replace(self, **changes) -> ExperimentConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def fingerprint(data: Any) -> str:
+    """A short stable hash of JSON-serialisable data (used to key runs by their config)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML loading
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys and reads ``1e-3`` as a float (YAML 1.2 style)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}' (first on line {seen[key] + 1})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+# PyYAML follows YAML 1.1, where 1e-3 (no dot) is a string; researchers write it everywhere.
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping, turning every syntax problem into a ConfigError with its line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"file {path} does not exist; check the path"], None)
+    try:
+        raw = yaml.load(path.read_text(), Loader=_StrictLoader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError([f"YAML syntax error{where}: {problem}"], str(path)) from None
+    except UnicodeDecodeError:
+        raise ConfigError(["the file is not UTF-8 text"], str(path)) from None
+    if raw is None:
+        raise ConfigError(["the file is empty; see experiments/quickstart.yaml"], str(path))
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            [f"the top level must be a mapping of keys to values, got a {type(raw).__name__}"],
+            str(path),
+        )
+    return raw
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Load and validate an experiment YAML.
+
+    Example:
+        >>> config = load_config("experiments/quickstart.yaml")
+        >>> config.data.name
+        'synthetic'
+    """
+    raw = read_yaml(path)
+    raw.setdefault("name", Path(path).stem)
+    return parse_config(raw, source=str(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+
+def _type_name(annotation) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(annotation))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(annotation)[0])}"
+    if annotation is type(None):
+        return "null"
+    return {int: "an int", float: "a float", bool: "a bool", str: "a string"}.get(
+        annotation, getattr(annotation, "__name__", str(annotation))
+    )
+
+
+def _coerce(value: Any, annotation) -> tuple[bool, Any]:
+    """Return (ok, value) with ints widened to float where a float is wanted."""
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return True, value
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(annotation):
+            ok, coerced = _coerce(value, option)
+            if ok:
+                return True, coerced
+        return False, value
+    if origin is Literal:
+        return value in typing.get_args(annotation), value
+    if origin is list:
+        if not isinstance(value, list):
+            return False, value
+        items = [_coerce(v, typing.get_args(annotation)[0]) for v in value]
+        return all(ok for ok, _ in items), [v for _, v in items]
+    if annotation is type(None):
+        return value is None, value
+    if annotation is bool:
+        return isinstance(value, bool), value
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if annotation is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if annotation is str:
+        return isinstance(value, str), value
+    return True, value
+
+
+def _check_value(problems, path, value, annotation, constraint, owner=""):
+    ok, coerced = _coerce(value, annotation)
+    if not ok:
+        literal = typing.get_origin(annotation) is Literal
+        hint = did_you_mean(str(value), [str(a) for a in typing.get_args(annotation)]) if (
+            literal and isinstance(value, str)) else ""
+        problems.append(f"{owner}{path} must be {_type_name(annotation)}. "
+                        f"Got {value!r} instead.{hint}")
+        return value
+    if constraint is not None and coerced is not None and coerced not in constraint:
+        problems.append(f"{owner}{path} must be {constraint}. Got {value!r} instead.")
+    return coerced
+
+
+def _parse_section(problems, raw, cls, path):
+    """Validate a mapping against a frozen dataclass's typed fields and constraints."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        problems.append(f"{path} must be a mapping. Got {raw!r} instead.")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        if key not in fields:
+            problems.append(f"unknown key '{path}.{key}'.{did_you_mean(str(key), list(fields))} "
+                            f"Valid keys: {', '.join(fields)}.")
+            continue
+        values[key] = _check_value(problems, f"{path}.{key}", value, hints[key],
+                                   fields[key].metadata.get("check"))
+    return cls(**values)
+
+
+def _parse_component(problems, raw, path, registry: Registry, *, data_params=(),
+                     known=None) -> Component | None:
+    """Validate ``name`` or ``{name: ..., **params}`` against a registry entry's signature."""
+    if isinstance(raw, str):
+        name, params = raw, {}
+    elif isinstance(raw, dict) and isinstance(raw.get("name"), str):
+        params = {k: v for k, v in raw.items() if k != "name"}
+        name = raw["name"]
+    else:
+        problems.append(f"{path} must be a {registry.kind} name or a mapping with 'name' and its "
+                        f"parameters, e.g. {{name: focal, gamma: 2.0}}. Got {raw!r} instead.")
+        return None
+    if known is not None:  # an external name space (timm:...), checked by the caller
+        problem = known(name)
+        if problem:
+            problems.append(f"{path}: {problem}")
+            return None
+        if name not in registry:
+            return Component(name, params)
+    if name not in registry:
+        problems.append(f"{path}: {registry.unknown_message(name)}")
+        return None
+    signature = {k: p for k, p in registry.parameters(name).items() if k not in data_params}
+    constraints = registry.constraints(name)
+    checked = {}
+    for key, value in params.items():
+        if key not in signature:
+            choices = ", ".join(signature) or "none"
+            problems.append(
+                f"unknown parameter '{key}' of {registry.kind} '{name}' at {path}."
+                f"{did_you_mean(str(key), list(signature))} Parameters: {choices}."
+            )
+            continue
+        annotation = signature[key].annotation
+        if annotation is signature[key].empty:
+            annotation = Any
+        checked[key] = _check_value(
+            problems, f"'{key}' parameter of {registry.kind} '{name}' ({path}.{key})", value,
+            annotation, constraints.get(key), owner="the ",
+        )
+    missing = [k for k, p in signature.items() if p.default is p.empty and k not in params]
+    for key in missing:
+        problems.append(f"{path}: {registry.kind} '{name}' needs the parameter '{key}'.")
+    return Component(name, checked)
+
+
+def _parse_list(problems, raw, path, parse_item) -> tuple:
+    if raw is None:
+        problems.append(f"'{path}' is required and must list at least one entry.")
+        return ()
+    items = raw if isinstance(raw, list) else [raw]
+    if not items:
+        problems.append(f"'{path}' is empty, so the grid has no runs; list at least one entry.")
+    parsed = [parse_item(item, f"{path}[{i}]") for i, item in enumerate(items)]
+    parsed = [p for p in parsed if p is not None]
+    seen = set()
+    for item in parsed:
+        key = json.dumps(item.to_yaml() if isinstance(item, Component) else item, sort_keys=True)
+        if key in seen:
+            problems.append(f"'{path}' lists {key} twice; each entry must be unique.")
+        seen.add(key)
+    return tuple(parsed)
+
+
+TOP_LEVEL = {f.name for f in dataclasses.fields(ExperimentConfig)}
+
+
+def parse_config(raw: dict, source: str | None = None) -> ExperimentConfig:
+    """Validate a plain mapping (e.g. from YAML) into an :class:`ExperimentConfig`."""
+    from octbench.data import DATASETS
+    from octbench.metrics import METRICS
+    from octbench.models import DATA_PARAMS, MODELS, check_model_name
+    from octbench.strategies import STRATEGIES
+
+    problems: list[str] = []
+    section_fields = {
+        "train": {f.name for f in dataclasses.fields(TrainConfig)},
+        "report": {f.name for f in dataclasses.fields(ReportConfig)},
+    }
+    for key in raw:
+        if key in TOP_LEVEL:
+            continue
+        owner = [s for s, names in section_fields.items() if key in names]
+        hint = (f" It belongs under '{owner[0]}:' ({owner[0]}.{key})." if owner
+                else did_you_mean(str(key), sorted(TOP_LEVEL)))
+        problems.append(f"unknown top-level key '{key}'.{hint} "
+                        f"Valid keys: {', '.join(sorted(TOP_LEVEL))}.")
+
+    name = raw.get("name")
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        problems.append(f"'name' must be a folder-safe name (letters, digits, '_', '.', '-'). "
+                        f"Got {name!r} instead.")
+
+    if "data" not in raw:
+        problems.append("'data' is required, e.g. data: {name: synthetic, scale: 0.05}.")
+        data = None
+    else:
+        data = _parse_component(problems, raw["data"], "data", DATASETS)
+
+    models = _parse_list(
+        problems, raw.get("models"), "models",
+        lambda item, path: _parse_component(problems, item, path, MODELS,
+                                            data_params=DATA_PARAMS, known=check_model_name),
+    )
+    strategies = _parse_list(
+        problems, raw.get("strategies", ["none"]), "strategies",
+        lambda item, path: _parse_component(problems, item, path, STRATEGIES,
+                                            data_params=("class_counts",)),
+    )
+
+    def seed(item, path):
+        return _check_value(problems, path, item, int, Interval(0, None))
+
+    def device(item, path):
+        if not isinstance(item, str) or not DEVICE_PATTERN.match(item):
+            problems.append(f"{path} must be one of cpu, cuda, cuda:N, mps, auto. "
+                            f"Got {item!r} instead.")
+            return None
+        return item
+
+    seeds = _parse_list(problems, raw.get("seeds", [0, 1, 2]), "seeds", seed)
+    devices = _parse_list(problems, raw.get("devices", ["cpu"]), "devices", device)
+    train = _parse_section(problems, raw.get("train"), TrainConfig, "train")
+    report = _parse_section(problems, raw.get("report"), ReportConfig, "report")
+    if train.select_on not in METRICS:
+        problems.append(f"train.select_on must be a validation metric, one of "
+                        f"{', '.join(METRICS)}. Got {train.select_on!r} instead."
+                        f"{did_you_mean(str(train.select_on), list(METRICS))}")
+    if strategies and report.baseline is None:
+        labels = [s.label for s in strategies]
+        report = ReportConfig(baseline="none" if "none" in labels else labels[0])
+    elif strategies and report.baseline not in {s.label for s in strategies}:
+        problems.append(f"report.baseline '{report.baseline}' is not among the strategies "
+                        f"({', '.join(s.label for s in strategies)}); name one of them.")
+    results_dir = raw.get("results_dir", "results")
+    if not isinstance(results_dir, str) or not results_dir:
+        problems.append(f"'results_dir' must be a folder path. Got {results_dir!r} instead.")
+
+    if problems:
+        raise ConfigError(problems, source)
+    return ExperimentConfig(name=name, data=data, models=models, strategies=strategies,
+                            seeds=tuple(seeds), devices=tuple(devices), train=train,
+                            report=report, results_dir=results_dir)

@@ -1,0 +1,49 @@
+"""Any MedMNIST-format ``.npz`` file (``{train,val,test}_{images,labels}``)."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from octbench.data import DATASETS, OCT_CLASSES, OCTData, from_arrays
+from octbench.errors import DataError
+
+
+def read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Read every array of an ``.npz`` file, turning I/O and format failures into DataError."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"data file {path} does not exist; check `data.path` in your YAML.")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise DataError(
+            f"cannot read {path} as an .npz file ({error}); the file may be truncated or not "
+            "an npz archive -- download or write it again."
+        ) from None
+
+
+@DATASETS.register
+def npz(*, path: str, synthetic: bool = False, class_names: list[str] | None = None) -> OCTData:
+    """A MedMNIST-format file on disk, validated on load (keys, dtypes, shapes, labels).
+
+    Args:
+        path: the ``.npz`` file.
+        synthetic: mark the data as synthetic (e.g. a file from ``octbench data synth``);
+            files written by octbench carry this flag themselves.
+        class_names: label names, default OCTMNIST's.
+    """
+    arrays = read_npz(path)
+    # Files written by `octbench data synth` say they are synthetic; that label must follow them.
+    synthetic = synthetic or bool(arrays.pop("octbench_synthetic", np.array(False)))
+    return from_arrays(
+        arrays,
+        name="npz",
+        origin=str(path),
+        synthetic=synthetic,
+        class_names=tuple(class_names or OCT_CLASSES),
+        source={"path": str(Path(path).expanduser().resolve())},
+    )

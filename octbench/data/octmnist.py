@@ -1,0 +1,77 @@
+"""OCTMNIST from MedMNIST v2 (Yang et al. 2023), read straight from medmnist's npz file.
+
+medmnist checks the MD5 only when it downloads; a file that is already present is checked here
+too, so a corrupt or substituted file never produces numbers that look like OCTMNIST results.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from octbench.data import DATASETS, OCT_CLASSES, OCTData, from_arrays
+from octbench.data.npz import read_npz
+from octbench.errors import DataError
+from octbench.registry import OneOf
+
+SIZES = (28, 64, 128, 224)
+
+
+def octmnist_file(size: int, root: str | None) -> tuple[Path, str, str]:
+    """Return (expected path, download URL, MD5) of OCTMNIST at ``size`` px."""
+    from medmnist import INFO
+    from medmnist.info import DEFAULT_ROOT
+
+    info = INFO["octmnist"]
+    flag = "" if size == 28 else f"_{size}"
+    path = Path(root or DEFAULT_ROOT).expanduser() / f"octmnist{flag}.npz"
+    return path, info[f"url{flag}"], info[f"MD5{flag}"]
+
+
+def _download(path: Path, url: str, md5: str) -> None:
+    from torchvision.datasets.utils import download_url
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        download_url(url, root=str(path.parent), filename=path.name, md5=md5)
+    except Exception as error:  # any network failure means "offline" to the user
+        raise DataError(_missing_message(path, url, md5, f"download failed ({error})")) from None
+
+
+def _missing_message(path: Path, url: str, md5: str, why: str) -> str:
+    return (
+        f"OCTMNIST is not available: {why}. Download {url} (MD5 {md5}) and put it at {path}, "
+        "or set `data: {name: octmnist, download: true}` on a machine with internet. Offline, "
+        "use `data: {name: synthetic}` (built-in synthetic OCT data) or "
+        "`data: {name: npz, path: FILE.npz}` (any MedMNIST-format file)."
+    )
+
+
+@DATASETS.register(size=OneOf(SIZES))
+def octmnist(*, size: int = 28, root: str | None = None, download: bool = False) -> OCTData:
+    """OCTMNIST (MedMNIST v2): retinal OCT, 4 classes, official train/val/test splits.
+
+    Args:
+        size: image side, one of 28, 64, 128, 224.
+        root: folder holding ``octmnist[_SIZE].npz``; default medmnist's (``~/.medmnist``).
+        download: fetch the file from Zenodo when it is missing.
+    """
+    from torchvision.datasets.utils import check_integrity
+
+    path, url, md5 = octmnist_file(size, root)
+    if not path.is_file():
+        if not download:
+            raise DataError(_missing_message(path, url, md5, f"{path} does not exist"))
+        _download(path, url, md5)
+    if not check_integrity(str(path), md5):
+        raise DataError(
+            f"{path} fails its MD5 check (expected {md5}): the file is corrupt or not the "
+            f"official OCTMNIST. Delete it and download {url} again."
+        )
+    return from_arrays(
+        read_npz(path),
+        name="octmnist",
+        origin=str(path),
+        synthetic=False,
+        class_names=OCT_CLASSES,
+        source={"path": str(path), "md5": md5, "url": url},
+    )

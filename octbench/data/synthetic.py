@@ -1,0 +1,117 @@
+"""Built-in synthetic OCT data with OCTMNIST's split sizes and class ratios.
+
+The images are procedural B-scans (:mod:`octbench.data.render`). They let every test, demo and
+benchmark run offline; they are *not* OCTMNIST, and everything made from them is labelled
+synthetic. Generated sets are cached as MedMNIST-format npz files keyed by their parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from octbench.data import DATASETS, OCT_CLASSES, SPLITS, OCTData, from_arrays
+from octbench.data.npz import read_npz
+from octbench.fileio import atomic_write
+from octbench.registry import Interval, OneOf
+
+log = logging.getLogger(__name__)
+
+#: OCTMNIST's official per-class counts (CNV, DME, DRUSEN, NORMAL), medmnist 3.x.
+OCTMNIST_COUNTS = {
+    "train": (33484, 10213, 7754, 46026),
+    "val": (3721, 1135, 862, 5114),
+    "test": (250, 250, 250, 250),
+}
+GENERATOR_VERSION = 1  # bump when the renderer changes, so stale caches are not reused
+
+
+def split_counts(scale: float, test_scale: float = 1.0) -> dict[str, list[int]]:
+    """OCTMNIST's class counts scaled (train and val by ``scale``, test by ``test_scale``)."""
+    factors = {"train": scale, "val": scale, "test": test_scale}
+    return {s: [max(1, round(c * factors[s])) for c in counts]
+            for s, counts in OCTMNIST_COUNTS.items()}
+
+
+def generate_arrays(
+    *, size: int = 28, scale: float = 1.0, test_scale: float = 1.0, seed: int = 0,
+    difficulty: float = 1.0, label_noise: float = 0.0,
+) -> dict[str, np.ndarray]:
+    """Generate a synthetic OCT dataset as MedMNIST-format arrays (uint8 images, (N, 1) labels).
+
+    Label noise flips that fraction of train and val labels to a uniformly drawn other class;
+    the test labels stay clean so that the test split measures the truth.
+    """
+    from octbench.data.render import render_scans
+
+    arrays = {}
+    for index, split in enumerate(SPLITS):
+        rng = np.random.default_rng([seed, index])
+        counts = split_counts(scale, test_scale)[split]
+        labels = rng.permutation(np.repeat(np.arange(len(counts)), counts))
+        images = render_scans(labels, size=size, seed=seed * 1000 + index, difficulty=difficulty)
+        if label_noise > 0 and split != "test":
+            flip = rng.random(len(labels)) < label_noise
+            shift = rng.integers(1, len(counts), size=len(labels))
+            labels = np.where(flip, (labels + shift) % len(counts), labels)
+        arrays[f"{split}_images"] = images
+        arrays[f"{split}_labels"] = labels.astype(np.uint8)[:, None]
+    return arrays
+
+
+def cache_dir() -> Path:
+    """Where generated sets are cached: ``$OCTBENCH_CACHE`` or ``~/.cache/octbench``."""
+    return Path(os.environ.get("OCTBENCH_CACHE", "~/.cache/octbench")).expanduser() / "synthetic"
+
+
+@DATASETS.register(
+    size=OneOf((28, 64, 128, 224)),
+    scale=Interval(0, 1, low_open=True),
+    test_scale=Interval(0, 1, low_open=True),
+    difficulty=Interval(0, None, low_open=True),
+    label_noise=Interval(0, 1, high_open=True),
+)
+def synthetic(
+    *, size: int = 28, scale: float = 1.0, test_scale: float = 1.0, seed: int = 0,
+    difficulty: float = 1.0, label_noise: float = 0.0, cache: bool = True,
+) -> OCTData:
+    """Procedural OCT B-scans with OCTMNIST's splits and imbalance (not real data).
+
+    Args:
+        size: image side, one of 28, 64, 128, 224.
+        scale: fraction of OCTMNIST's train and val sizes (1.0 = 97,477 / 10,832 images).
+        test_scale: fraction of the balanced test split (1.0 = 250 per class). It stays full
+            by default: 1,000 images are cheap, and fewer make test metrics too noisy.
+        seed: generator seed (the data's, independent of the training seeds).
+        difficulty: > 1 makes findings subtler, < 1 more obvious.
+        label_noise: fraction of train/val labels flipped to another class.
+        cache: keep the generated set as an npz file for instant reloads.
+    """
+    params = dict(size=size, scale=scale, test_scale=test_scale, seed=seed,
+                  difficulty=difficulty, label_noise=label_noise)
+    key = hashlib.sha256(
+        json.dumps({**params, "version": GENERATOR_VERSION}, sort_keys=True).encode()
+    ).hexdigest()[:16]
+    path = cache_dir() / f"synthetic-{size}px-{key}.npz"
+    if cache and path.is_file():
+        arrays = read_npz(path)
+    else:
+        start = time.perf_counter()
+        arrays = generate_arrays(**params)
+        n = sum(len(arrays[f"{s}_labels"]) for s in SPLITS)
+        log.info("generated %d synthetic OCT images (%d px) in %.1f s", n, size,
+                 time.perf_counter() - start)
+        if cache:
+            arrays["octbench_synthetic"] = np.array(True)
+            atomic_write(path, lambda handle: np.savez(handle, **arrays))
+    arrays.pop("octbench_synthetic", None)
+    return from_arrays(
+        arrays, name="synthetic", origin=f"synthetic data {params}", synthetic=True,
+        class_names=OCT_CLASSES, source={**params, "generator_version": GENERATOR_VERSION},
+    )

@@ -1,0 +1,133 @@
+"""Name -> factory registries for datasets, models and strategies.
+
+A new entry is one decorated, keyword-only function whose name is the registry key (as timm's
+``@register_model``). The function's signature *is* its parameter schema: the config validator
+checks unknown keys against it, types against its annotations, and ranges against the optional
+constraints given to :meth:`Registry.register`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from octbench.errors import OctbenchError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A numeric range constraint, e.g. ``Interval(0, None)`` for ">= 0"."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
+            return False
+        return True
+
+    def __str__(self) -> str:
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.low_open else '>='} {self.low:g}")
+        if self.high is not None:
+            parts.append(f"{'<' if self.high_open else '<='} {self.high:g}")
+        return " and ".join(parts) or "any number"
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """A constraint that the value is one of a fixed set of choices."""
+
+    choices: tuple[Any, ...]
+
+    def __contains__(self, value: Any) -> bool:
+        return value in self.choices
+
+    def __str__(self) -> str:
+        return "one of " + ", ".join(repr(c) for c in self.choices)
+
+
+Constraint = Interval | OneOf
+
+
+def did_you_mean(name: str, choices: list[str]) -> str:
+    """Return ' Did you mean 'x'?' for the closest choice, or '' when none is close."""
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+class Registry:
+    """A named collection of factories.
+
+    Example:
+        >>> MODELS = Registry("model")
+        >>> @MODELS.register(width=Interval(0, None, low_open=True))
+        ... def tiny(*, num_classes: int = 4, width: float = 1.0): ...
+        >>> MODELS.names()
+        ['tiny']
+    """
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Callable[..., Any]] = {}
+        self._constraints: dict[str, dict[str, Constraint]] = {}
+
+    def register(self, fn: F | None = None, *, name: str | None = None, **constraints: Constraint):
+        """Register ``fn`` under ``name`` (default: its ``__name__``); duplicates are refused."""
+
+        def decorator(f: F) -> F:
+            key = name or f.__name__
+            if key in self._entries:
+                raise ValueError(f"{self.kind} '{key}' is already registered")
+            self._entries[key] = f
+            self._constraints[key] = dict(constraints)
+            return f
+
+        return decorator(fn) if fn is not None else decorator
+
+    def get(self, name: str) -> Callable[..., Any]:
+        """Return the factory called ``name``, or fail listing the choices and the closest one."""
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise OctbenchError(self.unknown_message(name)) from None
+
+    def unknown_message(self, name: str) -> str:
+        return (
+            f"unknown {self.kind} '{name}'.{did_you_mean(name, self.names())} "
+            f"Choices: {', '.join(self.names())}."
+        )
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def constraints(self, name: str) -> dict[str, Constraint]:
+        return self._constraints[name]
+
+    def parameters(self, name: str) -> dict[str, inspect.Parameter]:
+        """The keyword parameters a user may set for ``name`` (with defaults and annotations)."""
+        signature = inspect.signature(self.get(name), eval_str=True)
+        return {
+            p.name: p
+            for p in signature.parameters.values()
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+        }
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)

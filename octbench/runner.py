@@ -1,0 +1,394 @@
+"""Run an experiment: expand the grid, skip what is complete, train the rest, record everything.
+
+Each run is claimed with a lock file, checkpointed every epoch (so an interrupted run resumes
+where it stopped), and ends with exactly one record: COMPLETE, FAILED (with its error), SKIPPED
+(device unavailable) or INTERRUPTED. One failing run never stops the grid.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime as dt
+import functools
+import logging
+import platform
+import random
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from octbench.config import Component, ExperimentConfig, TrainConfig, fingerprint
+from octbench.data import OCTData, load_dataset
+from octbench.devices import check_precision, describe, resolve_device
+from octbench.engine import (
+    evaluate, make_optimizer, make_scheduler, seed_everything, train_one_epoch,
+)
+from octbench.errors import DeviceUnavailable
+from octbench.metrics import METRICS, compute_metrics
+from octbench.models import build_model, count_parameters
+from octbench.results import (
+    COMPLETE, FAILED, INTERRUPTED, SKIPPED, ResultsStore, RunLocked, RunRecord,
+)
+from octbench.strategies import build_strategy
+
+log = logging.getLogger(__name__)
+
+#: ``on_epoch(epoch, val_metrics)`` after each epoch; tuning uses it to report and prune.
+EpochCallback = Callable[[int, dict], None]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One cell of the grid: everything that determines a run's result."""
+
+    experiment: str
+    data: Component
+    model: Component
+    strategy: Component
+    seed: int
+    device: str
+    train: TrainConfig
+
+    def config(self) -> dict:
+        """The run's resolved configuration, stored in its record and hashed into its id."""
+        return {
+            "data": {"name": self.data.name, **self.data.params},
+            "model": {"name": self.model.name, **self.model.params},
+            "strategy": {"name": self.strategy.name, **self.strategy.params},
+            "seed": self.seed,
+            "device": self.device,
+            "train": dataclasses.asdict(self.train),
+        }
+
+    @functools.cached_property
+    def run_id(self) -> str:
+        """Readable and unique: model, strategy, seed, device, and a hash of the config."""
+        parts = [self.model.label, self.strategy.label, f"seed{self.seed}", self.device,
+                 fingerprint(self.config())]
+        return "__".join(_slug(p) for p in parts)
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.=" else "-" for c in text).strip("-")
+
+
+def expand_grid(config: ExperimentConfig) -> list[RunSpec]:
+    """All runs of an experiment: model x strategy x seed x device, in that nesting order."""
+    return [
+        RunSpec(config.name, config.data, model, strategy, seed, device, config.train)
+        for model in config.models
+        for strategy in config.strategies
+        for seed in config.seeds
+        for device in config.devices
+    ]
+
+
+@dataclass
+class RunSummary:
+    """What ``run_experiment`` did, run by run."""
+
+    already_complete: list[str] = field(default_factory=list)
+    completed: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    busy: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
+                   say: Callable[[str], None] = print) -> RunSummary:
+    """Train and evaluate every run of ``config`` that is not complete yet.
+
+    Example:
+        >>> from octbench.config import load_config
+        >>> summary = run_experiment(load_config("experiments/quickstart.yaml"))  # doctest: +SKIP
+    """
+    store = ResultsStore(Path(config.results_dir) / config.name)
+    specs = expand_grid(config)
+    summary = RunSummary()
+    pending = []
+    for spec in specs:
+        if store.is_complete(spec.run_id):
+            summary.already_complete.append(spec.run_id)
+        else:
+            pending.append(spec)
+    if not pending:
+        say(f"All {len(specs)} runs of '{config.name}' are already complete in {store.root}; "
+            "nothing to train.")
+        return summary
+    if summary.already_complete:
+        say(f"{len(summary.already_complete)} of {len(specs)} runs already complete; "
+            f"training the other {len(pending)}.")
+
+    data = load_dataset(config.data.name, **config.data.params)
+    store.prepare()
+    tag = " [synthetic data]" if data.synthetic else ""
+    for number, spec in enumerate(pending, 1):
+        head = (f"[{number}/{len(pending)}] {spec.model.label} | {spec.strategy.label} | "
+                f"seed {spec.seed} | {spec.device}")
+        try:
+            with store.claim(spec.run_id):
+                if store.is_complete(spec.run_id):  # finished by another process meanwhile
+                    summary.already_complete.append(spec.run_id)
+                    continue
+                record = execute_run(spec, data, store, quiet=quiet)
+        except RunLocked as busy:
+            summary.busy.append(spec.run_id)
+            say(f"{head}: {busy}; left to it")
+            continue
+        if record.status == COMPLETE:
+            summary.completed.append(spec.run_id)
+            test = record.metrics["test"]
+            say(f"{head}: test acc {test['accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f} "
+                f"(best epoch {record.best_epoch}, {record.timing['train_seconds']:.0f} s){tag}")
+        elif record.status == SKIPPED:
+            summary.skipped.append((spec.run_id, record.error))
+            say(f"{head}: skipped: {record.error}")
+        else:
+            summary.failed.append((spec.run_id, record.error))
+            say(f"{head}: FAILED: {record.error}")
+    return summary
+
+
+def execute_run(spec: RunSpec, data: OCTData, store: ResultsStore, *, quiet: bool = True,
+                on_epoch: EpochCallback | None = None, evaluate_test: bool = True,
+                kind: str = "run") -> RunRecord:
+    """Run one spec and write its record; failures become FAILED records, not exceptions.
+
+    KeyboardInterrupt (Ctrl-C, or SIGTERM turned into it by the CLI) writes an INTERRUPTED
+    record and propagates; the epoch checkpoint stays so the next call resumes from it.
+    Exceptions raised by ``on_epoch`` (e.g. ``optuna.TrialPruned``) propagate as well.
+    """
+    base = dict(run_id=spec.run_id, experiment=spec.experiment, model=spec.model.label,
+                strategy=spec.strategy.label, seed=spec.seed, device=spec.device,
+                precision=spec.train.precision, config=spec.config(), dataset=data.describe(),
+                versions=versions(), git_commit=git_commit(), kind=kind)
+
+    def finish(status: str, error: str | None = None, **fields) -> RunRecord:
+        record = RunRecord(status=status, error=error, created_utc=_utc_now(), **base, **fields)
+        store.write(record)
+        return record
+
+    try:
+        device = resolve_device(spec.device)
+        check_precision(device, spec.train.precision)
+    except DeviceUnavailable as reason:
+        return finish(SKIPPED, str(reason))
+    base["hardware"] = describe(device)
+    try:
+        return _train(spec, data, store, device, finish, quiet=quiet, on_epoch=on_epoch,
+                      evaluate_test=evaluate_test)
+    except KeyboardInterrupt:
+        finish(INTERRUPTED, "interrupted (Ctrl-C or SIGTERM); rerun to resume from the last epoch")
+        raise
+    except Exception as error:
+        if on_epoch is not None and type(error).__module__.startswith("optuna"):
+            raise
+        detail = "".join(traceback.format_exception_only(type(error), error)).strip()
+        log.debug("run %s failed", spec.run_id, exc_info=True)
+        return finish(FAILED, detail)
+
+
+def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.device, finish, *,
+           quiet: bool, on_epoch: EpochCallback | None, evaluate_test: bool) -> RunRecord:
+    cfg = spec.train
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(spec.seed, deterministic=cfg.deterministic)
+    class_counts = data.train.class_counts(data.num_classes)
+    model = build_model(spec.model.name, num_classes=data.num_classes, in_chans=1,
+                        img_size=data.size, **spec.model.params).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    strategy = build_strategy(spec.strategy.name, class_counts, **spec.strategy.params)
+    criterion = strategy.criterion.to(device)
+    optimizer = make_optimizer(model.parameters(), cfg.optimizer, lr=cfg.lr,
+                               weight_decay=cfg.weight_decay, momentum=cfg.momentum)
+    scheduler = make_scheduler(optimizer, cfg.schedule, epochs=cfg.epochs,
+                               step_every=cfg.step_every, step_gamma=cfg.step_gamma)
+    scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
+    step_model = torch.compile(model) if cfg.compile else model
+    order_rng = torch.Generator().manual_seed(spec.seed)
+
+    train, val, test = (_on_device(data, s, device) for s in ("train", "val", "test"))
+    train_labels_cpu = data.train.labels
+    direction = METRICS[cfg.select_on]
+    state = {"epoch": 0, "history": [], "best": None, "best_epoch": None, "best_value": None,
+             "stale": 0}
+
+    resume = store.load_state(spec.run_id, ResultsStore.RESUME)
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(resume["scheduler"])
+        if scaler is not None:
+            scaler.load_state_dict(resume["scaler"])
+        order_rng.set_state(resume["order_rng"])
+        _set_rng_state(resume["rng"])
+        state = resume["state"]
+        log.info("resuming %s after epoch %d", spec.run_id, state["epoch"])
+
+    from tqdm.auto import tqdm
+
+    while state["epoch"] < cfg.epochs:
+        epoch = state["epoch"]
+        if strategy.on_epoch_start is not None:
+            strategy.on_epoch_start(epoch, cfg.epochs)
+        if strategy.sampler is not None:
+            order = strategy.sampler(train_labels_cpu, order_rng)
+        else:
+            order = torch.randperm(len(train_labels_cpu), generator=order_rng)
+        show = not quiet and sys.stderr.isatty()
+        with tqdm(total=len(order), disable=not show, leave=False, unit="img",
+                  desc=f"epoch {epoch + 1}/{cfg.epochs}") as bar:
+            stats = train_one_epoch(step_model, *train, order, criterion=criterion,
+                                    optimizer=optimizer, batch_size=cfg.batch_size,
+                                    precision=cfg.precision, scaler=scaler,
+                                    channels_last=cfg.channels_last, progress=bar)
+        lr = optimizer.param_groups[0]["lr"]
+        if scheduler is not None:
+            scheduler.step()
+        val_pred, val_seconds = evaluate(model, *val, batch_size=cfg.eval_batch_size,
+                                         precision=cfg.precision,
+                                         logit_offset=strategy.logit_offset,
+                                         channels_last=cfg.channels_last)
+        val_metrics = compute_metrics(val_pred.labels, val_pred.scores, data.class_names)
+        value = val_metrics[cfg.select_on]
+        state["history"].append({
+            "epoch": epoch + 1, "train_loss": stats["loss"], "lr": lr,
+            "train_seconds": stats["seconds"], "train_images": stats["images"],
+            "val_seconds": val_seconds,
+            **{f"val_{k}": v for k, v in val_metrics.items() if k in METRICS},
+        })
+        improved = state["best_value"] is None or (
+            value > state["best_value"] if direction == "max" else value < state["best_value"])
+        if improved:
+            state.update(best=copy.deepcopy(model.state_dict()), best_epoch=epoch + 1,
+                         best_value=value, stale=0, best_val=(val_pred, val_metrics))
+        else:
+            state["stale"] += 1
+        state["epoch"] = epoch + 1
+        if on_epoch is not None:
+            on_epoch(epoch, val_metrics)
+        stop = cfg.patience is not None and state["stale"] >= cfg.patience
+        if stop:
+            state["epoch"] = cfg.epochs
+        store.save_state(spec.run_id, ResultsStore.RESUME, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "order_rng": order_rng.get_state(), "rng": _get_rng_state(), "state": state,
+        })
+
+    model.load_state_dict(state["best"])
+    val_pred, val_metrics = state["best_val"]
+    arrays = {"val_scores": val_pred.scores.astype(np.float32), "val_labels": val_pred.labels}
+    metrics = {"val": val_metrics}
+    eval_seconds = sum(h["val_seconds"] for h in state["history"])
+    eval_images = len(val_pred.labels) * len(state["history"])
+    if evaluate_test:
+        test_pred, test_seconds = evaluate(model, *test, batch_size=cfg.eval_batch_size,
+                                           precision=cfg.precision,
+                                           logit_offset=strategy.logit_offset,
+                                           channels_last=cfg.channels_last)
+        metrics["test"] = compute_metrics(test_pred.labels, test_pred.scores, data.class_names)
+        arrays.update(test_scores=test_pred.scores.astype(np.float32),
+                      test_labels=test_pred.labels)
+        eval_seconds += test_seconds
+        eval_images += len(test_pred.labels)
+    store.save_predictions(spec.run_id, **arrays)
+    store.save_state(spec.run_id, ResultsStore.BEST, {
+        "model": state["best"], "model_config": spec.config()["model"],
+        "class_names": list(data.class_names), "img_size": data.size,
+        "logit_offset": strategy.logit_offset, "epoch": state["best_epoch"],
+    })
+    history = state["history"]
+    train_seconds = sum(h["train_seconds"] for h in history)
+    train_images = sum(h["train_images"] for h in history)
+    record = finish(
+        COMPLETE, metrics=metrics, best_epoch=state["best_epoch"], epochs_trained=len(history),
+        history=history, parameters=count_parameters(model),
+        timing={
+            "train_seconds": train_seconds,
+            "seconds_per_epoch": train_seconds / len(history),
+            "train_images_per_s": train_images / train_seconds if train_seconds else None,
+            "eval_images_per_s": eval_images / eval_seconds if eval_seconds else None,
+        },
+    )
+    store.remove(spec.run_id, ResultsStore.RESUME)
+    return record
+
+
+def _on_device(data: OCTData, split: str, device: torch.device):
+    # Cached so a grid moves each split to a GPU once, not once per run.
+    key = (id(data), split, str(device))
+    if key not in _DEVICE_CACHE:
+        part = data.split(split)
+        _DEVICE_CACHE.clear() if len(_DEVICE_CACHE) > 6 else None
+        _DEVICE_CACHE[key] = (part.images.to(device), part.labels.to(device))
+    return _DEVICE_CACHE[key]
+
+
+_DEVICE_CACHE: dict = {}
+
+
+def _get_rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+             "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@functools.cache
+def versions() -> dict:
+    """Versions of Python and the libraries that decide a run's numbers."""
+    import importlib.metadata as md
+
+    found = {"python": platform.python_version()}
+    for package in ("octbench", "torch", "torchvision", "timm", "numpy", "scikit-learn"):
+        try:
+            found[package] = md.version(package)
+        except md.PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+@functools.cache
+def git_commit() -> str | None:
+    """The octbench source commit (with ``-dirty`` for local changes), when it is a checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"],
+                                capture_output=True, text=True, timeout=5)
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--", "."],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return commit.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None

@@ -1,0 +1,216 @@
+"""compute_metrics agrees with scikit-learn, and ECE with its textbook definition."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from octbench.errors import OctbenchError
+from octbench.metrics import METRICS, compute_metrics, expected_calibration_error, is_better
+
+NAMES = ["CNV", "DME", "DRUSEN", "NORMAL"]
+K = len(NAMES)
+TOL = 1e-12
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _random_case(seed: int, n: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """Imbalanced labels (OCTMNIST's train proportions) and informative but noisy scores."""
+    rng = np.random.default_rng(seed)
+    labels = rng.choice(K, size=n, p=[0.34, 0.10, 0.08, 0.48])
+    logits = rng.normal(size=(n, K)) * 1.5
+    logits[np.arange(n), labels] += rng.uniform(0, 2)
+    return labels, _softmax(logits)
+
+
+def _never_predicted(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    labels, scores = _random_case(seed)
+    scores[:, 2] = 1e-6  # DRUSEN is never the arg-max: precision 0/0 -> 0
+    return labels, scores / scores.sum(axis=1, keepdims=True)
+
+
+def _class_absent(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    labels, scores = _random_case(seed)
+    labels = np.where(labels == 1, 0, labels)  # no DME in the labels, but it is still predicted
+    return labels, scores
+
+
+def _absent_and_unpredicted(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    labels, scores = _class_absent(seed)
+    scores[:, 1] = 1e-6
+    return labels, scores / scores.sum(axis=1, keepdims=True)
+
+
+def _all_wrong(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    labels, scores = _random_case(seed)
+    return labels, np.roll(np.eye(K)[labels] * 0.9 + 0.025, 1, axis=1)
+
+
+CASES = {
+    "random": _random_case,
+    "never_predicted": _never_predicted,
+    "class_absent": _class_absent,
+    "absent_and_unpredicted": _absent_and_unpredicted,
+    "all_wrong": _all_wrong,
+}
+
+
+# balanced_accuracy_score warns when a predicted class is absent from the labels; that is the case.
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("case", CASES)
+def test_count_metrics_match_sklearn(case: str, seed: int) -> None:
+    labels, scores = CASES[case](seed)
+    preds = scores.argmax(axis=1)
+    m = compute_metrics(labels, scores, NAMES)
+    every_class = list(range(K))
+
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(labels, preds), abs=TOL)
+    # balanced_accuracy_score averages recall over the classes present in the labels.
+    assert m["balanced_accuracy"] == pytest.approx(
+        skm.balanced_accuracy_score(labels, preds), abs=TOL
+    )
+    for average in ("macro", "weighted"):
+        expected = skm.f1_score(labels, preds, labels=every_class, average=average, zero_division=0)
+        assert m[f"{average}_f1"] == pytest.approx(expected, abs=TOL)
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        labels, preds, labels=every_class, zero_division=0
+    )
+    for i, name in enumerate(NAMES):
+        got = m["per_class"][name]
+        assert got["precision"] == pytest.approx(precision[i], abs=TOL)
+        assert got["recall"] == pytest.approx(recall[i], abs=TOL)
+        assert got["f1"] == pytest.approx(f1[i], abs=TOL)
+        assert got["support"] == support[i]
+    assert m["confusion"] == skm.confusion_matrix(labels, preds, labels=every_class).tolist()
+    assert m["nll"] == pytest.approx(skm.log_loss(labels, scores, labels=every_class), abs=TOL)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("case", ["random", "never_predicted", "all_wrong"])
+def test_macro_auc_matches_sklearn(case: str, seed: int) -> None:
+    labels, scores = CASES[case](seed)
+    expected = skm.roc_auc_score(labels, scores, multi_class="ovr", average="macro")
+    assert compute_metrics(labels, scores, NAMES)["macro_auc"] == pytest.approx(expected, abs=TOL)
+
+
+@pytest.mark.parametrize("case", ["class_absent", "absent_and_unpredicted"])
+def test_macro_auc_is_nan_when_a_class_is_absent(case: str) -> None:
+    labels, scores = CASES[case](0)
+    assert math.isnan(compute_metrics(labels, scores, NAMES)["macro_auc"])
+
+
+def test_single_class_labels_do_not_raise() -> None:
+    labels, scores = _random_case(0)
+    m = compute_metrics(np.zeros_like(labels), scores, NAMES)
+    assert math.isnan(m["macro_auc"])
+    assert m["balanced_accuracy"] == m["per_class"]["CNV"]["recall"] == m["accuracy"]
+
+
+def test_binary_auc_uses_positive_class_scores() -> None:
+    labels, scores = _random_case(0)
+    labels, scores = labels % 2, np.stack([scores[:, :2].sum(1), scores[:, 2:].sum(1)], axis=1)
+    m = compute_metrics(labels, scores, ["a", "b"])
+    assert m["macro_auc"] == pytest.approx(skm.roc_auc_score(labels, scores[:, 1]), abs=TOL)
+
+
+def test_result_is_json_serialisable_python_scalars() -> None:
+    labels, scores = _random_case(0)
+    m = compute_metrics(labels.astype(np.uint8).reshape(-1, 1), scores.astype(np.float32), NAMES)
+    assert json.loads(json.dumps(m)) == m
+    assert set(METRICS) <= set(m)
+    assert all(type(m[name]) is float for name in METRICS)
+
+
+def test_perfect_predictions() -> None:
+    labels = np.repeat(np.arange(K), 250)  # the balanced OCTMNIST test split
+    scores = np.eye(K)[labels] * 0.96 + 0.01  # right, with confidence 0.97
+    m = compute_metrics(labels, scores, NAMES)
+    for name in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "macro_auc"):
+        assert m[name] == 1.0
+    assert m["ece"] == pytest.approx(0.03, abs=TOL)  # every item: accuracy 1, confidence 0.97
+    assert m["confusion"] == (np.eye(K, dtype=int) * 250).tolist()
+
+
+def test_ece_hand_example() -> None:
+    # Four items, K = 4, 15 bins of width 1/15:
+    #   conf 0.90, 0.90 -> bin (13/15, 14/15], one right one wrong: acc 0.5, |0.5 - 0.90| = 0.40
+    #   conf 0.55, 0.55 -> bin (8/15, 9/15],   both right:          acc 1.0, |1.0 - 0.55| = 0.45
+    # ECE = 2/4 * 0.40 + 2/4 * 0.45 = 0.425
+    labels = np.array([0, 1, 2, 3])
+    scores = np.array(
+        [
+            [0.90, 0.04, 0.03, 0.03],  # right
+            [0.90, 0.04, 0.03, 0.03],  # wrong (true class 1)
+            [0.15, 0.15, 0.55, 0.15],  # right
+            [0.15, 0.15, 0.15, 0.55],  # right
+        ]
+    )
+    assert compute_metrics(labels, scores, NAMES)["ece"] == pytest.approx(0.425, abs=TOL)
+
+
+def _textbook_ece(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> float:
+    """Guo et al. (2017), eq. 3, written as a plain loop over bins ((m-1)/M, m/M]."""
+    edges = np.linspace(0, 1, n_bins + 1)
+    total = 0.0
+    for m in range(n_bins):
+        lower = -np.inf if m == 0 else edges[m]
+        in_bin = (confidence > lower) & (confidence <= edges[m + 1])
+        if in_bin.any():
+            gap = correct[in_bin].mean() - confidence[in_bin].mean()
+            total += in_bin.sum() / len(confidence) * abs(gap)
+    return total
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_ece_matches_textbook_loop(seed: int) -> None:
+    labels, scores = _random_case(seed, n=2000)
+    m = compute_metrics(labels, scores, NAMES)
+    expected = _textbook_ece(scores.max(axis=1), scores.argmax(axis=1) == labels)
+    assert m["ece"] == pytest.approx(expected, abs=TOL)
+
+
+def test_ece_of_no_items_is_nan() -> None:
+    assert math.isnan(expected_calibration_error(np.array([]), np.array([])))
+
+
+def test_nll_is_finite_for_zero_probability_of_the_true_class() -> None:
+    labels = np.array([0, 1])
+    scores = np.array([[0.0, 1.0], [0.0, 1.0]])
+    assert compute_metrics(labels, scores, ["a", "b"])["nll"] == pytest.approx(-np.log(1e-12) / 2)
+
+
+@pytest.mark.parametrize(
+    ("labels", "scores", "match"),
+    [
+        (np.array([0, 1]), np.full((2, 3), 1 / 3), r"shape \(N, K\) = \(2, 4\)"),
+        (np.array([], dtype=int), np.zeros((0, K)), "at least one item"),
+        (np.array([0, 4]), np.full((2, K), 0.25), r"labels in \[0, 4\)"),
+        (np.array([0.0, 1.0]), np.full((2, K), 0.25), "integer labels"),
+    ],
+)
+def test_invalid_input_is_explained(labels: np.ndarray, scores: np.ndarray, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        compute_metrics(labels, scores, NAMES)
+
+
+def test_metric_directions() -> None:
+    assert {METRICS[name] for name in ("ece", "nll")} == {"min"}
+    assert all(d == "max" for name, d in METRICS.items() if name not in ("ece", "nll"))
+    assert is_better("macro_f1", 0.8, 0.7) and not is_better("macro_f1", 0.7, 0.8)
+    assert is_better("ece", 0.02, 0.05) and not is_better("nll", 0.9, 0.5)
+    assert not is_better("accuracy", 0.5, 0.5)  # strictly better only
+    assert is_better("macro_auc", 0.6, math.nan) and not is_better("macro_auc", math.nan, 0.6)
+
+
+def test_unknown_metric_suggests_the_closest() -> None:
+    with pytest.raises(OctbenchError, match="Did you mean 'macro_f1'"):
+        is_better("macro_f2", 0.1, 0.2)

@@ -413,3 +413,14 @@ def parse_config(raw: dict, source: str | None = None) -> ExperimentConfig:
     return ExperimentConfig(name=name, data=data, models=models, strategies=strategies,
                             seeds=tuple(seeds), devices=tuple(devices), train=train,
                             report=report, results_dir=results_dir)
+
+
+def parse_data(raw: str | dict) -> Component:
+    """Validate a dataset choice alone (``synthetic`` or ``{name: npz, path: ...}``)."""
+    from octbench.data import DATASETS
+
+    problems: list[str] = []
+    component = _parse_component(problems, raw, "data", DATASETS)
+    if problems:
+        raise ConfigError(problems)
+    return component

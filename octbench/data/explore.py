@@ -1,0 +1,101 @@
+"""Exploratory views of a dataset: class counts, imbalance ratios and sample grids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from octbench.data import SPLITS, OCTData
+
+
+def class_distribution(data: OCTData) -> pd.DataFrame:
+    """Per-split class counts and shares, with each class's ratio to the smallest class."""
+    rows = []
+    for split, counts in data.class_counts().items():
+        total = sum(counts)
+        smallest = max(min(counts), 1)
+        for name, count in zip(data.class_names, counts):
+            rows.append({"split": split, "class": name, "count": count,
+                         "share": count / total if total else float("nan"),
+                         "ratio_to_smallest": count / smallest})
+    return pd.DataFrame(rows)
+
+
+def format_distribution(data: OCTData) -> str:
+    """The distribution as text: one block per split, plus the largest:smallest ratio."""
+    table = class_distribution(data)
+    tag = " [SYNTHETIC DATA]" if data.synthetic else ""
+    lines = [f"{data.name} ({data.size} px){tag}"]
+    for split in SPLITS:
+        part = table[table.split == split]
+        counts = part["count"].to_numpy()
+        lines.append(f"{split}: {counts.sum():,} images, largest:smallest class "
+                     f"{counts.max() / max(counts.min(), 1):.1f}:1")
+        for row in part.itertuples():
+            lines.append(f"  {row._2:<8} {row.count:>7,}  {row.share:6.1%}  "
+                         f"{row.ratio_to_smallest:5.2f}x the smallest")
+    return "\n".join(lines)
+
+
+def save_distribution_figure(data: OCTData, path: str | Path) -> Path:
+    """A bar chart of class counts per split (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    table = class_distribution(data)
+    fig, axes = plt.subplots(1, len(SPLITS), figsize=(12, 3.6))
+    for ax, split in zip(axes, SPLITS):
+        part = table[table.split == split]
+        sns.barplot(part, x="class", y="count", hue="class", ax=ax, legend=False,
+                    palette="viridis")
+        ax.set_title(f"{split} ({part['count'].sum():,} images)")
+        ax.set_xlabel("")
+        for container in ax.containers:
+            ax.bar_label(container, fmt="{:,.0f}", fontsize=8)
+    title = f"Class distribution: {data.name} ({data.size} px)"
+    fig.suptitle(title + (" — SYNTHETIC DATA" if data.synthetic else ""))
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def save_sample_grid(data: OCTData, path: str | Path, *, per_class: int = 8,
+                     split: str = "test", seed: int = 0) -> Path:
+    """A PNG grid: one row per class with ``per_class`` random samples of ``split``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    part = data.split(split)
+    labels = part.labels.numpy()
+    rng = np.random.default_rng(seed)
+    fig, axes = plt.subplots(data.num_classes, per_class,
+                             figsize=(per_class * 1.1, data.num_classes * 1.25), squeeze=False)
+    for row, name in enumerate(data.class_names):
+        members = np.flatnonzero(labels == row)
+        chosen = rng.choice(members, size=min(per_class, len(members)), replace=False)
+        for col in range(per_class):
+            ax = axes[row, col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col < len(chosen):
+                ax.imshow(part.images[chosen[col]].numpy(), cmap="gray", vmin=0, vmax=255)
+            if col == 0:
+                ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=10)
+    title = f"{data.name} {data.size} px, {split} split"
+    fig.suptitle(title + (" — SYNTHETIC" if data.synthetic else ""), fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

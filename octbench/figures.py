@@ -1,0 +1,157 @@
+"""Report figures: matplotlib + seaborn, drawn on ``Figure`` objects, saved as PNG.
+
+Figures are built with :class:`matplotlib.figure.Figure` rather than ``pyplot``, so drawing a
+report never switches the caller's backend (a notebook keeps its own) and leaves no global
+state behind. Each function takes plain tables and returns the written path, or None when
+there is nothing to draw.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+DPI = 130
+# Wong (2011) colour-blind-safe palette, as seaborn's "colorblind" orders it.
+PALETTE = "colorblind"
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", facecolor="white")
+    return path
+
+
+def _theme() -> None:
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook", font_scale=1.0)
+
+
+def confusion_grid(panels: Sequence[tuple[str, np.ndarray]], class_names: Sequence[str],
+                   title: str, path: Path) -> Path | None:
+    """Row-normalised confusion matrices, one panel per (label, counts) pair."""
+    import seaborn as sns
+
+    if not panels:
+        return None
+    _theme()
+    cols = min(len(panels), 4)
+    rows = math.ceil(len(panels) / cols)
+    fig = Figure(figsize=(3.6 * cols + 0.8, 3.5 * rows + 0.7), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax, (label, counts) in zip(axes, panels, strict=False):
+        counts = np.asarray(counts, dtype=float)
+        totals = counts.sum(axis=1, keepdims=True)
+        share = np.divide(counts, totals, out=np.full_like(counts, np.nan), where=totals > 0)
+        sns.heatmap(share, ax=ax, vmin=0, vmax=1, cmap="Blues", annot=True, fmt=".2f",
+                    cbar=False, square=True, xticklabels=class_names, yticklabels=class_names,
+                    annot_kws={"size": 10})
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.tick_params(axis="x", labelrotation=0, labelsize=9)
+        ax.tick_params(axis="y", labelrotation=0, labelsize=9)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(title, fontsize=12)
+    return _save(fig, path)
+
+
+def training_curves(curves: pd.DataFrame, title: str, path: Path) -> Path | None:
+    """Training loss and validation macro-F1 per epoch; one line per label, band = seed range.
+
+    ``curves`` has columns ``label, seed, epoch, train_loss, val_macro_f1``.
+    """
+    import seaborn as sns
+
+    curves = curves.dropna(subset=["epoch"])
+    if curves.empty:
+        return None
+    _theme()
+    fig = Figure(figsize=(12, 4.4), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    order = list(dict.fromkeys(curves["label"]))
+    for ax, column, name in ((left, "train_loss", "training loss"),
+                             (right, "val_macro_f1", "validation macro-F1")):
+        sns.lineplot(curves, x="epoch", y=column, hue="label", hue_order=order, ax=ax,
+                     errorbar=("pi", 100), marker="o", palette=PALETTE,
+                     legend=ax is right)
+        ax.set_title(name)
+        ax.set_ylabel(name)
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    if right.get_legend() is not None:
+        sns.move_legend(right, "upper left", bbox_to_anchor=(1.02, 1), title=None, frameon=False)
+    fig.suptitle(title, fontsize=12)
+    return _save(fig, path)
+
+
+def interval_plot(frame: pd.DataFrame, metric_label: str, title: str, path: Path) -> Path | None:
+    """Mean with its confidence interval per label, with the per-seed values as dots.
+
+    ``frame`` has columns ``label, mean, low, high, values`` (a list) and ``baseline`` (bool).
+    """
+    import seaborn as sns
+
+    frame = frame[frame["mean"].notna()].reset_index(drop=True)
+    if frame.empty:
+        return None
+    _theme()
+    colors = sns.color_palette(PALETTE, len(frame))
+    fig = Figure(figsize=(8, 1.0 + 0.55 * len(frame)), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(len(frame))[::-1]
+    for i, row in frame.iterrows():
+        if not (math.isnan(row["low"]) or math.isnan(row["high"])):
+            ax.plot([row["low"], row["high"]], [y[i]] * 2, color=colors[i], lw=3, alpha=0.6,
+                    solid_capstyle="butt")
+        seeds = [v for v in row["values"] if v is not None and not math.isnan(v)]
+        ax.scatter(seeds, [y[i]] * len(seeds), color=colors[i], s=18, alpha=0.8, zorder=3)
+        ax.scatter([row["mean"]], [y[i]], color=colors[i], marker="D", s=60, zorder=4,
+                   edgecolor="black", linewidth=0.8)
+        ax.annotate(f"{row['mean']:.3f}", (row["mean"], y[i]), xytext=(0, 7),
+                    textcoords="offset points", ha="center", fontsize=9)
+        if row["baseline"]:
+            ax.axvline(row["mean"], color="grey", ls="--", lw=1, zorder=1)
+    ax.set_yticks(y, [f"{lab} (baseline)" if b else lab
+                      for lab, b in zip(frame["label"], frame["baseline"], strict=True)])
+    ax.set_xlabel(metric_label)
+    ax.set_ylim(-0.7, len(frame) - 0.3)
+    ax.set_title(title, fontsize=11)
+    return _save(fig, path)
+
+
+def throughput(frame: pd.DataFrame, title: str, path: Path) -> Path | None:
+    """Horizontal bars of training and evaluation images per second per device label.
+
+    ``frame`` has columns ``label, train, eval`` (images per second, NaN when unknown).
+    """
+    import seaborn as sns
+
+    if frame.empty or frame[["train", "eval"]].isna().all().all():
+        return None
+    _theme()
+    long = frame.melt(id_vars="label", value_vars=["train", "eval"], var_name="phase",
+                      value_name="images/s").dropna()
+    long["phase"] = long["phase"].map({"train": "training", "eval": "evaluation"})
+    fig = Figure(figsize=(9, 1.2 + 0.8 * frame["label"].nunique()), layout="constrained")
+    ax = fig.subplots()
+    sns.barplot(long, y="label", x="images/s", hue="phase", ax=ax, palette=PALETTE,
+                hue_order=["training", "evaluation"], errorbar=None)
+    values = long["images/s"]
+    if values.max() / max(values.min(), 1e-9) > 50:  # CPU next to GPU: log keeps both visible
+        ax.set_xscale("log")
+    for container in ax.containers:
+        ax.bar_label(container, fmt="{:,.0f}", padding=3, fontsize=9)
+    ax.set_ylabel("")
+    ax.set_xlabel("images per second (higher is faster)")
+    ax.margins(x=0.15)
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), title=None, frameon=False)
+    ax.set_title(title, fontsize=11)
+    return _save(fig, path)

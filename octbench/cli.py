@@ -2,12 +2,18 @@
 
 User errors (bad YAML, missing data, bad options) end with one message on stderr and exit code 2,
 without a traceback; Ctrl-C and SIGTERM end with exit code 130 after recording the interrupted run.
+
+Plugins: ``OCTBENCH_PLUGINS="pkg.models,my_strategies"`` names modules imported before a command
+runs, so that models, strategies and datasets they register can be used in experiment YAMLs.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
+import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -15,13 +21,21 @@ from pathlib import Path
 from octbench.errors import OctbenchError
 
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+PLUGINS_VARIABLE = "OCTBENCH_PLUGINS"
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse, with one-line errors that name the fix (exit code 2, as argparse does)."""
 
     def error(self, message):
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        hint = ""
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if choice:
+            from octbench.registry import did_you_mean
+
+            hint = did_you_mean(choice[1], re.findall(r"[\w-]+", choice[2]))
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}.{hint} "
+                              f"(see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,12 +49,74 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="print the grid and exit")
     run.set_defaults(handler=cmd_run)
 
+    tune = commands.add_parser("tune", help="tune hyperparameters with Optuna (validation only)")
+    tune.add_argument("config", help="tuning YAML, e.g. experiments/tune.yaml")
+    tune.add_argument("--workers", type=int, default=1, metavar="N",
+                      help="worker processes on this machine (default 1; N > 1 shares the "
+                           "study through an Optuna journal file)")
+    tune.add_argument("--storage", metavar="URL",
+                      help="Optuna storage: an RDB URL (postgresql://..., sqlite:///...) or "
+                           "journal:PATH (default: results/<study>/study.db, or journal.log "
+                           "with --workers)")
+    tune.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set for spawned workers
+    tune.set_defaults(handler=cmd_tune)
+
+    predict = commands.add_parser("predict", help="classify raw OCT scans with a trained run")
+    predict.add_argument("--run", required=True, metavar="RUN_ID|CHECKPOINT",
+                         help="a run id (or unique prefix), a run folder, or a best.pt file")
+    predict.add_argument("scans", nargs="+", metavar="SCAN", help="PNG / JPEG / TIFF files")
+    predict.add_argument("--results-dir", default="results", help="where to look for run ids")
+    predict.add_argument("--json", action="store_true", help="print JSON instead of text")
+    predict.set_defaults(handler=cmd_predict)
+
+    data = commands.add_parser("data", help="inspect, generate or show datasets")
+    actions = data.add_subparsers(dest="action", required=True, metavar="ACTION",
+                                  parser_class=_Parser)
+    source = dict(nargs="?", default="synthetic",
+                  help="a dataset name (synthetic, octmnist, npz), an .npz file or an "
+                       "experiment YAML (default: synthetic)")
+    setter = dict(action="append", default=[], metavar="KEY=VALUE",
+                  help="a dataset parameter, e.g. --set scale=0.1 (repeatable)")
+    info = actions.add_parser("info", help="per-split class counts and imbalance ratios")
+    info.add_argument("source", **source)
+    info.add_argument("--set", **setter)
+    info.add_argument("--figure", metavar="PNG", help="also save a class-distribution chart")
+    info.set_defaults(handler=cmd_data_info)
+    show = actions.add_parser("show", help="write a PNG grid of samples per class")
+    show.add_argument("source", **source)
+    show.add_argument("--set", **setter)
+    show.add_argument("--out", default="samples.png", metavar="PNG")
+    show.add_argument("--per-class", type=_positive_int, default=8)
+    show.add_argument("--split", choices=("train", "val", "test"), default="test")
+    show.set_defaults(handler=cmd_data_show)
+    synth = actions.add_parser("synth", help="write synthetic OCT data as a MedMNIST npz")
+    synth.add_argument("--out", required=True, metavar="FILE.npz")
+    synth.add_argument("--set", **setter)
+    synth.set_defaults(handler=cmd_data_synth)
+
     listing = commands.add_parser("list", help="list registered models, strategies or datasets")
     listing.add_argument("what", choices=("models", "strategies", "datasets"))
     listing.set_defaults(handler=cmd_list)
 
-    report = commands.add_parser("report", help="summarise an experiment's results")
+    report = commands.add_parser(
+        "report", help="summarise an experiment's results and write reports/<experiment>/",
+        description="Print a short summary, then write report.md with figures (--format md) or "
+                    "runs.csv with medmnist Evaluator files (--format csv) to OUT/<experiment>/.")
     report.add_argument("source", help="experiment YAML or results folder")
+    report.add_argument("--format", choices=("md", "csv", "all"), default="md",
+                        help="md: report.md + figures/*.png (default); csv: runs.csv (one row "
+                             "per run) + medmnist/ (test predictions for `python -m medmnist "
+                             "evaluate`); all: both")
+    report.add_argument("--out", default="reports", metavar="DIR",
+                        help="reports folder (default: reports)")
+    report.add_argument("--baseline", metavar="STRATEGY",
+                        help="strategy the others are compared with (default: the YAML's "
+                             "report.baseline, else none)")
+    report.add_argument("--resamples", type=int, default=2000, metavar="N",
+                        help="bootstrap resamples for intervals and tests (default: 2000)")
+    report.add_argument("--study", metavar="DIR",
+                        help="Optuna study folder whose tuning figures to include (default: "
+                             "the results folder, or results/<study> for <study>-best)")
     report.set_defaults(handler=cmd_report)
     return parser
 
@@ -52,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="octbench: %(message)s", stream=sys.stderr)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
+        load_plugins()
         return args.handler(args)
     except OctbenchError as error:
         print(f"octbench: error: {error}", file=sys.stderr)
@@ -66,6 +143,30 @@ def main(argv: list[str] | None = None) -> int:
 
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+def load_plugins(names: str | None = None) -> list[str]:
+    """Import the modules named in ``$OCTBENCH_PLUGINS`` (comma-separated); return their names.
+
+    A plugin registers its entries on import, e.g. ``@MODELS.register`` on a factory
+    ``def my_net(*, num_classes: int = 4, in_chans: int = 1, img_size: int = 28)``.
+
+    Raises:
+        OctbenchError: a named module cannot be imported.
+    """
+    names = os.environ.get(PLUGINS_VARIABLE, "") if names is None else names
+    loaded = []
+    for name in filter(None, (part.strip() for part in names.split(","))):
+        try:
+            importlib.import_module(name)
+        except Exception as error:
+            raise OctbenchError(
+                f"cannot import plugin module '{name}' named in ${PLUGINS_VARIABLE} "
+                f"({type(error).__name__}: {error}); install it, add its folder to PYTHONPATH, "
+                f"or remove it from ${PLUGINS_VARIABLE}."
+            ) from None
+        loaded.append(name)
+    return loaded
 
 
 def cmd_run(args) -> int:
@@ -89,6 +190,120 @@ def cmd_run(args) -> int:
     for run_id, error in summary.failed:
         print(f"  failed: {run_id}: {error}", file=sys.stderr)
     return 0 if summary.ok else EXIT_FAILED
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
+def _load_data_source(source: str, settings: list[str]):
+    """A dataset from a registry name + ``--set`` values, an .npz file, or an experiment YAML."""
+    from octbench.config import load_config, parse_data
+    from octbench.data import load_dataset
+
+    params = dict(_load_settings(settings))
+    if source.endswith((".yaml", ".yml")):
+        component = load_config(source).data
+        component = parse_data({"name": component.name, **component.params, **params})
+    elif source.endswith(".npz"):
+        component = parse_data({"name": "npz", "path": source, **params})
+    else:
+        component = parse_data({"name": source, **params})
+    return load_dataset(component.name, **component.params)
+
+
+def cmd_tune(args) -> int:
+    from octbench.tuning import load_tune_config, run_worker, tune
+
+    config = load_tune_config(args.config)
+    if args.worker is not None:
+        run_worker(config, storage=args.storage, index=args.worker, workers=args.workers,
+                   quiet=args.quiet)
+        return 0
+    result = tune(config, workers=args.workers, storage=args.storage, quiet=args.quiet)
+    return 0 if result.best_value is not None else EXIT_FAILED
+
+
+def cmd_data_info(args) -> int:
+    from octbench.data.explore import format_distribution, save_distribution_figure
+
+    data = _load_data_source(args.source, args.set)
+    print(format_distribution(data))
+    if args.figure:
+        print(f"saved {save_distribution_figure(data, args.figure)}")
+    return 0
+
+
+def cmd_data_show(args) -> int:
+    from octbench.data.explore import save_sample_grid
+
+    data = _load_data_source(args.source, args.set)
+    path = save_sample_grid(data, args.out, per_class=args.per_class, split=args.split)
+    print(f"saved {path}" + (" (synthetic data)" if data.synthetic else ""))
+    return 0
+
+
+def cmd_data_synth(args) -> int:
+    import time
+
+    import numpy as np
+
+    from octbench.config import parse_data
+    from octbench.data.synthetic import generate_arrays
+    from octbench.fileio import atomic_write
+
+    if not args.out.endswith(".npz"):
+        raise OctbenchError(f"--out {args.out} must end in .npz (a MedMNIST-format file)")
+    params = dict(_load_settings(args.set))
+    component = parse_data({"name": "synthetic", **params})
+    params = {k: v for k, v in component.params.items() if k != "cache"}
+    start = time.perf_counter()
+    arrays = generate_arrays(**params)
+    seconds = time.perf_counter() - start
+    arrays["octbench_synthetic"] = np.array(True)  # the label travels with the file
+    atomic_write(args.out, lambda handle: np.savez_compressed(handle, **arrays))
+    sizes = ", ".join(f"{s} {len(arrays[f'{s}_labels']):,}" for s in ("train", "val", "test"))
+    print(f"wrote {args.out}: synthetic OCT data ({sizes}) generated in {seconds:.1f} s")
+    return 0
+
+
+def _load_settings(settings: list[str]):
+    import yaml
+
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise OctbenchError(f"--set {item!r} must look like KEY=VALUE, e.g. --set scale=0.1")
+        yield key, yaml.safe_load(value)
+
+
+def cmd_predict(args) -> int:
+    import json
+
+    from octbench.predict import load_predictor, predict_files
+
+    predictor = load_predictor(args.run, args.results_dir)
+    results = predict_files(predictor, args.scans)
+    if args.json:
+        print(json.dumps([{"file": r.path, "top_class": r.top_class,
+                           "probabilities": r.probabilities, "error": r.error}
+                          for r in results], indent=2))
+    else:
+        for r in results:
+            if r.error:
+                print(f"{r.path}: error: {r.error}", file=sys.stderr)
+                continue
+            probs = "  ".join(f"{k} {v:.3f}" for k, v in r.probabilities.items())
+            print(f"{r.path}: {r.top_class}  ({probs})")
+    failed = sum(r.error is not None for r in results)
+    if failed:
+        print(f"octbench: error: {failed} of {len(results)} files could not be read",
+              file=sys.stderr)
+        return EXIT_USAGE
+    return 0
 
 
 def cmd_list(args) -> int:
@@ -119,7 +334,16 @@ def _summary(fn) -> str:
 
 
 def cmd_report(args) -> int:
-    from octbench.report import print_summary
+    from octbench.report import build_report, print_summary
 
     print_summary(args.source)
+    formats = ("md", "csv") if args.format == "all" else (args.format,)
+    written = build_report(args.source, args.out, formats=formats, baseline=args.baseline,
+                           n_resamples=args.resamples, study=args.study)
+    exports = [p for p in written if p.parent.name == "medmnist"]
+    for path in written:
+        if path not in exports:
+            print(f"wrote {path}")
+    if exports:
+        print(f"wrote {len(exports)} medmnist Evaluator file(s) to {exports[0].parent}")
     return 0

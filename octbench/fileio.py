@@ -50,10 +50,39 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def remove_stale_temp_files(folder: str | Path) -> list[Path]:
-    """Delete temp files that a killed writer left below ``folder``; return what was removed."""
+def remove_stale_temp_files(folder: str | Path, *, all_writers: bool = False) -> list[Path]:
+    """Delete temp files that a killed writer left below ``folder``; return what was removed.
+
+    By default only files whose writer (the process id in the name) is no longer running on
+    this machine are removed, so a second process started on the same folder never deletes a
+    live writer's temp file. ``all_writers=True`` removes every one: for a folder that the
+    caller holds exclusively (a claimed run).
+    """
     removed = []
     for tmp in Path(folder).rglob(f".*{TEMP_SUFFIX}"):
-        tmp.unlink(missing_ok=True)
-        removed.append(tmp)
+        if all_writers or not _writer_alive(tmp.name):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
     return removed
+
+
+def _writer_alive(name: str) -> bool:
+    pid = name[: -len(TEMP_SUFFIX)].rpartition(".")[2]
+    if not pid.isdigit():
+        return False
+    return pid_alive(int(pid))
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` is running on this machine."""
+    if pid == os.getpid():
+        return True
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process there
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # it exists (owned by someone else), or we cannot tell: keep its files
+    return True

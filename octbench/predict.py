@@ -102,5 +102,5 @@ def predict_files(predictor: Predictor, paths: list[str]) -> list[ScanPrediction
             continue
         probabilities = predictor.probabilities(image[None])[0]
         results.append(ScanPrediction(str(path), probabilities={
-            name: float(p) for name, p in zip(predictor.class_names, probabilities)}))
+            name: float(p) for name, p in zip(predictor.class_names, probabilities, strict=True)}))
     return results

@@ -8,8 +8,10 @@ artifacts::
     results/<experiment>/<run_id>/best.pt           the selected checkpoint
     results/<experiment>/<run_id>/resume.pt         last-epoch state, only while incomplete
 
-A run is COMPLETE only when its record says so, and that record is written last. Folders from
-several machines can be copied into one results folder: run ids never collide across devices.
+A run is COMPLETE only when its record says so and its artifacts are there; the record is written
+last, and every file is written atomically (temp file, fsync, rename), so a crash or kill -9
+leaves the old version or the new one, never half of one. Folders from several machines can be
+copied into one results folder: run ids never collide across devices.
 """
 
 from __future__ import annotations
@@ -19,22 +21,30 @@ import io
 import json
 import logging
 import os
+import shutil
 import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from octbench.errors import OctbenchError
-from octbench.fileio import atomic_write, atomic_write_text, remove_stale_temp_files
+from octbench.fileio import atomic_write, atomic_write_text, pid_alive, remove_stale_temp_files
+
+try:
+    import fcntl
+except ImportError:  # Windows: lock files are created exclusively instead
+    fcntl = None
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 COMPLETE, FAILED, SKIPPED, INTERRUPTED = "complete", "failed", "skipped", "interrupted"
 STATUSES = (COMPLETE, FAILED, SKIPPED, INTERRUPTED)
+#: Below this much free space in the results folder, ``prepare`` warns before training.
+LOW_DISK_BYTES = 200 * 2**20
 
 
 @dataclass(frozen=True)
@@ -76,7 +86,14 @@ class RunRecord:
 
     @classmethod
     def from_dict(cls, data: dict) -> RunRecord:
-        """Read a record of this or an older schema; unknown fields are ignored."""
+        """Read a record of this or an older schema; unknown fields are ignored.
+
+        Raises:
+            ValueError: for a newer schema, missing required fields or wrongly typed ones; the
+                message says which (readers such as the report skip the record with a warning).
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"a run record must be a JSON object, not {type(data).__name__}")
         version = data.get("schema_version", 0)
         if not isinstance(version, int) or version > SCHEMA_VERSION:
             raise ValueError(
@@ -88,11 +105,34 @@ class RunRecord:
         missing -= data.keys()
         if missing:
             raise ValueError(f"missing fields {', '.join(sorted(missing))}")
-        return cls(**{k: v for k, v in data.items() if k in names})
+        for f in dataclasses.fields(cls):
+            if f.default_factory in (dict, list) and not isinstance(
+                    data.get(f.name, f.default_factory()), f.default_factory):
+                raise ValueError(f"field '{f.name}' must be a JSON "
+                                 f"{'object' if f.default_factory is dict else 'array'}, "
+                                 f"got {data[f.name]!r}")
+        known = {k: v for k, v in data.items() if k in names}
+        return cls(**{**known, "schema_version": version})
 
 
 class RunLocked(OctbenchError):
     """Another live process is working on this run."""
+
+
+class StorageError(OctbenchError):
+    """The results folder cannot be written (not writable, disk full): the grid stops."""
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as error:
+        raise StorageError(
+            f"cannot write {path} ({error.strerror or error}); free disk space or choose a "
+            "writable `results_dir`, then rerun: completed runs are kept and unfinished ones "
+            "resume from their last epoch."
+        ) from error
 
 
 class ResultsStore:
@@ -110,29 +150,57 @@ class ResultsStore:
     # -- writing -------------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Create the folder, prove it is writable, and clean what killed writers left."""
+        """Before training: create the folder, prove it is writable, clean what killed runs left.
+
+        Raises:
+            StorageError: the folder cannot be created or written (nothing was trained).
+        """
+        probe = self.root / f".write-test-{os.getpid()}"
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / f".write-test-{os.getpid()}"
-            probe.write_bytes(b"ok")
-            probe.unlink()
+            with open(probe, "wb") as handle:
+                handle.write(b"ok")
+                handle.flush()
+                os.fsync(handle.fileno())  # a full disk may only say so here
         except OSError as error:
-            raise OctbenchError(
-                f"results folder {self.root} is not writable ({error.strerror}); choose "
-                "another `results_dir` or fix its permissions. Nothing was trained."
+            raise StorageError(
+                f"results folder {self.root} is not writable ({error.strerror or error}); "
+                "choose another `results_dir`, fix its permissions or free disk space. "
+                "Nothing was trained and existing results are untouched."
             ) from None
+        finally:
+            with suppress(OSError):
+                probe.unlink(missing_ok=True)
+        try:
+            free = shutil.disk_usage(self.root).free
+        except OSError:
+            free = None
+        if free is not None and free < LOW_DISK_BYTES:
+            log.warning("only %d MB free in %s; runs stop (without losing results) if it fills",
+                        free // 2**20, self.root)
+        # Live writers' temp files and locks are left alone: another `run` may share the folder.
         for tmp in remove_stale_temp_files(self.root):
             log.info("removed a half-written file left by an interrupted run: %s", tmp)
+        for lock in self.root.glob(f"*/{self.LOCK}"):  # left by a killed run that had finished
+            pid = _owner_pid(lock)
+            if (pid is None and _read(lock)) or (pid is not None and pid_alive(pid)):
+                continue  # another machine's lock, or a live owner's
+            handle = _acquire(lock)
+            if handle is not None:
+                _release(lock, handle)
 
     def write(self, record: RunRecord) -> Path:
         """Write (or replace) a run's record atomically."""
         path = self.run_dir(record.run_id) / self.RECORD
-        atomic_write_text(path, record.to_json())
+        text = record.to_json()
+        with _writing(path):
+            atomic_write_text(path, text)
         return path
 
     def save_predictions(self, run_id: str, **arrays: np.ndarray) -> None:
-        atomic_write(self.run_dir(run_id) / self.PREDICTIONS,
-                     lambda handle: np.savez_compressed(handle, **arrays))
+        path = self.run_dir(run_id) / self.PREDICTIONS
+        with _writing(path):
+            atomic_write(path, lambda handle: np.savez_compressed(handle, **arrays))
 
     def save_state(self, run_id: str, name: str, state: dict) -> None:
         """Atomically save a torch state (checkpoint) as ``name`` in the run's folder."""
@@ -140,48 +208,49 @@ class ResultsStore:
 
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        atomic_write(self.run_dir(run_id) / name, lambda handle: handle.write(buffer.getvalue()))
+        path = self.run_dir(run_id) / name
+        with _writing(path):
+            atomic_write(path, lambda handle: handle.write(buffer.getvalue()))
 
     def load_state(self, run_id: str, name: str) -> dict | None:
+        """A saved state, or None when there is none or it cannot be read (then it is ignored)."""
         import torch
 
         path = self.run_dir(run_id) / name
         if not path.is_file():
             return None
-        return torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as error:  # e.g. a file damaged outside octbench: start over instead
+            log.warning("ignoring unreadable %s (%s); the run starts from scratch", path, error)
+            return None
 
     def remove(self, run_id: str, name: str) -> None:
         (self.run_dir(run_id) / name).unlink(missing_ok=True)
 
     @contextmanager
     def claim(self, run_id: str) -> Iterator[None]:
-        """Hold an exclusive lock on a run for this process (stale locks are taken over).
+        """Hold an exclusive lock on a run for this process, or raise :class:`RunLocked`.
 
-        The lock file is created with O_EXCL, which is atomic on local file systems, so two
-        ``run`` processes on the same experiment never train the same run.
+        The lock is an advisory ``flock`` on ``<run_id>/.lock``: the kernel drops it when its
+        owner exits in any way (kill -9 included), so a dead owner never blocks a rerun, and two
+        ``run`` processes on one experiment never train the same run. The file names its owner
+        and is deleted on release. Once the lock is held, temp files that killed writers left in
+        the run's folder are removed (nobody else writes there).
         """
         path = self.run_dir(run_id) / self.LOCK
-        path.parent.mkdir(parents=True, exist_ok=True)
-        owner = f"{socket.gethostname()} {os.getpid()}"
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                if not _lock_is_stale(path):
-                    raise RunLocked(f"run {run_id} is being trained by another process "
-                                    f"({_read(path) or 'unknown'})") from None
-                path.unlink(missing_ok=True)  # its owner died (kill -9): take it over
-                continue
-            with os.fdopen(fd, "w") as handle:
-                handle.write(owner)
-            break
-        else:
-            raise RunLocked(f"run {run_id} is locked by another process")
+        with _writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = _acquire(path)
+        if handle is None:
+            raise RunLocked(f"run {run_id} is being trained by another process "
+                            f"({_read(path) or 'unknown'})")
         try:
+            for tmp in remove_stale_temp_files(path.parent, all_writers=True):
+                log.info("removed a half-written file left by an interrupted run: %s", tmp)
             yield
         finally:
-            if _read(path) == owner:
-                path.unlink(missing_ok=True)
+            _release(path, handle)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -192,12 +261,18 @@ class ResultsStore:
         return RunRecord.from_dict(json.loads(path.read_text()))
 
     def is_complete(self, run_id: str) -> bool:
+        """Whether the run's record says COMPLETE and its artifacts are there.
+
+        Only the status is read, so a complete record of a newer schema also counts (it is never
+        retrained or overwritten here; the report says it cannot read it).
+        """
+        folder = self.run_dir(run_id)
         try:
-            record = self.read(run_id)
-        except (ValueError, OSError):
+            data = json.loads((folder / self.RECORD).read_text())
+        except (OSError, ValueError):
             return False
-        return record is not None and record.status == COMPLETE and (
-            self.run_dir(run_id) / self.PREDICTIONS).is_file()
+        return isinstance(data, dict) and data.get("status") == COMPLETE and all(
+            (folder / name).is_file() for name in (self.PREDICTIONS, self.BEST))
 
     def records(self, *, warn: list[str] | None = None) -> list[RunRecord]:
         """All readable records; unreadable ones are skipped and described in ``warn``."""
@@ -234,23 +309,58 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def _lock_is_stale(path: Path) -> bool:
-    owner = _read(path)
-    if not owner:
-        return True
-    host, _, pid = owner.rpartition(" ")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False  # another machine's lock: only its owner can tell
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+def _owner_pid(path: Path) -> int | None:
+    """The process id in a lock file written on this machine, else None."""
+    host, _, pid = (_read(path) or "").rpartition(" ")
+    return int(pid) if host == socket.gethostname() and pid.isdigit() else None
 
 
-def load_results(path: str | Path) -> "pandas.DataFrame":  # noqa: F821
+def _acquire(path: Path) -> int | None:
+    """Take the lock file ``path``: a handle for :func:`_release`, or None if it is held."""
+    owner = f"{socket.gethostname()} {os.getpid()}".encode()
+    while fcntl is not None:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        # A holder deletes the file before unlocking it: if we locked a deleted file, another
+        # process may already hold a new one at this path, so start again.
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            os.ftruncate(fd, 0)
+            os.write(fd, owner)
+            return fd
+        os.close(fd)
+    # Without flock: create the file exclusively; take over a lock whose owner has died.
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            pid = _owner_pid(path)
+            if pid is None or pid_alive(pid):
+                return None
+            path.unlink(missing_ok=True)
+            continue
+        os.write(fd, owner)
+        os.close(fd)
+        return -1
+    return None
+
+
+def _release(path: Path, handle: int) -> None:
+    if handle >= 0:  # flock: delete while still holding it (see _acquire), then unlock
+        path.unlink(missing_ok=True)
+        os.close(handle)
+    elif _owner_pid(path) == os.getpid():
+        path.unlink(missing_ok=True)
+
+
+def load_results(path: str | Path) -> pandas.DataFrame:  # noqa: F821
     """Load every run record below ``path`` as a tidy DataFrame (one row per run).
 
     Example:

@@ -16,7 +16,6 @@ import platform
 import random
 import subprocess
 import sys
-import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,13 +28,24 @@ from octbench.config import Component, ExperimentConfig, TrainConfig, fingerprin
 from octbench.data import OCTData, load_dataset
 from octbench.devices import check_precision, describe, resolve_device
 from octbench.engine import (
-    evaluate, make_optimizer, make_scheduler, seed_everything, train_one_epoch,
+    evaluate,
+    make_optimizer,
+    make_scheduler,
+    seed_everything,
+    train_one_epoch,
 )
 from octbench.errors import DeviceUnavailable
 from octbench.metrics import METRICS, compute_metrics
 from octbench.models import build_model, count_parameters
 from octbench.results import (
-    COMPLETE, FAILED, INTERRUPTED, SKIPPED, ResultsStore, RunLocked, RunRecord,
+    COMPLETE,
+    FAILED,
+    INTERRUPTED,
+    SKIPPED,
+    ResultsStore,
+    RunLocked,
+    RunRecord,
+    StorageError,
 )
 from octbench.strategies import build_strategy
 
@@ -121,6 +131,7 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
     for spec in specs:
         if store.is_complete(spec.run_id):
             summary.already_complete.append(spec.run_id)
+            store.remove(spec.run_id, ResultsStore.RESUME)  # left if killed right at the end
         else:
             pending.append(spec)
     if not pending:
@@ -131,8 +142,8 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
         say(f"{len(summary.already_complete)} of {len(specs)} runs already complete; "
             f"training the other {len(pending)}.")
 
+    store.prepare()  # an unwritable folder fails here, before the data are even loaded
     data = load_dataset(config.data.name, **config.data.params)
-    store.prepare()
     tag = " [synthetic data]" if data.synthetic else ""
     for number, spec in enumerate(pending, 1):
         head = (f"[{number}/{len(pending)}] {spec.model.label} | {spec.strategy.label} | "
@@ -190,11 +201,19 @@ def execute_run(spec: RunSpec, data: OCTData, store: ResultsStore, *, quiet: boo
         return _train(spec, data, store, device, finish, quiet=quiet, on_epoch=on_epoch,
                       evaluate_test=evaluate_test)
     except KeyboardInterrupt:
-        finish(INTERRUPTED, "interrupted (Ctrl-C or SIGTERM); rerun to resume from the last epoch")
+        # An interrupt that lands after the COMPLETE record was written must not replace it.
+        if not store.is_complete(spec.run_id):
+            finish(INTERRUPTED,
+                   "interrupted (Ctrl-C or SIGTERM); rerun to resume from the last epoch")
         raise
+    except StorageError:
+        raise  # a full or unwritable disk: no record can be written, so stop the grid
     except Exception as error:
         if on_epoch is not None and type(error).__module__.startswith("optuna"):
             raise
+        if store.is_complete(spec.run_id):  # failed only in the cleanup after the record
+            log.warning("run %s: cleanup after completion failed: %s", spec.run_id, error)
+            return store.read(spec.run_id)
         detail = "".join(traceback.format_exception_only(type(error), error)).strip()
         log.debug("run %s failed", spec.run_id, exc_info=True)
         return finish(FAILED, detail)
@@ -349,6 +368,8 @@ def _get_rng_state() -> dict:
              "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.backends.mps.is_available():  # dropout on MPS draws from the MPS generator
+        state["mps"] = torch.mps.get_rng_state()
     return state
 
 
@@ -358,6 +379,8 @@ def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    if "mps" in state and torch.backends.mps.is_available():
+        torch.mps.set_rng_state(state["mps"])
 
 
 def _utc_now() -> str:

@@ -80,8 +80,11 @@ def test_results_load_as_a_dataframe(config, tmp_path):
 
 def test_records_are_strict_json(config, tmp_path):
     run_experiment(config, quiet=True, say=lambda _: None)
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
     for path in (tmp_path / "results" / "tiny").glob("*/record.json"):
-        json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in {path}"))
+        json.loads(path.read_text(), parse_constant=refuse)
 
 
 def test_changed_config_gets_new_run_ids(config):

@@ -137,7 +137,8 @@ def from_arrays(
                 f"{len(class_names) - 1} ({', '.join(class_names)})"
             )
         if not problems:
-            splits[s] = Split(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))
+            splits[s] = Split(torch.from_numpy(images.copy()),
+                              torch.from_numpy(labels.astype(np.int64)))
     if problems:
         raise DataError(f"{origin} is not a valid dataset: " + "; ".join(problems) + ".")
     return OCTData(
@@ -162,6 +163,8 @@ def load_dataset(name: str, **params) -> OCTData:
 
 
 # Importing the modules registers their datasets.
-from octbench.data import npz, octmnist, synthetic  # noqa: E402,F401
+from octbench.data import npz as _npz  # noqa: E402,F401
+from octbench.data import octmnist as _octmnist  # noqa: E402,F401
+from octbench.data import synthetic as _synthetic  # noqa: E402,F401
 
 __all__ = ["DATASETS", "OCT_CLASSES", "OCTData", "SPLITS", "Split", "from_arrays", "load_dataset"]

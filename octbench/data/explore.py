@@ -16,7 +16,7 @@ def class_distribution(data: OCTData) -> pd.DataFrame:
     for split, counts in data.class_counts().items():
         total = sum(counts)
         smallest = max(min(counts), 1)
-        for name, count in zip(data.class_names, counts):
+        for name, count in zip(data.class_names, counts, strict=True):
             rows.append({"split": split, "class": name, "count": count,
                          "share": count / total if total else float("nan"),
                          "ratio_to_smallest": count / smallest})
@@ -49,7 +49,7 @@ def save_distribution_figure(data: OCTData, path: str | Path) -> Path:
 
     table = class_distribution(data)
     fig, axes = plt.subplots(1, len(SPLITS), figsize=(12, 3.6))
-    for ax, split in zip(axes, SPLITS):
+    for ax, split in zip(axes, SPLITS, strict=True):
         part = table[table.split == split]
         sns.barplot(part, x="class", y="count", hue="class", ax=ax, legend=False,
                     palette="viridis")

@@ -1,0 +1,115 @@
+"""Training throughput: the original pipeline against octbench, interleaved in one process.
+
+    python benchmarks/train_throughput.py [--device cpu|cuda|mps] [--rounds 4] [--batches 30]
+
+(a) original: medmnist Dataset of PIL images + ToTensor/Normalize + DataLoader, the seed
+    project's loop (``loss.item()`` every step);
+(b) octbench fp32: ``engine.train_one_epoch`` on uint8 tensors;
+(c) octbench bf16: the same under bf16 autocast with channels_last;
+(d) pure compute: one pre-normalised batch reused, fp32 (the ceiling for (b)).
+Prints the median images/s of each and the ratios b/a, c/a, b/d, and the peak RSS.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+import torch
+from _common import (
+    header,
+    load_synthetic,
+    measure,
+    original_loader,
+    parser,
+    peak_rss_mib,
+    temp_root,
+)
+
+from octbench.engine import to_input, train_one_epoch
+from octbench.models import build_model
+from octbench.strategies import build_strategy
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args()
+    device = header(args.device)
+    data = load_synthetic(args.scale)
+    n = args.batches * args.batch_size
+    torch.manual_seed(0)
+    reference = build_model("reference_cnn")
+    criterion = build_strategy("none", data.train.class_counts(4)).criterion.to(device)
+
+    def fresh(channels_last=False):
+        model = copy.deepcopy(reference).to(device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    # (a) the original pipeline
+    loader = original_loader(data, "train", args.batch_size, True, temp_root())
+    model_a, opt_a = fresh()
+    loss_fn = torch.nn.CrossEntropyLoss()
+    batches = itertools.cycle(loader)  # cycling keeps the DataLoader's per-sample work
+
+    def original():
+        model_a.train()
+        running = 0.0
+        for _ in range(args.batches):
+            images, labels = next(batches)
+            images, labels = images.to(device), labels.squeeze(1).long().to(device)
+            opt_a.zero_grad()
+            loss = loss_fn(model_a(images), labels)
+            loss.backward()
+            opt_a.step()
+            running += loss.item()
+        return args.batches * args.batch_size
+
+    images = data.train.images.to(device)
+    labels = data.train.labels.to(device)
+    generator = torch.Generator().manual_seed(0)
+
+    def octbench_run(precision, channels_last):
+        model, opt = fresh(channels_last)
+
+        def step():
+            order = torch.randint(len(labels), (n,), generator=generator)
+            train_one_epoch(model, images, labels, order, criterion=criterion, optimizer=opt,
+                            batch_size=args.batch_size, precision=precision,
+                            channels_last=channels_last)
+            return n
+        return step
+
+    model_d, opt_d = fresh()
+    x = to_input(images[: args.batch_size])
+    y = labels[: args.batch_size]
+
+    def compute():
+        model_d.train()
+        for _ in range(args.batches):
+            opt_d.zero_grad(set_to_none=True)
+            loss_fn(model_d(x), y).backward()
+            opt_d.step()
+        return n
+
+    pipelines = {"(a) original": original, "(b) octbench fp32": octbench_run("fp32", False),
+                 "(c) octbench bf16": octbench_run("bf16", True), "(d) pure compute": compute}
+    if device.type == "mps" or (device.type == "cuda" and not torch.cuda.is_bf16_supported()):
+        del pipelines["(c) octbench bf16"]  # no bf16 autocast there
+    measure(pipelines, 1, device)  # warm-up
+    rates = measure(pipelines, args.rounds, device)
+    print(f"reference_cnn, batch {args.batch_size}, 28 px, median of {args.rounds} "
+          f"interleaved rounds of {n} images")
+    for name, rate in rates.items():
+        print(f"  {name:<20} {rate:>9,.0f} images/s")
+    a, b, d = rates["(a) original"], rates["(b) octbench fp32"], rates["(d) pure compute"]
+    print(f"  b/a = {b / a:.2f}   b/d = {b / d:.2f}", end="")
+    if "(c) octbench bf16" in rates:
+        print(f"   c/a = {rates['(c) octbench bf16'] / a:.2f}")
+    else:
+        print()
+    print(f"  peak RSS {peak_rss_mib():,.0f} MiB (whole benchmark process)")
+
+
+if __name__ == "__main__":
+    main()

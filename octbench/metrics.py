@@ -15,7 +15,6 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from octbench.errors import OctbenchError
 from octbench.registry import did_you_mean
@@ -190,6 +189,8 @@ def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def _macro_auc(labels: np.ndarray, scores: np.ndarray, support: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score  # imported here: it costs 1.5 s at start-up
+
     # One-vs-rest AUC needs positives and negatives of every class; rather than let scikit-learn
     # raise (or warn and average a NaN), report the macro AUC as undefined.
     if (support == 0).any():

@@ -20,8 +20,11 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        # numpy's own message for a non-zip file suggests allow_pickle, which is the wrong
+        # advice here (and unsafe): say what the file is not instead.
+        reason = "not an npz archive" if "pickle" in str(error) else str(error)
         raise DataError(
-            f"cannot read {path} as an .npz file ({error}); the file may be truncated or not "
+            f"cannot read {path} as an .npz file ({reason}); the file may be truncated or not "
             "an npz archive -- download or write it again."
         ) from None
 

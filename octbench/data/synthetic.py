@@ -18,7 +18,7 @@ import numpy as np
 
 from octbench.data import DATASETS, OCT_CLASSES, SPLITS, OCTData, from_arrays
 from octbench.data.npz import read_npz
-from octbench.fileio import atomic_write
+from octbench.fileio import atomic_write, remove_stale_temp_files
 from octbench.registry import Interval, OneOf
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,7 @@ def synthetic(
                  time.perf_counter() - start)
         if cache:
             arrays["octbench_synthetic"] = np.array(True)
+            remove_stale_temp_files(path.parent)  # what a killed generator left
             atomic_write(path, lambda handle: np.savez(handle, **arrays))
     arrays.pop("octbench_synthetic", None)
     return from_arrays(

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from torch import nn
-from torchvision.models import resnet18, resnet50
 
 from octbench.models import MODELS
 
 
-def _medmnist_resnet(builder, *, num_classes: int, in_chans: int, img_size: int,
+def _medmnist_resnet(name: str, *, num_classes: int, in_chans: int, img_size: int,
                      small_stem: bool | None) -> nn.Module:
-    model = builder(weights=None, num_classes=num_classes)
+    import torchvision.models  # imported here: it costs seconds at every CLI start-up
+
+    model = getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
     if small_stem is None:
         small_stem = img_size < 128
     stride = 1 if small_stem else 2
@@ -30,7 +31,7 @@ def resnet18_28(*, num_classes: int = 4, in_chans: int = 1, img_size: int = 28,
     Args:
         small_stem: use the 3x3/1 stem without max-pool; default when images are < 128 px.
     """
-    return _medmnist_resnet(resnet18, num_classes=num_classes, in_chans=in_chans,
+    return _medmnist_resnet("resnet18", num_classes=num_classes, in_chans=in_chans,
                             img_size=img_size, small_stem=small_stem)
 
 
@@ -38,5 +39,5 @@ def resnet18_28(*, num_classes: int = 4, in_chans: int = 1, img_size: int = 28,
 def resnet50_28(*, num_classes: int = 4, in_chans: int = 1, img_size: int = 28,
                 small_stem: bool | None = None) -> nn.Module:
     """ResNet-50 (He et al. 2016) as in MedMNIST v2: 3x3 stem, no max-pool for small images."""
-    return _medmnist_resnet(resnet50, num_classes=num_classes, in_chans=in_chans,
+    return _medmnist_resnet("resnet50", num_classes=num_classes, in_chans=in_chans,
                             img_size=img_size, small_stem=small_stem)

@@ -82,8 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--set", **setter)
     info.add_argument("--figure", metavar="PNG", help="also save a class-distribution chart")
     info.set_defaults(handler=cmd_data_info)
-    show = actions.add_parser("show", help="write a PNG grid of samples per class")
+    show = actions.add_parser("show", help="write a PNG grid of samples per class, or of raw "
+                              "scan files next to the model inputs made from them")
     show.add_argument("source", **source)
+    show.add_argument("scans", nargs="*", metavar="SCAN",
+                      help="more scan files when SOURCE is an image file")
     show.add_argument("--set", **setter)
     show.add_argument("--out", default="samples.png", metavar="PNG")
     show.add_argument("--per-class", type=_positive_int, default=8)
@@ -192,6 +195,9 @@ def cmd_run(args) -> int:
     return 0 if summary.ok else EXIT_FAILED
 
 
+SCAN_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -238,8 +244,15 @@ def cmd_data_info(args) -> int:
 
 
 def cmd_data_show(args) -> int:
-    from octbench.data.explore import save_sample_grid
+    from octbench.data.explore import save_sample_grid, save_scan_grid
 
+    scans = [args.source, *args.scans]
+    if all(s.lower().endswith(SCAN_SUFFIXES) for s in scans):
+        print(f"saved {save_scan_grid(scans, args.out)}")
+        return 0
+    if args.scans:
+        raise OctbenchError("data show takes one dataset, or scan files (.png, .jpeg, .tif) "
+                            f"only; got {' '.join(scans)}")
     data = _load_data_source(args.source, args.set)
     path = save_sample_grid(data, args.out, per_class=args.per_class, split=args.split)
     print(f"saved {path}" + (" (synthetic data)" if data.synthetic else ""))

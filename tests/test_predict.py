@@ -109,3 +109,13 @@ def test_predict_works_from_a_copied_run_folder(trained_run, tmp_path, capsys):
     copy = tmp_path / "elsewhere"
     shutil.copytree(next(results.glob(f"*/{run_id}")), copy)
     assert main(["predict", "--run", str(copy), str(SCANS[2])]) == 0
+
+
+def test_data_show_draws_raw_scans_next_to_model_inputs(tmp_path, capsys):
+    out = tmp_path / "scans.png"
+    assert main(["data", "show", *map(str, SCANS[:3]), "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    assert main(["data", "show", str(SCANS[0]), str(bad), "--out", str(tmp_path / "x.png")]) == 2
+    assert "bad.png" in capsys.readouterr().err

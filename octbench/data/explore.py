@@ -99,3 +99,34 @@ def save_sample_grid(data: OCTData, path: str | Path, *, per_class: int = 8,
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def save_scan_grid(scans: list[str | Path], path: str | Path, *, size: int = 28) -> Path:
+    """A PNG of raw scan files (top row) and the model inputs made from them (bottom row)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from octbench.data.preprocess import load_scan
+
+    fig, axes = plt.subplots(2, len(scans), figsize=(1.9 * len(scans), 3.6), squeeze=False)
+    for col, scan in enumerate(scans):
+        inputs = load_scan(scan, size=size)  # fails clearly before anything is drawn
+        with Image.open(scan) as image:
+            raw = np.asarray(image.convert("L"))
+        for row, (picture, label) in enumerate([(raw, f"{raw.shape[1]}x{raw.shape[0]}"),
+                                                (inputs, f"{size}x{size} input")]):
+            ax = axes[row, col]
+            ax.imshow(picture, cmap="gray", vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel(label, fontsize=7)
+        axes[0, col].set_title(Path(scan).name, fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

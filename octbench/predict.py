@@ -55,13 +55,16 @@ class ScanPrediction:
 
 
 def find_checkpoint(run: str, results_dir: str | Path = "results") -> Path:
-    """Resolve ``--run``: a checkpoint file, a run folder, or a run id (or unique prefix)."""
+    """Resolve ``--run``: a checkpoint file, a run folder, or a run id or unique prefix of one,
+    optionally after its experiment (``quickstart/reference_cnn__weighted_ce``)."""
     path = Path(run)
     if path.is_file():
         return path
     if (path / ResultsStore.BEST).is_file():
         return path / ResultsStore.BEST
-    matches = sorted(Path(results_dir).glob(f"*/{run}*/{ResultsStore.BEST}"))
+    root = Path(results_dir)
+    pattern = f"{run}*/{ResultsStore.BEST}" if "/" in run else f"*/{run}*/{ResultsStore.BEST}"
+    matches = sorted(root.glob(pattern))
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:

@@ -44,16 +44,6 @@ def make_npz(path: Path, *, size: int = 28, seed: int = 0,
     return path
 
 
-def pytest_collection_modifyitems(config, items):
-    """Skip tests marked ``slow`` unless the ``-m`` expression mentions them (``-m slow``)."""
-    if "slow" in (config.getoption("markexpr") or ""):
-        return
-    skip = pytest.mark.skip(reason="slow; run with `pytest -m slow`")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
-
-
 @pytest.fixture(scope="session")
 def oct_npz(tmp_path_factory) -> Path:
     """A valid MedMNIST-format file (see :func:`make_npz`), shared by the whole session."""

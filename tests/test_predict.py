@@ -52,6 +52,9 @@ def test_predict_accepts_a_checkpoint_path_and_a_run_prefix(trained_run, capsys)
     assert main(["predict", "--run", run_id[:20], "--results-dir", str(results),
                  str(SCANS[0])]) == 0
     assert capsys.readouterr().out == by_path
+    assert main(["predict", "--run", f"p/{run_id[:20]}", "--results-dir", str(results),
+                 str(SCANS[0])]) == 0
+    assert capsys.readouterr().out == by_path
     assert SCANS[0].name in by_path and "CNV" in by_path
 
 

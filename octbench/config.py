@@ -20,7 +20,7 @@ from typing import Any, Literal
 import yaml
 
 from octbench.errors import ConfigError
-from octbench.registry import Interval, OneOf, Registry, did_you_mean
+from octbench.registry import Interval, Registry, did_you_mean
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 DEVICE_PATTERN = re.compile(r"^(cpu|mps|auto|cuda(:\d+)?)$")

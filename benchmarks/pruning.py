@@ -53,7 +53,7 @@ def run_study(config, pruner: optuna.pruners.BasePruner, trials: int, seed: int,
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--scale", type=float, default=0.05, help="synthetic data size")
     parser.add_argument("--difficulty", type=float, default=0.5,
                         help="synthetic data difficulty (1 = default renderer; < 1 easier)")

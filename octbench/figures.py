@@ -21,7 +21,9 @@ DPI = 130
 PALETTE = "colorblind"
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG (creating its folder) and return the path."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, bbox_inches="tight", facecolor="white")
     return path
@@ -60,7 +62,7 @@ def confusion_grid(panels: Sequence[tuple[str, np.ndarray]], class_names: Sequen
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     fig.suptitle(title, fontsize=12)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def training_curves(curves: pd.DataFrame, title: str, path: Path) -> Path | None:
@@ -89,7 +91,7 @@ def training_curves(curves: pd.DataFrame, title: str, path: Path) -> Path | None
     if right.get_legend() is not None:
         sns.move_legend(right, "upper left", bbox_to_anchor=(1.02, 1), title=None, frameon=False)
     fig.suptitle(title, fontsize=12)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def interval_plot(frame: pd.DataFrame, metric_label: str, title: str, path: Path) -> Path | None:
@@ -124,7 +126,7 @@ def interval_plot(frame: pd.DataFrame, metric_label: str, title: str, path: Path
     ax.set_xlabel(metric_label)
     ax.set_ylim(-0.7, len(frame) - 0.3)
     ax.set_title(title, fontsize=11)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def throughput(frame: pd.DataFrame, title: str, path: Path) -> Path | None:
@@ -154,4 +156,4 @@ def throughput(frame: pd.DataFrame, title: str, path: Path) -> Path | None:
     ax.margins(x=0.15)
     sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), title=None, frameon=False)
     ax.set_title(title, fontsize=11)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -241,8 +241,7 @@ def parse_tune_config(raw: dict, *, source: str | None = None,
                         f"Got {study!r} instead.")
         study = "study"
     base = _read_base(problems, raw.get("base"), Path(base_dir), experiment)
-    base.setdefault("name", study)
-    base["name"] = study
+    base["name"] = study  # trials' run records say which study they belong to
     for key in ("models", "strategies", "devices"):
         if key in base and not isinstance(base[key], list):
             base[key] = [base[key]]

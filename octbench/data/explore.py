@@ -41,14 +41,14 @@ def format_distribution(data: OCTData) -> str:
 
 def save_distribution_figure(data: OCTData, path: str | Path) -> Path:
     """A bar chart of class counts per split (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import seaborn as sns
+    from matplotlib.figure import Figure
+
+    from octbench.figures import save_figure
 
     table = class_distribution(data)
-    fig, axes = plt.subplots(1, len(SPLITS), figsize=(12, 3.6))
+    fig = Figure(figsize=(12, 3.6))
+    axes = fig.subplots(1, len(SPLITS))
     for ax, split in zip(axes, SPLITS, strict=True):
         part = table[table.split == split]
         sns.barplot(part, x="class", y="count", hue="class", ax=ax, legend=False,
@@ -60,26 +60,21 @@ def save_distribution_figure(data: OCTData, path: str | Path) -> Path:
     title = f"Class distribution: {data.name} ({data.size} px)"
     fig.suptitle(title + (" — SYNTHETIC DATA" if data.synthetic else ""))
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def save_sample_grid(data: OCTData, path: str | Path, *, per_class: int = 8,
                      split: str = "test", seed: int = 0) -> Path:
     """A PNG grid: one row per class with ``per_class`` random samples of ``split``."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from octbench.figures import save_figure
 
     part = data.split(split)
     labels = part.labels.numpy()
     rng = np.random.default_rng(seed)
-    fig, axes = plt.subplots(data.num_classes, per_class,
-                             figsize=(per_class * 1.1, data.num_classes * 1.25), squeeze=False)
+    fig = Figure(figsize=(per_class * 1.1, data.num_classes * 1.25))
+    axes = fig.subplots(data.num_classes, per_class, squeeze=False)
     for row, name in enumerate(data.class_names):
         members = np.flatnonzero(labels == row)
         chosen = rng.choice(members, size=min(per_class, len(members)), replace=False)
@@ -94,24 +89,19 @@ def save_sample_grid(data: OCTData, path: str | Path, *, per_class: int = 8,
     title = f"{data.name} {data.size} px, {split} split"
     fig.suptitle(title + (" — SYNTHETIC" if data.synthetic else ""), fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def save_scan_grid(scans: list[str | Path], path: str | Path, *, size: int = 28) -> Path:
     """A PNG of raw scan files (top row) and the model inputs made from them (bottom row)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     from PIL import Image
 
     from octbench.data.preprocess import load_scan
+    from octbench.figures import save_figure
 
-    fig, axes = plt.subplots(2, len(scans), figsize=(1.9 * len(scans), 3.6), squeeze=False)
+    fig = Figure(figsize=(1.9 * len(scans), 3.6))
+    axes = fig.subplots(2, len(scans), squeeze=False)
     for col, scan in enumerate(scans):
         inputs = load_scan(scan, size=size)  # fails clearly before anything is drawn
         with Image.open(scan) as image:
@@ -125,8 +115,4 @@ def save_scan_grid(scans: list[str | Path], path: str | Path, *, size: int = 28)
             ax.set_xlabel(label, fontsize=7)
         axes[0, col].set_title(Path(scan).name, fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

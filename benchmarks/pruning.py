@@ -55,10 +55,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--scale", type=float, default=0.05, help="synthetic data size")
-    parser.add_argument("--difficulty", type=float, default=0.5,
+    parser.add_argument("--difficulty", type=float, default=0.3,
                         help="synthetic data difficulty (1 = default renderer; < 1 easier)")
     parser.add_argument("--width", type=float, default=0.5, help="reference CNN width")
-    parser.add_argument("--seed", type=int, default=0, help="TPE sampler seed (both studies)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="TPE sampler seeds; each gives one pruned/unpruned pair")
     parser.add_argument("--n-startup-trials", type=int, default=5)
     parser.add_argument("--n-warmup-steps", type=int, default=2)
     parser.add_argument("-v", "--verbose", action="store_true", help="print every trial")
@@ -84,29 +85,36 @@ def main(argv: list[str] | None = None) -> None:
             "n_trials": args.trials,
         })
 
-    with tempfile.TemporaryDirectory() as results:
-        median = optuna.pruners.MedianPruner(n_startup_trials=args.n_startup_trials,
-                                             n_warmup_steps=args.n_warmup_steps)
-        rows = {
-            "none": run_study(config("unpruned", results), optuna.pruners.NopPruner(), args.trials,
-                              args.seed, data, args.verbose),
-            "median": run_study(config("pruned", results), median, args.trials, args.seed,
-                                data, args.verbose),
-        }
-    print(f"{args.trials} trials x {args.epochs} epochs, TPE seed {args.seed}, synthetic data "
-          f"(scale {args.scale}, difficulty {args.difficulty}: {len(data.train)} train / "
-          f"{len(data.val)} val images), "
-          f"reference_cnn width {args.width}; median pruner: n_startup_trials="
-          f"{args.n_startup_trials}, n_warmup_steps={args.n_warmup_steps}")
-    print(f"{'pruner':<8} {'epochs':>7} {'best val macro-F1':>18} {'complete':>9} {'pruned':>7} "
-          f"{'time (s)':>9}")
-    for name, row in rows.items():
-        print(f"{name:<8} {row['epochs']:>7} {row['best']:>18.4f} {row['complete']:>9} "
-              f"{row['pruned']:>7} {row['seconds']:>9.0f}")
-    none, median = rows["none"], rows["median"]
-    print(f"median / none: {median['epochs'] / none['epochs']:.0%} of the epochs, "
-          f"{median['seconds'] / none['seconds']:.0%} of the time; best val macro-F1 "
-          f"{median['best'] - none['best']:+.4f} (synthetic data)")
+    pairs = {}
+    for seed in args.seeds:
+        with tempfile.TemporaryDirectory() as results:
+            median = optuna.pruners.MedianPruner(n_startup_trials=args.n_startup_trials,
+                                                 n_warmup_steps=args.n_warmup_steps)
+            pairs[seed] = {
+                "none": run_study(config(f"unpruned-{seed}", results),
+                                  optuna.pruners.NopPruner(), args.trials, seed, data,
+                                  args.verbose),
+                "median": run_study(config(f"pruned-{seed}", results), median, args.trials,
+                                    seed, data, args.verbose),
+            }
+    print(f"{args.trials} trials x {args.epochs} epochs (cosine), SYNTHETIC data (scale "
+          f"{args.scale}, difficulty {args.difficulty}: {len(data.train)} train / "
+          f"{len(data.val)} val images), reference_cnn width {args.width}; median pruner: "
+          f"n_startup_trials={args.n_startup_trials}, n_warmup_steps={args.n_warmup_steps}")
+    print(f"{'TPE seed':>8}  {'pruner':<7} {'epochs':>7} {'best val macro-F1':>18} "
+          f"{'complete':>9} {'pruned':>7} {'time (s)':>9}")
+    for seed, rows in pairs.items():
+        for name, row in rows.items():
+            print(f"{seed:>8}  {name:<7} {row['epochs']:>7} {row['best']:>18.4f} "
+                  f"{row['complete']:>9} {row['pruned']:>7} {row['seconds']:>9.0f}")
+    ratios = [rows["median"]["epochs"] / rows["none"]["epochs"] for rows in pairs.values()]
+    gaps = [rows["median"]["best"] - rows["none"]["best"] for rows in pairs.values()]
+    for seed, ratio, gap in zip(pairs, ratios, gaps, strict=True):
+        print(f"seed {seed}: median / none = {ratio:.0%} of the epochs; best val macro-F1 "
+              f"{gap:+.4f}")
+    if len(pairs) > 1:
+        print(f"mean over {len(pairs)} seeds: {sum(ratios) / len(ratios):.0%} of the epochs; "
+              f"best val macro-F1 {sum(gaps) / len(gaps):+.4f}")
 
 
 if __name__ == "__main__":

@@ -92,7 +92,9 @@ FIXED = {
 COMPONENTS = {"model": "models", "strategy": "strategies"}
 
 DEFAULT_SEED = 0
-DEFAULT_PRUNER = {"name": "median", "n_startup_trials": 5, "n_warmup_steps": 0}
+#: Checked by benchmarks/pruning.py: no pruning before 5 trials completed, nor in a trial's first 3
+#: epochs (learning curves cross early; earlier pruning cut the study's eventual best trial).
+DEFAULT_PRUNER = {"name": "median", "n_startup_trials": 5, "n_warmup_steps": 2}
 GENERATED_DIR = Path("experiments/generated")
 FINAL_SEEDS = (0, 1, 2)
 #: RDB heartbeats: a trial whose worker stopped beating for GRACE seconds is failed and retried.
@@ -206,7 +208,7 @@ def load_tune_config(path: str | Path) -> TuneConfig:
     Example:
         >>> config = load_tune_config("experiments/tune.yaml")
         >>> config.metric, [p.path for p in config.search][:2]
-        ('macro_f1', ['train.lr', 'train.weight_decay'])
+        ('macro_f1', ['strategy', 'train.lr'])
     """
     path = Path(path)
     raw = read_yaml(path)
@@ -242,6 +244,8 @@ def parse_tune_config(raw: dict, *, source: str | None = None,
         study = "study"
     base = _read_base(problems, raw.get("base"), Path(base_dir), experiment)
     base["name"] = study  # trials' run records say which study they belong to
+    base.setdefault("strategies", ["none"])  # parse_config's defaults, made explicit
+    base.setdefault("devices", ["cpu"])
     for key in ("models", "strategies", "devices"):
         if key in base and not isinstance(base[key], list):
             base[key] = [base[key]]
@@ -608,9 +612,17 @@ def suggest_experiment(trial: optuna.Trial, tune_config: TuneConfig) -> dict:
             if not _accepts(head, name, rest):
                 continue  # this model/strategy has no such parameter: not part of this trial
         values[param.path] = param.suggest(trial)
-    raw = apply_values(tune_config.base, values)
+    raw = apply_values(tune_config.base, _tidy(values))
     raw["seeds"] = tune_config.seeds
     return raw
+
+
+def _tidy(values: Mapping[str, Any]) -> dict:
+    """Floats to 4 significant digits, so run labels and the generated YAML stay readable.
+
+    Trials train with the rounded values, so the generated experiment is exactly what was scored.
+    """
+    return {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in values.items()}
 
 
 def make_objective(tune_config: TuneConfig, *, data=None, quiet: bool = True,
@@ -1025,6 +1037,13 @@ def tune(tune_config: TuneConfig, *, workers: int = 1, storage: str | None = Non
     if dead:
         say(f"trial(s) {', '.join(map(str, dead))} were left RUNNING by a killed process: "
             "marked failed and queued for retry.")
+    busy = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if busy and spec.startswith("sqlite"):
+        owner = str(busy[0].user_attrs.get(OWNER_ATTR, "?|?")).split("|")
+        raise OctbenchError(
+            f"trial {busy[0].number} of study '{tune_config.study}' is running in another "
+            f"process ({owner[0]}, pid {owner[1]}); SQLite is not safe for two processes. Wait "
+            "for it, or stop it and rerun; use --workers N for several processes.")
     counts = _counts(study)
     timeout = f", timeout {tune_config.timeout:g} s" if tune_config.timeout else ""
     say(f"study '{tune_config.study}' in {_mask(spec)}: {counts['finished']} finished trial(s) "
@@ -1231,7 +1250,7 @@ def _finish(tune_config: TuneConfig, study: optuna.Study, spec: str, synthetic: 
 
 def best_experiment(tune_config: TuneConfig, params: Mapping[str, Any]) -> ExperimentConfig:
     """The base experiment with ``params`` applied, named ``<study>-best``, on seeds 0, 1, 2."""
-    raw = apply_values(tune_config.base, params)
+    raw = apply_values(tune_config.base, _tidy(params))
     raw.update(name=f"{tune_config.study}-best", seeds=list(FINAL_SEEDS))
     return parse_config(raw)
 

@@ -56,7 +56,8 @@ class TrainConfig:
 
     epochs: int = field(default=15, metadata=check(Interval(1, None)))
     batch_size: int = field(default=128, metadata=check(Interval(1, None)))
-    eval_batch_size: int = field(default=1024, metadata=check(Interval(1, None)))
+    #: None: 256 on CPU (cache-friendly), 1024 on a GPU.
+    eval_batch_size: int | None = field(default=None, metadata=check(Interval(1, None)))
     lr: float = field(default=1e-3, metadata=check(Interval(0, None, low_open=True)))
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     momentum: float = field(default=0.9, metadata=check(Interval(0, 1)))
@@ -67,7 +68,7 @@ class TrainConfig:
     patience: int | None = field(default=None, metadata=check(Interval(1, None)))
     select_on: str = "macro_f1"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    channels_last: bool = False
+    channels_last: bool = True  # NHWC: faster convolutions on CPU (oneDNN) and GPU
     compile: bool = False
     deterministic: bool = False
     threads: int | None = field(default=None, metadata=check(Interval(1, None)))

@@ -57,11 +57,14 @@ def check_precision(device: torch.device, precision: str) -> None:
         raise DeviceUnavailable(f"precision bf16 is not supported on {describe(device)['name']}")
 
 
-def autocast(device: torch.device, precision: str):
-    """Mixed-precision context for ``bf16`` / ``fp16``; a no-op context for ``fp32``."""
+def autocast(device: torch.device, precision: str, *, cache: bool = True):
+    """Mixed-precision context for ``bf16`` / ``fp16``; a no-op context for ``fp32``.
+
+    ``cache=False`` is required inside CUDA graph capture (cached casts would outlive it).
+    """
     if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
+    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision], cache_enabled=cache)
 
 
 def synchronize(device: torch.device) -> None:

@@ -28,6 +28,7 @@ from octbench.config import Component, ExperimentConfig, TrainConfig, fingerprin
 from octbench.data import OCTData, load_dataset
 from octbench.devices import check_precision, describe, resolve_device
 from octbench.engine import (
+    default_eval_batch,
     evaluate,
     make_optimizer,
     make_scheduler,
@@ -233,14 +234,18 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
     strategy = build_strategy(spec.strategy.name, class_counts, **spec.strategy.params)
     criterion = strategy.criterion.to(device)
     optimizer = make_optimizer(model.parameters(), cfg.optimizer, lr=cfg.lr,
-                               weight_decay=cfg.weight_decay, momentum=cfg.momentum)
+                               weight_decay=cfg.weight_decay, momentum=cfg.momentum,
+                               fused=True if device.type == "cuda" else None,
+                               capturable=device.type == "cuda")
     scheduler = make_scheduler(optimizer, cfg.schedule, epochs=cfg.epochs,
                                step_every=cfg.step_every, step_gamma=cfg.step_gamma)
     scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
-    step_model = torch.compile(model) if cfg.compile else model
+    # Static shapes: the last, smaller batch gets its own graph instead of a dynamic recompile.
+    step_model = torch.compile(model, dynamic=False) if cfg.compile else model
     order_rng = torch.Generator().manual_seed(spec.seed)
 
     train, val, test = (_on_device(data, s, device) for s in ("train", "val", "test"))
+    eval_batch = cfg.eval_batch_size or default_eval_batch(device)
     train_labels_cpu = data.train.labels
     direction = METRICS[cfg.select_on]
     state = {"epoch": 0, "history": [], "best": None, "best_epoch": None, "best_value": None,
@@ -279,7 +284,7 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
         lr = optimizer.param_groups[0]["lr"]
         if scheduler is not None:
             scheduler.step()
-        val_pred, val_seconds = evaluate(model, *val, batch_size=cfg.eval_batch_size,
+        val_pred, val_seconds = evaluate(model, *val, batch_size=eval_batch,
                                          precision=cfg.precision,
                                          logit_offset=strategy.logit_offset,
                                          channels_last=cfg.channels_last)
@@ -318,7 +323,7 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
     eval_seconds = sum(h["val_seconds"] for h in state["history"])
     eval_images = len(val_pred.labels) * len(state["history"])
     if evaluate_test:
-        test_pred, test_seconds = evaluate(model, *test, batch_size=cfg.eval_batch_size,
+        test_pred, test_seconds = evaluate(model, *test, batch_size=eval_batch,
                                            precision=cfg.precision,
                                            logit_offset=strategy.logit_offset,
                                            channels_last=cfg.channels_last)

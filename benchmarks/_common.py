@@ -21,7 +21,7 @@ def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     p.add_argument("--scale", type=float, default=0.1, help="synthetic data scale")
-    p.add_argument("--batches", type=int, default=30, help="batches per pipeline and round")
+    p.add_argument("--batches", type=int, default=100, help="batches per pipeline and round")
     p.add_argument("--rounds", type=int, default=4, help="interleaved rounds (median is kept)")
     p.add_argument("--batch-size", type=int, default=128)
     return p
@@ -61,13 +61,19 @@ def temp_root() -> Path:
 
 
 def measure(pipelines: dict, rounds: int, device) -> dict[str, float]:
-    """Run each pipeline once per round, interleaved; return the median images/s of each."""
-    rates = {name: [] for name in pipelines}
-    for _ in range(rounds):
-        for name, step in pipelines.items():
+    """Run each pipeline once per round, interleaved; return the median images/s of each.
+
+    Each round starts one pipeline later (a, b, c, d; then b, c, d, a; ...): the first steps
+    after a switch run slower (the previous pipeline's memory formats, caches and kernels), and
+    rotating spreads that cost evenly instead of charging it to whoever follows (a).
+    """
+    names = list(pipelines)
+    rates = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
             synchronize(device)
             start = time.perf_counter()
-            images = step()
+            images = pipelines[name]()
             synchronize(device)
             rates[name].append(images / (time.perf_counter() - start))
     return {name: statistics.median(values) for name, values in rates.items()}

@@ -60,7 +60,7 @@ def main() -> None:
     print(f"bf16 - fp32 macro-F1: {mean['bf16'] - mean['fp32']:+.4f}; "
           f"bf16 / fp32 training speed: {speed['bf16'] / speed['fp32']:.2f}x")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak RSS {rss:,.0f} MiB (this process: data generation, {2 * len(args.seeds)} runs)")
+    print(f"peak RSS {rss:,.0f} MiB (this process: the data and {2 * len(args.seeds)} runs)")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import time
 
 import optuna
 
-from octbench.tuning import make_objective, parse_tune_config
+from octbench.tuning import DEFAULT_PRUNER, make_objective, parse_tune_config
 
 SEARCH = {
     "train.lr": {"type": "float", "low": 1.0e-4, "high": 3.0e-2, "log": True},
@@ -60,8 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--width", type=float, default=0.5, help="reference CNN width")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="TPE sampler seeds; each gives one pruned/unpruned pair")
-    parser.add_argument("--n-startup-trials", type=int, default=5)
-    parser.add_argument("--n-warmup-steps", type=int, default=2)
+    parser.add_argument("--n-startup-trials", type=int,
+                        default=DEFAULT_PRUNER["n_startup_trials"])
+    parser.add_argument("--n-warmup-steps", type=int, default=DEFAULT_PRUNER["n_warmup_steps"])
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "fp16"],
                         help="bf16 (default) trains about twice as fast on a recent CPU")

@@ -14,7 +14,7 @@ overrides) and a ``search:`` section mapping dotted config paths to Optuna distr
     n_trials: 20                          # and/or timeout: seconds
     seeds_per_trial: 1                    # > 1: the objective is the mean over seeds
     sampler: {name: tpe, seed: 0}         # tpe (default) or random
-    pruner: {name: median, n_startup_trials: 5}   # median (default), hyperband or none
+    pruner: {name: median, n_startup_trials: 3}   # median (default), hyperband or none
 
 Paths: ``train.<field>``; ``model`` / ``strategy`` (categorical over registry names) and
 ``model.<param>`` / ``strategy.<param>`` (``models.0.<param>``, ``strategies.0.<param>`` too). A
@@ -92,9 +92,9 @@ FIXED = {
 COMPONENTS = {"model": "models", "strategy": "strategies"}
 
 DEFAULT_SEED = 0
-#: Checked by benchmarks/pruning.py: no pruning before 5 trials completed, nor in a trial's first 3
-#: epochs (learning curves cross early; earlier pruning cut the study's eventual best trial).
-DEFAULT_PRUNER = {"name": "median", "n_startup_trials": 5, "n_warmup_steps": 2}
+#: Measured by benchmarks/pruning.py (README, Tuning): no pruning before 3 trials completed, nor
+#: on a trial's first epoch, whose validation score says little about where it ends.
+DEFAULT_PRUNER = {"name": "median", "n_startup_trials": 3, "n_warmup_steps": 1}
 GENERATED_DIR = Path("experiments/generated")
 FINAL_SEEDS = (0, 1, 2)
 #: RDB heartbeats: a trial whose worker stopped beating for GRACE seconds is failed and retried.
@@ -272,6 +272,8 @@ def parse_tune_config(raw: dict, *, source: str | None = None,
         sampler.setdefault("seed", DEFAULT_SEED)  # reproducible unless told `seed: null`
     pruner = _parse_choice(problems, raw.get("pruner", DEFAULT_PRUNER), "pruner", PRUNERS,
                            optuna.pruners)
+    if pruner is not None and pruner["name"] == DEFAULT_PRUNER["name"]:
+        pruner = {**DEFAULT_PRUNER, **pruner}  # `pruner: median` keeps the measured settings
     search = _parse_search(problems, raw.get("search"), base)
     if problems:
         raise ConfigError(problems, source)

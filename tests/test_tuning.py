@@ -27,6 +27,7 @@ from octbench.cli import main
 from octbench.config import load_config
 from octbench.results import load_results
 from octbench.tuning import (
+    DEFAULT_PRUNER,
     load_tune_config,
     make_objective,
     open_storage,
@@ -161,7 +162,15 @@ def test_base_file_with_inline_overrides(tmp_path, oct_npz):
     assert config.base["train"] == {**base["train"], "epochs": 1}  # deep-merged
     assert [p.path for p in config.search] == ["strategy", "strategy.gamma", "model.dropout"]
     assert config.sampler == {"name": "tpe", "seed": 0}
-    assert config.pruner["name"] == "median"
+    assert config.pruner == {"name": "median", "n_startup_trials": 3, "n_warmup_steps": 1}
+
+
+def test_named_median_pruner_keeps_default_warmup(tmp_path, oct_npz):
+    config = parse_tune_config(tune_dict(tmp_path, oct_npz, pruner="median"))
+    assert config.pruner == DEFAULT_PRUNER
+    config = parse_tune_config(tune_dict(tmp_path, oct_npz, pruner={"name": "median",
+                                                                       "n_warmup_steps": 4}))
+    assert config.pruner == {**DEFAULT_PRUNER, "n_warmup_steps": 4}
 
 
 # ---------------------------------------------------------------------------------------------

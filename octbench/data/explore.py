@@ -95,17 +95,15 @@ def save_sample_grid(data: OCTData, path: str | Path, *, per_class: int = 8,
 def save_scan_grid(scans: list[str | Path], path: str | Path, *, size: int = 28) -> Path:
     """A PNG of raw scan files (top row) and the model inputs made from them (bottom row)."""
     from matplotlib.figure import Figure
-    from PIL import Image
 
-    from octbench.data.preprocess import load_scan
+    from octbench.data.preprocess import preprocess_array, read_scan
     from octbench.figures import save_figure
 
     fig = Figure(figsize=(1.9 * len(scans), 3.6))
     axes = fig.subplots(2, len(scans), squeeze=False)
     for col, scan in enumerate(scans):
-        inputs = load_scan(scan, size=size)  # fails clearly before anything is drawn
-        with Image.open(scan) as image:
-            raw = np.asarray(image.convert("L"))
+        raw = read_scan(scan)  # fails clearly before anything is drawn
+        inputs = preprocess_array(raw, size=size)  # exactly what load_scan gives a model
         for row, (picture, label) in enumerate([(raw, f"{raw.shape[1]}x{raw.shape[0]}"),
                                                 (inputs, f"{size}x{size} input")]):
             ax = axes[row, col]

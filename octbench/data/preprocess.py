@@ -46,6 +46,19 @@ def load_scan(path: str | Path, *, size: int = 28) -> np.ndarray:
         >>> load_scan("tests/data/NORMAL-12494-1.jpeg").shape
         (28, 28)
     """
+    gray = read_scan(path)
+    try:
+        return preprocess_array(gray, size=size)
+    except DataError as error:
+        raise DataError(f"cannot use OCT scan {path}: {error}") from None
+
+
+def read_scan(path: str | Path) -> np.ndarray:
+    """Decode a B-scan file at full size into 8-bit grayscale, as :func:`load_scan` sees it.
+
+    Raises:
+        DataError: as :func:`load_scan`.
+    """
     path = Path(path)
     if not path.is_file():
         why = "it is a directory; pass one scan file" if path.is_dir() else "no such file"
@@ -73,7 +86,7 @@ def load_scan(path: str | Path, *, size: int = 28) -> np.ndarray:
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
     try:
-        return preprocess_array(array, size=size)
+        return _to_gray_uint8(array)
     except DataError as error:
         raise DataError(f"cannot use OCT scan {path}: {error}") from None
 

@@ -46,11 +46,11 @@ import datetime as dt
 import inspect
 import json
 import logging
-import math
 import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -66,7 +66,7 @@ from optuna.trial import TrialState
 
 from octbench.config import NAME_PATTERN, TOP_LEVEL, ExperimentConfig, parse_config, read_yaml
 from octbench.errors import ConfigError, OctbenchError
-from octbench.fileio import atomic_write_text
+from octbench.fileio import atomic_write_text, pid_alive
 from octbench.registry import did_you_mean
 
 log = logging.getLogger(__name__)
@@ -190,6 +190,13 @@ class TuneConfig:
     @property
     def seeds(self) -> list[int]:
         return list(range(self.seeds_per_trial))
+
+    def load_data(self):
+        """The base experiment's dataset (:func:`octbench.data.load_dataset`)."""
+        from octbench.data import load_dataset
+
+        params = dict(self.base["data"])
+        return load_dataset(params.pop("name"), **params)
 
     def identity(self) -> dict:
         """What makes trials comparable; a study is only resumed by a config with the same."""
@@ -649,7 +656,7 @@ def make_objective(tune_config: TuneConfig, *, data=None, quiet: bool = True,
         >>> study = optuna.create_study(direction=config.direction)
         >>> study.optimize(make_objective(config), n_trials=2)  # doctest: +SKIP
     """
-    from octbench.data import Split, load_dataset
+    from octbench.data import Split
     from octbench.results import COMPLETE, ResultsStore, RunLocked
     from octbench.runner import RunSpec, execute_run
 
@@ -657,8 +664,7 @@ def make_objective(tune_config: TuneConfig, *, data=None, quiet: bool = True,
 
     def tuning_data():
         if cache["data"] is None:
-            cache["data"] = load_dataset(tune_config.base["data"]["name"], **{
-                k: v for k, v in tune_config.base["data"].items() if k != "name"})
+            cache["data"] = tune_config.load_data()
         data = cache["data"]
         if len(data.test):  # never let a trial see the test split
             empty = Split(data.test.images[:0], data.test.labels[:0])
@@ -697,7 +703,7 @@ def make_objective(tune_config: TuneConfig, *, data=None, quiet: bool = True,
                                seed, config.devices[0], config.train)
 
                 def report(epoch: int, val_metrics: dict, index=index, seed=seed) -> None:
-                    value = _mean([*finished, val_metrics[tune_config.metric]])
+                    value = statistics.fmean([*finished, val_metrics[tune_config.metric]])
                     trial.report(value, index * epochs + epoch)
                     if trial.should_prune():
                         raise optuna.TrialPruned(
@@ -728,13 +734,9 @@ def make_objective(tune_config: TuneConfig, *, data=None, quiet: bool = True,
             _retry_callback()(trial.study, frozen)
             raise
         trial.set_user_attr("seed_values", finished)
-        return _mean(finished)
+        return statistics.fmean(finished)
 
     return objective
-
-
-def _mean(values: list[float]) -> float:
-    return math.fsum(values) / len(values)
 
 
 def _wait_for_slot(trial: optuna.Trial, n_trials: int, poll_s: float = 1.0) -> None:
@@ -776,12 +778,8 @@ def _owner(number: int) -> str:
 
 
 def _alive(pid: int, start: str) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_alive(pid):
         return False
-    except PermissionError:
-        return True
     if Path("/proc").is_dir():
         now = _process_start(pid)
         return now != "-" and (start == "-" or now == start)  # "-" also for a zombie
@@ -1005,7 +1003,6 @@ def tune(tune_config: TuneConfig, *, workers: int = 1, storage: str | None = Non
         >>> result.best_params  # doctest: +SKIP
         {'train.lr': 0.0023, ...}
     """
-    from octbench.data import load_dataset
     from octbench.devices import check_precision, resolve_device
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own one line per trial instead
@@ -1027,8 +1024,7 @@ def tune(tune_config: TuneConfig, *, workers: int = 1, storage: str | None = Non
     else:
         opened = open_storage(spec)
         _check_study(tune_config, opened)
-    data_params = {k: v for k, v in tune_config.base["data"].items() if k != "name"}
-    data = load_dataset(tune_config.base["data"]["name"], **data_params)
+    data = tune_config.load_data()
 
     # Checks done: from here on we write.
     root.mkdir(parents=True, exist_ok=True)
@@ -1107,11 +1103,8 @@ def _remaining(study: optuna.Study, tune_config: TuneConfig) -> int:
 def run_worker(tune_config: TuneConfig, *, storage: str, index: int, workers: int,
                quiet: bool = False, say: Callable[[str], None] = print) -> None:
     """One worker process of a multi-worker study (``octbench tune --worker``)."""
-    from octbench.data import load_dataset
-
     opened = open_storage(storage)
-    data_params = {k: v for k, v in tune_config.base["data"].items() if k != "name"}
-    data = load_dataset(tune_config.base["data"]["name"], **data_params)
+    data = tune_config.load_data()
     with _threads_per_worker(tune_config, workers):
         _run_worker(tune_config, opened, index=index, workers=workers, data=data, quiet=quiet,
                     say=say)

@@ -44,8 +44,7 @@ def main() -> None:
         records = sorted(ResultsStore(f"{results}/{config.name}").records(), key=lambda r: r.seed)
         rows[precision] = records
     print(f"reference_cnn + weighted_ce, synthetic scale {args.scale}, {args.epochs} epochs "
-          f"(cosine), "
-          f"device {args.device} (SYNTHETIC DATA)")
+          f"(cosine), device {args.device} (SYNTHETIC DATA)")
     print(f"{'seed':>6} {'fp32 macro-F1':>14} {'bf16 macro-F1':>14} {'fp32 img/s':>11} "
           f"{'bf16 img/s':>11}")
     for a, b in zip(rows["fp32"], rows["bf16"], strict=True):

@@ -17,7 +17,7 @@ from octbench.data.preprocess import load_scan
 from octbench.engine import to_input
 from octbench.errors import DataError, OctbenchError
 from octbench.models import build_model
-from octbench.results import ResultsStore
+from octbench.results import ResultsStore, UnsafeCheckpoint, load_checkpoint
 
 
 @dataclass(frozen=True)
@@ -80,12 +80,22 @@ def load_predictor(run: str, results_dir: str | Path = "results") -> Predictor:
     """Load the selected checkpoint of a run for inference on the CPU."""
     path = find_checkpoint(run, results_dir)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_checkpoint(path)
+    except UnsafeCheckpoint as error:
+        raise OctbenchError(
+            f"{error}. octbench's own best.pt files load without pickle; if this one came from "
+            "an older octbench, retrain it: delete its run folder and run `python -m octbench "
+            "run <experiment.yaml>` again (completed runs are kept).") from None
+    except OctbenchError as error:
+        raise OctbenchError(f"{error}; it is not a usable octbench checkpoint: pass the best.pt "
+                            "of a complete run.") from None
+    try:
         config = dict(state["model_config"])
         model = build_model(config.pop("name"), num_classes=len(state["class_names"]),
                             in_chans=1, img_size=state["img_size"], **config)
         model.load_state_dict(state["model"])
-    except (OSError, RuntimeError, KeyError, TypeError, EOFError) as error:
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError, AttributeError,
+            EOFError, OctbenchError) as error:
         raise OctbenchError(f"{path} is not a usable octbench checkpoint ({error}); pass the "
                             "best.pt of a complete run.") from None
     model.eval()

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from octbench.config import Component, ExperimentConfig, TrainConfig, fingerprint
-from octbench.data import OCTData, load_dataset
+from octbench.data import OCTData, check_available, load_dataset
 from octbench.devices import check_precision, describe, resolve_device
 from octbench.engine import (
     Predictions,
@@ -144,7 +144,10 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
         say(f"{len(summary.already_complete)} of {len(specs)} runs already complete; "
             f"training the other {len(pending)}.")
 
-    store.prepare()  # an unwritable folder fails here, before the data are even loaded
+    # Missing data (OCTMNIST offline) fails before the results folder is created, and an
+    # unwritable folder fails before the data are loaded.
+    check_available(config.data.name, **config.data.params)
+    store.prepare()
     data = load_dataset(config.data.name, **config.data.params)
     tag = " [synthetic data]" if data.synthetic else ""
     for number, spec in enumerate(pending, 1):

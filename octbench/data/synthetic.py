@@ -16,7 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from octbench.data import DATASETS, OCT_CLASSES, SPLITS, OCTData, from_arrays
+from octbench.data import (
+    AVAILABILITY_CHECKS,
+    DATASETS,
+    OCT_CLASSES,
+    SPLITS,
+    OCTData,
+    from_arrays,
+)
 from octbench.data.npz import read_npz
 from octbench.fileio import atomic_write, remove_stale_temp_files
 from octbench.registry import Interval, OneOf
@@ -70,6 +77,26 @@ def cache_dir() -> Path:
     return Path(os.environ.get("OCTBENCH_CACHE", "~/.cache/octbench")).expanduser() / "synthetic"
 
 
+def cached_file(*, size: int = 28, **params) -> Path:
+    """The cache file of the synthetic set with these parameters (it may not exist yet)."""
+    params = {"size": size, "scale": 1.0, "test_scale": 1.0, "seed": 0, "difficulty": 1.0,
+              "label_noise": 0.0, **{k: v for k, v in params.items() if k != "cache"}}
+    key = hashlib.sha256(
+        json.dumps({**params, "version": GENERATOR_VERSION}, sort_keys=True).encode()
+    ).hexdigest()[:16]
+    return cache_dir() / f"synthetic-{size}px-{key}.npz"
+
+
+def _synthetic_available(**params) -> str:
+    path = cached_file(**params)
+    if params.get("cache", True) and path.is_file():
+        return f"synthetic OCT data, cached at {path}"
+    return "synthetic OCT data, generated when the run starts (then cached)"
+
+
+AVAILABILITY_CHECKS["synthetic"] = _synthetic_available
+
+
 @DATASETS.register(
     size=OneOf((28, 64, 128, 224)),
     scale=Interval(0, 1, low_open=True),
@@ -95,10 +122,7 @@ def synthetic(
     """
     params = dict(size=size, scale=scale, test_scale=test_scale, seed=seed,
                   difficulty=difficulty, label_noise=label_noise)
-    key = hashlib.sha256(
-        json.dumps({**params, "version": GENERATOR_VERSION}, sort_keys=True).encode()
-    ).hexdigest()[:16]
-    path = cache_dir() / f"synthetic-{size}px-{key}.npz"
+    path = cached_file(**params)
     if cache and path.is_file():
         arrays = read_npz(path)
     else:

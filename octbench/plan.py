@@ -90,23 +90,21 @@ def plan_experiment(config: ExperimentConfig) -> Plan:
 
 
 def check_writable(folder: Path) -> str:
-    """Say whether ``folder`` exists or would be created; raise if it cannot be written.
+    """Say whether ``folder`` exists or would be created, creating nothing.
 
     Raises:
-        StorageError: the folder, or the nearest existing folder above it, is not writable.
+        StorageError: the folder, or the nearest existing folder above it, cannot be written.
     """
-    from octbench.results import StorageError
+    from octbench.results import unwritable
 
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
-        return str(folder) if existing == folder else f"{folder} (created when the run starts)"
-    raise StorageError(
-        f"results folder {folder} is not writable ({existing} is "
-        f"{'not a folder' if not existing.is_dir() else 'read-only'}); choose another "
-        "`results_dir` or fix its permissions."
-    )
+    if not existing.is_dir():
+        raise unwritable(folder, "Not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise unwritable(folder, "Permission denied")
+    return str(folder) if existing == folder else f"{folder} (created when the run starts)"
 
 
 def past_epoch_seconds(results_dir: Path) -> dict[str, float]:

@@ -127,6 +127,15 @@ class StorageError(OctbenchError):
     """The results folder cannot be written (not writable, disk full): the grid stops."""
 
 
+def unwritable(folder: Path, reason: str) -> StorageError:
+    """The error for a results folder that cannot be created or written."""
+    return StorageError(
+        f"results folder {folder} is not writable ({reason}); choose another `results_dir`, "
+        "fix its permissions or free disk space. Nothing was trained and existing results are "
+        "untouched."
+    )
+
+
 @contextmanager
 def _writing(path: Path) -> Iterator[None]:
     try:
@@ -167,11 +176,7 @@ class ResultsStore:
                 handle.flush()
                 os.fsync(handle.fileno())  # a full disk may only say so here
         except OSError as error:
-            raise StorageError(
-                f"results folder {self.root} is not writable ({error.strerror or error}); "
-                "choose another `results_dir`, fix its permissions or free disk space. "
-                "Nothing was trained and existing results are untouched."
-            ) from None
+            raise unwritable(self.root, error.strerror or str(error)) from None
         finally:
             with suppress(OSError):
                 probe.unlink(missing_ok=True)

@@ -39,6 +39,7 @@ from octbench.engine import (
 from octbench.errors import DeviceUnavailable, OctbenchError
 from octbench.metrics import METRICS, compute_metrics
 from octbench.models import build_model, count_parameters
+from octbench.plan import check_writable
 from octbench.results import (
     COMPLETE,
     FAILED,
@@ -144,8 +145,9 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
         say(f"{len(summary.already_complete)} of {len(specs)} runs already complete; "
             f"training the other {len(pending)}.")
 
-    # Missing data (OCTMNIST offline) fails before the results folder is created, and an
-    # unwritable folder fails before the data are loaded.
+    # An unwritable folder fails before the data are looked at, and missing data (OCTMNIST
+    # offline) before the folder is created.
+    check_writable(store.root)
     check_available(config.data.name, **config.data.params)
     store.prepare()
     data = load_dataset(config.data.name, **config.data.params)

@@ -72,6 +72,19 @@ class TrainConfig:
     compile: bool = False
     deterministic: bool = False
     threads: int | None = field(default=None, metadata=check(Interval(1, None)))
+    #: end_to_end trains every weight; linear_probe only the classifier head (MedMNIST+).
+    mode: Literal["end_to_end", "linear_probe"] = "end_to_end"
+
+    def to_dict(self) -> dict:
+        """Plain data for YAML and run records. Options added after the first recorded runs are
+        left out at their defaults, so that those runs keep their ids."""
+        values = dataclasses.asdict(self)
+        return {k: v for k, v in values.items()
+                if not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
+
+
+#: Train options that newer versions added, with the default that leaves a run unchanged.
+LATER_DEFAULTS = {"mode": "end_to_end"}
 
 
 @dataclass(frozen=True)
@@ -107,7 +120,7 @@ class ExperimentConfig:
             "strategies": [s.to_yaml() for s in self.strategies],
             "seeds": list(self.seeds),
             "devices": list(self.devices),
-            "train": dataclasses.asdict(self.train),
+            "train": self.train.to_dict(),
             "report": dataclasses.asdict(self.report),
             "results_dir": self.results_dir,
         }
@@ -272,8 +285,12 @@ def _parse_section(problems, raw, cls, path):
 
 
 def _parse_component(problems, raw, path, registry: Registry, *, data_params=(),
-                     known=None) -> Component | None:
-    """Validate ``name`` or ``{name: ..., **params}`` against a registry entry's signature."""
+                     known=None, external=None) -> Component | None:
+    """Validate ``name`` or ``{name: ..., **params}`` against a registry entry's signature.
+
+    ``known(name)`` admits names outside the registry (``timm:...``), whose parameters
+    ``external(name, params, path)`` checks, returning a list of problems.
+    """
     if isinstance(raw, str):
         name, params = raw, {}
     elif isinstance(raw, dict) and isinstance(raw.get("name"), str):
@@ -289,7 +306,9 @@ def _parse_component(problems, raw, path, registry: Registry, *, data_params=(),
             problems.append(f"{path}: {problem}")
             return None
         if name not in registry:
-            return Component(name, params)
+            found = external(name, params, path) if external is not None else []
+            problems.extend(found)
+            return None if found else Component(name, params)
     if name not in registry:
         problems.append(f"{path}: {registry.unknown_message(name)}")
         return None
@@ -342,7 +361,14 @@ def parse_config(raw: dict, source: str | None = None) -> ExperimentConfig:
     """Validate a plain mapping (e.g. from YAML) into an :class:`ExperimentConfig`."""
     from octbench.data import DATASETS
     from octbench.metrics import METRICS
-    from octbench.models import DATA_PARAMS, MODELS, check_model_name
+    from octbench.models import (
+        DATA_PARAMS,
+        MODELS,
+        check_model_name,
+        external_parameter_problems,
+        no_pretrained_message,
+        timm_name,
+    )
     from octbench.strategies import STRATEGIES
 
     problems: list[str] = []
@@ -370,11 +396,19 @@ def parse_config(raw: dict, source: str | None = None) -> ExperimentConfig:
     else:
         data = _parse_component(problems, raw["data"], "data", DATASETS)
 
-    models = _parse_list(
-        problems, raw.get("models"), "models",
-        lambda item, path: _parse_component(problems, item, path, MODELS,
-                                            data_params=DATA_PARAMS, known=check_model_name),
-    )
+    def model(item, path):
+        if isinstance(item, dict) and item.get("pretrained") is False:
+            # Training from scratch is the default: the same run, and the same run id, as without.
+            item = {k: v for k, v in item.items() if k != "pretrained"}
+        name = item.get("name") if isinstance(item, dict) else None
+        if (isinstance(name, str) and "pretrained" in item and timm_name(name) is None
+                and name in MODELS):
+            problems.append(f"{path}.pretrained: {no_pretrained_message(name)}")
+            return None
+        return _parse_component(problems, item, path, MODELS, data_params=DATA_PARAMS,
+                                known=check_model_name, external=external_parameter_problems)
+
+    models = _parse_list(problems, raw.get("models"), "models", model)
     strategies = _parse_list(
         problems, raw.get("strategies", ["none"]), "strategies",
         lambda item, path: _parse_component(problems, item, path, STRATEGIES,

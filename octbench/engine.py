@@ -12,7 +12,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,9 +50,18 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> None:
     torch.backends.cudnn.benchmark = not deterministic
 
 
-def to_input(images: torch.Tensor, *, channels_last: bool = False) -> torch.Tensor:
-    """uint8 (B, H, W) -> float (B, 1, H, W) in [-1, 1], on the images' device."""
-    x = images.unsqueeze(1).float().mul_(1 / 127.5).sub_(1.0)
+#: (mean, std) of the seed project's input normalisation, on images scaled to [0, 1].
+DEFAULT_NORMALIZATION = (0.5, 0.5)
+
+
+def to_input(images: torch.Tensor, *, channels_last: bool = False,
+             normalize: tuple[float, float] = DEFAULT_NORMALIZATION) -> torch.Tensor:
+    """uint8 (B, H, W) -> float (B, 1, H, W), (x / 255 - mean) / std, on the images' device.
+
+    With the default (0.5, 0.5) the result lies in [-1, 1]; pretrained weights bring their own.
+    """
+    mean, std = normalize
+    x = images.unsqueeze(1).float().mul_(1 / (255 * std)).sub_(mean / std)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
@@ -106,6 +115,8 @@ def train_one_epoch(
     precision: str = "fp32",
     scaler: torch.amp.GradScaler | None = None,
     channels_last: bool = False,
+    normalize: tuple[float, float] = DEFAULT_NORMALIZATION,
+    eval_modules: Sequence[nn.Module] = (),
     cuda_graph: bool = True,
     progress=None,
 ) -> dict:
@@ -121,11 +132,16 @@ def train_one_epoch(
     re-weighting) in the graph. Adam / AdamW must then be ``capturable`` (the runner does so);
     a model that cannot be captured trains eagerly, with a warning.
 
+    ``eval_modules`` stay in eval mode while the rest trains (a linear probe's frozen backbone
+    keeps its BatchNorm statistics and drops no activations).
+
     Raises:
         NonFiniteLoss: when the epoch's loss is NaN or infinite.
     """
     device = images.device
     model.train()
+    for module in eval_modules:
+        module.eval()
     order = order.to(device)
     total = torch.zeros((), device=device)
     batches = list(torch.split(order, batch_size))
@@ -134,7 +150,7 @@ def train_one_epoch(
                and full > GRAPH_WARMUP_STEPS and _capturable(optimizer))
 
     def step(index: torch.Tensor, *, cache: bool = True) -> None:
-        x = to_input(images[index], channels_last=channels_last)
+        x = to_input(images[index], channels_last=channels_last, normalize=normalize)
         with autocast(device, precision, cache=cache):
             loss = criterion(model(x), labels[index])
         if scaler is not None:
@@ -217,6 +233,7 @@ def evaluate(
     precision: str = "fp32",
     logit_offset: torch.Tensor | None = None,
     channels_last: bool = False,
+    normalize: tuple[float, float] = DEFAULT_NORMALIZATION,
 ) -> tuple[Predictions, float]:
     """Predict a whole split in large batches; return Predictions and the seconds it took.
 
@@ -229,7 +246,8 @@ def evaluate(
     start = time.perf_counter()
     chunks = []
     for first in range(0, len(images), batch_size):
-        x = to_input(images[first:first + batch_size], channels_last=channels_last)
+        x = to_input(images[first:first + batch_size], channels_last=channels_last,
+                     normalize=normalize)
         with autocast(device, precision):
             logits = model(x).float()
         if logit_offset is not None:

@@ -29,11 +29,13 @@ class Predictor:
     img_size: int
     logit_offset: torch.Tensor | None
     source: Path
+    normalize: tuple[float, float] = (0.5, 0.5)
 
     @torch.inference_mode()
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities (N, K) for uint8 images (N, size, size)."""
-        logits = self.model(to_input(torch.as_tensor(np.array(images)))).float()
+        logits = self.model(to_input(torch.as_tensor(np.array(images)),
+                                     normalize=self.normalize)).float()
         if self.logit_offset is not None:
             logits = logits + self.logit_offset
         return torch.softmax(logits, dim=1).numpy()
@@ -91,6 +93,7 @@ def load_predictor(run: str, results_dir: str | Path = "results") -> Predictor:
                             "of a complete run.") from None
     try:
         config = dict(state["model_config"])
+        config.pop("pretrained", None)  # the checkpoint holds the trained weights
         model = build_model(config.pop("name"), num_classes=len(state["class_names"]),
                             in_chans=1, img_size=state["img_size"], **config)
         model.load_state_dict(state["model"])
@@ -101,7 +104,7 @@ def load_predictor(run: str, results_dir: str | Path = "results") -> Predictor:
     model.eval()
     return Predictor(model=model, class_names=tuple(state["class_names"]),
                      img_size=int(state["img_size"]), logit_offset=state.get("logit_offset"),
-                     source=path)
+                     source=path, normalize=tuple(state.get("normalization", (0.5, 0.5))))
 
 
 def predict_files(predictor: Predictor, paths: list[str]) -> list[ScanPrediction]:

@@ -73,6 +73,8 @@ class RunRecord:
     hardware: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
     parameters: int | None = None
+    #: where the weights came from (random, timm's, a file + digests), input normalisation, mode
+    model_init: dict = field(default_factory=dict)
     git_commit: str | None = None
     created_utc: str = ""
     error: str | None = None

@@ -8,7 +8,6 @@ where it stopped), and ends with exactly one record: COMPLETE, FAILED (with its 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import datetime as dt
 import functools
 import logging
@@ -38,7 +37,14 @@ from octbench.engine import (
 )
 from octbench.errors import DeviceUnavailable, OctbenchError
 from octbench.metrics import METRICS, compute_metrics
-from octbench.models import build_model, count_parameters
+from octbench.models import (
+    build_model,
+    count_parameters,
+    describe_weights,
+    freeze_all_but_head,
+    input_normalization,
+    timm_name,
+)
 from octbench.plan import check_writable
 from octbench.results import (
     COMPLETE,
@@ -78,7 +84,7 @@ class RunSpec:
             "strategy": {"name": self.strategy.name, **self.strategy.params},
             "seed": self.seed,
             "device": self.device,
-            "train": dataclasses.asdict(self.train),
+            "train": self.train.to_dict(),
         }
 
     @functools.cached_property
@@ -146,9 +152,10 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
             f"training the other {len(pending)}.")
 
     # An unwritable folder fails before the data are looked at, and missing data (OCTMNIST
-    # offline) before the folder is created.
+    # offline) before the folder is created; so do missing pretrained weights.
     check_writable(store.root)
     check_available(config.data.name, **config.data.params)
+    check_pretrained_weights(config, pending)
     store.prepare()
     data = load_dataset(config.data.name, **config.data.params)
     tag = " [synthetic data]" if data.synthetic else ""
@@ -177,6 +184,17 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
             summary.failed.append((spec.run_id, record.error))
             say(f"{head}: FAILED: {record.error}")
     return summary
+
+
+def check_pretrained_weights(config: ExperimentConfig, specs: list[RunSpec]) -> None:
+    """Fetch or find timm's pretrained weights of every model that asks for them, before any
+    run trains: offline without a cache, this fails with how to fill it (OctbenchError)."""
+    from octbench.models.timm_models import ensure_pretrained_weights
+
+    needed = [spec.model for spec in specs if spec.model.params.get("pretrained") is True]
+    for index, model in enumerate(config.models):
+        if model in needed:
+            ensure_pretrained_weights(timm_name(model.name), f"models[{index}] ({model.label})")
 
 
 def execute_run(spec: RunSpec, data: OCTData, store: ResultsStore, *, quiet: bool = True,
@@ -234,12 +252,18 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
     seed_everything(spec.seed, deterministic=cfg.deterministic)
     class_counts = data.train.class_counts(data.num_classes)
     model = build_model(spec.model.name, num_classes=data.num_classes, in_chans=1,
-                        img_size=data.size, **spec.model.params).to(device)
+                        img_size=data.size, **spec.model.params)
+    normalize = input_normalization(spec.model.name, spec.model.params)
+    model_init = {**describe_weights(spec.model.name, spec.model.params, model),
+                  "normalization": {"mean": normalize[0], "std": normalize[1]}, "mode": cfg.mode}
+    frozen = freeze_all_but_head(model) if cfg.mode == "linear_probe" else []
+    model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     strategy = build_strategy(spec.strategy.name, class_counts, **spec.strategy.params)
     criterion = strategy.criterion.to(device)
-    optimizer = make_optimizer(model.parameters(), cfg.optimizer, lr=cfg.lr,
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(trainable, cfg.optimizer, lr=cfg.lr,
                                weight_decay=cfg.weight_decay, momentum=cfg.momentum,
                                fused=True if device.type == "cuda" else None,
                                capturable=device.type == "cuda")
@@ -296,14 +320,15 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
             stats = train_one_epoch(step_model, *train, order, criterion=criterion,
                                     optimizer=optimizer, batch_size=cfg.batch_size,
                                     precision=cfg.precision, scaler=scaler,
-                                    channels_last=cfg.channels_last, progress=bar)
+                                    channels_last=cfg.channels_last, normalize=normalize,
+                                    eval_modules=frozen, progress=bar)
         lr = optimizer.param_groups[0]["lr"]
         if scheduler is not None:
             scheduler.step()
         val_pred, val_seconds = evaluate(model, *val, batch_size=eval_batch,
                                          precision=cfg.precision,
                                          logit_offset=strategy.logit_offset,
-                                         channels_last=cfg.channels_last)
+                                         channels_last=cfg.channels_last, normalize=normalize)
         val_metrics = compute_metrics(val_pred.labels, val_pred.scores, data.class_names)
         value = val_metrics[cfg.select_on]
         state["history"].append({
@@ -347,7 +372,8 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
         test_pred, test_seconds = evaluate(model, *test, batch_size=eval_batch,
                                            precision=cfg.precision,
                                            logit_offset=strategy.logit_offset,
-                                           channels_last=cfg.channels_last)
+                                           channels_last=cfg.channels_last,
+                                           normalize=normalize)
         metrics["test"] = compute_metrics(test_pred.labels, test_pred.scores, data.class_names)
         arrays.update(test_scores=test_pred.scores.astype(np.float32),
                       test_labels=test_pred.labels)
@@ -358,13 +384,14 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
         "model": state["best"], "model_config": spec.config()["model"],
         "class_names": list(data.class_names), "img_size": data.size,
         "logit_offset": strategy.logit_offset, "epoch": state["best_epoch"],
+        "normalization": list(normalize),
     })
     history = state["history"]
     train_seconds = sum(h["train_seconds"] for h in history)
     train_images = sum(h["train_images"] for h in history)
     record = finish(
         COMPLETE, metrics=metrics, best_epoch=state["best_epoch"], epochs_trained=len(history),
-        history=history, parameters=count_parameters(model),
+        history=history, parameters=count_parameters(model), model_init=model_init,
         timing={
             "train_seconds": train_seconds,
             "seconds_per_epoch": train_seconds / len(history),

@@ -97,6 +97,12 @@ def _checkpoint(ws: Workspace) -> str:
     return str(path)
 
 
+def _not_weights(ws: Workspace) -> str:
+    path = ws.root / "weights.pth"
+    path.write_text("these are notes, not weights\n")
+    return str(path)
+
+
 def _not_an_image(ws: Workspace) -> str:
     path = ws.root / "scan.png"
     path.write_text("not a PNG at all")
@@ -203,6 +209,19 @@ TABLE = [
     Bad("data-octmnist-offline", lambda ws: ws.run_on({"name": "octmnist",
                                                        "root": str(ws.root / "empty")}),
         ("OCTMNIST is not available", "does not exist", "Offline, use `data: {name: synthetic}`")),
+    # --- models and weights -----------------------------------------------------------------
+    Bad("timm-unknown-parameter", lambda ws: ["run", ws.yaml(models=[
+        {"name": "timm:resnet18", "drop_rat": 0.1}])],
+        ("unknown parameter 'drop_rat' of timm model 'resnet18' at models[0]",
+         "Did you mean 'drop_rate'?")),
+    Bad("pretrained-own-model", lambda ws: ["run", ws.yaml(models=[
+        {"name": "reference_cnn", "pretrained": True}])],
+        ("models[0].pretrained: model 'reference_cnn' has no pretrained weights",
+         "{name: timm:resnet18, pretrained: true}")),
+    Bad("weights-file-unreadable", lambda ws: ["run", ws.yaml(models=[
+        {"name": "timm:resnet10t", "pretrained": _not_weights(ws)}])],
+        ("models[0].pretrained: cannot read", "weights.pth as model weights",
+         "safetensors.torch.save_file")),
     # --- disk -------------------------------------------------------------------------------
     Bad("results-folder-unwritable", lambda ws: [
         "run", ws.yaml(results_dir=str(ws.root / "exp.yaml" / "results"))],

@@ -66,3 +66,32 @@ def test_timm_models_enter_by_prefix():
 def test_timm_vision_transformer_gets_the_image_size():
     model = build_model("timm:vit_tiny_patch16_224", img_size=32, patch_size=8)
     assert model(torch.zeros(1, 1, 32, 32)).shape == (1, 4)
+
+
+RESOLUTIONS = (28, 64, 128, 224)
+TIMM_AT_EVERY_SIZE = ("timm:resnet10t", "timm:test_vit", "timm:test_efficientnet")
+
+
+@pytest.mark.parametrize("size", RESOLUTIONS)
+@pytest.mark.parametrize("name", MODELS.names() + list(TIMM_AT_EVERY_SIZE))
+def test_every_model_takes_every_resolution(name, size):
+    """Shapes only, on the meta device: no memory, no compute, every model at every size."""
+    # A vision transformer's patch must divide the image: 16 px patches need 4 px ones at 28 px.
+    params = {"patch_size": 4} if "vit" in name and size % 16 else {}
+    with torch.device("meta"):
+        model = build_model(name, num_classes=4, in_chans=1, img_size=size, **params)
+        assert model(torch.empty(2, 1, size, size)).shape == (2, 4)
+
+
+@pytest.mark.parametrize(("size", "small"), [(28, True), (64, True), (128, False), (224, False)])
+def test_medmnist_resnet_stem_follows_the_size(size, small):
+    with torch.device("meta"):
+        model = build_model("resnet18_28", img_size=size)
+    assert model.conv1.kernel_size == ((3, 3) if small else (7, 7))
+    assert isinstance(model.maxpool, torch.nn.Identity) == small
+
+
+def test_timm_transformer_gets_img_size_at_224():
+    with torch.device("meta"):
+        model = build_model("timm:test_vit", img_size=224)
+    assert model.patch_embed.img_size == (224, 224)

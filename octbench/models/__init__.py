@@ -39,9 +39,17 @@ def check_model_name(name: str) -> str | None:
     )
 
 
+def external_parameter_problems(name: str, params: dict, path: str) -> list[str]:
+    """Problems with the YAML parameters of a ``timm:<name>`` model (checked against timm)."""
+    from octbench.models.timm_models import parameter_problems
+
+    return parameter_problems(timm_name(name), params, path)
+
+
 def build_model(name: str, *, num_classes: int = 4, in_chans: int = 1, img_size: int = 28,
                 **params) -> nn.Module:
-    """Build a randomly initialised model for ``num_classes`` classes.
+    """Build a model for ``num_classes`` classes: randomly initialised, or from pretrained
+    weights for a timm model with ``pretrained=True`` or ``pretrained="weights.safetensors"``.
 
     Example:
         >>> model = build_model("reference_cnn")
@@ -50,19 +58,69 @@ def build_model(name: str, *, num_classes: int = 4, in_chans: int = 1, img_size:
     """
     inner = timm_name(name)
     if inner is None:
+        if params.pop("pretrained", False):
+            raise OctbenchError(no_pretrained_message(name))
         return MODELS.get(name)(num_classes=num_classes, in_chans=in_chans, img_size=img_size,
                                 **params)
     problem = check_model_name(name)
     if problem:
         raise OctbenchError(problem)
-    import timm
+    from octbench.models.timm_models import create_timm_model
 
-    kwargs = dict(pretrained=False, num_classes=num_classes, in_chans=in_chans, **params)
-    try:
-        # Vision transformers and other fixed-size models need the input size.
-        return timm.create_model(inner, img_size=img_size, **kwargs)
-    except TypeError:
-        return timm.create_model(inner, **kwargs)
+    return create_timm_model(inner, num_classes=num_classes, in_chans=in_chans,
+                             img_size=img_size, **params)
+
+
+def input_normalization(name: str, params: dict) -> tuple[float, float]:
+    """(mean, std) for the model's input in [0, 1]: the data default (0.5, 0.5), or the
+    pretrained weights' own for a pretrained timm model."""
+    inner = timm_name(name)
+    if inner is None:
+        return (0.5, 0.5)
+    from octbench.models.timm_models import normalization
+
+    return normalization(inner, params.get("pretrained", False))
+
+
+def describe_weights(name: str, params: dict, model: nn.Module) -> dict:
+    """Where a freshly built model's weights came from (``random``, timm's, or a file)."""
+    inner = timm_name(name)
+    if inner is None:
+        return {"weights": "random"}
+    from octbench.models import timm_models
+
+    return timm_models.describe_weights(inner, params.get("pretrained", False), model)
+
+
+def no_pretrained_message(name: str) -> str:
+    return (f"model '{name}' has no pretrained weights (octbench's own models train from "
+            "scratch); pretrained weights come with timm models, e.g. "
+            "{name: timm:resnet18, pretrained: true}, or remove 'pretrained'.")
+
+
+def classifier_head(model: nn.Module) -> nn.Module:
+    """The layer that maps features to class logits: timm's classifier, else the last Linear."""
+    if hasattr(model, "get_classifier"):
+        return model.get_classifier()
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise OctbenchError(f"{type(model).__name__} has no linear classifier head to probe.")
+    return linears[-1]
+
+
+def freeze_all_but_head(model: nn.Module) -> list[nn.Module]:
+    """Freeze every parameter outside the classifier head (a linear probe).
+
+    Returns the frozen leaf modules, which must stay in eval mode while the head trains so that
+    BatchNorm statistics and dropout of the backbone do not change either.
+    """
+    head = classifier_head(model)
+    head_params = {id(p) for p in head.parameters()}
+    for parameter in model.parameters():
+        parameter.requires_grad_(id(parameter) in head_params)
+    head_modules = {id(m) for m in head.modules()}
+    return [m for m in model.modules()
+            if not list(m.children()) and id(m) not in head_modules]
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -73,4 +131,6 @@ def count_parameters(model: nn.Module) -> int:
 # Importing the modules registers their models.
 from octbench.models import reference, resnet  # noqa: E402,F401
 
-__all__ = ["MODELS", "DATA_PARAMS", "build_model", "check_model_name", "count_parameters"]
+__all__ = ["MODELS", "DATA_PARAMS", "build_model", "check_model_name", "classifier_head",
+           "count_parameters", "describe_weights", "freeze_all_but_head", "input_normalization",
+           "timm_name"]

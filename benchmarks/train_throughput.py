@@ -8,8 +8,12 @@
     ``octbench run``; on CUDA the step is replayed as a CUDA graph);
 (c) octbench bf16: the same under bf16 autocast;
 (d) pure compute: the model of (b), eager, on one pre-normalised batch reused (the ceiling for
-    (b) on a CPU).
-Prints the median images/s of each and the ratios b/a, c/a, b/d, and the peak RSS.
+    (b) on a CPU);
+(e) octbench fp32 + flip + affine: (b) with ``train.augment: [hflip, affine]`` (per-image
+    random flips and affine warps on the device);
+(f) pure compute bf16: the model of (c) under bf16 autocast on one pre-normalised batch reused
+    (the ceiling for (c)).
+Prints the median images/s of each, the ratios b/a, c/a, b/d, e/b and c/f, and the peak RSS.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from _common import (
     temp_root,
 )
 
+from octbench.augment import build_augmenter
+from octbench.devices import autocast
 from octbench.engine import to_input, train_one_epoch
 from octbench.models import build_model
 from octbench.strategies import build_strategy
@@ -77,33 +83,43 @@ def main() -> None:
     labels = data.train.labels.to(device)
     generator = torch.Generator().manual_seed(0)
 
-    def octbench_run(precision, channels_last):
+    def octbench_run(precision, channels_last, augment=()):
         model, opt = fresh(channels_last)
+        augmenter = build_augmenter(augment, seed=0, device=device)
 
         def step():
             order = torch.randint(len(labels), (n,), generator=generator)
             train_one_epoch(model, images, labels, order, criterion=criterion, optimizer=opt,
                             batch_size=args.batch_size, precision=precision,
-                            channels_last=channels_last)
+                            channels_last=channels_last, augment=augmenter)
             return n
         return step
 
-    model_d, opt_d = fresh(channels_last=True)
     x = to_input(images[: args.batch_size], channels_last=True)
     y = labels[: args.batch_size]
 
-    def compute():
-        model_d.train()
-        for _ in range(args.batches):
-            opt_d.zero_grad(set_to_none=True)
-            loss_fn(model_d(x), y).backward()
-            opt_d.step()
-        return n
+    def compute_run(precision):
+        model, opt = fresh(channels_last=True)
+
+        def compute():
+            model.train()
+            for _ in range(args.batches):
+                opt.zero_grad(set_to_none=True)
+                with autocast(device, precision):
+                    loss = criterion(model(x), y)
+                loss.backward()
+                opt.step()
+            return n
+        return compute
 
     pipelines = {"(a) original": original, "(b) octbench fp32": octbench_run("fp32", True),
-                 "(c) octbench bf16": octbench_run("bf16", True), "(d) pure compute": compute}
+                 "(c) octbench bf16": octbench_run("bf16", True),
+                 "(d) pure compute": compute_run("fp32"),
+                 "(e) fp32 + flip + affine": octbench_run("fp32", True, ["hflip", "affine"]),
+                 "(f) pure compute bf16": compute_run("bf16")}
     if device.type == "mps" or (device.type == "cuda" and not torch.cuda.is_bf16_supported()):
         del pipelines["(c) octbench bf16"]  # no bf16 autocast there
+        del pipelines["(f) pure compute bf16"]
     measure(pipelines, 1, device)  # warm-up
     rates = measure(pipelines, args.rounds, device)
     print(f"reference_cnn, batch {args.batch_size}, 28 px, median of {args.rounds} "
@@ -111,9 +127,12 @@ def main() -> None:
     for name, rate in rates.items():
         print(f"  {name:<20} {rate:>9,.0f} images/s")
     a, b, d = rates["(a) original"], rates["(b) octbench fp32"], rates["(d) pure compute"]
-    print(f"  b/a = {b / a:.2f}   b/d = {b / d:.2f}", end="")
+    e = rates["(e) fp32 + flip + affine"]
+    print(f"  b/a = {b / a:.2f}   b/d = {b / d:.2f}   e/b = {e / b:.2f} "
+          f"(augmentation overhead {b / e - 1:.0%})", end="")
     if "(c) octbench bf16" in rates:
-        print(f"   c/a = {rates['(c) octbench bf16'] / a:.2f}")
+        c, f = rates["(c) octbench bf16"], rates["(f) pure compute bf16"]
+        print(f"   c/a = {c / a:.2f}   c/f = {c / f:.2f}")
     else:
         print()
     print(f"  peak RSS {peak_rss_mib():,.0f} MiB (whole benchmark process)")

@@ -74,17 +74,20 @@ class TrainConfig:
     threads: int | None = field(default=None, metadata=check(Interval(1, None)))
     #: end_to_end trains every weight; linear_probe only the classifier head (MedMNIST+).
     mode: Literal["end_to_end", "linear_probe"] = "end_to_end"
+    #: batch-wise augmentations from octbench.augment, applied in this order
+    augment: tuple[Component, ...] = ()
 
     def to_dict(self) -> dict:
         """Plain data for YAML and run records. Options added after the first recorded runs are
         left out at their defaults, so that those runs keep their ids."""
         values = dataclasses.asdict(self)
+        values["augment"] = [c.to_yaml() for c in self.augment]
         return {k: v for k, v in values.items()
                 if not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
 
 
 #: Train options that newer versions added, with the default that leaves a run unchanged.
-LATER_DEFAULTS = {"mode": "end_to_end"}
+LATER_DEFAULTS = {"mode": "end_to_end", "augment": []}
 
 
 @dataclass(frozen=True)
@@ -427,7 +430,14 @@ def parse_config(raw: dict, source: str | None = None) -> ExperimentConfig:
 
     seeds = _parse_list(problems, raw.get("seeds", [0, 1, 2]), "seeds", seed)
     devices = _parse_list(problems, raw.get("devices", ["cpu"]), "devices", device)
-    train = _parse_section(problems, raw.get("train"), TrainConfig, "train")
+    raw_train = raw.get("train")
+    augment_raw = None
+    if isinstance(raw_train, dict):  # augment holds registry entries, checked like models
+        raw_train = dict(raw_train)
+        augment_raw = raw_train.pop("augment", None)
+    train = _parse_section(problems, raw_train, TrainConfig, "train")
+    if augment_raw:
+        train = dataclasses.replace(train, augment=_parse_augment(problems, augment_raw))
     report = _parse_section(problems, raw.get("report"), ReportConfig, "report")
     if train.select_on not in METRICS:
         problems.append(f"train.select_on must be a validation metric, one of "
@@ -448,6 +458,18 @@ def parse_config(raw: dict, source: str | None = None) -> ExperimentConfig:
     return ExperimentConfig(name=name, data=data, models=models, strategies=strategies,
                             seeds=tuple(seeds), devices=tuple(devices), train=train,
                             report=report, results_dir=results_dir)
+
+
+def _parse_augment(problems, raw) -> tuple[Component, ...]:
+    from octbench.augment import AUGMENTATIONS, MIXING
+
+    augment = _parse_list(problems, raw, "train.augment",
+                          lambda item, path: _parse_component(problems, item, path,
+                                                              AUGMENTATIONS))
+    if len([c for c in augment if c.name in MIXING]) > 1:
+        problems.append("train.augment lists both mixup and cutmix; a batch is mixed once, so "
+                        "keep one of them.")
+    return augment
 
 
 def parse_data(raw: str | dict) -> Component:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from octbench.augment import Augmenter
 from octbench.devices import autocast, synchronize
 
 
@@ -117,6 +118,7 @@ def train_one_epoch(
     channels_last: bool = False,
     normalize: tuple[float, float] = DEFAULT_NORMALIZATION,
     eval_modules: Sequence[nn.Module] = (),
+    augment: Augmenter | None = None,
     cuda_graph: bool = True,
     progress=None,
 ) -> dict:
@@ -132,6 +134,9 @@ def train_one_epoch(
     re-weighting) in the graph. Adam / AdamW must then be ``capturable`` (the runner does so);
     a model that cannot be captured trains eagerly, with a warning.
 
+    ``augment`` transforms each batch on the device (images in [0, 1], before normalisation);
+    a mixing augmentation's partner labels enter the loss with weight ``1 - lam``.
+
     ``eval_modules`` stay in eval mode while the rest trains (a linear probe's frozen backbone
     keeps its BatchNorm statistics and drops no activations).
 
@@ -146,13 +151,24 @@ def train_one_epoch(
     total = torch.zeros((), device=device)
     batches = list(torch.split(order, batch_size))
     full = len(order) // batch_size
-    graphed = (cuda_graph and device.type == "cuda" and scaler is None
+    # Augmentation draws from its own generators and mixes on the host: it runs eagerly.
+    graphed = (cuda_graph and device.type == "cuda" and scaler is None and augment is None
                and full > GRAPH_WARMUP_STEPS and _capturable(optimizer))
 
     def step(index: torch.Tensor, *, cache: bool = True) -> None:
-        x = to_input(images[index], channels_last=channels_last, normalize=normalize)
+        y, partner, lam = labels[index], None, 1.0
+        if augment is None:
+            x = to_input(images[index], channels_last=channels_last, normalize=normalize)
+        else:
+            x, partner, lam = augment(images[index].unsqueeze(1).float().mul_(1 / 255), y)
+            x = x.sub_(normalize[0]).div_(normalize[1])
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, precision, cache=cache):
-            loss = criterion(model(x), labels[index])
+            logits = model(x)
+            loss = criterion(logits, y)
+            if partner is not None:
+                loss = lam * loss + (1 - lam) * criterion(logits, partner)
         if scaler is not None:
             scaler.scale(loss).backward()
             scaler.step(optimizer)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from octbench.augment import build_augmenter
 from octbench.config import Component, ExperimentConfig, TrainConfig, fingerprint
 from octbench.data import OCTData, check_available, load_dataset
 from octbench.devices import check_precision, describe, resolve_device
@@ -273,6 +274,7 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
     # Static shapes: the last, smaller batch gets its own graph instead of a dynamic recompile.
     step_model = torch.compile(model, dynamic=False) if cfg.compile else model
     order_rng = torch.Generator().manual_seed(spec.seed)
+    augmenter = build_augmenter(cfg.augment, seed=spec.seed, device=device)
 
     train, val, test = (_on_device(data, s, device) for s in ("train", "val", "test"))
     eval_batch = cfg.eval_batch_size or default_eval_batch(device)
@@ -291,6 +293,8 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
             if scaler is not None:
                 scaler.load_state_dict(resume["scaler"])
             order_rng.set_state(resume["order_rng"])
+            if augmenter is not None:
+                augmenter.load_state_dict(resume["augment_rng"])
             _set_rng_state(resume["rng"])
             state = resume["state"]
             epoch = int(state["epoch"])
@@ -321,7 +325,7 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
                                     optimizer=optimizer, batch_size=cfg.batch_size,
                                     precision=cfg.precision, scaler=scaler,
                                     channels_last=cfg.channels_last, normalize=normalize,
-                                    eval_modules=frozen, progress=bar)
+                                    eval_modules=frozen, augment=augmenter, progress=bar)
         lr = optimizer.param_groups[0]["lr"]
         if scheduler is not None:
             scheduler.step()
@@ -359,6 +363,7 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "scaler": scaler.state_dict() if scaler is not None else None,
             "order_rng": order_rng.get_state(), "rng": _get_rng_state(), "state": state,
+            "augment_rng": augmenter.state_dict() if augmenter is not None else None,
         })
 
     model.load_state_dict(state["best"])

@@ -1,0 +1,255 @@
+"""Batch-wise, on-device training augmentations: ``train.augment: [hflip, {name: affine}]``.
+
+Each augmentation is a keyword-only factory registered in :data:`AUGMENTATIONS`. It returns a
+transform of a whole batch ``x`` (float (B, 1, H, W) in [0, 1], on the training device) that
+draws its random parameters *per image* in one tensor operation: no per-sample Python, no host
+round trip. Flips use ``torchvision.transforms.v2.functional``; rotations, translations, scaling
+and resized crops are one ``affine_grid`` / ``grid_sample`` per batch (torchvision's v2
+transforms draw one parameter set per call, which would flip or rotate a whole batch alike).
+
+Randomness comes from an :class:`Augmenter`'s own generators, seeded by the run's seed and saved
+in its resume checkpoint, so a run augments identically whether or not it was interrupted.
+Mixing augmentations (mixup, cutmix) return each image's partner label and the mixing weight;
+the loss is ``lam * loss(y) + (1 - lam) * loss(partner)``, so every strategy's criterion works.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from octbench.registry import Interval, Registry
+
+AUGMENTATIONS = Registry("augmentation")
+
+PROBABILITY = Interval(0, 1)
+
+
+@dataclass
+class Random:
+    """The generators an augmentation draws from: ``device`` for per-image and per-pixel
+    tensors (on the batch's device), ``host`` for per-batch scalars (a mixing weight, a box)."""
+
+    device: torch.Generator
+    host: torch.Generator
+
+    def uniform(self, n: int, low: float, high: float, like: torch.Tensor) -> torch.Tensor:
+        """``n`` values uniform in [low, high), on ``like``'s device."""
+        u = torch.rand(n, generator=self.device, device=like.device, dtype=like.dtype)
+        return u.mul_(high - low).add_(low)
+
+    def chosen(self, n: int, p: float, like: torch.Tensor) -> torch.Tensor:
+        """A (n, 1, 1, 1) mask: which images get the transform (probability ``p`` each)."""
+        u = torch.rand(n, generator=self.device, device=like.device)
+        return (u < p).view(n, 1, 1, 1)
+
+    def beta(self, alpha: float) -> float:
+        """One Beta(alpha, alpha) draw for the batch (numpy's sampler, seeded from ``host``)."""
+        seed = int(torch.randint(2**62, (1,), generator=self.host))
+        return float(np.random.default_rng(seed).beta(alpha, alpha))
+
+    def host_uniform(self) -> float:
+        return float(torch.rand((), generator=self.host))
+
+
+#: ``transform(x, labels, rng) -> (x, partner_labels or None, lam)``
+Transform = Callable[[torch.Tensor, torch.Tensor, Random], tuple]
+
+
+class Augmenter:
+    """The run's augmentation pipeline with its generators (seeded; saved on resume).
+
+    Example:
+        >>> augmenter = build_augmenter(["hflip", {"name": "affine", "degrees": 10}], seed=0,
+        ...                             device=torch.device("cpu"))
+        >>> x, partner, lam = augmenter(torch.rand(8, 1, 28, 28), torch.zeros(8, dtype=int))
+        >>> x.shape, partner, lam
+        (torch.Size([8, 1, 28, 28]), None, 1.0)
+    """
+
+    def __init__(self, transforms: Sequence[Transform], *, seed: int, device: torch.device):
+        self.transforms = list(transforms)
+        self.random = Random(device=torch.Generator(device).manual_seed(seed),
+                             host=torch.Generator().manual_seed(seed + 1))
+
+    def __call__(self, x: torch.Tensor, labels: torch.Tensor):
+        """Augment a batch; return (x, partner labels or None, weight of ``labels``)."""
+        partner, lam = None, 1.0
+        for transform in self.transforms:
+            x, mixed, weight = transform(x, labels, self.random)
+            if mixed is not None:
+                partner, lam = mixed, weight
+        return x, partner, lam
+
+    def state_dict(self) -> dict:
+        return {"device": self.random.device.get_state(), "host": self.random.host.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.random.device.set_state(state["device"])
+        self.random.host.set_state(state["host"])
+
+
+def build_augmenter(components: Sequence, *, seed: int, device: torch.device) -> Augmenter | None:
+    """An :class:`Augmenter` for ``train.augment`` entries (names, or ``{name: ..., **params}``
+    / Components); None when the list is empty."""
+    transforms = []
+    for item in components:
+        if isinstance(item, str):
+            name, params = item, {}
+        elif isinstance(item, dict):
+            name, params = item["name"], {k: v for k, v in item.items() if k != "name"}
+        else:
+            name, params = item.name, item.params
+        transforms.append(AUGMENTATIONS.get(name)(**params))
+    return Augmenter(transforms, seed=seed, device=device) if transforms else None
+
+
+def _per_image(transformed: torch.Tensor, x: torch.Tensor, p: float, rng: Random):
+    if p >= 1:
+        return transformed
+    return torch.where(rng.chosen(len(x), p, x), transformed, x)
+
+
+def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Resample each image through its own affine map (B, 2, 3); outside is black (0)."""
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+@AUGMENTATIONS.register(p=PROBABILITY)
+def hflip(*, p: float = 0.5) -> Transform:
+    """Horizontal flip of each image with probability ``p`` (OCT B-scans are left-right
+    symmetric in meaning: the fovea's side does not decide the class)."""
+    from torchvision.transforms.v2 import functional as TF
+
+    def transform(x, labels, rng):
+        return torch.where(rng.chosen(len(x), p, x), TF.horizontal_flip(x), x), None, 1.0
+    return transform
+
+
+@AUGMENTATIONS.register(degrees=Interval(0, 180), translate=Interval(0, 1),
+                        scale=Interval(0, 1, high_open=True), p=PROBABILITY)
+def affine(*, degrees: float = 10.0, translate: float = 0.1, scale: float = 0.1,
+           p: float = 1.0) -> Transform:
+    """Small random affine per image: rotation in ±``degrees``, shift up to ``translate`` of
+    the side, zoom in [1 - ``scale``, 1 + ``scale``] (as torchvision's RandomAffine)."""
+
+    def transform(x, labels, rng):
+        n = len(x)
+        angle = rng.uniform(n, -degrees, degrees, x) * (math.pi / 180)
+        zoom = rng.uniform(n, 1 - scale, 1 + scale, x)
+        shift = rng.uniform(2 * n, -2 * translate, 2 * translate, x).view(n, 2)  # [-1, 1] units
+        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1),
+                             torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+        return _per_image(_warp(x, theta), x, p, rng), None, 1.0
+    return transform
+
+
+@AUGMENTATIONS.register(scale_min=Interval(0, 1, low_open=True),
+                        ratio_max=Interval(1, None), p=PROBABILITY)
+def random_resized_crop(*, scale_min: float = 0.5, ratio_max: float = 4 / 3,
+                        p: float = 1.0) -> Transform:
+    """A random crop of each image (area in [``scale_min``, 1] of the image, aspect ratio in
+    [1 / ``ratio_max``, ``ratio_max``]) resized back to full size (as RandomResizedCrop)."""
+
+    def transform(x, labels, rng):
+        n = len(x)
+        area = rng.uniform(n, scale_min, 1.0, x)
+        log_ratio = rng.uniform(n, -math.log(ratio_max), math.log(ratio_max), x)
+        width = torch.sqrt(area * torch.exp(log_ratio)).clamp(max=1.0)
+        height = torch.sqrt(area / torch.exp(log_ratio)).clamp(max=1.0)
+        cx = (rng.uniform(n, -1.0, 1.0, x) * (1 - width))  # keeps the crop inside the image
+        cy = (rng.uniform(n, -1.0, 1.0, x) * (1 - height))
+        zero = torch.zeros_like(width)
+        theta = torch.stack([torch.stack([width, zero, cx], 1),
+                             torch.stack([zero, height, cy], 1)], 1)
+        return _per_image(_warp(x, theta), x, p, rng), None, 1.0
+    return transform
+
+
+@AUGMENTATIONS.register(brightness=Interval(0, 1), contrast=Interval(0, 1), p=PROBABILITY)
+def brightness_contrast(*, brightness: float = 0.2, contrast: float = 0.2,
+                        p: float = 1.0) -> Transform:
+    """Brightness factor in [1 ± ``brightness``], then contrast in [1 ± ``contrast``] around
+    each image's mean (as torchvision's ColorJitter), clipped to [0, 1]."""
+
+    def transform(x, labels, rng):
+        n = len(x)
+        gain = rng.uniform(n, 1 - brightness, 1 + brightness, x).view(n, 1, 1, 1)
+        spread = rng.uniform(n, 1 - contrast, 1 + contrast, x).view(n, 1, 1, 1)
+        bright = x * gain
+        mean = bright.mean(dim=(1, 2, 3), keepdim=True)
+        jittered = ((bright - mean) * spread + mean).clamp_(0, 1)
+        return _per_image(jittered, x, p, rng), None, 1.0
+    return transform
+
+
+@AUGMENTATIONS.register(std=Interval(0, 1), p=PROBABILITY)
+def gaussian_noise(*, std: float = 0.05, p: float = 1.0) -> Transform:
+    """Additive Gaussian noise of standard deviation ``std`` (images in [0, 1]), clipped."""
+
+    def transform(x, labels, rng):
+        noise = torch.randn(x.shape, generator=rng.device, device=x.device, dtype=x.dtype)
+        return _per_image((x + std * noise).clamp_(0, 1), x, p, rng), None, 1.0
+    return transform
+
+
+@AUGMENTATIONS.register(std=Interval(0, 1), p=PROBABILITY)
+def speckle_noise(*, std: float = 0.1, p: float = 1.0) -> Transform:
+    """Multiplicative noise ``x * (1 + std * N(0, 1))``: OCT's own speckle is multiplicative."""
+
+    def transform(x, labels, rng):
+        noise = torch.randn(x.shape, generator=rng.device, device=x.device, dtype=x.dtype)
+        return _per_image((x * (1 + std * noise)).clamp_(0, 1), x, p, rng), None, 1.0
+    return transform
+
+
+def _partner(x: torch.Tensor, rng: Random) -> torch.Tensor:
+    return torch.randperm(len(x), generator=rng.device, device=x.device)
+
+
+@AUGMENTATIONS.register(alpha=Interval(0, None, low_open=True), p=PROBABILITY)
+def mixup(*, alpha: float = 0.2, p: float = 1.0) -> Transform:
+    """mixup (Zhang et al. 2018): each batch blends every image with a partner image by
+    ``lam ~ Beta(alpha, alpha)``, and the loss blends their labels alike."""
+
+    def transform(x, labels, rng):
+        if rng.host_uniform() >= p:
+            return x, None, 1.0
+        lam = rng.beta(alpha)
+        order = _partner(x, rng)
+        return x * lam + x[order] * (1 - lam), labels[order], lam
+    return transform
+
+
+@AUGMENTATIONS.register(alpha=Interval(0, None, low_open=True), p=PROBABILITY)
+def cutmix(*, alpha: float = 1.0, p: float = 1.0) -> Transform:
+    """CutMix (Yun et al. 2019): each batch pastes a box of a partner image into every image;
+    the labels are weighted by the areas (box area ``1 - lam``, ``lam ~ Beta(alpha, alpha)``)."""
+
+    def transform(x, labels, rng):
+        if rng.host_uniform() >= p:
+            return x, None, 1.0
+        height, width = x.shape[-2:]
+        cut = math.sqrt(1 - rng.beta(alpha))
+        box_h, box_w = round(height * cut), round(width * cut)
+        top = round(rng.host_uniform() * (height - box_h))
+        left = round(rng.host_uniform() * (width - box_w))
+        order = _partner(x, rng)
+        mixed = x.clone()
+        mixed[..., top:top + box_h, left:left + box_w] = \
+            x[order][..., top:top + box_h, left:left + box_w]
+        return mixed, labels[order], 1 - box_h * box_w / (height * width)
+    return transform
+
+
+#: Augmentations that mix images and labels; a batch is mixed by at most one of them.
+MIXING = ("mixup", "cutmix")
+
+__all__ = ["AUGMENTATIONS", "Augmenter", "MIXING", "build_augmenter"]

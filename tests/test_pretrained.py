@@ -91,7 +91,7 @@ def test_linear_probe_trains_only_the_head(tmp_path, oct_npz, saved_weights, res
     assert record.model_init["mode"] == "linear_probe"
     assert record.parameters == saved["fc.weight"].shape[1] * 4 + 4  # the head alone trains
     best = torch.load(tmp_path / "results" / "probe" / record.run_id / "best.pt",
-                      weights_only=False)["model"]
+                      weights_only=True)["model"]
     for key, tensor in saved.items():  # weights and BatchNorm statistics alike
         if not key.startswith("fc.") and not key.endswith("num_batches_tracked"):
             assert torch.equal(best[key], tensor), key

@@ -61,6 +61,24 @@ class Random:
 Transform = Callable[[torch.Tensor, torch.Tensor, Random], tuple]
 
 
+@dataclass(frozen=True)
+class Warp:
+    """A geometric augmentation: ``maps(n, rng, like)`` draws one affine map per image
+    ((n, 2, 3), output to input coordinates, as ``affine_grid``). Consecutive warps are composed
+    and the batch is resampled once; ``alone`` is an exact faster path used when a warp has no
+    warp next to it (a flip as a flip, not as a resampling)."""
+
+    maps: Callable[[int, Random, torch.Tensor], torch.Tensor]
+    alone: Transform | None = None
+
+
+def _compose(first: torch.Tensor, then: torch.Tensor) -> torch.Tensor:
+    """The map of ``first`` followed by ``then``: sampling through ``first @ then``."""
+    bottom = torch.tensor([0.0, 0.0, 1.0], dtype=first.dtype, device=first.device)
+    square = torch.cat([then, bottom.expand(len(then), 1, 3)], dim=1)
+    return first @ square
+
+
 class Augmenter:
     """The run's augmentation pipeline with its generators (seeded; saved on resume).
 
@@ -72,16 +90,23 @@ class Augmenter:
         (torch.Size([8, 1, 28, 28]), None, 1.0)
     """
 
-    def __init__(self, transforms: Sequence[Transform], *, seed: int, device: torch.device):
-        self.transforms = list(transforms)
+    def __init__(self, transforms: Sequence[Transform | Warp], *, seed: int,
+                 device: torch.device):
+        self.steps = _group_warps(list(transforms))
         self.random = Random(device=torch.Generator(device).manual_seed(seed),
                              host=torch.Generator().manual_seed(seed + 1))
 
     def __call__(self, x: torch.Tensor, labels: torch.Tensor):
         """Augment a batch; return (x, partner labels or None, weight of ``labels``)."""
         partner, lam = None, 1.0
-        for transform in self.transforms:
-            x, mixed, weight = transform(x, labels, self.random)
+        for step in self.steps:
+            if isinstance(step, list):  # consecutive warps: one resampling
+                theta = step[0].maps(len(x), self.random, x)
+                for warp in step[1:]:
+                    theta = _compose(theta, warp.maps(len(x), self.random, x))
+                x = _warp(x, theta)
+                continue
+            x, mixed, weight = step(x, labels, self.random)
             if mixed is not None:
                 partner, lam = mixed, weight
         return x, partner, lam
@@ -92,6 +117,19 @@ class Augmenter:
     def load_state_dict(self, state: dict) -> None:
         self.random.device.set_state(state["device"])
         self.random.host.set_state(state["host"])
+
+
+def _group_warps(transforms: list) -> list:
+    """Runs of consecutive warps become lists (resampled once); a lone warp with an exact
+    path uses it."""
+    steps: list = []
+    for transform in transforms:
+        if isinstance(transform, Warp) and steps and isinstance(steps[-1], list):
+            steps[-1].append(transform)
+        else:
+            steps.append([transform] if isinstance(transform, Warp) else transform)
+    return [s[0].alone if isinstance(s, list) and len(s) == 1 and s[0].alone else s
+            for s in steps]
 
 
 def build_augmenter(components: Sequence, *, seed: int, device: torch.device) -> Augmenter | None:
@@ -115,6 +153,13 @@ def _per_image(transformed: torch.Tensor, x: torch.Tensor, p: float, rng: Random
     return torch.where(rng.chosen(len(x), p, x), transformed, x)
 
 
+def _identity_where_not_chosen(theta: torch.Tensor, p: float, rng: Random) -> torch.Tensor:
+    if p >= 1:
+        return theta
+    identity = torch.eye(2, 3, dtype=theta.dtype, device=theta.device).expand_as(theta)
+    return torch.where(rng.chosen(len(theta), p, theta).view(-1, 1, 1), theta, identity)
+
+
 def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     """Resample each image through its own affine map (B, 2, 3); outside is black (0)."""
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
@@ -122,44 +167,48 @@ def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
 
 
 @AUGMENTATIONS.register(p=PROBABILITY)
-def hflip(*, p: float = 0.5) -> Transform:
+def hflip(*, p: float = 0.5) -> Warp:
     """Horizontal flip of each image with probability ``p`` (OCT B-scans are left-right
     symmetric in meaning: the fovea's side does not decide the class)."""
     from torchvision.transforms.v2 import functional as TF
 
-    def transform(x, labels, rng):
+    def flip(x, labels, rng):
         return torch.where(rng.chosen(len(x), p, x), TF.horizontal_flip(x), x), None, 1.0
-    return transform
+
+    def maps(n, rng, like):
+        sign = 1 - 2 * rng.chosen(n, p, like).view(n).to(like.dtype)  # -1: mirror x
+        theta = torch.zeros(n, 2, 3, dtype=like.dtype, device=like.device)
+        theta[:, 0, 0], theta[:, 1, 1] = sign, 1.0
+        return theta
+    return Warp(maps, alone=flip)
 
 
 @AUGMENTATIONS.register(degrees=Interval(0, 180), translate=Interval(0, 1),
                         scale=Interval(0, 1, high_open=True), p=PROBABILITY)
 def affine(*, degrees: float = 10.0, translate: float = 0.1, scale: float = 0.1,
-           p: float = 1.0) -> Transform:
+           p: float = 1.0) -> Warp:
     """Small random affine per image: rotation in ±``degrees``, shift up to ``translate`` of
     the side, zoom in [1 - ``scale``, 1 + ``scale``] (as torchvision's RandomAffine)."""
 
-    def transform(x, labels, rng):
-        n = len(x)
+    def maps(n, rng, x):
         angle = rng.uniform(n, -degrees, degrees, x) * (math.pi / 180)
         zoom = rng.uniform(n, 1 - scale, 1 + scale, x)
         shift = rng.uniform(2 * n, -2 * translate, 2 * translate, x).view(n, 2)  # [-1, 1] units
         cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
         theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1),
                              torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-        return _per_image(_warp(x, theta), x, p, rng), None, 1.0
-    return transform
+        return _identity_where_not_chosen(theta, p, rng)
+    return Warp(maps)
 
 
 @AUGMENTATIONS.register(scale_min=Interval(0, 1, low_open=True),
                         ratio_max=Interval(1, None), p=PROBABILITY)
 def random_resized_crop(*, scale_min: float = 0.5, ratio_max: float = 4 / 3,
-                        p: float = 1.0) -> Transform:
+                        p: float = 1.0) -> Warp:
     """A random crop of each image (area in [``scale_min``, 1] of the image, aspect ratio in
     [1 / ``ratio_max``, ``ratio_max``]) resized back to full size (as RandomResizedCrop)."""
 
-    def transform(x, labels, rng):
-        n = len(x)
+    def maps(n, rng, x):
         area = rng.uniform(n, scale_min, 1.0, x)
         log_ratio = rng.uniform(n, -math.log(ratio_max), math.log(ratio_max), x)
         width = torch.sqrt(area * torch.exp(log_ratio)).clamp(max=1.0)
@@ -169,8 +218,8 @@ def random_resized_crop(*, scale_min: float = 0.5, ratio_max: float = 4 / 3,
         zero = torch.zeros_like(width)
         theta = torch.stack([torch.stack([width, zero, cx], 1),
                              torch.stack([zero, height, cy], 1)], 1)
-        return _per_image(_warp(x, theta), x, p, rng), None, 1.0
-    return transform
+        return _identity_where_not_chosen(theta, p, rng)
+    return Warp(maps)
 
 
 @AUGMENTATIONS.register(brightness=Interval(0, 1), contrast=Interval(0, 1), p=PROBABILITY)
@@ -252,4 +301,4 @@ def cutmix(*, alpha: float = 1.0, p: float = 1.0) -> Transform:
 #: Augmentations that mix images and labels; a batch is mixed by at most one of them.
 MIXING = ("mixup", "cutmix")
 
-__all__ = ["AUGMENTATIONS", "Augmenter", "MIXING", "build_augmenter"]
+__all__ = ["AUGMENTATIONS", "Augmenter", "MIXING", "Warp", "build_augmenter"]

@@ -156,3 +156,13 @@ def test_augmented_run_resumes_exactly(tmp_path, oct_npz, restore_torch, monkeyp
     assert run_experiment(config("resumed", augment), quiet=True, say=lambda _: None).ok
     assert np.array_equal(scores("resumed"), scores("whole"))
     assert not np.allclose(scores("plain"), scores("whole"))  # the augmentation was applied
+
+
+def test_consecutive_warps_are_resampled_once_and_compose_exactly():
+    x, y = batch()
+    augmenter = build_augmenter([{"name": "hflip", "p": 1.0},
+                                 {"name": "affine", "degrees": 0, "translate": 0, "scale": 0}],
+                                seed=0, device=torch.device("cpu"))
+    assert len(augmenter.steps) == 1  # one grid_sample for both
+    out, _, _ = augmenter(x, y)
+    assert torch.allclose(out, x.flip(-1), atol=1e-5)

@@ -248,6 +248,11 @@ def cmd_run(args) -> int:
 
         plan = plan_experiment(config)
         print(f"{config.name}: {len(plan.runs)} runs on data '{config.data.label}'")
+        if config.sweep:  # the grid is multiplied by every combination of the swept values
+            combinations = len(config.variants())
+            print(f"sweep: {' x '.join(f'{p} {list(v)}' for p, v in config.sweep)} = "
+                  f"{combinations} combinations of "
+                  f"{len(plan.runs) // combinations} runs (models x strategies x seeds x devices)")
         for line in plan.lines():
             print(line)
         return 0

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
+import math
 import re
 import types
 import typing
@@ -113,9 +115,12 @@ class ExperimentConfig:
     train: TrainConfig = TrainConfig()
     report: ReportConfig = ReportConfig()
     results_dir: str = "results"
+    #: (dotted path, values) pairs whose Cartesian product multiplies the grid
+    sweep: tuple[tuple[str, tuple], ...] = ()
 
     def to_dict(self) -> dict:
         """Plain data that :func:`parse_config` turns back into an equal config."""
+        sweep = {"sweep": {path: list(values) for path, values in self.sweep}} if self.sweep else {}
         return {
             "name": self.name,
             "data": {"name": self.data.name, **self.data.params},
@@ -126,10 +131,26 @@ class ExperimentConfig:
             "train": self.train.to_dict(),
             "report": dataclasses.asdict(self.report),
             "results_dir": self.results_dir,
+            **sweep,
         }
 
     def replace(self, **changes) -> ExperimentConfig:
         return dataclasses.replace(self, **changes)
+
+    def variants(self) -> list[tuple[dict, ExperimentConfig]]:
+        """One ``(swept values, config without sweep)`` per combination of the sweep, in order
+        (the last path varies fastest); ``[({}, self)]`` without a sweep."""
+        if not self.sweep:
+            return [({}, self)]
+        from octbench.paths import apply_values
+
+        base = {k: v for k, v in self.to_dict().items() if k != "sweep"}
+        paths = [path for path, _ in self.sweep]
+        out = []
+        for combination in itertools.product(*(values for _, values in self.sweep)):
+            values = dict(zip(paths, combination, strict=True))
+            out.append((values, parse_config(apply_values(base, values))))
+        return out
 
 
 def fingerprint(data: Any) -> str:
@@ -452,12 +473,125 @@ def parse_config(raw: dict, source: str | None = None) -> ExperimentConfig:
     results_dir = raw.get("results_dir", "results")
     if not isinstance(results_dir, str) or not results_dir:
         problems.append(f"'results_dir' must be a folder path. Got {results_dir!r} instead.")
+    sweep = _parse_sweep(problems, raw["sweep"], raw) if "sweep" in raw else ()
 
     if problems:
         raise ConfigError(problems, source)
     return ExperimentConfig(name=name, data=data, models=models, strategies=strategies,
                             seeds=tuple(seeds), devices=tuple(devices), train=train,
-                            report=report, results_dir=results_dir)
+                            report=report, results_dir=results_dir, sweep=sweep)
+
+
+#: Top-level keys a sweep cannot vary, and why.
+NOT_SWEPT = {
+    "models": "models are already an axis of the grid; list them under models:",
+    "model": "models are already an axis of the grid; list them under models:",
+    "strategies": "strategies are already an axis of the grid; list them under strategies:",
+    "strategy": "strategies are already an axis of the grid; list them under strategies:",
+    "seeds": "seeds are already an axis of the grid; list them under seeds:",
+    "devices": "devices are already an axis of the grid; list them under devices:",
+    "name": "one experiment has one name",
+    "results_dir": "one experiment has one results folder",
+    "report": "report options do not change training",
+    "sweep": "a sweep cannot sweep itself",
+}
+#: Combinations validated together (beyond each value alone) when the sweep has at most this many.
+MAX_CHECKED_COMBINATIONS = 64
+
+
+def _sweep_paths(raw: dict) -> list[str]:
+    """Known sweep paths for "did you mean": train fields, the dataset's and the grid's
+    model and strategy parameters."""
+    from octbench.data import DATASETS
+    from octbench.models import DATA_PARAMS, MODELS
+    from octbench.strategies import STRATEGIES
+
+    known = [f"train.{f.name}" for f in dataclasses.fields(TrainConfig)]
+    data = raw.get("data")
+    name = data.get("name") if isinstance(data, dict) else data
+    if isinstance(name, str) and name in DATASETS:
+        known += [f"data.{k}" for k in DATASETS.parameters(name)]
+    for head, registry, skip in (("model", MODELS, DATA_PARAMS),
+                                 ("strategy", STRATEGIES, ("class_counts",))):
+        for entry in raw.get(COMPONENT_KEYS[head]) or []:
+            entry = entry.get("name") if isinstance(entry, dict) else entry
+            if isinstance(entry, str) and entry in registry:
+                known += [f"{head}.{k}" for k in registry.parameters(entry) if k not in skip]
+            elif isinstance(entry, str) and entry.startswith("timm:"):
+                known.append(f"{head}.pretrained")
+    return sorted(set(known))
+
+
+COMPONENT_KEYS = {"model": "models", "strategy": "strategies"}
+
+
+def _parse_sweep(problems, raw_sweep, raw: dict) -> tuple[tuple[str, tuple], ...]:
+    """Check ``sweep:`` and every value in it as if written in place (same messages)."""
+    from octbench.paths import PathError, apply_values, canonical_path
+
+    if not isinstance(raw_sweep, dict) or not raw_sweep:
+        problems.append("'sweep' must map dotted config paths to lists of values, e.g. "
+                        "sweep: {data.size: [28, 64], train.lr: [1.0e-3, 3.0e-4]}. "
+                        f"Got {raw_sweep!r} instead.")
+        return ()
+    known = _sweep_paths(raw)
+    parsed, seen, count = [], set(), len(problems)
+    for path, values in raw_sweep.items():
+        where = f"sweep[{path!r}]"
+        if not isinstance(path, str) or not path:
+            problems.append(f"sweep keys must be dotted config paths. Got {path!r} instead.")
+            continue
+        canonical = canonical_path(path)
+        head, _, rest = canonical.partition(".")
+        if canonical in NOT_SWEPT or (head in NOT_SWEPT and head not in COMPONENT_KEYS):
+            problems.append(f"{where}: {canonical} cannot be swept: {NOT_SWEPT[head]}.")
+            continue
+        if head not in ("data", "train", "model", "strategy") or (
+                head in ("train", "data") and canonical not in known):
+            hint = did_you_mean(canonical, known)
+            problems.append(f"{where}: unknown path '{path}'.{hint} Paths: train.<key>, "
+                            "data.<parameter>, model.<parameter> (every model of the grid), "
+                            "strategy.<parameter>.")
+            continue
+        if canonical in seen:
+            problems.append(f"{where} names a path that the sweep already lists; keep one.")
+            continue
+        seen.add(canonical)
+        if not isinstance(values, list) or not values:
+            problems.append(f"{where} must be a non-empty list of values. "
+                            f"Got {values!r} instead.")
+            continue
+        if len({json.dumps(v, sort_keys=True, default=str) for v in values}) < len(values):
+            problems.append(f"{where} lists a value twice: {values!r}; each must be unique.")
+            continue
+        parsed.append((canonical, path, tuple(values)))
+    if len(problems) > count:
+        return ()
+    base = {k: v for k, v in raw.items() if k != "sweep"}
+    try:
+        parse_config(base)
+    except ConfigError:
+        return ()  # the same problems are reported for the experiment itself
+    for canonical, path, values in parsed:
+        for index, value in enumerate(values):
+            where = f"sweep[{path!r}][{index}]"
+            try:
+                parse_config(apply_values(base, {canonical: value}))
+            except PathError as error:
+                problems.append(f"{where}: {error}")
+            except ConfigError as error:
+                problems.extend(f"{where} = {value!r}: {p}" for p in error.problems)
+    combinations = math.prod(len(values) for _, _, values in parsed)
+    if len(problems) == count and 1 < len(parsed) and combinations <= MAX_CHECKED_COMBINATIONS:
+        for combination in itertools.product(*(values for _, _, values in parsed)):
+            values = {canonical: v for (canonical, _, _), v in zip(parsed, combination,
+                                                                   strict=True)}
+            try:
+                parse_config(apply_values(base, values))
+            except ConfigError as error:
+                problems.extend(f"sweep combination {values}: {p}" for p in error.problems)
+                break
+    return tuple((canonical, values) for canonical, _, values in parsed)
 
 
 def _parse_augment(problems, raw) -> tuple[Component, ...]:

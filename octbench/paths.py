@@ -1,10 +1,10 @@
 """Dotted config paths: set ``{"train.lr": 0.01}`` in an experiment's plain data.
 
 Owns the path syntax (``section.key``, with ``models.0`` / ``strategies.0`` as aliases of
-``model`` / ``strategy``), setting a value at a path, and :class:`PathError` for a path that goes
-below a value. Tuning's ``search:`` applies its sampled values with it; a grid section that
-varies any setting can apply its values the same way, then validate the result with
-:func:`octbench.config.parse_config`.
+``model`` / ``strategy``), setting a value at a path (:func:`apply_values`: ``model.<param>``
+sets the parameter of every listed model), and :class:`PathError` for a path that goes below a
+value. Tuning's ``search:`` and the experiment's ``sweep:`` apply their values with it, then
+validate the result with :func:`octbench.config.parse_config`.
 
 Must not import: the rest of octbench (config, tuning and runner import this module), nor any
 third-party package.
@@ -18,6 +18,8 @@ from typing import Any
 
 #: Path prefixes that name the one model / strategy of a single-cell experiment.
 ALIASES = {"models.0": "model", "strategies.0": "strategy"}
+#: ``model`` -> the experiment key holding the list of models.
+COMPONENTS = {"model": "models", "strategy": "strategies"}
 
 
 class PathError(ValueError):
@@ -62,17 +64,40 @@ def set_path(raw: dict, path: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def apply_paths(raw: Mapping, values: Mapping[str, Any]) -> dict:
-    """A deep copy of ``raw`` with each ``{dotted.path: value}`` of ``values`` set.
+def apply_values(raw: Mapping, values: Mapping[str, Any]) -> dict:
+    """A deep copy of ``raw`` with each ``{dotted.path: value}`` of ``values`` set;
+    ``model.<param>`` / ``strategy.<param>`` set that parameter on every listed model /
+    strategy (a bare name becomes ``{name: ...}``).
 
     Raises:
-        PathError: if a path goes below a value; the message names the offending prefix.
+        PathError: if a path goes below a value.
 
     Example:
-        >>> apply_paths({"data": {"name": "synthetic"}}, {"data.size": 64, "train.lr": 0.01})
-        {'data': {'name': 'synthetic', 'size': 64}, 'train': {'lr': 0.01}}
+        >>> apply_values({"models": ["a", {"name": "b", "w": 2}]}, {"model.pretrained": True})
+        {'models': [{'name': 'a', 'pretrained': True}, {'name': 'b', 'w': 2, 'pretrained': True}]}
     """
     out = copy.deepcopy(dict(raw))
     for path, value in values.items():
-        set_path(out, path, value)
+        head, _, param = canonical_path(path).partition(".")
+        if head in COMPONENTS and param:
+            key = COMPONENTS[head]
+            entries = out.get(key) or []
+            entries = entries if isinstance(entries, list) else [entries]
+            out[key] = [{**(e if isinstance(e, dict) else {"name": e}), param: value}
+                        for e in entries]
+        else:
+            set_path(out, path, value)
     return out
+
+
+def values_label(values: Mapping[str, Any], *, short: bool = False) -> str:
+    """Swept values for people: ``data.size=64, train.lr=0.001``; ``short`` for run ids:
+    ``size=64_lr=0.001`` (the last part of each path).
+
+    Example:
+        >>> values_label({"data.size": 64, "train.lr": 0.001}, short=True)
+        'size=64_lr=0.001'
+    """
+    if short:
+        return "_".join(f"{path.rpartition('.')[2]}={value}" for path, value in values.items())
+    return ", ".join(f"{path}={value}" for path, value in values.items())

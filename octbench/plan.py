@@ -77,12 +77,14 @@ def plan_experiment(config: ExperimentConfig) -> Plan:
     from octbench.results import ResultsStore
     from octbench.runner import expand_grid
 
-    data = check_available(config.data.name, **config.data.params)
+    specs = expand_grid(config)
+    datasets = {json.dumps(s.data.to_yaml(), sort_keys=True, default=str): s.data for s in specs}
+    data = "; ".join(dict.fromkeys(check_available(d.name, **d.params) for d in datasets.values()))
     store = ResultsStore(Path(config.results_dir) / config.name)
     results = check_writable(store.root)
     past = past_epoch_seconds(Path(config.results_dir))
     runs = []
-    for spec in expand_grid(config):
+    for spec in specs:
         per_epoch = past.get(_timing_key(spec.config()))
         estimate = None if per_epoch is None else per_epoch * spec.train.epochs
         runs.append(PlannedRun(spec.run_id, store.is_complete(spec.run_id), estimate))

@@ -75,6 +75,8 @@ class RunRecord:
     parameters: int | None = None
     #: where the weights came from (random, timm's, a file + digests), input normalisation, mode
     model_init: dict = field(default_factory=dict)
+    #: the values of the experiment's ``sweep:`` this run was made with ({} without a sweep)
+    sweep: dict = field(default_factory=dict)
     git_commit: str | None = None
     created_utc: str = ""
     error: str | None = None

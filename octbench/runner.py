@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import functools
+import json
 import logging
 import platform
 import random
@@ -46,6 +47,7 @@ from octbench.models import (
     input_normalization,
     timm_name,
 )
+from octbench.paths import values_label
 from octbench.plan import check_writable
 from octbench.results import (
     COMPLETE,
@@ -76,6 +78,8 @@ class RunSpec:
     seed: int
     device: str
     train: TrainConfig
+    #: the swept values of this run's sweep combination (``{"data.size": 64}``), if any
+    sweep: dict = field(default_factory=dict)
 
     def config(self) -> dict:
         """The run's resolved configuration, stored in its record and hashed into its id."""
@@ -90,10 +94,15 @@ class RunSpec:
 
     @functools.cached_property
     def run_id(self) -> str:
-        """Readable and unique: model, strategy, seed, device, and a hash of the config."""
+        """Readable and unique: model, strategy, seed, device, swept values (``size=64``), and
+        a hash of the config."""
         parts = [self.model.label, self.strategy.label, f"seed{self.seed}", self.device,
+                 *([values_label(self.sweep, short=True)] if self.sweep else []),
                  fingerprint(self.config())]
         return "__".join(_slug(p) for p in parts)
+
+
+
 
 
 def _slug(text: str) -> str:
@@ -101,13 +110,15 @@ def _slug(text: str) -> str:
 
 
 def expand_grid(config: ExperimentConfig) -> list[RunSpec]:
-    """All runs of an experiment: model x strategy x seed x device, in that nesting order."""
+    """All runs of an experiment: sweep combination x model x strategy x seed x device, in
+    that nesting order."""
     return [
-        RunSpec(config.name, config.data, model, strategy, seed, device, config.train)
-        for model in config.models
-        for strategy in config.strategies
-        for seed in config.seeds
-        for device in config.devices
+        RunSpec(config.name, cell.data, model, strategy, seed, device, cell.train, values)
+        for values, cell in config.variants()
+        for model in cell.models
+        for strategy in cell.strategies
+        for seed in cell.seeds
+        for device in cell.devices
     ]
 
 
@@ -155,20 +166,26 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
     # An unwritable folder fails before the data are looked at, and missing data (OCTMNIST
     # offline) before the folder is created; so do missing pretrained weights.
     check_writable(store.root)
-    check_available(config.data.name, **config.data.params)
+    datasets = _distinct([spec.data for spec in pending])
+    for dataset in datasets:
+        check_available(dataset.name, **dataset.params)
     check_pretrained_weights(config, pending)
     store.prepare()
-    data = load_dataset(config.data.name, **config.data.params)
-    tag = " [synthetic data]" if data.synthetic else ""
+    loaded: dict[str, OCTData] = {}  # one dataset per swept data setting, loaded when first due
     for number, spec in enumerate(pending, 1):
         head = (f"[{number}/{len(pending)}] {spec.model.label} | {spec.strategy.label} | "
-                f"seed {spec.seed} | {spec.device}")
+                f"seed {spec.seed} | {spec.device}"
+                + (f" | {values_label(spec.sweep)}" if spec.sweep else ""))
         try:
             with store.claim(spec.run_id):
                 if store.is_complete(spec.run_id):  # finished by another process meanwhile
                     summary.already_complete.append(spec.run_id)
                     continue
-                record = execute_run(spec, data, store, quiet=quiet)
+                key = _data_key(spec.data)
+                if key not in loaded:
+                    loaded.clear()  # keep one dataset in memory at a time
+                    loaded[key] = load_dataset(spec.data.name, **spec.data.params)
+                record = execute_run(spec, loaded[key], store, quiet=quiet)
         except RunLocked as busy:
             summary.busy.append(spec.run_id)
             say(f"{head}: {busy}; left to it")
@@ -177,7 +194,8 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
             summary.completed.append(spec.run_id)
             test = record.metrics["test"]
             say(f"{head}: test acc {test['accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f} "
-                f"(best epoch {record.best_epoch}, {record.timing['train_seconds']:.0f} s){tag}")
+                f"(best epoch {record.best_epoch}, {record.timing['train_seconds']:.0f} s)"
+                + (" [synthetic data]" if record.synthetic else ""))
         elif record.status == SKIPPED:
             summary.skipped.append((spec.run_id, record.error))
             say(f"{head}: skipped: {record.error}")
@@ -185,6 +203,14 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
             summary.failed.append((spec.run_id, record.error))
             say(f"{head}: FAILED: {record.error}")
     return summary
+
+
+def _data_key(data: Component) -> str:
+    return json.dumps(data.to_yaml(), sort_keys=True, default=str)
+
+
+def _distinct(datasets: list[Component]) -> list[Component]:
+    return list({_data_key(d): d for d in datasets}.values())
 
 
 def check_pretrained_weights(config: ExperimentConfig, specs: list[RunSpec]) -> None:
@@ -210,7 +236,7 @@ def execute_run(spec: RunSpec, data: OCTData, store: ResultsStore, *, quiet: boo
     base = dict(run_id=spec.run_id, experiment=spec.experiment, model=spec.model.label,
                 strategy=spec.strategy.label, seed=spec.seed, device=spec.device,
                 precision=spec.train.precision, config=spec.config(), dataset=data.describe(),
-                versions=versions(), git_commit=git_commit(), kind=kind)
+                versions=versions(), git_commit=git_commit(), kind=kind, sweep=dict(spec.sweep))
 
     def finish(status: str, error: str | None = None, **fields) -> RunRecord:
         record = RunRecord(status=status, error=error, created_utc=_utc_now(), **base, **fields)
@@ -410,12 +436,14 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
 
 def _on_device(data: OCTData, split: str, device: torch.device):
     # Cached so a grid moves each split to a GPU once, not once per run.
+    # The entry keeps its dataset, so a new dataset that reuses a freed one's id is not mistaken
+    # for it (a sweep over data settings loads one after another).
     key = (id(data), split, str(device))
-    if key not in _DEVICE_CACHE:
+    if key not in _DEVICE_CACHE or _DEVICE_CACHE[key][0] is not data:
         part = data.split(split)
         _DEVICE_CACHE.clear() if len(_DEVICE_CACHE) > 6 else None
-        _DEVICE_CACHE[key] = (part.images.to(device), part.labels.to(device))
-    return _DEVICE_CACHE[key]
+        _DEVICE_CACHE[key] = (data, part.images.to(device), part.labels.to(device))
+    return _DEVICE_CACHE[key][1:]
 
 
 _DEVICE_CACHE: dict = {}

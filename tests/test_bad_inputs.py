@@ -222,6 +222,17 @@ TABLE = [
         {"name": "timm:resnet10t", "pretrained": _not_weights(ws)}])],
         ("models[0].pretrained: cannot read", "weights.pth as model weights",
          "safetensors.torch.save_file")),
+    Bad("augment-unknown", lambda ws: ["run", ws.train(augment=["hflp"])],
+        ("train.augment[0]: unknown augmentation 'hflp'.", "Did you mean 'hflip'?")),
+    # --- sweeps -----------------------------------------------------------------------------
+    Bad("sweep-unknown-path", lambda ws: ["run", ws.yaml(sweep={"train.lrr": [1.0e-3]})],
+        ("sweep['train.lrr']: unknown path 'train.lrr'.", "Did you mean 'train.lr'?")),
+    Bad("sweep-empty-values", lambda ws: ["run", ws.yaml(sweep={"train.lr": []})],
+        ("sweep['train.lr'] must be a non-empty list of values",)),
+    Bad("sweep-invalid-value", lambda ws: ["run", ws.yaml(sweep={"train.optimizer": [
+        "adam", "adma"]})],
+        ("sweep['train.optimizer'][1] = 'adma': train.optimizer must be one of",
+         "Did you mean 'adam'?")),
     # --- disk -------------------------------------------------------------------------------
     Bad("results-folder-unwritable", lambda ws: [
         "run", ws.yaml(results_dir=str(ws.root / "exp.yaml" / "results"))],

@@ -50,7 +50,7 @@ def dataset(name: str = "synthetic", size: int = 28, synthetic: bool = True,
 
 def write_run(store: ResultsStore, *, model="cnn", strategy="none", seed=0, device="cpu",
               precision="fp32", status=COMPLETE, data=None, quality=None, hardware=None,
-              run_id=None, predictions=True, speed=1500.0, error=None) -> RunRecord:
+              run_id=None, predictions=True, speed=1500.0, error=None, sweep=None) -> RunRecord:
     """Write one fabricated run: scores whose true-class logit is raised by ``quality``."""
     data = data or dataset()
     run_id = run_id or f"{model}__{strategy}__seed{seed}__{device}-{precision}"
@@ -80,7 +80,7 @@ def write_run(store: ResultsStore, *, model="cnn", strategy="none", seed=0, devi
         hardware=hardware if hardware is not None else {
             "type": "cpu", "name": "Test CPU", "threads": 2, "torch": "2.5.0"},
         versions={"octbench": "0.1.0"}, created_utc=f"2025-01-0{seed + 1}T10:00:00+00:00",
-        error=error, **fields)
+        error=error, sweep=sweep or {}, **fields)
     store.write(record)
     return record
 
@@ -318,6 +318,29 @@ def test_published_rows_only_for_real_octmnist_at_matching_size(
     text = build(store.root, tmp_path)
     assert ("ResNet-18 (28)" in text and "MedMNIST v2" in text) is shown
     assert "SYNTHETIC" not in text
+
+
+def test_a_sweep_over_sizes_compares_within_each_size_beside_its_published_results(
+        tmp_path: Path, no_figures: None) -> None:
+    store = ResultsStore(tmp_path / "results" / "sizes")
+    for size in (28, 64, 128):
+        for strategy in ("none", "weighted_ce"):
+            for seed in range(3):
+                write_run(store, strategy=strategy, seed=seed, sweep={"data.size": size},
+                          data=dataset("octmnist", size, synthetic=False, test=250),
+                          run_id=f"cnn__{strategy}__seed{seed}__size={size}")
+    data = report.collect(store.root)
+    comparisons = report.compare_to_baseline(data, n_resamples=RESAMPLES)
+    assert sorted(comparisons.setup) == [f"cpu fp32 · data.size={s}" for s in (128, 28, 64)]
+    assert (comparisons.seeds == 3).all()  # each pairs the 3 seeds of its own size
+    text = build(store.root, tmp_path)
+    published = text[text.index("**Published results on OCTMNIST"):]
+    rows = [line for line in published.splitlines() if line.startswith("| ")]
+    assert any(r.startswith("| 28 | *ResNet-18 (28)*") for r in rows)
+    assert any(r.startswith("| 128 | *VGG16, ImageNet-pretrained (128)* | 0.905") for r in rows)
+    assert any(r.startswith("| 64 | ours: cnn / none (cpu fp32 · data.size=64)") for r in rows)
+    assert not any(r.startswith("| 64 | *") for r in rows)  # no published figure at 64 px
+    assert "octbench knows no published result at 64 px." in published
 
 
 # ---------------------------------------------------------------------------------------------

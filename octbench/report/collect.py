@@ -20,6 +20,7 @@ import numpy as np
 
 from octbench.errors import OctbenchError
 from octbench.metrics import METRICS, compute_metrics
+from octbench.paths import values_label
 from octbench.results import COMPLETE, ResultsStore, RunRecord
 
 DEFAULT_CLASSES = ("CNV", "DME", "DRUSEN", "NORMAL")
@@ -113,6 +114,11 @@ class ReportData:
         return next((r.dataset for r in self.records if r.dataset), {})
 
     @property
+    def data_swept(self) -> bool:
+        """Whether the runs differ in data settings on purpose (a sweep over ``data.*``)."""
+        return any(k.startswith("data.") for r in self.records for k in r.sweep)
+
+    @property
     def synthetic(self) -> bool:
         return any(r.synthetic for r in self.records)
 
@@ -131,13 +137,20 @@ class ReportData:
 
         The test split must be the official one (250 per class, when the records say).
         """
-        sizes = {r.dataset.get("size") for r in self.records}
+        sizes = self.real_octmnist_sizes
+        return sizes[0] if len(sizes) == 1 else None
+
+    @property
+    def real_octmnist_sizes(self) -> list[int]:
+        """The image sizes when every record is real OCTMNIST with the official test split
+        (a sweep over ``data.size`` has several), else []."""
         names = {r.dataset.get("name") for r in self.records}
-        test = (self.dataset.get("class_counts") or {}).get("test", OCTMNIST_TEST)
-        if (self.records and names == {"octmnist"} and not self.synthetic and len(sizes) == 1
-                and list(test) == OCTMNIST_TEST):
-            return sizes.pop()
-        return None
+        tests = [(r.dataset.get("class_counts") or {}).get("test", OCTMNIST_TEST)
+                 for r in self.records]
+        if (self.records and names == {"octmnist"} and not self.synthetic
+                and all(list(t) == OCTMNIST_TEST for t in tests)):
+            return sorted({r.dataset.get("size") for r in self.records})
+        return []
 
 
 def collect(source: str | Path, *, baseline: str | None = None) -> ReportData:
@@ -168,7 +181,13 @@ def collect(source: str | Path, *, baseline: str | None = None) -> ReportData:
         order.append(strategy)
     if baseline is None:
         baseline = "none" if "none" in order else (order[0] if order else None)
-    if len({json.dumps(_comparable(r.dataset), sort_keys=True) for r in records}) > 1:
+    # Runs of one data setting must share their data; a sweep over data settings varies it.
+    settings: dict[str, set[str]] = {}
+    for r in records:
+        swept = {k: v for k, v in r.sweep.items() if k.startswith("data.")}
+        settings.setdefault(json.dumps(swept, sort_keys=True, default=str), set()).add(
+            json.dumps(_comparable(r.dataset), sort_keys=True))
+    if any(len(found) > 1 for found in settings.values()):
         warnings.append("the runs were made on different datasets "
                         f"({', '.join(sorted({dataset_label(r) for r in records}))}); "
                         "their numbers are not comparable")
@@ -221,8 +240,12 @@ def _number(value):
 
 
 def setup_label(record: RunRecord) -> str:
-    """Where a run ran: its device and precision, e.g. ``cpu fp32``."""
-    return f"{record.device} {record.precision}"
+    """Where and how a run ran: device and precision, then the values of its sweep
+    combination, e.g. ``cpu fp32`` or ``cpu fp32 · data.size=64, model.pretrained=True``.
+    Runs are grouped and compared only within one setup: strategies only within a combination.
+    """
+    where = f"{record.device} {record.precision}"
+    return f"{where} · {values_label(record.sweep)}" if record.sweep else where
 
 
 def dataset_label(record: RunRecord) -> str:

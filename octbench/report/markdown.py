@@ -126,7 +126,9 @@ def data_description(data: ReportData) -> str:
         name = data.dataset.get("name", "?")
         path = (data.dataset.get("source") or {}).get("path")
         text = f"{md_code(name)} data ({size} px{f', {md_escape(path)}' if path else ''})"
-    if len(labels) > 1:
+    if len(labels) > 1 and data.data_swept:
+        text += f" — swept: {md_escape(', '.join(sorted(labels)))}"
+    elif len(labels) > 1:
         text += f" — ⚠ mixed: {md_escape(', '.join(sorted(labels)))}"
     return text
 
@@ -359,28 +361,40 @@ def _results_section(data: ReportData, table: pd.DataFrame, n_resamples: int) ->
 
 
 def _published_section(data: ReportData, table: pd.DataFrame) -> list[str]:
-    size = data.real_octmnist_size
+    sizes = data.real_octmnist_sizes
     if data.synthetic:
         return ["Published OCTMNIST results are not shown: these results come from synthetic "
                 "data, and the two are not comparable."]
-    published = [p for p in PUBLISHED if p[0] == size]
+    published = [p for p in PUBLISHED if p[0] in sizes]
     if not published:
         if {r.dataset.get("name") for r in data.records} != {"octmnist"}:
             why = "the data are not OCTMNIST"
-        elif size is None:
-            why = ("the runs mix image sizes, or the test split is not OCTMNIST's official one "
-                   "(250 per class)")
+        elif not sizes:
+            why = "the test split is not OCTMNIST's official one (250 per class)"
         else:
-            why = f"octbench knows no published result at {size} px"
+            why = f"octbench knows no published result at {', '.join(map(str, sizes))} px"
         return [f"Published OCTMNIST results are not shown: {why}."]
-    rows = [[f"ours: {_name(r.model, r.strategy)}", f"{fmt(r.accuracy_mean)} ± "
-             f"{fmt(r.accuracy_std)}", f"{fmt(r.macro_auc_mean)} ± {fmt(r.macro_auc_std)}",
-             f"this report ({r.seeds} seeds)"] for r in table.itertuples()]
-    rows += [[f"*{name}*", fmt(acc), fmt(auc), source] for _, name, acc, auc, source in published]
-    return [f"**Published results on OCTMNIST ({size} px, official test split)** beside ours "
-            "(accuracy and macro AUC, the metrics the papers report):", "",
-            md_table(["Method", "Accuracy", "Macro AUC", "Source"], rows,
-                     align=["l", "r", "r", "l"])]
+    size_of = {run.key: run.record.dataset.get("size") for run in data.runs}
+    rows = []
+    for size in sizes:  # ours and theirs side by side, one image size after another
+        theirs = [p for p in published if p[0] == size]
+        ours = [r for r in table.itertuples()
+                if size_of.get((r.model, r.strategy, r.setup)) == size]
+        rows += [[str(size), f"ours: {_name(r.model, r.strategy)}"
+                  + (f" ({md_escape(r.setup)})" if table.setup.nunique() > 1 else ""),
+                  f"{fmt(r.accuracy_mean)} ± {fmt(r.accuracy_std)}",
+                  f"{fmt(r.macro_auc_mean)} ± {fmt(r.macro_auc_std)}",
+                  f"this report ({r.seeds} seeds)"] for r in ours]
+        rows += [[str(size), f"*{name}*", fmt(acc), fmt(auc), source]
+                 for _, name, acc, auc, source in theirs]
+    missing = [str(size) for size in sizes if not any(p[0] == size for p in published)]
+    note = ([f"octbench knows no published result at {', '.join(missing)} px."]
+            if missing else [])
+    return ["**Published results on OCTMNIST (official test split)** beside ours, at the same "
+            "image size (accuracy and macro AUC, the metrics the papers report; MedMNIST+ "
+            "reports accuracy only):", "",
+            md_table(["Size (px)", "Method", "Accuracy", "Macro AUC", "Source"], rows,
+                     align=["r", "l", "r", "r", "l"]), *(["", *note] if note else [])]
 
 
 def _verdict(row) -> str:

@@ -10,6 +10,7 @@ engine.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Sequence
 
@@ -234,7 +235,7 @@ def device_table(data: ReportData) -> pd.DataFrame:
     for run in data.runs:
         r = run.record
         if _is_cpu(r) and r.precision == "fp32":
-            reference.setdefault((r.model, r.strategy, r.seed), run)
+            reference.setdefault(_pair_key(r), run)
     rows = []
     keys: dict[tuple, list[Run]] = {}
     for run in data.runs:
@@ -247,11 +248,10 @@ def device_table(data: ReportData) -> pd.DataFrame:
                "runs": len(runs)}
         for column in ("seconds_per_epoch", "train_images_per_s", "eval_images_per_s"):
             row[column] = float(timing[column].mean()) if column in timing else math.nan
-        pairs = [(run, reference.get((run.record.model, run.record.strategy, run.record.seed)))
-                 for run in runs]
+        pairs = [(run, reference.get(_pair_key(run.record))) for run in runs]
         pairs = [(x, y) for x, y in pairs if y is not None and y is not x]
         row["is_reference"] = all(
-            reference.get((x.record.model, x.record.strategy, x.record.seed)) is x for x in runs)
+            reference.get(_pair_key(x.record)) is x for x in runs)
         row["paired"] = len(pairs)
         acc = [x.test["accuracy"] - y.test["accuracy"] for x, y in pairs]
         f1 = [x.test["macro_f1"] - y.test["macro_f1"] for x, y in pairs]
@@ -269,6 +269,12 @@ def device_table(data: ReportData) -> pd.DataFrame:
         table["speedup"] = [row.train_images_per_s / speed.get(row.model, math.nan)
                             for row in table.itertuples()]
     return table
+
+
+def _pair_key(record: RunRecord) -> tuple:
+    """Runs that differ only in where they ran: same model, strategy, seed and sweep values."""
+    return (record.model, record.strategy, record.seed,
+            json.dumps(record.sweep, sort_keys=True, default=str))
 
 
 def _is_cpu(record: RunRecord) -> bool:

@@ -21,9 +21,10 @@ from typing import Any
 
 import optuna
 
+from octbench import paths
 from octbench.config import NAME_PATTERN, TOP_LEVEL, ExperimentConfig, parse_config, read_yaml
 from octbench.errors import ConfigError
-from octbench.paths import PathError, canonical_path, set_path
+from octbench.paths import COMPONENTS, PathError, canonical_path
 from octbench.registry import did_you_mean
 
 TUNE_KEYS = ("study", "base", "search", "objective", "n_trials", "timeout", "seeds_per_trial",
@@ -43,8 +44,6 @@ FIXED = {
     "results_dir": "results go to <results_dir>/<study>/",
     "report": "report options do not change training",
 }
-#: ``model`` -> the experiment key holding it; the registry is looked up lazily.
-COMPONENTS = {"model": "models", "strategy": "strategies"}
 
 DEFAULT_SEED = 0
 #: Measured by benchmarks/pruning.py (README, Tuning): no pruning before 3 trials completed, nor
@@ -498,7 +497,7 @@ def apply_values(base: Mapping, values: Mapping[str, Any]) -> dict:
         ({'epochs': 2, 'lr': 0.01}, [{'name': 'focal', 'gamma': 1.5}])
     """
     raw = copy.deepcopy(dict(base))
-    for kind, key in COMPONENTS.items():
+    for kind, key in COMPONENTS.items():  # a trial trains one model and one strategy
         entries = [e if isinstance(e, dict) else {"name": e} for e in raw.get(key) or []]
         if kind in values:
             chosen = values[kind]
@@ -507,15 +506,10 @@ def apply_values(base: Mapping, values: Mapping[str, Any]) -> dict:
             entry = dict(entries[0])
         else:
             continue
-        entry.update({p.partition(".")[2]: v for p, v in values.items()
-                      if p.partition(".")[0] == kind and "." in p})
         raw[key] = [entry]
     if isinstance(raw.get("report"), dict):
         raw["report"].pop("baseline", None)  # the one strategy is its own baseline
-    for path, value in values.items():
-        if path.partition(".")[0] not in COMPONENTS:
-            set_path(raw, path, value)
-    return raw
+    return paths.apply_values(raw, {p: v for p, v in values.items() if p not in COMPONENTS})
 
 
 def suggest_experiment(trial: optuna.Trial, tune_config: TuneConfig) -> dict:

@@ -313,8 +313,7 @@ class RayExecutor:
         try:
             payload, dataset = self._data_payload(data)
             keeper = self._start_keeper(store)
-            task = ray.remote(train_on_worker).options(
-                name="octbench_run", max_retries=MAX_RETRIES, retry_exceptions=False)
+            task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(train_on_worker)
             threads = self.cpus_per_run or 1
             plugins = os.environ.get("OCTBENCH_PLUGINS", "")
             claims, running = {}, {}
@@ -375,8 +374,8 @@ class RayExecutor:
         ray = self._ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        probe = ray.remote(_node_has_file)
-        refs = [probe.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+        probe = ray.remote(num_cpus=0)(_node_has_file)
+        refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
             node["NodeID"], soft=False)).remote(data)
             for node in ray.nodes() if node.get("Alive")]
         missing = [(node, path) for node, path, there in ray.get(refs) if not there]
@@ -392,10 +391,9 @@ class RayExecutor:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         here = ray.get_runtime_context().get_node_id()
-        actor = ray.remote(CheckpointKeeper).options(
-            num_cpus=0, max_restarts=-1, max_task_retries=-1,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False))
-        return actor.remote(str(store.root.absolute()))
+        actor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(CheckpointKeeper)
+        return actor.options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)
+                             ).remote(str(store.root.absolute()))
 
     def _finish(self, spec: RunSpec, ref, store: ResultsStore, dataset: dict) -> RunRecord:
         """Write what a finished task sent back; a task Ray gave up on becomes FAILED."""

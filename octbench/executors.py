@@ -16,6 +16,7 @@ reasons (NaN, a model error) comes back as a FAILED record and is never retried.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import os
@@ -58,7 +59,7 @@ RAY_INSTALL = 'pip install "octbench[ray]"  (or, in a checkout: pip install -e "
 class Executor(Protocol):
     """Trains pending runs; see the module docstring."""
 
-    def check(self, pending: list[RunSpec]) -> None:
+    def check(self, pending: list[RunSpec], data: Component) -> None:
         """Refuse impossible settings (raise OctbenchError) before anything is written."""
 
     def execute(self, pending: list[RunSpec], data: Component, store: ResultsStore, *,
@@ -77,7 +78,7 @@ class LocalExecutor:
         _check_cpus(cpus_per_run)
         self.cpus_per_run = cpus_per_run
 
-    def check(self, pending: list[RunSpec]) -> None:
+    def check(self, pending: list[RunSpec], data: Component) -> None:
         pass
 
     def execute(self, pending: list[RunSpec], data: Component, store: ResultsStore, *,
@@ -181,8 +182,10 @@ class RelayStore:
         self.predictions = arrays
 
     def write(self, record: RunRecord) -> None:
-        self.result = RunResult(record, self.predictions, self.best, self.resumed_after,
-                                _node_name())
+        node = _node_name()
+        if record.hardware:  # which Ray node trained it: the report's device table stays true
+            record = dataclasses.replace(record, hardware={**record.hardware, "ray_node": node})
+        self.result = RunResult(record, self.predictions, self.best, self.resumed_after, node)
 
     def remove(self, run_id: str, name: str) -> None:
         pass  # the driver removes the resume checkpoint once the record is written
@@ -262,7 +265,7 @@ class RayExecutor:
 
     # -- before anything is written ------------------------------------------------------------
 
-    def check(self, pending: list[RunSpec]) -> None:
+    def check(self, pending: list[RunSpec], data: Component) -> None:
         self._connect()
         nodes = [n for n in self._ray.nodes() if n.get("Alive")]
         gpus = sum(n["Resources"].get("GPU", 0) for n in nodes)
@@ -280,6 +283,15 @@ class RayExecutor:
                 f"({self._where()}) has that many CPUs (the largest has {most_cpus:g}); "
                 f"choose --cpus-per-run {max(int(most_cpus), 1)} or less.")
         self._gpus = gpus
+        path = data_file(data)
+        self._big_data = (path is not None and path.is_file()
+                          and path.stat().st_size > OBJECT_STORE_LIMIT)
+        if self._big_data:
+            try:
+                self._check_nodes_have(data)
+            except OctbenchError:
+                self._disconnect()
+                raise
 
     def _where(self) -> str:
         return f"at {self.address}" if self.address else "started here"
@@ -290,6 +302,8 @@ class RayExecutor:
             _check_reachable(self.address)  # ray.init would wait for minutes
         if ray.is_initialized():  # e.g. a test or a notebook that set Ray up itself
             return
+        if self.address:
+            _use_cluster_token()
         try:
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.WARNING, configure_logging=False)
@@ -335,7 +349,9 @@ class RayExecutor:
                         spec, payload, keeper, threads, plugins)
                     running[ref] = spec
                 while running:
-                    ready, _ = ray.wait(list(running), num_returns=1)
+                    ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+                    if not ready:
+                        continue
                     spec = running.pop(ready[0])
                     record = self._finish(spec, ready[0], store, dataset)
                     claims.pop(spec.run_id).__exit__(None, None, None)
@@ -361,9 +377,8 @@ class RayExecutor:
 
     def _data_payload(self, data: Component) -> tuple[object, dict]:
         """The driver's data in the object store, or, for big files, what each worker loads."""
-        path = data_file(data)
-        if path is not None and path.is_file() and path.stat().st_size > OBJECT_STORE_LIMIT:
-            self._check_nodes_have(data)
+        if self._big_data:
+            path = data_file(data)
             if data.name == "npz":
                 data = Component(data.name, {**data.params, "path": str(path)})
             return data, {"name": data.name, "source": {"path": str(path)}}
@@ -417,6 +432,18 @@ class RayExecutor:
         if result.record.status == COMPLETE:
             store.remove(spec.run_id, ResultsStore.RESUME)
         return result.record
+
+
+def _use_cluster_token() -> None:
+    # `ray start` clusters require the token in ~/.ray/auth_token, but ray.init(address=...)
+    # only sends it when RAY_AUTH_MODE says so; Ray's own helper turns it on if a token exists.
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # a Ray without token authentication
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def _check_reachable(address: str) -> None:

@@ -305,7 +305,7 @@ class RayExecutor:
         if self.address:
             _use_cluster_token()
         try:
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+            ray.init(address=self.address or "local", include_dashboard=False, log_to_driver=False,
                      logging_level=logging.WARNING, configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise OctbenchError(

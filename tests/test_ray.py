@@ -26,7 +26,7 @@ import pytest
 import torch
 from conftest import PLUGINS, ROOT, cli_env, experiment, run_cli, start_cli, write_yaml
 
-from octbench import cli, executors
+from octbench import cli, executors, runner
 from octbench.config import parse_config
 from octbench.results import COMPLETE, INTERRUPTED, ResultsStore
 from octbench.runner import run_experiment
@@ -48,7 +48,7 @@ def watchdog():
 @pytest.fixture(scope="module")
 def ray_instance():
     """One local Ray instance for the module; executors find it initialised and reuse it."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              logging_level=logging.WARNING)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
@@ -209,7 +209,9 @@ def test_big_data_file_missing_on_a_node_is_named_before_training(tmp_path, oct_
     missing = tmp_path / "elsewhere" / "tiny.npz"
     config = parse_config(grid_config(tmp_path, missing))
     monkeypatch.setattr(executors, "OBJECT_STORE_LIMIT", 0)
-    monkeypatch.setattr(executors, "data_file", lambda data: oct_npz)  # in the driver only
+    # In the driver only: its checks see a file; the workers' own check looks for `missing`.
+    monkeypatch.setattr(executors, "data_file", lambda data: oct_npz)
+    monkeypatch.setattr(runner, "check_available", lambda name, **params: None)
     with pytest.raises(executors.OctbenchError) as error:
         run_experiment(config, quiet=True, say=lambda _: None, executor=executors.RayExecutor())
     message = str(error.value)

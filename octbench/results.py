@@ -12,6 +12,9 @@ A run is COMPLETE only when its record says so and its artifacts are there; the 
 last, and every file is written atomically (temp file, fsync, rename), so a crash or kill -9
 leaves the old version or the new one, never half of one. Folders from several machines can be
 copied into one results folder: run ids never collide across devices.
+
+Must not import: config, the runner, engine, report or tuning: a record is plain data (torch only
+inside checkpoint functions).
 """
 
 from __future__ import annotations

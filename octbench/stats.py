@@ -10,6 +10,8 @@ A benchmark number varies for two reasons, and each has its own tools here:
 Reports must never over-claim, so nothing here raises on degenerate data (no items, one seed,
 identical models, NaN values): the answer is NaN, and test results carry a ``note`` saying why.
 :func:`holm` adjusts a family of p-values for multiple comparisons.
+
+Must not import: any octbench module, metrics included (a metric is passed in as a function).
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 A dataset is a keyword-only factory registered in :data:`DATASETS` that returns
 :class:`OCTData`. All loaders share one validator (:func:`from_arrays`) for the MedMNIST layout
 ``{train,val,test}_{images,labels}``.
+
+Must not import: models, strategies, the engine, runner, report or tuning: data knows nothing of
+training.
 """
 
 from __future__ import annotations

@@ -34,6 +34,30 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
     _fsync_dir(path.parent)
 
 
+def writable_folder(folder: str | Path, what: str = "output folder") -> Path:
+    """Create ``folder`` if needed and check that files can be written in it, before any work.
+
+    Raises:
+        OctbenchError: naming the folder (or the file in the way) and what to do instead.
+    """
+    from octbench.errors import OctbenchError
+
+    folder = Path(folder)
+    blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise OctbenchError(f"cannot write to {what} {folder}: {blocker} is a file, not a "
+                            f"folder; choose another {what}.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OctbenchError(f"cannot create {what} {folder} ({error.strerror or error}); "
+                            f"choose another {what} or fix its permissions.") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OctbenchError(f"{what} {folder} is not writable; choose another {what} or fix "
+                            "its permissions.")
+    return folder
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Atomically write ``text`` (UTF-8) to ``path``."""
     atomic_write(path, lambda handle: handle.write(text.encode()))

@@ -20,6 +20,7 @@ inside checkpoint functions).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import io
 import json
 import logging
@@ -141,10 +142,12 @@ def _writing(path: Path) -> Iterator[None]:
     try:
         yield
     except OSError as error:
+        fix = ("shorten the experiment's `name` or the model and strategy parameters that "
+               "make up run ids" if error.errno == errno.ENAMETOOLONG
+               else "free disk space or choose a writable `results_dir`")
         raise StorageError(
-            f"cannot write {path} ({error.strerror or error}); free disk space or choose a "
-            "writable `results_dir`, then rerun: completed runs are kept and unfinished ones "
-            "resume from their last epoch."
+            f"cannot write {path} ({error.strerror or error}); {fix}, then rerun: completed "
+            "runs are kept and unfinished ones resume from their last epoch."
         ) from error
 
 

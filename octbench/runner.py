@@ -96,7 +96,14 @@ class RunSpec:
         """Readable and unique: model, strategy, seed, device, and a hash of the config."""
         parts = [self.model.label, self.strategy.label, f"seed{self.seed}", self.device,
                  fingerprint(self.config())]
-        return "__".join(_slug(p) for p in parts)
+        run_id = "__".join(_slug(p) for p in parts)
+        if len(run_id) > MAX_RUN_ID:  # a file name must fit the file system (255 bytes)
+            run_id = "__".join(_slug(p)[:60] for p in parts)
+        return run_id
+
+
+#: Longer ids (long parameter lists in labels) are shortened; the hash keeps them unique.
+MAX_RUN_ID = 255
 
 
 def _slug(text: str) -> str:

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import experiment
 
 from octbench import cli
 from octbench.config import parse_config
 from octbench.data import load_dataset
 from octbench.results import ResultsStore
 from octbench.runner import execute_run, expand_grid, run_experiment
-from tests.conftest import experiment
 
 SCAN = Path(__file__).parent / "data" / "NORMAL-12494-1.jpeg"
 

@@ -317,13 +317,6 @@ def _make_executor(args):
 SCAN_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
-    return value
-
-
 def _int_between(low: int, high: int):
     """An argparse type: an integer in [low, high] (bounds keep a typo from exhausting the
     machine, e.g. a billion bootstrap resamples)."""

@@ -98,3 +98,57 @@ def test_saved_states_load_weights_only(tmp_path, oct_npz, restore_torch):
                       weights_only=True)
     assert best["img_size"] == 28 and best["epoch"] in (1, 2)
     assert not resume.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# confinement: nothing written or deleted outside the results folder
+
+
+def test_record_fields_never_become_path_parts():
+    from octbench.results import RunRecord
+
+    fields = dict(experiment="x", status="complete", model="m", strategy="s", seed=0,
+                  device="cpu")
+    assert RunRecord.from_dict({"run_id": "ok-run", **fields}).run_id == "ok-run"
+    for run_id in ("../../victim", "..", "a/b", "", 7):
+        with pytest.raises(ValueError, match="'run_id' must be a plain folder name"):
+            RunRecord.from_dict({"run_id": run_id, **fields})
+
+
+def test_a_link_planted_in_a_results_folder_is_never_followed(tmp_path):
+    from octbench.fileio import UnsafePath
+
+    outside = tmp_path / "victim"
+    outside.mkdir()
+    (outside / "resume.pt").write_text("precious")
+    (outside / ".lock").write_text("host 999999999")
+    (outside / ".resume.pt.999999999.octbench.tmp").write_text("precious too")
+    store = ResultsStore(tmp_path / "results" / "exp")
+    store.root.mkdir(parents=True)
+    (store.root / "run-x").symlink_to(outside, target_is_directory=True)
+    before = {p.name: p.read_text() for p in outside.iterdir()}
+    store.prepare()
+    for action in (lambda: store.remove("run-x", "resume.pt"),
+                   lambda: store.save_state("run-x", "best.pt", {}),
+                   lambda: store.load_state("run-x", "resume.pt")):
+        with pytest.raises(UnsafePath, match="outside .*Remove the link"):
+            action()
+    with pytest.raises(UnsafePath), store.claim("run-x"):
+        pass
+    with pytest.raises(UnsafePath, match="refusing the name '..'"):
+        store.run_dir("..")
+    assert {p.name: p.read_text() for p in outside.iterdir()} == before
+
+
+def test_cleanup_removes_only_octbench_marked_temp_files(tmp_path):
+    from octbench.fileio import remove_stale_temp_files
+
+    dead = 999_999_999  # above any Linux pid_max
+    ours = tmp_path / f".record.json.{dead}.octbench.tmp"
+    theirs = [tmp_path / ".notes.tmp", tmp_path / f".draft.txt.{dead}.tmp",
+              tmp_path / f"visible.{dead}.octbench.tmp"]
+    for path in [ours, *theirs]:
+        path.write_text("x")
+    assert remove_stale_temp_files(tmp_path) == [ours]
+    assert all(path.exists() for path in theirs) and not ours.exists()
+    assert remove_stale_temp_files(tmp_path, all_writers=True) == []

@@ -180,8 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--baseline", metavar="STRATEGY",
                         help="strategy the others are compared with (default: the YAML's "
                              "report.baseline, else none)")
-    report.add_argument("--resamples", type=_int_between(100, 100_000), default=2000,
-                        metavar="N",
+    report.add_argument("--resamples", type=int, default=2000, metavar="N",
                         help="bootstrap resamples for intervals and tests (default: 2000)")
     report.add_argument("--study", metavar="DIR",
                         help="Optuna study folder whose tuning figures to include (default: "

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import experiment
+from conftest import experiment, tree_digest
 
 from octbench import cli
 from octbench.config import parse_config
 from octbench.data import load_dataset
+from octbench.errors import OctbenchError
 from octbench.results import ResultsStore
 from octbench.runner import execute_run, expand_grid, run_experiment
 
@@ -152,3 +153,52 @@ def test_cleanup_removes_only_octbench_marked_temp_files(tmp_path):
     assert remove_stale_temp_files(tmp_path) == [ours]
     assert all(path.exists() for path in theirs) and not ours.exists()
     assert remove_stale_temp_files(tmp_path, all_writers=True) == []
+
+
+def test_report_writes_only_below_its_out_folder(tmp_path, monkeypatch):
+    """`report results/demo/..` and a dataset size like `x/../../victim` in a record."""
+    from test_report import dataset, write_run
+
+    from octbench.report import build_report
+
+    store = ResultsStore(tmp_path / "results" / "demo")
+    for seed in (0, 1):
+        write_run(store, seed=seed, data={**dataset(), "size": "x/../../../victim"})
+    work = tmp_path / "work"
+    (work / "figures").mkdir(parents=True)
+    (work / "figures" / "mine.png").write_bytes(b"a user's figure")
+    monkeypatch.chdir(work)
+    before = tree_digest(tmp_path)
+    written = build_report(tmp_path / "results" / "demo" / "..", "reports",
+                           formats=("md", "csv"), n_resamples=100)
+    after = tree_digest(tmp_path)
+    changed = {path for path in set(before) | set(after) if before.get(path) != after.get(path)}
+    assert changed and all(path.startswith("work/reports/results/") for path in changed), changed
+    assert all(path.resolve().is_relative_to(work / "reports" / "results") for path in written)
+    assert (work / "figures" / "mine.png").read_bytes() == b"a user's figure"
+    # the records themselves: their dataset size never becomes a path part
+    written = build_report(tmp_path / "results" / "demo", "reports", formats=("csv",),
+                           n_resamples=100)
+    assert [p.name for p in written] == ["runs.csv"]
+    assert "victim" in (work / "reports" / "demo" / "runs.csv").read_text()  # kept as data
+    assert not list(tmp_path.rglob("*victim*"))
+
+
+def test_report_never_opens_a_storage_that_study_json_names(tmp_path, capsys):
+    """A copied results folder whose study.json points at a SQLite file elsewhere."""
+    import json
+
+    from octbench.tuning.storage import load_study
+
+    folder = tmp_path / "results" / "study"
+    folder.mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere" / "victim.db"
+    elsewhere.parent.mkdir()
+    (folder / "study.json").write_text(json.dumps({
+        "study": "study", "storage_kind": "url", "storage": f"sqlite:///{elsewhere}"}))
+    with pytest.raises(OctbenchError, match="octbench opens only a study's own study.db"):
+        load_study(folder)
+    (folder / "study.json").write_text(json.dumps({"study": "study", "storage_kind": "sqlite"}))
+    with pytest.raises(OctbenchError, match="has no study.db for its study 'study'"):
+        load_study(folder)
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["study.json"]

@@ -305,8 +305,11 @@ def _parse_section(problems, raw, cls, path):
             problems.append(f"unknown key '{path}.{key}'.{did_you_mean(str(key), list(fields))} "
                             f"Valid keys: {', '.join(fields)}.")
             continue
-        values[key] = _check_value(problems, f"{path}.{key}", value, hints[key],
-                                   fields[key].metadata.get("check"))
+        count = len(problems)
+        checked = _check_value(problems, f"{path}.{key}", value, hints[key],
+                               fields[key].metadata.get("check"))
+        if len(problems) == count:  # a refused value keeps the default: later checks stay sane
+            values[key] = checked
     return cls(**values)
 
 
@@ -346,10 +349,13 @@ def _parse_component(problems, raw, path, registry: Registry, *, data_params=(),
         annotation = signature[key].annotation
         if annotation is signature[key].empty:
             annotation = Any
-        checked[key] = _check_value(
+        count = len(problems)
+        value = _check_value(
             problems, f"'{key}' parameter of {registry.kind} '{name}' ({path}.{key})", value,
             annotation, constraints.get(key), owner="the ",
         )
+        if len(problems) == count:
+            checked[key] = value
     missing = [k for k, p in signature.items() if p.default is p.empty and k not in params]
     for key in missing:
         problems.append(f"{path}: {registry.kind} '{name}' needs the parameter '{key}'.")
@@ -368,9 +374,8 @@ def _parse_list(problems, raw, path, parse_item, canonical=None) -> tuple:
     parsed = [p for p in parsed if p is not None]
     seen = {}
     for item in parsed:
-        text = json.dumps(item.to_yaml() if isinstance(item, Component) else item, sort_keys=True,
-                          default=str)
-        key = json.dumps(canonical(item) if canonical else text, sort_keys=True, default=str)
+        text = _json(item.to_yaml() if isinstance(item, Component) else item)
+        key = _json(canonical(item)) if canonical else text
         if key in seen and seen[key] == text:
             problems.append(f"'{path}' lists {text} twice; each entry must be unique.")
         elif key in seen:
@@ -378,6 +383,17 @@ def _parse_list(problems, raw, path, parse_item, canonical=None) -> tuple:
                             f"({key}); each entry must be unique.")
         seen.setdefault(key, text)
     return tuple(parsed)
+
+
+def _json(value) -> str:
+    """Stable text of parsed YAML, whatever its keys (YAML allows 1: a and x: b in one map)."""
+    def plain(v):
+        if isinstance(v, dict):
+            return {str(k): plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+    return json.dumps(plain(value), sort_keys=True, default=str)
 
 
 def _with_defaults(registry: Registry, data_params=()):

@@ -268,6 +268,15 @@ class ResultsStore:
     def remove(self, run_id: str, name: str) -> None:
         self._file(run_id, name).unlink(missing_ok=True)
 
+    def clear_stale_lock(self, run_id: str) -> None:
+        """Remove a run's lock file when no live process holds it (a kill between the final
+        record and the release leaves one; another host's name in it does not keep it alive)."""
+        path = self._file(run_id, self.LOCK)
+        if path.is_file() and not path.is_symlink():
+            handle = _acquire(path)
+            if handle is not None:
+                _release(path, handle)
+
     @contextmanager
     def claim(self, run_id: str) -> Iterator[None]:
         """Hold an exclusive lock on a run for this process, or raise :class:`RunLocked`.

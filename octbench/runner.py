@@ -200,6 +200,7 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
         if store.is_complete(spec.run_id):
             summary.already_complete.append(spec.run_id)
             store.remove(spec.run_id, ResultsStore.RESUME)  # left if killed right at the end
+            store.clear_stale_lock(spec.run_id)  # likewise; `prepare` is skipped when all done
         else:
             pending.append(spec)
     if not pending:

@@ -202,3 +202,22 @@ def test_report_never_opens_a_storage_that_study_json_names(tmp_path, capsys):
     with pytest.raises(OctbenchError, match="has no study.db for its study 'study'"):
         load_study(folder)
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["study.json"]
+
+
+def test_a_lock_left_after_the_final_record_is_cleared_by_the_next_run(tmp_path, oct_npz,
+                                                                        restore_torch):
+    """kill -9 between writing the COMPLETE record and releasing the lock, on another host name
+    (e.g. a new container): the rerun finds everything complete and still clears the lock."""
+    config = parse_config(experiment(tmp_path, oct_npz, strategies=["none"],
+                                     train={"epochs": 1, "threads": 1}))
+    (spec,) = expand_grid(config)
+    run_experiment(config, quiet=True, say=lambda _: None)
+    store = ResultsStore(Path(config.results_dir) / config.name)
+    lock = store.run_dir(spec.run_id) / ResultsStore.LOCK
+    lock.write_text("another-host 4242")
+    with store.claim(spec.run_id):  # a live owner's lock is kept
+        store.clear_stale_lock(spec.run_id)
+        assert lock.exists()
+    lock.write_text("another-host 4242")
+    summary = run_experiment(config, quiet=True, say=lambda _: None)
+    assert summary.already_complete == [spec.run_id] and not lock.exists()

@@ -250,3 +250,24 @@ def test_long_run_ids_are_shortened_to_fit_a_file_name(tmp_path, oct_npz):
         assert len(spec.run_id) <= 255 and spec.run_id.endswith(fingerprint(spec.config()))
         ids.append(spec.run_id)
     assert ids[0] != ids[1]
+
+
+@pytest.mark.parametrize("change, expect", [
+    ({"timeout": float("inf")}, "'timeout' must be a number of seconds > 0. Got inf"),
+    ({"n_trials": 10**9}, "'n_trials' must be an int from 1 to 100,000"),
+    ({"seeds_per_trial": 10**6}, "'seeds_per_trial' must be an int from 1 to 100"),
+    ({"search": {"train.lr": {"type": "float", "low": float("nan"), "high": 1.0}}},
+     "search.train.lr.low is required and must be a finite number. Got nan"),
+    ({"search": {"train.lr": {"type": "categorical", "choices": [0.1, float("inf")]}}},
+     "choices[1] must be finite. Got inf"),
+])
+def test_tuning_numbers_are_finite_and_bounded(tmp_path, oct_npz, change, expect):
+    from octbench.errors import ConfigError
+    from octbench.tuning.space import parse_tune_config
+
+    raw = {"study": "s", "base": experiment(tmp_path, oct_npz, strategies=["none"]),
+           "search": {"train.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}},
+           "n_trials": 2, **change}
+    with pytest.raises(ConfigError) as error:
+        parse_tune_config(raw)
+    assert expect in str(error.value)

@@ -43,7 +43,7 @@ from octbench.engine import (
     seed_everything,
     train_one_epoch,
 )
-from octbench.errors import DeviceUnavailable, OctbenchError
+from octbench.errors import ConfigError, DeviceUnavailable, OctbenchError
 from octbench.metrics import METRICS, compute_metrics
 from octbench.models import build_model, count_parameters
 from octbench.plan import check_writable
@@ -241,6 +241,34 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
             summary.failed.append((spec.run_id, outcome.error))
             say(f"{head}: FAILED: {outcome.error}")
     return summary
+
+
+def check_buildable(pending: list[RunSpec], data: OCTData) -> None:
+    """Build every strategy (with the data's class counts) and model (shapes only) of the
+    pending runs once, so a parameter that only the data can judge (focal's ``alpha`` per
+    class, a model's size) fails here, before training, instead of as one FAILED run per seed.
+
+    Raises:
+        ConfigError: every problem found, by grid entry.
+    """
+    counts = data.train.class_counts(data.num_classes)
+    problems = []
+    for strategy in {spec.strategy.label: spec.strategy for spec in pending}.values():
+        try:
+            build_strategy(strategy.name, counts, **strategy.params)
+        except (OctbenchError, TypeError, ValueError) as error:
+            problems.append(f"strategy {strategy.label}: {error}")
+    for model in {spec.model.label: spec.model for spec in pending}.values():
+        try:
+            with torch.device("meta"):  # no memory, no initialisation: sizes are checked only
+                build_model(model.name, num_classes=data.num_classes, in_chans=1,
+                            img_size=data.size, **model.params)
+        except (OctbenchError, TypeError, ValueError) as error:
+            problems.append(f"model {model.label}: {error}")
+        except Exception:  # noqa: BLE001 - a layer that cannot live on "meta": the run will tell
+            continue
+    if problems:
+        raise ConfigError(problems, None)
 
 
 def execute_run(spec: RunSpec, data: OCTData, store: ResultsStore, *, quiet: bool = True,

@@ -271,3 +271,15 @@ def test_tuning_numbers_are_finite_and_bounded(tmp_path, oct_npz, change, expect
     with pytest.raises(ConfigError) as error:
         parse_tune_config(raw)
     assert expect in str(error.value)
+
+
+def test_parameters_only_the_data_can_judge_fail_before_training(tmp_path, oct_npz, capsys):
+    """focal's alpha needs one weight per class: refused with exit 2, not 1 FAILED run per seed."""
+    config = experiment(tmp_path, oct_npz, seeds=[0, 1],
+                        strategies=["none", {"name": "focal", "alpha": [1.0, 2.0]}])
+    path = write_yaml(tmp_path / "alpha.yaml", config)
+    assert cli.main(["-q", "run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "strategy focal(alpha=[1.0, 2.0]): The 'alpha' parameter" in err
+    assert "must be a list of 4 floats" in err and "Traceback" not in err
+    assert not list((tmp_path / "results").rglob("record.json"))  # nothing trained

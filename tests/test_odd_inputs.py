@@ -283,3 +283,17 @@ def test_parameters_only_the_data_can_judge_fail_before_training(tmp_path, oct_n
     assert "strategy focal(alpha=[1.0, 2.0]): The 'alpha' parameter" in err
     assert "must be a list of 4 floats" in err and "Traceback" not in err
     assert not list((tmp_path / "results").rglob("record.json"))  # nothing trained
+
+
+def test_report_into_an_unwritable_place_is_named_before_any_work(tmp_path, capsys):
+    from test_report import write_run
+
+    from octbench.results import ResultsStore
+
+    write_run(ResultsStore(tmp_path / "results" / "demo"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert cli.main(["report", str(tmp_path / "results" / "demo"), "--out", str(blocker)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write to report folder {blocker / 'demo'}: {blocker} is a file" in err
+    assert "Traceback" not in err and blocker.read_text() == "not a folder"

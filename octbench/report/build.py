@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from octbench.errors import OctbenchError
-from octbench.fileio import atomic_write_text, confined
+from octbench.fileio import atomic_write_text, confined, writable_folder
 from octbench.report.collect import GroupKey, ReportData, _groups, _number, collect
 from octbench.report.export import export_medmnist, runs_frame
 from octbench.report.markdown import render_markdown
@@ -59,6 +59,7 @@ def build_report(source: str | Path, out: str | Path = "reports", *,
                             "default.")
     data = collect(source, baseline=baseline)
     folder = confined(out, data.name)  # everything below is written inside <out>/<name>/
+    writable_folder(folder, "report folder")  # before any figure is drawn
     written = []
     if "csv" in formats:
         path = folder / "runs.csv"

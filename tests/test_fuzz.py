@@ -3,7 +3,9 @@
 Whatever the input, ``octbench`` ends with exit code 0 or 2 (no run trains here, so 1 never
 fits), never a traceback, one ``error:`` line on stderr when it refuses, and nothing outside its
 sandbox folder created, modified or deleted. The default budget is small for CI; the ``slow``
-variant runs many more examples (``OCTBENCH_FUZZ_EXAMPLES``, default 2000).
+variant runs many more examples (``OCTBENCH_FUZZ_EXAMPLES`` per kind, default 2000, repeated for
+``OCTBENCH_FUZZ_SECONDS`` if set), e.g.
+``OCTBENCH_FUZZ_SECONDS=600 pytest -m slow -s tests/test_fuzz.py``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -281,7 +284,13 @@ def test_fuzz_command_lines(shared, oct_npz):
 
 @pytest.mark.slow
 def test_fuzz_configs_and_command_lines_long(shared, oct_npz):
-    _given_configs(SLOW)(shared, oct_npz)
-    _given_yaml(SLOW)(shared, oct_npz)
-    _given_argv(SLOW)(shared, oct_npz)
+    """One pass of ``OCTBENCH_FUZZ_EXAMPLES`` per kind, repeated (fresh random draws) until
+    ``OCTBENCH_FUZZ_SECONDS`` have passed, if set."""
+    end = time.monotonic() + float(os.environ.get("OCTBENCH_FUZZ_SECONDS", 0))
+    while True:
+        _given_configs(SLOW)(shared, oct_npz)
+        _given_yaml(SLOW)(shared, oct_npz)
+        _given_argv(SLOW)(shared, oct_npz)
+        if time.monotonic() >= end:
+            break
     print(f"fuzz examples: {EXAMPLES}")

@@ -221,3 +221,22 @@ def test_a_lock_left_after_the_final_record_is_cleared_by_the_next_run(tmp_path,
     lock.write_text("another-host 4242")
     summary = run_experiment(config, quiet=True, say=lambda _: None)
     assert summary.already_complete == [spec.run_id] and not lock.exists()
+
+
+def test_a_study_name_from_a_storage_file_never_becomes_a_path(tmp_path):
+    import json
+
+    import optuna
+
+    from octbench.fileio import UnsafePath
+    from octbench.tuning import study_figures
+
+    folder = tmp_path / "results" / "s"
+    folder.mkdir(parents=True)
+    name = "../../../escaped"
+    study = optuna.create_study(study_name=name, storage=f"sqlite:///{folder / 'study.db'}")
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=3)
+    (folder / "study.json").write_text(json.dumps({"study": name, "storage_kind": "sqlite"}))
+    with pytest.raises(UnsafePath, match="refusing the name"):
+        study_figures(folder, tmp_path / "reports" / "s")
+    assert not list(tmp_path.rglob("*escaped*"))

@@ -273,9 +273,9 @@ class ResultsStore:
         record and the release leaves one; another host's name in it does not keep it alive)."""
         path = self._file(run_id, self.LOCK)
         if path.is_file() and not path.is_symlink():
-            handle = _acquire(path)
-            if handle is not None:
-                _release(path, handle)
+            held = _try_lock(path)
+            if held is not None:
+                _release(path, held)
 
     @contextmanager
     def claim(self, run_id: str) -> Iterator[None]:

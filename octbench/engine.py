@@ -50,6 +50,10 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> None:
     torch.backends.cudnn.benchmark = not deterministic
 
 
+#: How :func:`to_input` maps uint8 pixels: (x / 255 - mean) / std, as the seed project did.
+INPUT_NORMALISATION = {"scale": 1 / 255, "mean": 0.5, "std": 0.5}
+
+
 def to_input(images: torch.Tensor, *, channels_last: bool = False) -> torch.Tensor:
     """uint8 (B, H, W) -> float (B, 1, H, W) in [-1, 1], on the images' device."""
     x = images.unsqueeze(1).float().mul_(1 / 127.5).sub_(1.0)

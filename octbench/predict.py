@@ -1,4 +1,5 @@
-"""Run a trained model on raw OCT scans (PNG / JPEG / TIFF files of any size).
+"""Use a trained model: on raw OCT scans (PNG / JPEG / TIFF files of any size), or on a split
+of a dataset (``octbench evaluate``).
 
 Each scan is preprocessed exactly as MedMNIST built OCTMNIST (:mod:`octbench.data.preprocess`);
 a file that cannot be read gets its own error and the others are still predicted.
@@ -6,18 +7,24 @@ a file that cannot be read gets its own error and the others are still predicted
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import pickle
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from octbench.data import OCTData
 from octbench.data.preprocess import load_scan
-from octbench.engine import to_input
+from octbench.engine import evaluate, to_input
 from octbench.errors import DataError, OctbenchError
+from octbench.metrics import compute_metrics
 from octbench.models import build_model
 from octbench.results import ResultsStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,24 @@ class Predictor:
     img_size: int
     logit_offset: torch.Tensor | None
     source: Path
+    #: The training data (:func:`octbench.runner.provenance`); empty for older checkpoints.
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def synthetic(self) -> bool | None:
+        """True if the model learned from synthetic data; None if the checkpoint does not say."""
+        value = self.provenance.get("synthetic")
+        return None if value is None else bool(value)
+
+    def trained_on(self) -> str:
+        """One line on the training data, e.g. ``model trained on SYNTHETIC data - ...``."""
+        if self.synthetic:
+            return "model trained on SYNTHETIC data - not a diagnosis"
+        if self.synthetic is None:
+            return ("the checkpoint does not say what data the model was trained on (made by an "
+                    "older octbench) - not a diagnosis")
+        return (f"model trained on {self.provenance.get('dataset', '?')} data "
+                f"({self.provenance.get('fingerprint', '?')[:19]}) - not a diagnosis")
 
     @torch.inference_mode()
     def probabilities(self, images: np.ndarray) -> np.ndarray:
@@ -80,18 +105,20 @@ def load_predictor(run: str, results_dir: str | Path = "results") -> Predictor:
     """Load the selected checkpoint of a run for inference on the CPU."""
     path = find_checkpoint(run, results_dir)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: a checkpoint from someone else must never run code when read.
+        state = torch.load(path, map_location="cpu", weights_only=True)
         config = dict(state["model_config"])
         model = build_model(config.pop("name"), num_classes=len(state["class_names"]),
                             in_chans=1, img_size=state["img_size"], **config)
         model.load_state_dict(state["model"])
-    except (OSError, RuntimeError, KeyError, TypeError, EOFError) as error:
+    except (OSError, RuntimeError, KeyError, TypeError, EOFError, ValueError,
+            pickle.UnpicklingError) as error:
         raise OctbenchError(f"{path} is not a usable octbench checkpoint ({error}); pass the "
                             "best.pt of a complete run.") from None
     model.eval()
     return Predictor(model=model, class_names=tuple(state["class_names"]),
                      img_size=int(state["img_size"]), logit_offset=state.get("logit_offset"),
-                     source=path)
+                     source=path, provenance=dict(state.get("provenance") or {}))
 
 
 def predict_files(predictor: Predictor, paths: list[str]) -> list[ScanPrediction]:
@@ -107,3 +134,58 @@ def predict_files(predictor: Predictor, paths: list[str]) -> list[ScanPrediction
         results.append(ScanPrediction(str(path), probabilities={
             name: float(p) for name, p in zip(predictor.class_names, probabilities, strict=True)}))
     return results
+
+
+def check_compatible(predictor: Predictor, data: OCTData) -> None:
+    """Refuse data the model cannot score: another class count or input size.
+
+    Raises:
+        DataError: naming both sides and the fix.
+    """
+    problems = []
+    if data.num_classes != len(predictor.class_names):
+        problems.append(f"the model has {len(predictor.class_names)} classes "
+                        f"({', '.join(predictor.class_names)}) but the data have "
+                        f"{data.num_classes} ({', '.join(data.class_names)})")
+    if data.size != predictor.img_size:
+        problems.append(f"the model takes {predictor.img_size} px images but the data are "
+                        f"{data.size} px (set the data's size: {predictor.img_size})")
+    if problems:
+        raise DataError(f"cannot evaluate {predictor.source} on {data.name} data: "
+                        + "; ".join(problems) + ". Evaluate on data like the training data.")
+
+
+def evaluate_checkpoint(predictor: Predictor, data: OCTData, split: str = "test") -> dict:
+    """Score a trained checkpoint on one split of a dataset, on the CPU.
+
+    Returns:
+        ``{"metrics": {split: ...}, "model": ..., "dataset": ...}``: the metrics exactly as a
+        run record holds them (:func:`octbench.metrics.compute_metrics`), with both sides'
+        provenance.
+
+    Raises:
+        DataError: the data do not fit the model (:func:`check_compatible`).
+
+    Example:
+        >>> report = evaluate_checkpoint(load_predictor("quickstart/reference_cnn__none"),
+        ...                              load_dataset("synthetic", scale=0.05))  # doctest: +SKIP
+        >>> report["metrics"]["test"]["macro_f1"]  # doctest: +SKIP
+    """
+    check_compatible(predictor, data)
+    if tuple(data.class_names) != predictor.class_names:
+        log.warning("the data name their classes %s, the model %s; scoring by label index",
+                    ", ".join(data.class_names), ", ".join(predictor.class_names))
+    part = data.split(split)
+    # The memory format and batch size that training's evaluation used, so the numbers match
+    # the run record's to the last bit when the data are the run's own.
+    model = predictor.model.to(memory_format=torch.channels_last)
+    predictions, _ = evaluate(model, part.images, part.labels, batch_size=256,
+                              logit_offset=predictor.logit_offset, channels_last=True)
+    return {
+        "split": split,
+        "metrics": {split: compute_metrics(predictions.labels, predictions.scores,
+                                           predictor.class_names)},
+        "model": {"checkpoint": str(predictor.source), **predictor.provenance},
+        "dataset": {k: v for k, v in data.describe().items() if k != "class_counts"}
+        | {"class_counts": data.class_counts()[split]},
+    }

@@ -40,7 +40,9 @@ except ImportError:  # Windows: lock files are created exclusively instead
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+#: 2: the data's content fingerprint is in ``dataset`` and ``config.data`` (and so in the run id).
+#: Version-1 records stay readable; their data fingerprint is unknown.
+SCHEMA_VERSION = 2
 COMPLETE, FAILED, SKIPPED, INTERRUPTED = "complete", "failed", "skipped", "interrupted"
 STATUSES = (COMPLETE, FAILED, SKIPPED, INTERRUPTED)
 #: Below this much free space in the results folder, ``prepare`` warns before training.
@@ -81,7 +83,7 @@ class RunRecord:
 
     def to_json(self) -> str:
         """Strict JSON: NaN (e.g. an undefined AUC) is written as null, which any reader takes."""
-        return json.dumps(_nan_to_none(dataclasses.asdict(self)), indent=2, sort_keys=True,
+        return json.dumps(nan_to_none(dataclasses.asdict(self)), indent=2, sort_keys=True,
                           allow_nan=False)
 
     @classmethod
@@ -292,13 +294,14 @@ class ResultsStore:
             return {key: npz[key] for key in npz.files}
 
 
-def _nan_to_none(value):
+def nan_to_none(value):
+    """``value`` with every NaN float, however deeply nested, replaced by None (JSON null)."""
     if isinstance(value, float) and value != value:
         return None
     if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
+        return {k: nan_to_none(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_nan_to_none(v) for v in value]
+        return [nan_to_none(v) for v in value]
     return value
 
 

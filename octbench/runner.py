@@ -25,9 +25,10 @@ import numpy as np
 import torch
 
 from octbench.config import Component, ExperimentConfig, TrainConfig, fingerprint
-from octbench.data import OCTData, load_dataset
+from octbench.data import OCTData, data_fingerprint, load_dataset
 from octbench.devices import check_precision, describe, resolve_device
 from octbench.engine import (
+    INPUT_NORMALISATION,
     default_eval_batch,
     evaluate,
     make_optimizer,
@@ -35,7 +36,7 @@ from octbench.engine import (
     seed_everything,
     train_one_epoch,
 )
-from octbench.errors import DeviceUnavailable
+from octbench.errors import DataError, DeviceUnavailable
 from octbench.metrics import METRICS, compute_metrics
 from octbench.models import build_model, count_parameters
 from octbench.results import (
@@ -67,11 +68,14 @@ class RunSpec:
     seed: int
     device: str
     train: TrainConfig
+    #: The data's content fingerprint (:func:`octbench.data.data_fingerprint`): new data, new id.
+    data_fingerprint: str = ""
 
     def config(self) -> dict:
         """The run's resolved configuration, stored in its record and hashed into its id."""
+        fingerprint = {"fingerprint": self.data_fingerprint} if self.data_fingerprint else {}
         return {
-            "data": {"name": self.data.name, **self.data.params},
+            "data": {"name": self.data.name, **self.data.params, **fingerprint},
             "model": {"name": self.model.name, **self.model.params},
             "strategy": {"name": self.strategy.name, **self.strategy.params},
             "seed": self.seed,
@@ -92,9 +96,15 @@ def _slug(text: str) -> str:
 
 
 def expand_grid(config: ExperimentConfig) -> list[RunSpec]:
-    """All runs of an experiment: model x strategy x seed x device, in that nesting order."""
+    """All runs of an experiment: model x strategy x seed x device, in that nesting order.
+
+    Each run's id includes the data's content fingerprint, which this computes (e.g. hashes the
+    npz file; see :func:`octbench.data.data_fingerprint`).
+    """
+    fingerprint = data_fingerprint(config.data.name, **config.data.params)
     return [
-        RunSpec(config.name, config.data, model, strategy, seed, device, config.train)
+        RunSpec(config.name, config.data, model, strategy, seed, device, config.train,
+                fingerprint)
         for model in config.models
         for strategy in config.strategies
         for seed in config.seeds
@@ -143,8 +153,11 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
         say(f"{len(summary.already_complete)} of {len(specs)} runs already complete; "
             f"training the other {len(pending)}.")
 
-    store.prepare()  # an unwritable folder fails here, before the data are even loaded
+    # Bad data fail before the results folder is even created; an unwritable folder fails
+    # before any training.
     data = load_dataset(config.data.name, **config.data.params)
+    check_fingerprint(data, pending[0].data_fingerprint)
+    store.prepare()
     tag = " [synthetic data]" if data.synthetic else ""
     for number, spec in enumerate(pending, 1):
         head = (f"[{number}/{len(pending)}] {spec.model.label} | {spec.strategy.label} | "
@@ -171,6 +184,15 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
             summary.failed.append((spec.run_id, record.error))
             say(f"{head}: FAILED: {record.error}")
     return summary
+
+
+def check_fingerprint(data: OCTData, expected: str) -> None:
+    """Refuse data whose content changed between computing the run ids and loading it."""
+    if expected and data.fingerprint != expected:
+        raise DataError(
+            f"the {data.name} data changed while octbench was reading it (fingerprint "
+            f"{expected} when the run ids were made, {data.fingerprint} when loaded); rerun "
+            "once the file or folder is no longer being written.")
 
 
 def execute_run(spec: RunSpec, data: OCTData, store: ResultsStore, *, quiet: bool = True,
@@ -337,6 +359,7 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
         "model": state["best"], "model_config": spec.config()["model"],
         "class_names": list(data.class_names), "img_size": data.size,
         "logit_offset": strategy.logit_offset, "epoch": state["best_epoch"],
+        "provenance": provenance(data),
     })
     history = state["history"]
     train_seconds = sum(h["train_seconds"] for h in history)
@@ -353,6 +376,20 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
     )
     store.remove(spec.run_id, ResultsStore.RESUME)
     return record
+
+
+def provenance(data: OCTData) -> dict:
+    """What a checkpoint must say about the data it learned from (plain types only, so that
+    ``torch.load(weights_only=True)`` reads it)."""
+    return {
+        "dataset": data.name,
+        "fingerprint": data.fingerprint,
+        "synthetic": bool(data.synthetic),
+        "class_names": list(data.class_names),
+        "img_size": int(data.size),
+        "normalisation": dict(INPUT_NORMALISATION),
+        "source": {k: v for k, v in data.source.items() if isinstance(v, str | int | float)},
+    }
 
 
 def _on_device(data: OCTData, split: str, device: torch.device):

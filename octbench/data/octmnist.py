@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from octbench.data import DATASETS, OCT_CLASSES, OCTData, from_arrays
+from octbench.data import DATASETS, OCT_CLASSES, OCTData, fingerprinter, from_arrays
 from octbench.data.npz import read_npz
 from octbench.errors import DataError
 from octbench.registry import OneOf
@@ -46,6 +46,12 @@ def _missing_message(path: Path, url: str, md5: str, why: str) -> str:
     )
 
 
+@fingerprinter("octmnist")
+def octmnist_fingerprint(*, size: int = 28, **_) -> str:
+    """OCTMNIST's published MD5 at ``size`` px: the loader refuses any file that does not match."""
+    return f"md5:{octmnist_file(size, None)[2]}"
+
+
 @DATASETS.register(size=OneOf(SIZES))
 def octmnist(*, size: int = 28, root: str | None = None, download: bool = False) -> OCTData:
     """OCTMNIST (MedMNIST v2): retinal OCT, 4 classes, official train/val/test splits.
@@ -74,4 +80,5 @@ def octmnist(*, size: int = 28, root: str | None = None, download: bool = False)
         synthetic=False,
         class_names=OCT_CLASSES,
         source={"path": str(path), "md5": md5, "url": url},
+        fingerprint=f"md5:{md5}",
     )

@@ -195,7 +195,8 @@ def cmd_run(args) -> int:
     config = load_config(args.config)
     if args.dry_run:
         specs = expand_grid(config)
-        print(f"{config.name}: {len(specs)} runs on data '{config.data.label}'")
+        print(f"{config.name}: {len(specs)} runs on data '{config.data.label}' "
+              f"(fingerprint {specs[0].data_fingerprint[:23]})")
         for spec in specs:
             print(f"  {spec.run_id}")
         return 0

@@ -155,6 +155,30 @@ def check_compatible(predictor: Predictor, data: OCTData) -> None:
                         + "; ".join(problems) + ". Evaluate on data like the training data.")
 
 
+def _label_map(predictor: Predictor, data: OCTData) -> torch.Tensor:
+    """Data label -> model label: by name when both name the same classes (an image folder
+    sorts them alphabetically, an npz may not), by index when either side only numbers them.
+
+    Raises:
+        DataError: both sides name their classes, differently.
+    """
+    ours, theirs = list(predictor.class_names), list(data.class_names)
+    if theirs == ours:
+        return torch.arange(len(ours))
+    if sorted(theirs) == sorted(ours):
+        log.warning("the data list their classes as %s, the model as %s; matched by name",
+                    ", ".join(theirs), ", ".join(ours))
+        return torch.tensor([ours.index(name) for name in theirs])
+    numbered = [str(i) for i in range(len(ours))]
+    if numbered in (ours, theirs):
+        log.warning("the data call their classes %s, the model %s; matched by label index",
+                    ", ".join(theirs), ", ".join(ours))
+        return torch.arange(len(ours))
+    raise DataError(f"the data's classes ({', '.join(theirs)}) are not the model's "
+                    f"({', '.join(ours)}); evaluate on data with the same classes, or name them "
+                    "alike (data.class_names).")
+
+
 def evaluate_checkpoint(predictor: Predictor, data: OCTData, split: str = "test") -> dict:
     """Score a trained checkpoint on one split of a dataset, on the CPU.
 
@@ -172,14 +196,12 @@ def evaluate_checkpoint(predictor: Predictor, data: OCTData, split: str = "test"
         >>> report["metrics"]["test"]["macro_f1"]  # doctest: +SKIP
     """
     check_compatible(predictor, data)
-    if tuple(data.class_names) != predictor.class_names:
-        log.warning("the data name their classes %s, the model %s; scoring by label index",
-                    ", ".join(data.class_names), ", ".join(predictor.class_names))
     part = data.split(split)
+    labels = _label_map(predictor, data)[part.labels]
     # The memory format and batch size that training's evaluation used, so the numbers match
     # the run record's to the last bit when the data are the run's own.
     model = predictor.model.to(memory_format=torch.channels_last)
-    predictions, _ = evaluate(model, part.images, part.labels, batch_size=256,
+    predictions, _ = evaluate(model, part.images, labels, batch_size=256,
                               logit_offset=predictor.logit_offset, channels_last=True)
     return {
         "split": split,

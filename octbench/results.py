@@ -165,11 +165,7 @@ class ResultsStore:
                 handle.flush()
                 os.fsync(handle.fileno())  # a full disk may only say so here
         except OSError as error:
-            raise StorageError(
-                f"results folder {self.root} is not writable ({error.strerror or error}); "
-                "choose another `results_dir`, fix its permissions or free disk space. "
-                "Nothing was trained and existing results are untouched."
-            ) from None
+            raise self._unwritable(error.strerror or str(error)) from None
         finally:
             with suppress(OSError):
                 probe.unlink(missing_ok=True)
@@ -190,6 +186,27 @@ class ResultsStore:
             handle = _acquire(lock)
             if handle is not None:
                 _release(lock, handle)
+
+    def check_creatable(self) -> None:
+        """Fail early, creating nothing, when the folder surely cannot be made or written:
+        its nearest existing ancestor is a file, or not writable (:meth:`prepare` proves it).
+
+        Raises:
+            StorageError: as :meth:`prepare`.
+        """
+        existing = self.root
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise self._unwritable("Not a directory")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise self._unwritable("Permission denied")
+
+    def _unwritable(self, why: str) -> StorageError:
+        return StorageError(
+            f"results folder {self.root} is not writable ({why}); choose another "
+            "`results_dir`, fix its permissions or free disk space. Nothing was trained and "
+            "existing results are untouched.")
 
     def write(self, record: RunRecord) -> Path:
         """Write (or replace) a run's record atomically."""

@@ -136,6 +136,7 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
         >>> summary = run_experiment(load_config("experiments/quickstart.yaml"))  # doctest: +SKIP
     """
     store = ResultsStore(Path(config.results_dir) / config.name)
+    store.check_creatable()  # before the data are read: they may take long to fingerprint
     specs = expand_grid(config)
     summary = RunSummary()
     pending = []

@@ -288,3 +288,31 @@ def test_evaluate_refuses_other_class_counts_and_sizes(tmp_path, capsys):
     assert main(["evaluate", "--run", str(run), str(big)]) == 2
     assert "takes 28 px images but the data are 32 px" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists() and tree_digest(tmp_path / "results") == before
+
+
+def test_evaluate_matches_classes_by_name_and_refuses_other_names(tmp_path, capsys):
+    path = three_class_npz(tmp_path / "three.npz")
+    config = parse_config(tiny_config(tmp_path, {"name": "npz", "path": str(path)}))
+    run_experiment(config, quiet=True, say=lambda _: None)
+    run = str(tmp_path / "results" / "own" / expand_grid(config)[0].run_id)
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    # The same scans, their classes listed alphabetically (as an image folder lists them).
+    order = sorted(THREE)
+    relabel = np.array([order.index(name) for name in THREE])
+    shuffled = {**arrays, "class_names": np.array(order)}
+    for split in ("train", "val", "test"):
+        shuffled[f"{split}_labels"] = relabel[arrays[f"{split}_labels"]]
+    np.savez(tmp_path / "sorted.npz", **shuffled)
+    for name in ("three.npz", "sorted.npz"):
+        assert main(["evaluate", "--run", run, str(tmp_path / name), "--out",
+                     str(tmp_path / f"{name}.json")]) == 0
+    same, resorted = (json.loads((tmp_path / f"{n}.json").read_text())["metrics"]["test"]
+                      for n in ("three.npz", "sorted.npz"))
+    assert same["per_class"] == resorted["per_class"] and same["confusion"] == \
+        resorted["confusion"] and same["macro_f1"] == resorted["macro_f1"]
+    np.savez(tmp_path / "other.npz", **{**arrays, "class_names": np.array(["a", "b", "c"])})
+    capsys.readouterr()
+    assert main(["evaluate", "--run", run, str(tmp_path / "other.npz")]) == 2
+    assert "the data's classes (a, b, c) are not the model's (healthy, fluid, drusen)" in \
+        capsys.readouterr().err

@@ -7,20 +7,39 @@ Example:
     >>> octbench.load_results("results/quickstart").head()  # doctest: +SKIP
 """
 
-from octbench.config import ExperimentConfig, load_config, parse_config
-from octbench.data import DATASETS, OCTData, load_dataset
-from octbench.errors import ConfigError, DataError, OctbenchError
-from octbench.metrics import compute_metrics
-from octbench.models import MODELS, build_model
-from octbench.results import ResultsStore, RunRecord, load_results
-from octbench.runner import expand_grid, run_experiment
-from octbench.strategies import STRATEGIES, Strategy, build_strategy
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DATASETS", "MODELS", "STRATEGIES", "ConfigError", "DataError", "ExperimentConfig",
-    "OCTData", "OctbenchError", "ResultsStore", "RunRecord", "Strategy", "build_model",
-    "build_strategy", "compute_metrics", "expand_grid", "load_config", "load_dataset",
-    "load_results", "parse_config", "run_experiment",
-]
+# Public names and the module that defines each. They are imported on first use (PEP 562), so
+# `import octbench` and `python -m octbench --help` do not pay for importing torch.
+_PUBLIC = {
+    "ConfigError": "octbench.errors", "DataError": "octbench.errors",
+    "OctbenchError": "octbench.errors",
+    "ExperimentConfig": "octbench.config", "load_config": "octbench.config",
+    "parse_config": "octbench.config",
+    "DATASETS": "octbench.data", "OCTData": "octbench.data", "load_dataset": "octbench.data",
+    "compute_metrics": "octbench.metrics",
+    "MODELS": "octbench.models", "build_model": "octbench.models",
+    "ResultsStore": "octbench.results", "RunRecord": "octbench.results",
+    "load_results": "octbench.results",
+    "expand_grid": "octbench.runner", "run_experiment": "octbench.runner",
+    "STRATEGIES": "octbench.strategies", "Strategy": "octbench.strategies",
+    "build_strategy": "octbench.strategies",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'octbench' has no attribute '{name}'")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PUBLIC])

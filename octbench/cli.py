@@ -1,5 +1,8 @@
 """Command-line interface: ``python -m octbench <command>``; argparse lives only here.
 
+Imports are lazy (inside the command functions) so that ``--help`` and ``list`` answer without
+importing torch.
+
 User errors (bad YAML, missing data, bad options) end with one message on stderr and exit code 2,
 without a traceback; Ctrl-C and SIGTERM end with exit code 130 after recording the interrupted run.
 
@@ -24,6 +27,23 @@ EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 PLUGINS_VARIABLE = "OCTBENCH_PLUGINS"
 
 
+DESCRIPTION = """\
+Benchmark retinal OCT classifiers on OCTMNIST: models x class-imbalance strategies x seeds x
+devices, described in one YAML file, with resumable runs, Optuna tuning and markdown reports."""
+
+EPILOG = """\
+examples:
+  octbench run experiments/quickstart.yaml --dry-run   show the grid, what is done, the time left
+  octbench run experiments/quickstart.yaml             train it (synthetic data, minutes on CPU)
+  octbench report experiments/quickstart.yaml          tables and figures in reports/quickstart/
+  octbench list models                                 what a YAML can name
+  octbench COMMAND --help                              the options of one command
+
+Errors in the input end with one message and exit code 2; Ctrl-C ends with 130 and a rerun
+resumes. OCTBENCH_PLUGINS="pkg.models,my_strategies" imports modules that register more models,
+strategies or datasets."""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with one-line errors that name the fix (exit code 2, as argparse does)."""
 
@@ -38,18 +58,36 @@ class _Parser(argparse.ArgumentParser):
                               f"(see `{self.prog} --help`)\n")
 
 
+def _verbosity_options() -> argparse.ArgumentParser:
+    """-q / -v, accepted before and after the subcommand (SUPPRESS: a later level keeps them)."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                         help="print only errors and the final result line")
+    options.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                         help="more detail (debug messages, tracebacks of failed runs)")
+    return options
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="octbench", description=__doc__.splitlines()[0])
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info")
+    verbosity = _verbosity_options()
+    common = dict(parents=[verbosity], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="octbench", description=DESCRIPTION, epilog=EPILOG, **common)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                      parser_class=_Parser)
 
-    run = commands.add_parser("run", help="train and evaluate an experiment's grid")
+    run = commands.add_parser(
+        "run", help="train and evaluate an experiment's grid", **common,
+        description="Train and evaluate every run of an experiment's grid that is not complete "
+                    "yet; rerun the same command to resume after an interruption.")
     run.add_argument("config", help="experiment YAML, e.g. experiments/quickstart.yaml")
-    run.add_argument("--dry-run", action="store_true", help="print the grid and exit")
+    run.add_argument("--dry-run", action="store_true",
+                     help="check the data and the results folder, list the runs (which are "
+                          "complete) and estimate the time from past runs; train nothing")
     run.set_defaults(handler=cmd_run)
 
-    tune = commands.add_parser("tune", help="tune hyperparameters with Optuna (validation only)")
+    tune = commands.add_parser("tune", help="tune hyperparameters with Optuna (validation only)",
+                               **common)
     tune.add_argument("config", help="tuning YAML, e.g. experiments/tune.yaml")
     tune.add_argument("--workers", type=int, default=1, metavar="N",
                       help="worker processes on this machine (default 1; N > 1 shares the "
@@ -61,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set for spawned workers
     tune.set_defaults(handler=cmd_tune)
 
-    predict = commands.add_parser("predict", help="classify raw OCT scans with a trained run")
+    predict = commands.add_parser("predict", help="classify raw OCT scans with a trained run",
+                                  **common)
     predict.add_argument("--run", required=True, metavar="RUN_ID|CHECKPOINT",
                          help="a run id (or unique prefix), a run folder, or a best.pt file")
     predict.add_argument("scans", nargs="+", metavar="SCAN", help="PNG / JPEG / TIFF files")
@@ -72,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "evaluate", help="score a trained run's checkpoint on a split of a dataset",
         description="Score a trained checkpoint on one split of a dataset: the same metrics "
-                    "as a run record, printed (and written as JSON with --out).")
+                    "as a run record, printed (and written as JSON with --out).", **common)
     evaluate.add_argument("--run", required=True, metavar="RUN_ID|CHECKPOINT",
                           help="a run id (or unique prefix), a run folder, or a best.pt file")
     evaluate.add_argument("data", metavar="DATA",
@@ -85,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", metavar="FILE.json", help="also write the metrics as JSON")
     evaluate.set_defaults(handler=cmd_evaluate)
 
-    data = commands.add_parser("data", help="inspect, generate or show datasets")
+    data = commands.add_parser("data", help="inspect, generate or show datasets", **common)
     actions = data.add_subparsers(dest="action", required=True, metavar="ACTION",
                                   parser_class=_Parser)
     source = dict(nargs="?", default="synthetic",
@@ -93,34 +132,41 @@ def build_parser() -> argparse.ArgumentParser:
                        "image folder or an experiment YAML (default: synthetic)")
     setter = dict(action="append", default=[], metavar="KEY=VALUE",
                   help="a dataset parameter, e.g. --set scale=0.1 (repeatable)")
-    info = actions.add_parser("info", help="per-split class counts and imbalance ratios")
+    info = actions.add_parser("info", help="per-split class counts and imbalance ratios",
+                              **common)
     info.add_argument("source", **source)
     info.add_argument("--set", **setter)
     info.add_argument("--figure", metavar="PNG", help="also save a class-distribution chart")
     info.set_defaults(handler=cmd_data_info)
     show = actions.add_parser("show", help="write a PNG grid of samples per class, or of raw "
-                              "scan files next to the model inputs made from them")
+                              "scan files next to the model inputs made from them", **common)
     show.add_argument("source", **source)
     show.add_argument("scans", nargs="*", metavar="SCAN",
                       help="more scan files when SOURCE is an image file")
     show.add_argument("--set", **setter)
-    show.add_argument("--out", default="samples.png", metavar="PNG")
-    show.add_argument("--per-class", type=_positive_int, default=8)
-    show.add_argument("--split", choices=("train", "val", "test"), default="test")
+    show.add_argument("--out", default="samples.png", metavar="PNG",
+                      help="image to write (default: samples.png)")
+    show.add_argument("--per-class", type=_positive_int, default=8,
+                      help="samples per class (default: 8)")
+    show.add_argument("--split", choices=("train", "val", "test"), default="test",
+                      help="split to draw from (default: test)")
     show.set_defaults(handler=cmd_data_show)
-    synth = actions.add_parser("synth", help="write synthetic OCT data as a MedMNIST npz")
+    synth = actions.add_parser("synth", help="write synthetic OCT data as a MedMNIST npz",
+                               **common)
     synth.add_argument("--out", required=True, metavar="FILE.npz")
     synth.add_argument("--set", **setter)
     synth.set_defaults(handler=cmd_data_synth)
 
-    listing = commands.add_parser("list", help="list registered models, strategies or datasets")
+    listing = commands.add_parser("list", help="list registered models, strategies or datasets",
+                                  **common)
     listing.add_argument("what", choices=("models", "strategies", "datasets"))
     listing.set_defaults(handler=cmd_list)
 
     report = commands.add_parser(
         "report", help="summarise an experiment's results and write reports/<experiment>/",
         description="Print a short summary, then write report.md with figures (--format md) or "
-                    "runs.csv with medmnist Evaluator files (--format csv) to OUT/<experiment>/.")
+                    "runs.csv with medmnist Evaluator files (--format csv) to OUT/<experiment>/.",
+        **common)
     report.add_argument("source", help="experiment YAML or results folder")
     report.add_argument("--format", choices=("md", "csv", "all"), default="md",
                         help="md: report.md + figures/*.png (default); csv: runs.csv (one row "
@@ -140,11 +186,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    from octbench import __version__
+
+    return __version__
+
+
+def configure_logging(*, quiet: bool = False, verbose: int = 0) -> None:
+    """Send octbench's own log messages to stderr; other libraries' INFO lines stay out.
+
+    Only the ``octbench`` logger gets a handler (not the root logger), so a library that logs
+    at INFO (matplotlib's font cache, Optuna's trial lines) does not print as if it were us.
+    """
+    logger = logging.getLogger("octbench")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("octbench: %(message)s"))
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``octbench`` and ``python -m octbench``; returns the exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="octbench: %(message)s", stream=sys.stderr)
+    args.quiet = getattr(args, "quiet", False)
+    args.verbose = 0 if args.quiet else getattr(args, "verbose", 0) or 0
+    configure_logging(quiet=args.quiet, verbose=args.verbose)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         load_plugins()
@@ -190,17 +257,20 @@ def load_plugins(names: str | None = None) -> list[str]:
 
 def cmd_run(args) -> int:
     from octbench.config import load_config
-    from octbench.runner import expand_grid, run_experiment
 
     config = load_config(args.config)
     if args.dry_run:
-        specs = expand_grid(config)
-        print(f"{config.name}: {len(specs)} runs on data '{config.data.label}' "
-              f"(fingerprint {specs[0].data_fingerprint[:23]})")
-        for spec in specs:
-            print(f"  {spec.run_id}")
+        from octbench.plan import plan_experiment
+
+        plan = plan_experiment(config)
+        print(f"{config.name}: {len(plan.runs)} runs on data '{config.data.label}'")
+        for line in plan.lines():
+            print(line)
         return 0
-    summary = run_experiment(config, quiet=args.quiet)
+    from octbench.runner import run_experiment
+
+    say = (lambda line: None) if args.quiet else print
+    summary = run_experiment(config, quiet=args.quiet, say=say)
     print(
         f"{config.name}: {len(summary.completed)} trained, "
         f"{len(summary.already_complete)} already complete, {len(summary.skipped)} skipped, "
@@ -209,6 +279,8 @@ def cmd_run(args) -> int:
     )
     for run_id, error in summary.failed:
         print(f"  failed: {run_id}: {error}", file=sys.stderr)
+    if summary.completed or summary.already_complete:
+        print(f"Next: python -m octbench report {args.config}")
     return 0 if summary.ok else EXIT_FAILED
 
 
@@ -381,30 +453,20 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_list(args) -> int:
-    if args.what == "models":
-        from octbench.models import MODELS, build_model, count_parameters
+    from octbench.catalog import catalog
 
-        for name in MODELS.names():
-            params = count_parameters(build_model(name))
-            print(f"{name:<22} {params:>12,} parameters (28 px, 4 classes)  "
-                  f"{_summary(MODELS.get(name))}")
+    entries = catalog()[args.what]
+    if args.what == "models":
+        for entry in entries:
+            print(f"{entry['name']:<22} {entry['parameters']:>12,} parameters (28 px, 4 classes)"
+                  f"  {entry['summary']}")
         print("timm:<name>            any timm model, e.g. timm:efficientnet_b0 "
               "(random init, in_chans=1)")
-    elif args.what == "strategies":
-        from octbench.strategies import STRATEGIES
-
-        for name in STRATEGIES.names():
-            print(f"{name:<18} {_summary(STRATEGIES.get(name))}")
     else:
-        from octbench.data import DATASETS
-
-        for name in DATASETS.names():
-            print(f"{name:<12} {_summary(DATASETS.get(name))}")
+        width = 18 if args.what == "strategies" else 12
+        for entry in entries:
+            print(f"{entry['name']:<{width}} {entry['summary']}")
     return 0
-
-
-def _summary(fn) -> str:
-    return (fn.__doc__ or "").strip().splitlines()[0]
 
 
 def cmd_report(args) -> int:

@@ -1,20 +1,29 @@
-"""Report figures: matplotlib + seaborn, drawn on ``Figure`` objects, saved as PNG.
+"""Report and study figures: matplotlib + seaborn, drawn on ``Figure`` objects, saved as PNG.
 
 Figures are built with :class:`matplotlib.figure.Figure` rather than ``pyplot``, so drawing a
 report never switches the caller's backend (a notebook keeps its own) and leaves no global
 state behind. Each function takes plain tables and returns the written path, or None when
-there is nothing to draw.
+there is nothing to draw. :func:`draw_study` draws an Optuna study with Optuna's own matplotlib
+plots (pyplot figures, closed after saving).
+
+Must not import: octbench's other modules (report and tuning hand it plain tables or a study),
+nor optuna at module level (a report without a study never needs it).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+
+log = logging.getLogger(__name__)
 
 DPI = 130
 # Wong (2011) colour-blind-safe palette, as seaborn's "colorblind" orders it.
@@ -157,3 +166,50 @@ def throughput(frame: pd.DataFrame, title: str, path: Path) -> Path | None:
     sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), title=None, frameon=False)
     ax.set_title(title, fontsize=11)
     return save_figure(fig, path)
+
+
+def draw_study(study, out_dir: str | Path, *, metric: str = "objective",
+               synthetic: bool = False) -> list[Path]:
+    """Optimisation history, parameter importances and per-epoch curves of an Optuna study.
+
+    ``study`` is an ``optuna.Study`` (optuna is imported only here, so reports without a study
+    never need it); ``metric`` labels the value axis. Titles say "synthetic data" when told so.
+    Returns the PNGs written to ``out_dir`` (none for a study without complete trials).
+    """
+    import matplotlib.pyplot as plt
+    from optuna.trial import TrialState
+    from optuna.visualization import matplotlib as ovm
+
+    out_dir = Path(out_dir)
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return []
+    suffix = " (synthetic data)" if synthetic else ""
+    plots = {
+        "history": (lambda: ovm.plot_optimization_history(study, target_name=metric),
+                    f"Optimisation history: {study.study_name}{suffix}"),
+        "importance": (lambda: ovm.plot_param_importances(study, target_name=metric),
+                       f"Parameter importances (fANOVA): {study.study_name}{suffix}"),
+        "curves": (lambda: ovm.plot_intermediate_values(study),
+                   f"Per-epoch {metric} (running mean over seeds){suffix}"),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, (plot, title) in plots.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                axes = plot()
+            except (ValueError, RuntimeError) as error:  # e.g. importances of a 1-trial study
+                log.info("no %s figure for %s: %s", name, study.study_name, error)
+                plt.close("all")
+                continue
+        axes.set_title(title)
+        if name == "curves":
+            axes.set_ylabel(metric)
+            with contextlib.suppress(AttributeError):
+                axes.get_legend().remove()  # one entry per trial: unreadable
+        path = out_dir / f"{study.study_name}-{name}.png"
+        axes.figure.savefig(path, dpi=120, bbox_inches="tight")
+        plt.close(axes.figure)
+        written.append(path)
+    return written

@@ -8,7 +8,6 @@ a file that cannot be read gets its own error and the others are still predicted
 from __future__ import annotations
 
 import logging
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from octbench.engine import evaluate, to_input
 from octbench.errors import DataError, OctbenchError
 from octbench.metrics import compute_metrics
 from octbench.models import build_model
-from octbench.results import ResultsStore
+from octbench.results import ResultsStore, UnsafeCheckpoint, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -105,14 +104,22 @@ def load_predictor(run: str, results_dir: str | Path = "results") -> Predictor:
     """Load the selected checkpoint of a run for inference on the CPU."""
     path = find_checkpoint(run, results_dir)
     try:
-        # weights_only: a checkpoint from someone else must never run code when read.
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_checkpoint(path)
+    except UnsafeCheckpoint as error:
+        raise OctbenchError(
+            f"{error}. octbench's own best.pt files load without pickle; if this one came from "
+            "an older octbench, retrain it: delete its run folder and run `python -m octbench "
+            "run <experiment.yaml>` again (completed runs are kept).") from None
+    except OctbenchError as error:
+        raise OctbenchError(f"{error}; it is not a usable octbench checkpoint: pass the best.pt "
+                            "of a complete run.") from None
+    try:
         config = dict(state["model_config"])
         model = build_model(config.pop("name"), num_classes=len(state["class_names"]),
                             in_chans=1, img_size=state["img_size"], **config)
         model.load_state_dict(state["model"])
-    except (OSError, RuntimeError, KeyError, TypeError, EOFError, ValueError,
-            pickle.UnpicklingError) as error:
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError, AttributeError,
+            EOFError, OctbenchError) as error:
         raise OctbenchError(f"{path} is not a usable octbench checkpoint ({error}); pass the "
                             "best.pt of a complete run.") from None
     model.eval()

@@ -21,6 +21,10 @@ import io
 import json
 import logging
 import os
+
+# Only for the exception class torch raises when it refuses a file that needs pickle (a
+# weights-only load): octbench never unpickles anything.
+import pickle
 import shutil
 import socket
 from collections.abc import Iterator
@@ -125,6 +129,15 @@ class StorageError(OctbenchError):
     """The results folder cannot be written (not writable, disk full): the grid stops."""
 
 
+def unwritable(folder: Path, reason: str) -> StorageError:
+    """The error for a results folder that cannot be created or written."""
+    return StorageError(
+        f"results folder {folder} is not writable ({reason}); choose another `results_dir`, "
+        "fix its permissions or free disk space. Nothing was trained and existing results are "
+        "untouched."
+    )
+
+
 @contextmanager
 def _writing(path: Path) -> Iterator[None]:
     try:
@@ -165,7 +178,7 @@ class ResultsStore:
                 handle.flush()
                 os.fsync(handle.fileno())  # a full disk may only say so here
         except OSError as error:
-            raise self._unwritable(error.strerror or str(error)) from None
+            raise unwritable(self.root, error.strerror or str(error)) from None
         finally:
             with suppress(OSError):
                 probe.unlink(missing_ok=True)
@@ -187,27 +200,6 @@ class ResultsStore:
             if handle is not None:
                 _release(lock, handle)
 
-    def check_creatable(self) -> None:
-        """Fail early, creating nothing, when the folder surely cannot be made or written:
-        its nearest existing ancestor is a file, or not writable (:meth:`prepare` proves it).
-
-        Raises:
-            StorageError: as :meth:`prepare`.
-        """
-        existing = self.root
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if not existing.is_dir():
-            raise self._unwritable("Not a directory")
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise self._unwritable("Permission denied")
-
-    def _unwritable(self, why: str) -> StorageError:
-        return StorageError(
-            f"results folder {self.root} is not writable ({why}); choose another "
-            "`results_dir`, fix its permissions or free disk space. Nothing was trained and "
-            "existing results are untouched.")
-
     def write(self, record: RunRecord) -> Path:
         """Write (or replace) a run's record atomically."""
         path = self.run_dir(record.run_id) / self.RECORD
@@ -222,7 +214,11 @@ class ResultsStore:
             atomic_write(path, lambda handle: np.savez_compressed(handle, **arrays))
 
     def save_state(self, run_id: str, name: str, state: dict) -> None:
-        """Atomically save a torch state (checkpoint) as ``name`` in the run's folder."""
+        """Atomically save a torch state (checkpoint) as ``name`` in the run's folder.
+
+        ``state`` must hold only what a weights-only load accepts (tensors, numbers, strings,
+        None, and lists, tuples and dicts of them), so reading it back never runs code.
+        """
         import torch
 
         buffer = io.BytesIO()
@@ -232,17 +228,20 @@ class ResultsStore:
             atomic_write(path, lambda handle: handle.write(buffer.getvalue()))
 
     def load_state(self, run_id: str, name: str) -> dict | None:
-        """A saved state, or None when there is none or it cannot be read (then it is ignored)."""
-        import torch
+        """A saved state, or None when there is none or it cannot be read (then it is ignored).
 
+        A state that would need pickle (a file written by an older octbench, or crafted to run
+        code) is never unpickled: it is ignored like a damaged one and the run starts over.
+        """
         path = self.run_dir(run_id) / name
         if not path.is_file():
             return None
         try:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as error:  # e.g. a file damaged outside octbench: start over instead
-            log.warning("ignoring unreadable %s (%s); the run starts from scratch", path, error)
+            state = load_checkpoint(path)
+        except OctbenchError as error:
+            log.warning("ignoring %s (%s); the run starts from scratch", path, error)
             return None
+        return state if isinstance(state, dict) else None
 
     def remove(self, run_id: str, name: str) -> None:
         (self.run_dir(run_id) / name).unlink(missing_ok=True)
@@ -309,6 +308,36 @@ class ResultsStore:
     def predictions(self, run_id: str) -> dict[str, np.ndarray]:
         with np.load(self.run_dir(run_id) / self.PREDICTIONS) as npz:
             return {key: npz[key] for key in npz.files}
+
+
+class UnsafeCheckpoint(OctbenchError):
+    """A checkpoint that can only be read by unpickling it, which could run code it contains."""
+
+
+def load_checkpoint(path: str | Path):
+    """Read a torch checkpoint without ever running code from it (``weights_only=True``).
+
+    Raises:
+        UnsafeCheckpoint: the file needs pickle (an older octbench's resume state, or a file not
+            written by octbench); it is refused, not loaded.
+        OctbenchError: the file is missing, damaged or not a torch checkpoint.
+    """
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        try:  # names what the file would import, read without running any of it
+            needs = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)[:5])
+        except Exception:  # noqa: BLE001 - the refusal stands either way
+            needs = ""
+        raise UnsafeCheckpoint(
+            f"{path} holds Python objects that only pickle can load"
+            f"{f' ({needs})' if needs else ''}; loading it could run code it contains, so "
+            "octbench refuses it") from None
+    except (OSError, RuntimeError, EOFError, ValueError, TypeError, AttributeError,
+            IndexError, KeyError) as error:
+        raise OctbenchError(f"{path} is not a readable torch checkpoint ({error})") from None
 
 
 def nan_to_none(value):

@@ -25,10 +25,11 @@ import numpy as np
 import torch
 
 from octbench.config import Component, ExperimentConfig, TrainConfig, fingerprint
-from octbench.data import OCTData, data_fingerprint, load_dataset
+from octbench.data import OCTData, check_available, data_fingerprint, load_dataset
 from octbench.devices import check_precision, describe, resolve_device
 from octbench.engine import (
     INPUT_NORMALISATION,
+    Predictions,
     default_eval_batch,
     evaluate,
     make_optimizer,
@@ -36,9 +37,10 @@ from octbench.engine import (
     seed_everything,
     train_one_epoch,
 )
-from octbench.errors import DataError, DeviceUnavailable
+from octbench.errors import DataError, DeviceUnavailable, OctbenchError
 from octbench.metrics import METRICS, compute_metrics
 from octbench.models import build_model, count_parameters
+from octbench.plan import check_writable
 from octbench.results import (
     COMPLETE,
     FAILED,
@@ -136,7 +138,11 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
         >>> summary = run_experiment(load_config("experiments/quickstart.yaml"))  # doctest: +SKIP
     """
     store = ResultsStore(Path(config.results_dir) / config.name)
-    store.check_creatable()  # before the data are read: they may take long to fingerprint
+    # An unwritable folder fails before the data are looked at (the run ids need the data's
+    # fingerprint, which may take a while to compute), and bad or missing data before the folder
+    # is created.
+    check_writable(store.root)
+    check_available(config.data.name, **config.data.params)
     specs = expand_grid(config)
     summary = RunSummary()
     pending = []
@@ -154,8 +160,6 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
         say(f"{len(summary.already_complete)} of {len(specs)} runs already complete; "
             f"training the other {len(pending)}.")
 
-    # Bad data fail before the results folder is even created; an unwritable folder fails
-    # before any training.
     data = load_dataset(config.data.name, **config.data.params)
     check_fingerprint(data, pending[0].data_fingerprint)
     store.prepare()
@@ -276,16 +280,26 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
 
     resume = store.load_state(spec.run_id, ResultsStore.RESUME)
     if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(resume["scheduler"])
-        if scaler is not None:
-            scaler.load_state_dict(resume["scaler"])
-        order_rng.set_state(resume["order_rng"])
-        _set_rng_state(resume["rng"])
-        state = resume["state"]
-        log.info("resuming %s after epoch %d", spec.run_id, state["epoch"])
+        try:
+            model.load_state_dict(resume["model"])
+            optimizer.load_state_dict(resume["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(resume["scheduler"])
+            if scaler is not None:
+                scaler.load_state_dict(resume["scaler"])
+            order_rng.set_state(resume["order_rng"])
+            _set_rng_state(resume["rng"])
+            state = resume["state"]
+            epoch = int(state["epoch"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
+            # Half-applied, the model is no longer a clean start: drop the file and fail this
+            # attempt; the rerun trains from scratch.
+            store.remove(spec.run_id, ResultsStore.RESUME)
+            raise OctbenchError(
+                f"{store.run_dir(spec.run_id) / ResultsStore.RESUME} does not fit this run "
+                f"({type(error).__name__}: {error}); it was removed, rerun to train this run "
+                "from scratch") from None
+        log.info("resuming %s after epoch %d", spec.run_id, epoch)
 
     from tqdm.auto import tqdm
 
@@ -323,7 +337,11 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
             value > state["best_value"] if direction == "max" else value < state["best_value"])
         if improved:
             state.update(best=copy.deepcopy(model.state_dict()), best_epoch=epoch + 1,
-                         best_value=value, stale=0, best_val=(val_pred, val_metrics))
+                         best_value=value, stale=0,
+                         # tensors, not a Predictions object: a resume state loads weights-only
+                         best_val=({"scores": torch.from_numpy(val_pred.scores),
+                                    "labels": torch.from_numpy(val_pred.labels)},
+                                   val_metrics))
         else:
             state["stale"] += 1
         state["epoch"] = epoch + 1
@@ -340,7 +358,8 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
         })
 
     model.load_state_dict(state["best"])
-    val_pred, val_metrics = state["best_val"]
+    best_val, val_metrics = state["best_val"]
+    val_pred = Predictions(scores=best_val["scores"].numpy(), labels=best_val["labels"].numpy())
     arrays = {"val_scores": val_pred.scores.astype(np.float32), "val_labels": val_pred.labels}
     metrics = {"val": val_metrics}
     eval_seconds = sum(h["val_seconds"] for h in state["history"])
@@ -407,7 +426,13 @@ _DEVICE_CACHE: dict = {}
 
 
 def _get_rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+    # Only tensors, numbers and tuples, so that resume.pt loads with weights_only=True.
+    bit_generator, key, pos, has_gauss, cached_gaussian = np.random.get_state()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"bit_generator": bit_generator,
+                       "key": torch.from_numpy(key.astype(np.int64)),
+                       "pos": int(pos), "has_gauss": int(has_gauss),
+                       "cached_gaussian": float(cached_gaussian)},
              "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -418,7 +443,10 @@ def _get_rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    numpy_state = state["numpy"]
+    np.random.set_state((numpy_state["bit_generator"], numpy_state["key"].numpy().astype(np.uint32),
+                         numpy_state["pos"], numpy_state["has_gauss"],
+                         numpy_state["cached_gaussian"]))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -54,7 +54,7 @@ def outcome(root: Path) -> dict[str, dict]:
             with np.load(path.parent / "predictions.npz") as npz:
                 entry["predictions"] = {k: (npz[k].dtype.str, npz[k].shape, npz[k].tobytes())
                                         for k in npz.files}
-            best = torch.load(path.parent / "best.pt", map_location="cpu", weights_only=False)
+            best = torch.load(path.parent / "best.pt", map_location="cpu", weights_only=True)
             entry["weights"] = {k: hashlib.sha256(v.numpy().tobytes()).hexdigest()
                                 for k, v in best["model"].items()}
         found[record["run_id"]] = entry

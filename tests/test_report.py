@@ -125,7 +125,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
 @pytest.fixture
 def no_figures(monkeypatch: pytest.MonkeyPatch) -> None:
     """Skip drawing (about a second per report) where a test reads only the text."""
-    monkeypatch.setattr(report, "_make_figures", lambda *args, **kwargs: [])
+    monkeypatch.setattr("octbench.report.build._make_figures", lambda *args, **kwargs: [])
 
 
 def build(folder: Path, tmp_path: Path, **kwargs) -> str:

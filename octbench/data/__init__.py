@@ -257,6 +257,25 @@ def data_fingerprint(name: str, **params) -> str:
 def cache_root() -> Path:
     """Where derived data are cached: ``$OCTBENCH_CACHE`` or ``~/.cache/octbench``."""
     return Path(os.environ.get("OCTBENCH_CACHE", "~/.cache/octbench")).expanduser()
+#: Cheap checks that a dataset can be loaded, by registry name: ``check(**params) -> str`` returns
+#: where the data will come from, or raises the DataError that loading would raise. They read no
+#: images, so ``run --dry-run`` can call them, and ``run`` before it creates a results folder.
+AVAILABILITY_CHECKS: dict[str, Callable[..., str]] = {}
+
+
+def check_available(name: str, **params) -> str:
+    """Say where dataset ``name`` will come from, without loading it.
+
+    Raises:
+        DataError: the data cannot be loaded (e.g. OCTMNIST offline), with the fix.
+
+    Example:
+        >>> check_available("npz", path="no/such.npz")
+        Traceback (most recent call last):
+        octbench.errors.DataError: data file no/such.npz does not exist; check `data.path` ...
+    """
+    check = AVAILABILITY_CHECKS.get(name)
+    return check(**params) if check else f"dataset '{name}' (checked when it is loaded)"
 
 
 def load_dataset(name: str, **params) -> OCTData:

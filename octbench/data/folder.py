@@ -18,7 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from octbench.data import DATASETS, SPLITS, OCTData, cache_root, fingerprinter, from_arrays
+from octbench.data import (
+    AVAILABILITY_CHECKS,
+    DATASETS,
+    SPLITS,
+    OCTData,
+    cache_root,
+    fingerprinter,
+    from_arrays,
+)
 from octbench.data.npz import read_npz
 from octbench.data.preprocess import load_scan
 from octbench.errors import DataError
@@ -77,6 +85,16 @@ def list_images(root: str | Path) -> dict[str, dict[str, list[Path]]]:
                             f"train/ does not ({', '.join(train_classes)}); add their training "
                             "scans or remove them.")
     return layout
+
+
+def _folder_available(*, path: str, **_) -> str:
+    layout = list_images(path)
+    count = sum(len(files) for split in layout.values() for files in split.values())
+    return (f"image folder {path}: {count:,} scans of {len(layout['train'])} classes "
+            f"({', '.join(layout['train'])})")
+
+
+AVAILABILITY_CHECKS["folder"] = _folder_available
 
 
 @fingerprinter("folder")

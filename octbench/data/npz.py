@@ -9,15 +9,20 @@ from pathlib import Path
 
 import numpy as np
 
-from octbench.data import DATASETS, OCT_CLASSES, OCTData, fingerprinter, from_arrays
+from octbench.data import (
+    AVAILABILITY_CHECKS,
+    DATASETS,
+    OCT_CLASSES,
+    OCTData,
+    fingerprinter,
+    from_arrays,
+)
 from octbench.errors import DataError
 
 
 def read_npz(path: str | Path) -> dict[str, np.ndarray]:
     """Read every array of an ``.npz`` file, turning I/O and format failures into DataError."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise DataError(f"data file {path} does not exist; check `data.path` in your YAML.")
+    path = _existing(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
@@ -67,6 +72,18 @@ def _hash_file(path: str, size: int, mtime_ns: int, inode: int) -> str:
 def npz_fingerprint(*, path: str, **_) -> str:
     """The npz file's SHA-256 (the bytes, so rewriting equal arrays compressed differs)."""
     return file_fingerprint(path)
+def _existing(path: str | Path) -> Path:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"data file {path} does not exist; check `data.path` in your YAML.")
+    return path
+
+
+def _npz_available(*, path: str, **_) -> str:
+    return f"{_existing(path)} (validated when it is loaded)"
+
+
+AVAILABILITY_CHECKS["npz"] = _npz_available
 
 
 @DATASETS.register

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from octbench.data import DATASETS, OCT_CLASSES, OCTData, fingerprinter, from_arrays
+from octbench.data import (
+    AVAILABILITY_CHECKS,
+    DATASETS,
+    OCT_CLASSES,
+    OCTData,
+    fingerprinter,
+    from_arrays,
+)
 from octbench.data.npz import read_npz
 from octbench.errors import DataError
 from octbench.registry import OneOf
@@ -50,6 +57,17 @@ def _missing_message(path: Path, url: str, md5: str, why: str) -> str:
 def octmnist_fingerprint(*, size: int = 28, **_) -> str:
     """OCTMNIST's published MD5 at ``size`` px: the loader refuses any file that does not match."""
     return f"md5:{octmnist_file(size, None)[2]}"
+def _octmnist_available(*, size: int = 28, root: str | None = None, download: bool = False,
+                        **_) -> str:
+    path, url, md5 = octmnist_file(size, root)
+    if path.is_file():
+        return f"OCTMNIST at {path}"
+    if download:
+        return f"OCTMNIST, downloaded from {url} to {path} when the run starts"
+    raise DataError(_missing_message(path, url, md5, f"{path} does not exist"))
+
+
+AVAILABILITY_CHECKS["octmnist"] = _octmnist_available
 
 
 @DATASETS.register(size=OneOf(SIZES))

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from octbench.data import (
+    AVAILABILITY_CHECKS,
     DATASETS,
     OCT_CLASSES,
     SPLITS,
@@ -94,6 +95,23 @@ def synthetic_fingerprint(*, size: int = 28, scale: float = 1.0, test_scale: flo
     return f"synthetic-v{GENERATOR_VERSION}:{_generator_key(params)}"
 
 
+def cached_file(*, size: int = 28, **params) -> Path:
+    """The cache file of the synthetic set with these parameters (it may not exist yet)."""
+    params = {"size": size, "scale": 1.0, "test_scale": 1.0, "seed": 0, "difficulty": 1.0,
+              "label_noise": 0.0, **{k: v for k, v in params.items() if k != "cache"}}
+    return cache_dir() / f"synthetic-{size}px-{_generator_key(params)[:16]}.npz"
+
+
+def _synthetic_available(**params) -> str:
+    path = cached_file(**params)
+    if params.get("cache", True) and path.is_file():
+        return f"synthetic OCT data, cached at {path}"
+    return "synthetic OCT data, generated when the run starts (then cached)"
+
+
+AVAILABILITY_CHECKS["synthetic"] = _synthetic_available
+
+
 @DATASETS.register(
     size=OneOf((28, 64, 128, 224)),
     scale=Interval(0, 1, low_open=True),
@@ -119,8 +137,7 @@ def synthetic(
     """
     params = dict(size=size, scale=scale, test_scale=test_scale, seed=seed,
                   difficulty=difficulty, label_noise=label_noise)
-    key = _generator_key(params)[:16]
-    path = cache_dir() / f"synthetic-{size}px-{key}.npz"
+    path = cached_file(**params)
     if cache and path.is_file():
         arrays = read_npz(path)
     else:

@@ -1,0 +1,78 @@
+"""Dotted config paths: set ``{"train.lr": 0.01}`` in an experiment's plain data.
+
+Owns the path syntax (``section.key``, with ``models.0`` / ``strategies.0`` as aliases of
+``model`` / ``strategy``), setting a value at a path, and :class:`PathError` for a path that goes
+below a value. Tuning's ``search:`` applies its sampled values with it; a grid section that
+varies any setting can apply its values the same way, then validate the result with
+:func:`octbench.config.parse_config`.
+
+Must not import: the rest of octbench (config, tuning and runner import this module), nor any
+third-party package.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+#: Path prefixes that name the one model / strategy of a single-cell experiment.
+ALIASES = {"models.0": "model", "strategies.0": "strategy"}
+
+
+class PathError(ValueError):
+    """A dotted path that goes below a value (``train.lr.x`` when ``train.lr`` is a number)."""
+
+
+def canonical_path(path: str) -> str:
+    """The canonical spelling of a dotted path: ``models.0.<param>`` becomes ``model.<param>``.
+
+    Example:
+        >>> canonical_path("models.0.width"), canonical_path("train.lr")
+        ('model.width', 'train.lr')
+    """
+    for alias, name in ALIASES.items():
+        if path == alias or path.startswith(alias + "."):
+            return name + path[len(alias):]
+    return path
+
+
+def set_path(raw: dict, path: str, value: Any) -> None:
+    """Set ``value`` at the dotted ``path`` of ``raw`` in place, creating missing sections.
+
+    Raises:
+        PathError: if a prefix of ``path`` holds a value rather than a section.
+
+    Example:
+        >>> raw = {"train": {"epochs": 2}}
+        >>> set_path(raw, "train.lr", 0.01); raw
+        {'train': {'epochs': 2, 'lr': 0.01}}
+        >>> set_path(raw, "train.lr.x", 1)  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        ...
+        PathError: train.lr is a value, not a section; no path goes below it.
+    """
+    parts = path.split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise PathError(f"{'.'.join(parts[:i + 1])} is a value, not a section; "
+                            "no path goes below it.")
+    node[parts[-1]] = value
+
+
+def apply_paths(raw: Mapping, values: Mapping[str, Any]) -> dict:
+    """A deep copy of ``raw`` with each ``{dotted.path: value}`` of ``values`` set.
+
+    Raises:
+        PathError: if a path goes below a value; the message names the offending prefix.
+
+    Example:
+        >>> apply_paths({"data": {"name": "synthetic"}}, {"data.size": 64, "train.lr": 0.01})
+        {'data': {'name': 'synthetic', 'size': 64}, 'train': {'lr': 0.01}}
+    """
+    out = copy.deepcopy(dict(raw))
+    for path, value in values.items():
+        set_path(out, path, value)
+    return out

@@ -1,0 +1,149 @@
+"""What ``run`` would do, without doing it: ``run --dry-run``.
+
+Checks that the data can be loaded and the results folder written (creating nothing), lists which
+runs are complete, and estimates the training time of the others from past records of the same
+model, data, device and batch settings found anywhere under the results folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from octbench.config import ExperimentConfig
+
+#: Past records read for an estimate, at most (a huge results tree must not make a dry run slow).
+MAX_RECORDS = 5000
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of the grid: its id, whether it is complete, and its estimated training time."""
+
+    run_id: str
+    complete: bool
+    estimate_seconds: float | None  # None: no past record to estimate from
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The answer of a dry run."""
+
+    data: str
+    results: str
+    runs: list[PlannedRun]
+
+    @property
+    def pending(self) -> list[PlannedRun]:
+        return [run for run in self.runs if not run.complete]
+
+    def lines(self) -> list[str]:
+        """The dry run's printout, one line per run and a total."""
+        pending = self.pending
+        out = [f"data: {self.data}", f"results: {self.results}"]
+        for run in self.runs:
+            if run.complete:
+                out.append(f"  done  {run.run_id}")
+            else:
+                guess = ("" if run.estimate_seconds is None
+                         else f"  ~{format_duration(run.estimate_seconds)}")
+                out.append(f"  to do {run.run_id}{guess}")
+        known = [run.estimate_seconds for run in pending if run.estimate_seconds is not None]
+        total = f"{len(self.runs) - len(pending)} of {len(self.runs)} runs complete"
+        if not pending:
+            out.append(f"{total}; nothing to train.")
+        elif not known:
+            out.append(f"{total}; no past runs of these models on this data and device, so no "
+                       "time estimate yet (the first finished run gives one).")
+        else:
+            unknown = len(pending) - len(known)
+            out.append(f"{total}; estimated training time of the {len(known)} run(s) with past "
+                       f"records: ~{format_duration(sum(known))} (up to, without early stopping)"
+                       + (f"; {unknown} run(s) without one" if unknown else "") + ".")
+        return out
+
+
+def plan_experiment(config: ExperimentConfig) -> Plan:
+    """Check data and results folder and estimate the grid's time; create nothing.
+
+    Raises:
+        DataError: the data cannot be loaded (the same message as the real run).
+        StorageError: the results folder cannot be written.
+    """
+    from octbench.data import check_available
+    from octbench.results import ResultsStore
+    from octbench.runner import expand_grid
+
+    data = check_available(config.data.name, **config.data.params)
+    store = ResultsStore(Path(config.results_dir) / config.name)
+    results = check_writable(store.root)
+    past = past_epoch_seconds(Path(config.results_dir))
+    runs = []
+    specs = expand_grid(config)
+    data += f"; content fingerprint {specs[0].data_fingerprint}"
+    for spec in specs:
+        per_epoch = past.get(_timing_key(spec.config()))
+        estimate = None if per_epoch is None else per_epoch * spec.train.epochs
+        runs.append(PlannedRun(spec.run_id, store.is_complete(spec.run_id), estimate))
+    return Plan(data, results, runs)
+
+
+def check_writable(folder: Path) -> str:
+    """Say whether ``folder`` exists or would be created, creating nothing.
+
+    Raises:
+        StorageError: the folder, or the nearest existing folder above it, cannot be written.
+    """
+    from octbench.results import unwritable
+
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise unwritable(folder, "Not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise unwritable(folder, "Permission denied")
+    return str(folder) if existing == folder else f"{folder} (created when the run starts)"
+
+
+def past_epoch_seconds(results_dir: Path) -> dict[str, float]:
+    """Median training seconds per epoch of complete past runs, by :func:`_timing_key`."""
+    seen: dict[str, list[float]] = {}
+    for count, path in enumerate(results_dir.glob("*/*/record.json")):
+        if count >= MAX_RECORDS:
+            break
+        try:
+            record = json.loads(path.read_text())
+            per_epoch = float(record["timing"]["seconds_per_epoch"])
+            key = _timing_key(record["config"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # unreadable or incomplete records give no estimate, and no error here
+        if record.get("status") == "complete" and per_epoch > 0:
+            seen.setdefault(key, []).append(per_epoch)
+    return {key: statistics.median(values) for key, values in seen.items()}
+
+
+def _timing_key(config: dict) -> str:
+    """What decides the time of an epoch: model, data, device, batch size and precision."""
+    train = config.get("train", {})
+    return json.dumps([config.get("model"), config.get("data"), config.get("device"),
+                       train.get("batch_size"), train.get("precision"),
+                       train.get("compile"), train.get("channels_last")], sort_keys=True)
+
+
+def format_duration(seconds: float) -> str:
+    """``42 s``, ``3 min 5 s``, ``2 h 10 min``."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s" if minutes < 10 and seconds else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+__all__ = ["Plan", "PlannedRun", "check_writable", "format_duration", "plan_experiment"]

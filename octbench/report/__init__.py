@@ -1,0 +1,44 @@
+"""Reports: what the stored runs say, without over-claiming.
+
+:func:`build_report` turns an experiment's run records into ``reports/<experiment>/report.md``
+with figures (:mod:`octbench.figures`), or (``formats=("csv",)``) into a tidy CSV of all runs
+plus the test predictions in the medmnist Evaluator format. Every table number is recomputed
+from the stored test predictions, so tables, intervals, tests and exports agree:
+
+* mean ± std over seeds, and a 95% bootstrap interval over the test items, pooled over seeds;
+* the difference of each strategy to the baseline strategy, with a paired bootstrap test over
+  the test items, Holm-adjusted over the comparisons of each metric;
+* per-class recall and F1, device throughput and CPU parity.
+
+A report never raises on thin data (no runs, failed runs, one seed, NaN metrics): what cannot
+be computed reads "n/a", and a warning in the report says why.
+
+Modules: :mod:`~octbench.report.collect` (records -> :class:`ReportData`),
+:mod:`~octbench.report.tables` (main, comparison, per-class and device tables as DataFrames),
+:mod:`~octbench.report.markdown` (the sections of ``report.md``), :mod:`~octbench.report.export`
+(``runs.csv``, medmnist files), :mod:`~octbench.report.build` (:func:`build_report`, figures)
+and :mod:`~octbench.report.summary` (the terminal summary). The report must not import tuning or
+optuna at module level: it finds a study by its files.
+"""
+
+from octbench.report.build import build_report, find_study
+from octbench.report.collect import ReportData, Run, collect, load_records, resolve_source
+from octbench.report.export import export_medmnist, runs_frame
+from octbench.report.markdown import md_escape, render_markdown
+from octbench.report.summary import print_summary, summary_table
+from octbench.report.tables import (
+    CI_METRICS,
+    COMPARE_METRICS,
+    TABLE_METRICS,
+    compare_to_baseline,
+    device_table,
+    main_table,
+    per_class_table,
+)
+
+__all__ = [
+    "CI_METRICS", "COMPARE_METRICS", "TABLE_METRICS", "ReportData", "Run", "build_report",
+    "collect", "compare_to_baseline", "device_table", "export_medmnist", "find_study",
+    "load_records", "main_table", "md_escape", "per_class_table", "print_summary",
+    "render_markdown", "resolve_source", "runs_frame", "summary_table",
+]

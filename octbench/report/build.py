@@ -1,0 +1,200 @@
+"""The entry point: :func:`build_report` writes ``reports/<experiment>/`` (markdown, figures, CSV).
+
+Owns the order of a report (collect, tables, figures, markdown, exports), the figures' data
+frames, and finding a tuning study by its files (``study.json``, ``study.db``, ``journal.log``);
+its figures come from ``octbench.tuning.study_figures``, imported only when a study exists.
+
+Must not import at module level: tuning or optuna (a report stands without them), the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from octbench.errors import OctbenchError
+from octbench.fileio import atomic_write_text
+from octbench.report.collect import GroupKey, ReportData, _groups, _number, collect
+from octbench.report.export import export_medmnist, runs_frame
+from octbench.report.markdown import render_markdown
+from octbench.report.tables import compare_to_baseline, device_table, main_table, per_class_table
+
+
+def build_report(source: str | Path, out: str | Path = "reports", *,
+                 formats: Sequence[str] = ("md",), baseline: str | None = None,
+                 n_resamples: int = 2000, study: str | Path | None = None) -> list[Path]:
+    """Write the report of an experiment to ``<out>/<experiment>/``.
+
+    Args:
+        source: experiment YAML or results folder.
+        out: the reports folder.
+        formats: ``"md"`` for ``report.md`` and ``figures/*.png``; ``"csv"`` for ``runs.csv``
+            and the medmnist Evaluator files in ``medmnist/``.
+        baseline: strategy to compare with (default: the YAML's, else ``none``).
+        n_resamples: bootstrap resamples of the intervals and tests.
+        study: an Optuna study folder whose figures to include (default: :func:`find_study`).
+
+    Returns:
+        The paths written (report, CSV, exported files); figures are listed in the report.
+
+    Raises:
+        OctbenchError: if the source does not exist or an option is out of range.
+
+    Example:
+        >>> build_report("experiments/quickstart.yaml")  # doctest: +SKIP
+        [PosixPath('reports/quickstart/report.md')]
+    """
+    unknown = set(formats) - {"md", "csv"}
+    if unknown or not formats:
+        raise OctbenchError(f"report formats must be among md, csv. Got {sorted(formats)!r}.")
+    if not isinstance(n_resamples, int) or n_resamples < 100:
+        raise OctbenchError(f"the number of bootstrap resamples must be an int >= 100. Got "
+                            f"{n_resamples!r} instead; 2000 is a good default.")
+    data = collect(source, baseline=baseline)
+    folder = Path(out) / data.name
+    written = []
+    if "csv" in formats:
+        path = folder / "runs.csv"
+        atomic_write_text(path, runs_frame(data).to_csv(index=False))
+        written += [path, *export_medmnist(data, folder / "medmnist", data.warnings)]
+    if "md" in formats:
+        comparisons = compare_to_baseline(data, n_resamples=n_resamples)
+        table = main_table(data, n_resamples=n_resamples, comparisons=comparisons)
+        per_class = per_class_table(data)
+        devices = device_table(data)
+        figure_dir = folder / "figures"
+        figure_dir.mkdir(parents=True, exist_ok=True)
+        for old in figure_dir.glob("*.png"):  # a figure of a previous report must not linger
+            old.unlink()
+        figures = (_make_figures(data, table, devices, figure_dir, data.warnings)
+                   if data.runs else [])
+        tuning = _study_figures(study, data, figure_dir)
+        text = render_markdown(data, table=table, comparisons=comparisons,
+                               per_class=per_class, devices=devices, figures=figures,
+                               n_resamples=n_resamples, study_figures=tuning)
+        path = folder / "report.md"
+        atomic_write_text(path, text)
+        written.insert(0, path)
+    return written
+
+
+def find_study(data: ReportData) -> Path | None:
+    """The Optuna study folder of a report: the results folder itself, or for ``<study>-best``
+    (the experiment ``octbench tune`` writes) the sibling ``<study>``; None when neither is one.
+    """
+    candidates = [data.folder]
+    if data.folder.name.endswith("-best"):
+        candidates.append(data.folder.with_name(data.folder.name.removesuffix("-best")))
+    return next((c for c in candidates if _is_study(c)), None)
+
+
+def _is_study(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in ("study.json", "study.db", "journal.log"))
+
+
+def _study_figures(study: str | Path | None, data: ReportData, figure_dir: Path) -> list[Path]:
+    """Tuning figures from ``octbench.tuning.study_figures`` when it and a study exist."""
+    import importlib
+
+    folder = Path(study) if study is not None else find_study(data)
+    if folder is None:
+        return []
+    if not _is_study(folder):
+        data.warnings.append(f"no Optuna study (study.json, study.db or journal.log) in {folder}")
+        return []
+    try:
+        draw = importlib.import_module("octbench.tuning").study_figures
+    except (ImportError, AttributeError):
+        return []  # tuning is optional: the report stands without its figures
+    try:
+        return [Path(p) for p in draw(folder, figure_dir)]
+    except Exception as error:  # the tuning figures are extra: the report goes on without them
+        data.warnings.append(f"tuning figures of {folder} could not be drawn: "
+                             f"{type(error).__name__}: {error}")
+        return []
+
+
+def _make_figures(data: ReportData, table: pd.DataFrame, devices: pd.DataFrame,
+                  folder: Path, warnings: list[str]) -> list[tuple[Path, str]]:
+    from octbench import figures
+
+    size = data.dataset.get("size", "?")
+    prefix = "SYNTHETIC DATA (not OCTMNIST) — " if data.synthetic else ""
+    name = "OCTMNIST" if data.real_octmnist_size else data.dataset.get("name", "?")
+    dataset = f"{size} px" if data.synthetic else f"{name}, {size} px"
+    source = f"test split, {dataset}"
+    groups = _groups(data.runs)
+    multi_model = len({k[0] for k in groups}) > 1
+    multi_setup = len({k[2] for k in groups}) > 1
+
+    def label(key: GroupKey) -> str:
+        model, strategy, setup = key
+        parts = ([model] if multi_model else []) + [strategy] + ([setup] if multi_setup else [])
+        return " / ".join(parts)
+
+    made = []
+    panels = []
+    for key, runs in groups.items():
+        # Choose on validation macro-F1: picking the best *test* run would flatter every matrix.
+        best = max(runs, key=lambda r: _number(
+            (r.record.metrics.get("val") or {}).get("macro_f1", -1.0)) or -1.0)
+        confusion = best.test.get("confusion")
+        if confusion is not None:
+            panels.append((f"{label(key)}\nseed {best.record.seed}", np.asarray(confusion)))
+    jobs = [
+        ("confusion.png", lambda p: figures.confusion_grid(
+            panels, data.class_names, f"{prefix}Normalised confusion matrices ({source})", p),
+         "Row-normalised test confusion matrices (each row sums to 1, so the diagonal is "
+         "per-class recall), for the seed with the best validation macro-F1 of each "
+         "strategy."),
+        ("training_curves.png", lambda p: figures.training_curves(
+            _curves(data, label), f"{prefix}Training curves ({dataset})", p),
+         "Training loss and validation macro-F1 per epoch: mean over seeds, the band spans the "
+         "seeds' minimum to maximum."),
+        ("macro_f1_ci.png", lambda p: figures.interval_plot(
+            _interval_frame(table, label, data.baseline), "Macro-F1 (test)",
+            f"{prefix}Macro-F1 with 95% bootstrap CI ({source})", p),
+         "Test macro-F1 per strategy: mean over seeds (diamond) with its 95% bootstrap "
+         "interval, and each seed (dots). The dashed line marks the baseline's mean."),
+        ("throughput.png", lambda p: figures.throughput(
+            _throughput_frame(devices), "Throughput per device", p),
+         "Training and evaluation throughput (images per second) per model and device; "
+         "higher is faster."),
+    ]
+    for name, draw, caption in jobs:
+        try:
+            path = draw(folder / name)
+        except Exception as error:  # a figure must never cost the whole report
+            warnings.append(f"figure {name} could not be drawn: {type(error).__name__}: {error}")
+            continue
+        if path is not None:
+            made.append((path, caption))
+    return made
+
+
+def _curves(data: ReportData, label: Callable[[GroupKey], str]) -> pd.DataFrame:
+    rows = [{"label": label(run.key), "seed": run.record.seed, "epoch": h.get("epoch"),
+             "train_loss": _number(h.get("train_loss")),
+             "val_macro_f1": _number(h.get("val_macro_f1"))}
+            for run in data.runs for h in run.record.history]
+    return pd.DataFrame(rows, columns=["label", "seed", "epoch", "train_loss", "val_macro_f1"])
+
+
+def _interval_frame(table: pd.DataFrame, label: Callable[[GroupKey], str],
+                    baseline: str | None) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "label": label((r.model, r.strategy, r.setup)), "mean": r.macro_f1_mean,
+        "low": r.macro_f1_low, "high": r.macro_f1_high, "values": r.macro_f1_values,
+        "baseline": r.strategy == baseline} for r in table.itertuples()])
+
+
+def _throughput_frame(devices: pd.DataFrame) -> pd.DataFrame:
+    if devices.empty:
+        return devices
+    label = devices.model + "\n" + devices.device + " " + devices.precision + " · " + (
+        devices.hardware.str.slice(0, 40))
+    return pd.DataFrame({"label": label, "train": devices.train_images_per_s,
+                         "eval": devices.eval_images_per_s})

@@ -1,0 +1,239 @@
+"""Records -> :class:`ReportData`: the runs a report is made from, with their test predictions.
+
+Owns finding the records of an experiment (YAML or results folder), keeping the comparable ones,
+reading each complete run's stored test predictions (recomputing its metrics), and grouping
+runs by (model, strategy, setup).
+
+Must not import: the other report modules (they import this one), tuning, or the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from octbench.errors import OctbenchError
+from octbench.metrics import METRICS, compute_metrics
+from octbench.results import COMPLETE, ResultsStore, RunRecord
+
+DEFAULT_CLASSES = ("CNV", "DME", "DRUSEN", "NORMAL")
+OCTMNIST_TEST = [250, 250, 250, 250]  # the official, balanced test split
+
+GroupKey = tuple[str, str, str]  # (model, strategy, setup)
+
+
+
+def resolve_source(source: str | Path) -> tuple[str, Path, set[str] | None]:
+    """Turn an experiment YAML or a results folder into (name, folder, run ids or None).
+
+    From a YAML only the runs of its current grid are reported (a changed config gets new run
+    ids); from a folder every record in it is.
+    """
+    source = Path(source)
+    if source.suffix in (".yaml", ".yml"):
+        from octbench.config import load_config
+        from octbench.runner import expand_grid
+
+        config = load_config(source)
+        folder = Path(config.results_dir) / config.name
+        return config.name, folder, {spec.run_id for spec in expand_grid(config)}
+    if source.is_dir():
+        return source.name, source, None
+    raise OctbenchError(f"{source} is neither an experiment YAML nor a results folder; "
+                        "pass e.g. experiments/quickstart.yaml or results/quickstart.")
+
+
+def load_records(source: str | Path, warnings: list[str] | None = None
+                 ) -> tuple[str, Path, list[RunRecord]]:
+    """The records a report is made from (runs of tuning trials excluded)."""
+    name, folder, run_ids = resolve_source(source)
+    records = [r for r in ResultsStore(folder).records(warn=warnings) if r.kind == "run"
+               and (run_ids is None or r.run_id in run_ids)]
+    return name, folder, records
+
+
+@dataclass(frozen=True)
+class Run:
+    """A complete run with its test metrics (recomputed from its predictions when stored).
+
+    Attributes:
+        record: the stored record.
+        test: scalar test metrics (NaN where undefined), ``per_class`` and ``confusion``.
+        labels: test labels ``(N,)`` from ``predictions.npz``, or None when not stored.
+        scores: test scores ``(N, K)``, or None.
+    """
+
+    record: RunRecord
+    test: dict
+    labels: np.ndarray | None = None
+    scores: np.ndarray | None = None
+
+    @property
+    def key(self) -> GroupKey:
+        return (self.record.model, self.record.strategy, setup_label(self.record))
+
+    @property
+    def preds(self) -> np.ndarray | None:
+        return None if self.scores is None else self.scores.argmax(axis=1)
+
+
+@dataclass
+class ReportData:
+    """Everything a report is made from.
+
+    Attributes:
+        name: the experiment's name.
+        folder: its results folder.
+        records: every run record of the report (any status).
+        runs: the complete runs, in grid order.
+        baseline: the strategy the others are compared with.
+        expected: number of runs in the YAML's grid (None when reporting a folder).
+        strategy_order: strategies in display order.
+        warnings: problems a reader must see (unreadable records, missing predictions, ...).
+    """
+
+    name: str
+    folder: Path
+    records: list[RunRecord]
+    runs: list[Run]
+    baseline: str | None
+    expected: int | None = None
+    strategy_order: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def dataset(self) -> dict:
+        """The dataset description of the first record that has one."""
+        return next((r.dataset for r in self.records if r.dataset), {})
+
+    @property
+    def synthetic(self) -> bool:
+        return any(r.synthetic for r in self.records)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.dataset.get("class_names") or DEFAULT_CLASSES)
+
+    @property
+    def dataset_label(self) -> str:
+        labels = sorted({dataset_label(r) for r in self.records if r.dataset})
+        return "; ".join(labels) if labels else "unknown dataset"
+
+    @property
+    def real_octmnist_size(self) -> int | None:
+        """The image size when every record is real OCTMNIST at one size, else None.
+
+        The test split must be the official one (250 per class, when the records say).
+        """
+        sizes = {r.dataset.get("size") for r in self.records}
+        names = {r.dataset.get("name") for r in self.records}
+        test = (self.dataset.get("class_counts") or {}).get("test", OCTMNIST_TEST)
+        if (self.records and names == {"octmnist"} and not self.synthetic and len(sizes) == 1
+                and list(test) == OCTMNIST_TEST):
+            return sizes.pop()
+        return None
+
+
+def collect(source: str | Path, *, baseline: str | None = None) -> ReportData:
+    """Load the records of ``source`` and the test predictions of its complete runs.
+
+    Args:
+        source: an experiment YAML (only its grid's runs) or a results folder (all runs).
+        baseline: the strategy to compare with; default the YAML's ``report.baseline``, else
+            ``none`` when present, else the first strategy.
+
+    Raises:
+        OctbenchError: if ``source`` is neither a YAML nor a folder.
+    """
+    warnings: list[str] = []
+    source = Path(source)
+    name, folder, run_ids = resolve_source(source)
+    order: list[str] = []
+    if run_ids is not None:
+        from octbench.config import load_config
+
+        config = load_config(source)
+        order = [s.label for s in config.strategies]
+        baseline = baseline or config.report.baseline
+    store = ResultsStore(folder)
+    records = [r for r in store.records(warn=warnings) if r.kind == "run"
+               and (run_ids is None or r.run_id in run_ids)]
+    for strategy in sorted({r.strategy for r in records} - set(order)):
+        order.append(strategy)
+    if baseline is None:
+        baseline = "none" if "none" in order else (order[0] if order else None)
+    if len({json.dumps(_comparable(r.dataset), sort_keys=True) for r in records}) > 1:
+        warnings.append("the runs were made on different datasets "
+                        f"({', '.join(sorted({dataset_label(r) for r in records}))}); "
+                        "their numbers are not comparable")
+    class_names = next((tuple(r.dataset["class_names"]) for r in records
+                        if r.dataset.get("class_names")), DEFAULT_CLASSES)
+    runs = [_load_run(store, r, class_names, warnings) for r in records if r.status == COMPLETE]
+    rank = {s: i for i, s in enumerate(order)}
+    runs.sort(key=lambda run: (run.record.model, rank.get(run.record.strategy, len(rank)),
+                               setup_label(run.record), run.record.seed))
+    if baseline is not None and runs and baseline not in {r.record.strategy for r in runs}:
+        warnings.append(f"the baseline strategy '{baseline}' has no complete run; differences "
+                        "to it cannot be computed (choose another with --baseline)")
+    return ReportData(name, folder, records, runs, baseline,
+                      len(run_ids) if run_ids is not None else None, order, warnings)
+
+
+def _comparable(dataset: dict) -> dict:
+    # The resolved path of a file differs between machines; name, size and counts do not.
+    return {k: v for k, v in dataset.items() if k != "source"}
+
+
+def _load_run(store: ResultsStore, record: RunRecord, class_names: Sequence[str],
+              warnings: list[str]) -> Run:
+    saved = (record.metrics or {}).get("test") or {}
+    stored = {k: _number(saved.get(k)) for k in METRICS}  # every key, NaN when missing
+    stored["per_class"] = saved.get("per_class") or {}
+    stored["confusion"] = saved.get("confusion")
+    try:
+        arrays = store.predictions(record.run_id)
+        labels = np.asarray(arrays["test_labels"]).reshape(-1).astype(np.int64)
+        scores = np.asarray(arrays["test_scores"], dtype=np.float64)
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        warnings.append(f"run {record.run_id}: no readable test predictions ({error}); its "
+                        "stored metrics are shown, without intervals or tests")
+        return Run(record, stored)
+    try:
+        if not np.isfinite(scores).all():
+            raise ValueError("the scores contain NaN or infinity")
+        test = compute_metrics(labels, scores, class_names)
+    except ValueError as error:
+        warnings.append(f"run {record.run_id}: its test predictions cannot be scored ({error}); "
+                        "its stored metrics are shown, without intervals or tests")
+        return Run(record, stored)
+    return Run(record, {k: _number(v) for k, v in test.items()}, labels, scores)
+
+
+def _number(value):
+    """JSON null (an undefined metric) becomes NaN; other values pass unchanged."""
+    return math.nan if value is None else value
+
+
+def setup_label(record: RunRecord) -> str:
+    """Where a run ran: its device and precision, e.g. ``cpu fp32``."""
+    return f"{record.device} {record.precision}"
+
+
+def dataset_label(record: RunRecord) -> str:
+    """E.g. ``octmnist (28 px)`` or ``synthetic (28 px) [SYNTHETIC]``."""
+    data = record.dataset
+    label = f"{data.get('name', '?')} ({data.get('size', '?')} px)"
+    return f"{label} [SYNTHETIC]" if record.synthetic else label
+
+
+def _groups(runs: Sequence[Run]) -> dict[GroupKey, list[Run]]:
+    groups: dict[GroupKey, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.key, []).append(run)
+    return groups

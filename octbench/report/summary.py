@@ -1,0 +1,69 @@
+"""The terminal summary that ``octbench report`` prints: mean ± std per cell over seeds.
+
+Must not import: the other report modules except collect, tuning, or the engine.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from octbench.report.collect import _number, dataset_label, load_records, setup_label
+from octbench.results import COMPLETE, RunRecord
+
+SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
+
+
+
+def summary_table(records: list[RunRecord]) -> pd.DataFrame:
+    """Mean ± std over seeds of the test metrics, per (model, strategy, setup)."""
+    rows = [
+        {"model": r.model, "strategy": r.strategy, "setup": setup_label(r), "seed": r.seed,
+         **{m: _number(r.metrics.get("test", {}).get(m, math.nan)) for m in SUMMARY_METRICS}}
+        for r in records if r.status == COMPLETE
+    ]
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(rows)
+    grouped = frame.groupby(["model", "strategy", "setup"], sort=False)
+    table = grouped[list(SUMMARY_METRICS)].agg(["mean", "std"])
+    table[("seeds", "")] = grouped["seed"].nunique()  # "" lets table["seeds"] be a Series
+    return table
+
+
+def print_summary(source: str | Path) -> None:
+    """Print mean ± std per (model, strategy, device and precision) to the terminal."""
+    warnings: list[str] = []
+    name, folder, records = load_records(source, warnings)
+    for warning in warnings:
+        print(f"warning: {warning}")
+    if not records:
+        print(f"{name}: no run records in {folder}; run the experiment first.")
+        return
+    datasets = sorted({dataset_label(r) for r in records})
+    counts = pd.Series([r.status for r in records]).value_counts().to_dict()
+    print(f"{name}: test metrics on {', '.join(datasets)} "
+          f"({', '.join(f'{n} {s}' for s, n in counts.items())})")
+    table = summary_table(records)
+    if table.empty:
+        print("no complete runs yet.")
+        return
+    header = f"{'model':<22} {'strategy':<22} {'setup':<12}" + "".join(
+        f" {m:>18}" for m in SUMMARY_METRICS) + "  seeds"
+    print(header)
+    for (model, strategy, setup), row in table.iterrows():
+        cells = "".join(f" {_mean_std(row[(m, 'mean')], row[(m, 'std')]):>18}"
+                        for m in SUMMARY_METRICS)
+        print(f"{model:<22} {strategy:<22} {setup:<12}{cells}  {int(row[('seeds', '')])}")
+    if any(r.synthetic for r in records):
+        print("SYNTHETIC DATA: these numbers come from octbench's generated scans, not OCTMNIST.")
+    if table["seeds"].min() < 3:
+        print("note: fewer than 3 seeds per cell; differences are not reliable.")
+
+
+def _mean_std(mean: float, std: float) -> str:
+    if pd.isna(mean):
+        return "n/a"
+    return f"{mean:.3f}" if pd.isna(std) else f"{mean:.3f} ± {std:.3f}"

@@ -1,0 +1,89 @@
+"""Hyperparameter tuning with Optuna, used as it is: objective -> study -> storage.
+
+A tuning YAML names a base experiment (inline keys, or ``base: file.yaml`` plus inline
+overrides) and a ``search:`` section mapping dotted config paths to Optuna distributions::
+
+    study: quickstart-tune
+    base: quickstart.yaml                 # relative to this file
+    strategies: [focal]                   # inline keys override the base
+    search:
+      train.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
+      train.batch_size: {type: categorical, choices: [64, 128, 256]}
+      strategy.gamma: {type: float, low: 0.0, high: 5.0}
+    objective: {metric: macro_f1}         # a validation metric; direction from the metric
+    n_trials: 20                          # and/or timeout: seconds
+    seeds_per_trial: 1                    # > 1: the objective is the mean over seeds
+    sampler: {name: tpe, seed: 0}         # tpe (default) or random
+    pruner: {name: median, n_startup_trials: 3}   # median (default), hyperband or none
+
+Paths: ``train.<field>``; ``model`` / ``strategy`` (categorical over registry names) and
+``model.<param>`` / ``strategy.<param>`` (``models.0.<param>``, ``strategies.0.<param>`` too). A
+parameter path is suggested only when the chosen model or strategy has that parameter (an
+Optuna define-by-run conditional space). Every path is checked up-front by applying sample
+values to the base experiment and validating the result with :func:`octbench.config.parse_config`.
+
+A trial trains one model x one strategy on one device for ``seeds_per_trial`` seeds with
+:func:`octbench.runner.execute_run` on the train and validation splits only: the test split is
+removed from the data handed to trials. Per-epoch validation values (the running mean over seeds)
+feed the pruner. Completed runs are stored as run records (``kind="trial"``) under
+``results/<study>/trials/<trial>/``.
+
+Storage: a SQLite file ``results/<study>/study.db`` by default; with ``workers > 1`` an Optuna
+journal file ``results/<study>/journal.log`` (SQLite is not safe for several processes); any
+Optuna RDB URL (``postgresql://...``) for several machines. Dead trials are never left RUNNING:
+RDB storages record heartbeats and fail trials whose heartbeat stops; on every storage a
+RUNNING trial whose worker process on *this* machine no longer exists is failed at once. Either
+way Optuna's ``RetryHeartbeatStaleTrialCallback`` queues the trial again with its parameters, and
+the retry resumes the killed run from its last epoch checkpoint.
+
+Modules: :mod:`~octbench.tuning.space` (the YAML, search spaces, sampled experiments),
+:mod:`~octbench.tuning.storage` (storages, study file, dead-worker recovery),
+:mod:`~octbench.tuning.objective` (one trial) and :mod:`~octbench.tuning.workers` (a study run,
+worker processes, the best experiment). Study figures are drawn by :mod:`octbench.figures`.
+This package must not import the report; the report finds a study by its files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from octbench.tuning.objective import TrialFailed, make_objective
+from octbench.tuning.space import (
+    DEFAULT_PRUNER,
+    SearchParam,
+    TuneConfig,
+    apply_values,
+    best_experiment,
+    load_tune_config,
+    parse_tune_config,
+    suggest_experiment,
+)
+from octbench.tuning.storage import load_study, open_storage, resolve_storage
+from octbench.tuning.workers import TuneResult, run_worker, tune, write_best_experiment
+
+__all__ = [
+    "DEFAULT_PRUNER", "SearchParam", "TrialFailed", "TuneConfig", "TuneResult", "apply_values",
+    "best_experiment", "load_study", "load_tune_config", "make_objective", "open_storage",
+    "parse_tune_config", "resolve_storage", "run_worker", "study_figures", "suggest_experiment",
+    "tune", "write_best_experiment",
+]
+
+
+def study_figures(study_dir: str | Path, out_dir: str | Path, *,
+                  storage: str | None = None) -> list[Path]:
+    """Optimisation history, parameter importances and learning curves of a study, as PNGs.
+
+    ``study_dir`` is ``results/<study>`` (its ``study.json`` says where the study lives); a
+    study in a server needs ``storage`` (passwords are not stored). Figures of synthetic-data
+    studies say so in their titles. Returns the files written (none for a study without
+    complete trials).
+
+    Example:
+        >>> study_figures("results/quickstart-tune", "reports/quickstart-tune")  # doctest: +SKIP
+        [PosixPath('reports/quickstart-tune/quickstart-tune-history.png'), ...]
+    """
+    from octbench.figures import draw_study
+
+    study, info = load_study(study_dir, storage=storage)
+    return draw_study(study, out_dir, metric=f"val {info.get('metric', 'objective')}",
+                      synthetic=bool(info.get("synthetic")))

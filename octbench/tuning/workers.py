@@ -1,0 +1,322 @@
+"""Running a study: :func:`tune`, its worker processes, progress lines and the best experiment.
+
+Owns the order of a tuning session (check everything, then write), starting and stopping
+``octbench tune --worker`` processes, one progress line per trial, and writing
+``experiments/generated/<study>-best.yaml``.
+
+Must not import: the report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from optuna.trial import TrialState
+
+from octbench.errors import OctbenchError
+from octbench.fileio import atomic_write_text
+from octbench.tuning.objective import (
+    ERROR_ATTR,
+    SURPLUS_ATTR,
+    TrialFailed,
+    _BudgetReached,
+    make_objective,
+)
+from octbench.tuning.space import (
+    FINAL_SEEDS,
+    TuneConfig,
+    best_experiment,
+    make_pruner,
+    make_sampler,
+)
+from octbench.tuning.storage import (
+    OWNER_ATTR,
+    _check_study,
+    _create_study,
+    _fail_dead_trials,
+    _local_file,
+    _mask,
+    _write_study_file,
+    open_storage,
+    resolve_storage,
+)
+
+GENERATED_DIR = Path("experiments/generated")
+#: A worker stops after this many failed trials in a row (a broken setup, not bad luck).
+MAX_CONSECUTIVE_FAILURES = 5
+
+
+@dataclass
+class TuneResult:
+    """What :func:`tune` did: the study, its counts, the best trial and the generated YAML."""
+
+    study: str
+    storage: str
+    counts: dict[str, int]
+    best_value: float | None = None
+    best_params: dict = field(default_factory=dict)
+    best_trial: int | None = None
+    generated: Path | None = None
+
+
+def tune(tune_config: TuneConfig, *, workers: int = 1, storage: str | None = None,
+         quiet: bool = False, say: Callable[[str], None] = print,
+         generated_dir: str | Path = GENERATED_DIR) -> TuneResult:
+    """Run (or resume) a study until it has ``n_trials`` finished trials or ``timeout`` passed.
+
+    Everything is checked before anything is written: the config, the device, the data, the
+    storage and, for an existing study, that it was made with the same search and objective.
+    With ``workers > 1`` the study is created here and ``workers`` processes
+    (``python -m octbench tune CONFIG --worker I``) share it.
+
+    Args:
+        tune_config: from :func:`load_tune_config`.
+        workers: processes on this machine.
+        storage: an Optuna RDB URL or ``journal:PATH``; default ``results/<study>/study.db``
+            (one worker) or ``results/<study>/journal.log`` (several).
+        quiet: no progress bars.
+        say: where progress lines go.
+        generated_dir: where ``<study>-best.yaml`` is written.
+
+    Example:
+        >>> result = tune(load_tune_config("experiments/tune.yaml"))  # doctest: +SKIP
+        >>> result.best_params  # doctest: +SKIP
+        {'train.lr': 0.0023, ...}
+    """
+    from octbench.devices import check_precision, resolve_device
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own one line per trial instead
+    if workers < 1:
+        raise OctbenchError(f"--workers must be >= 1. Got {workers} instead.")
+    if workers > 1 and tune_config.source is None:
+        raise OctbenchError("several workers need a tuning YAML file to start from; "
+                            "use load_tune_config(path).")
+    device = resolve_device(tune_config.base.get("devices", ["cpu"])[0])  # unavailable: fail now
+    check_precision(device, tune_config.base.get("train", {}).get("precision", "fp32"))
+    spec = resolve_storage(tune_config, storage, workers)
+    root = tune_config.root
+    local = _local_file(spec)
+    if local is not None and not local.exists():  # a new file: open it once checks are done
+        opened = None
+        if local.parent.resolve() != root.resolve() and not local.parent.is_dir():
+            raise OctbenchError(f"cannot open the Optuna storage {_mask(spec)}: folder "
+                                f"{local.parent} does not exist; create it or fix the path.")
+    else:
+        opened = open_storage(spec)
+        _check_study(tune_config, opened)
+    data = tune_config.load_data()
+
+    # Checks done: from here on we write.
+    root.mkdir(parents=True, exist_ok=True)
+    opened = opened or open_storage(spec)
+    study = _create_study(tune_config, opened)
+    _write_study_file(tune_config, spec, data.synthetic)
+    dead = _fail_dead_trials(study)
+    if dead:
+        say(f"trial(s) {', '.join(map(str, dead))} were left RUNNING by a killed process: "
+            "marked failed and queued for retry.")
+    busy = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if busy and spec.startswith("sqlite"):
+        owner = str(busy[0].user_attrs.get(OWNER_ATTR, "?|?")).split("|")
+        raise OctbenchError(
+            f"trial {busy[0].number} of study '{tune_config.study}' is running in another "
+            f"process ({owner[0]}, pid {owner[1]}); SQLite is not safe for two processes. Wait "
+            "for it, or stop it and rerun; use --workers N for several processes.")
+    counts = _counts(study)
+    timeout = f", timeout {tune_config.timeout:g} s" if tune_config.timeout else ""
+    say(f"study '{tune_config.study}' in {_mask(spec)}: {counts['finished']} finished trial(s) "
+        f"so far; target {tune_config.n_trials or 'none'}{timeout}"
+        + (" [synthetic data]" if data.synthetic else ""))
+    if workers == 1:
+        _run_worker(tune_config, opened, index=0, workers=1, data=data, quiet=quiet, say=say)
+    else:
+        killed = _run_workers(tune_config, spec, workers, quiet=quiet, say=say)
+        if killed and _remaining(study, tune_config) > 0:  # its retry may have no taker left
+            say("finishing the trials that killed workers left")
+            _run_worker(tune_config, opened, index=workers, workers=1, data=data, quiet=quiet,
+                        say=say)
+    return _finish(tune_config, study, spec, data.synthetic, say, Path(generated_dir))
+
+
+def _counts(study: optuna.Study) -> dict[str, int]:
+    trials = study.get_trials(deepcopy=False)
+    counts = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
+    counts["finished"] = counts["complete"] + counts["pruned"]
+    return counts
+
+
+def _remaining(study: optuna.Study, tune_config: TuneConfig) -> int:
+    if tune_config.n_trials is None:
+        return 0
+    return tune_config.n_trials - _counts(study)["finished"]
+
+
+def run_worker(tune_config: TuneConfig, *, storage: str, index: int, workers: int,
+               quiet: bool = False, say: Callable[[str], None] = print) -> None:
+    """One worker process of a multi-worker study (``octbench tune --worker``)."""
+    opened = open_storage(storage)
+    data = tune_config.load_data()
+    with _threads_per_worker(tune_config, workers):
+        _run_worker(tune_config, opened, index=index, workers=workers, data=data, quiet=quiet,
+                    say=say)
+
+
+def _run_worker(tune_config: TuneConfig, storage, *, index: int, workers: int, data,
+                quiet: bool, say) -> None:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own one line per trial instead
+    probe = optuna.load_study(study_name=tune_config.study, storage=storage)
+    offset = 1000 * index + len(probe.get_trials(deepcopy=False))
+    study = optuna.load_study(study_name=tune_config.study, storage=storage,
+                              sampler=make_sampler(tune_config, offset),
+                              pruner=make_pruner(tune_config))
+    callbacks: list = [_Progress(tune_config, say, f" [worker {index}]" if workers > 1 else "")]
+    if tune_config.n_trials is not None:
+        _fail_dead_trials(study)
+        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        if _counts(study)["finished"] + running >= tune_config.n_trials:
+            return
+        # Stop once finished + running trials reach n_trials; _wait_for_slot settles races.
+        callbacks += [lambda s, _: _fail_dead_trials(s),
+                      optuna.study.MaxTrialsCallback(
+                          tune_config.n_trials,
+                          states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))]
+    objective = make_objective(tune_config, data=data, quiet=quiet, budget=tune_config.n_trials)
+    study.optimize(objective, timeout=tune_config.timeout, callbacks=callbacks,
+                   catch=(TrialFailed, _BudgetReached))
+
+
+class _Progress:
+    """One line per finished trial; stops the worker after too many failures in a row."""
+
+    def __init__(self, tune_config: TuneConfig, say, tag: str):
+        self.config, self.say, self.tag, self.failures = tune_config, say, tag, 0
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        params = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
+        head = f"trial {trial.number}{self.tag}"
+        if trial.state == TrialState.COMPLETE:
+            self.failures = 0
+            self.say(f"{head}: val {self.config.metric} {trial.value:.4f} ({params})")
+        elif trial.state == TrialState.PRUNED:
+            self.failures = 0
+            steps = trial.intermediate_values
+            value = steps[max(steps)] if steps else float("nan")
+            self.say(f"{head}: pruned after {len(steps)} epoch(s) (val {self.config.metric} "
+                     f"{value:.4f}; {params})")
+        elif trial.state == TrialState.FAIL:
+            if trial.user_attrs.get(SURPLUS_ATTR):
+                return
+            reason = str(trial.user_attrs.get(ERROR_ATTR, "interrupted or crashed"))
+            self.failures += 1
+            self.say(f"{head}: failed ({params}): {reason.split(chr(10))[0][:300]}")
+            if self.failures >= MAX_CONSECUTIVE_FAILURES:
+                self.say(f"{self.failures} trials failed in a row; stopping this worker. "
+                         "See the FAILED run records under "
+                         f"{self.config.root / 'trials'} for the errors.")
+                study.stop()
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _run_workers(tune_config: TuneConfig, spec: str, workers: int, *, quiet: bool,
+                 say) -> bool:
+    """Run ``octbench tune --worker I`` for I < N and wait; True if one of them was killed.
+
+    All workers are processes of their own (none runs here), so they start on an equal footing.
+    """
+    command = [sys.executable, "-m", "octbench", *(["-q"] if quiet else []), "tune",
+               str(tune_config.source), "--storage", spec, "--workers", str(workers)]
+    say(f"starting {workers} worker processes")
+    sys.stdout.flush()  # our lines first, then the workers' (they share the terminal)
+    # Own sessions: Ctrl-C reaches this process only, which then stops the workers cleanly.
+    procs = [subprocess.Popen([*command, "--worker", str(i)], start_new_session=True)
+             for i in range(workers)]
+    try:
+        codes = [p.wait() for p in procs]
+    except BaseException:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)  # the worker fails its trial and queues a retry
+        for p in procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        raise
+    for i, code in enumerate(codes):
+        if code < 0:
+            say(f"worker {i} was killed by signal {-code}; its trial is failed and retried")
+        elif code != 0:
+            say(f"worker {i} exited with code {code}")
+    return any(code < 0 for code in codes)
+
+
+@contextlib.contextmanager
+def _threads_per_worker(tune_config: TuneConfig, workers: int):
+    """N workers on one machine share its cores instead of each taking all of them."""
+    import torch
+
+    before = torch.get_num_threads()
+    if tune_config.base.get("train", {}).get("threads") is None:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _finish(tune_config: TuneConfig, study: optuna.Study, spec: str, synthetic: bool, say,
+            generated_dir: Path) -> TuneResult:
+    _fail_dead_trials(study)
+    counts = _counts(study)
+    result = TuneResult(study=tune_config.study, storage=_mask(spec), counts=counts)
+    tag = " [synthetic data]" if synthetic else ""
+    say(f"study '{tune_config.study}': {counts['finished']} finished trials "
+        f"({counts['complete']} complete, {counts['pruned']} pruned), {counts['fail']} failed"
+        + (f", {counts['waiting']} queued" if counts["waiting"] else ""))
+    if counts["complete"] == 0:
+        say("no trial completed, so there is no best configuration yet.")
+        return result
+    best = study.best_trial
+    result.best_value, result.best_params, result.best_trial = (
+        best.value, dict(best.params), best.number)
+    seeds = f" (mean over {tune_config.seeds_per_trial} seeds)" \
+        if tune_config.seeds_per_trial > 1 else ""
+    say(f"best trial {best.number}: val {tune_config.metric} {best.value:.4f}{seeds}{tag}")
+    for name, value in best.params.items():
+        say(f"  {name} = {_short(value)}")
+    result.generated = write_best_experiment(tune_config, best, generated_dir, synthetic)
+    _write_study_file(tune_config, spec, synthetic, generated=str(result.generated))
+    say(f"wrote {result.generated}; its test metrics come from running it "
+        f"({len(FINAL_SEEDS)} seeds):\n  python -m octbench run {result.generated}")
+    return result
+
+
+
+def write_best_experiment(tune_config: TuneConfig, trial: optuna.trial.FrozenTrial,
+                          out_dir: str | Path = GENERATED_DIR, synthetic: bool = False) -> Path:
+    """Write ``<out_dir>/<study>-best.yaml``: a ready-to-run experiment with the best params."""
+    config = best_experiment(tune_config, trial.params)
+    path = Path(out_dir) / f"{tune_config.study}-best.yaml"
+    header = (
+        f"# Generated by `octbench tune {tune_config.source or ''}`: study "
+        f"'{tune_config.study}', best trial {trial.number},\n"
+        f"# val {tune_config.metric} {trial.value:.4f} "
+        f"(mean over {tune_config.seeds_per_trial} seed(s))"
+        f"{', SYNTHETIC data' if synthetic else ''}. Chosen on the validation split only;\n"
+        f"# test metrics come from running this file: python -m octbench run {path}\n")
+    atomic_write_text(path, header + yaml.safe_dump(config.to_dict(), sort_keys=False))
+    return path
+

@@ -182,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--study", metavar="DIR",
                         help="Optuna study folder whose tuning figures to include (default: "
                              "the results folder, or results/<study> for <study>-best)")
+    report.add_argument("--allow-mixed-data", action="store_true",
+                        help="report runs made on different data (content fingerprints) in "
+                             "one table; refused otherwise")
     report.set_defaults(handler=cmd_report)
     return parser
 
@@ -472,10 +475,11 @@ def cmd_list(args) -> int:
 def cmd_report(args) -> int:
     from octbench.report import build_report, print_summary
 
-    print_summary(args.source)
+    print_summary(args.source, allow_mixed_data=args.allow_mixed_data)
     formats = ("md", "csv") if args.format == "all" else (args.format,)
     written = build_report(args.source, args.out, formats=formats, baseline=args.baseline,
-                           n_resamples=args.resamples, study=args.study)
+                           n_resamples=args.resamples, study=args.study,
+                           allow_mixed_data=args.allow_mixed_data)
     exports = [p for p in written if p.parent.name == "medmnist"]
     for path in written:
         if path not in exports:

@@ -316,3 +316,76 @@ def test_evaluate_matches_classes_by_name_and_refuses_other_names(tmp_path, caps
     assert main(["evaluate", "--run", run, str(tmp_path / "other.npz")]) == 2
     assert "the data's classes (a, b, c) are not the model's (healthy, fluid, drusen)" in \
         capsys.readouterr().err
+
+
+# --- reports ---------------------------------------------------------------------------------
+
+def test_report_of_a_three_class_npz_uses_its_names_everywhere(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from octbench import figures
+    from octbench.report import build_report
+
+    path = three_class_npz(tmp_path / "three.npz")
+    raw = {**tiny_config(tmp_path, {"name": "npz", "path": str(path)}),
+           "strategies": ["none", "weighted_ce"]}
+    config = parse_config(raw)
+    run_experiment(config, quiet=True, say=lambda _: None)
+    drawn = []
+    save = figures.save_figure
+    monkeypatch.setattr(figures, "save_figure",
+                        lambda fig, out: drawn.append((Path(out).name, fig)) or save(fig, out))
+    yaml_path = write_yaml(tmp_path / "three.yaml", raw)
+    written = build_report(yaml_path, tmp_path / "reports", formats=("md", "csv"),
+                           n_resamples=100)
+    text = written[0].read_text()
+    old_names = ("CNV", "DME", "DRUSEN", "NORMAL")
+    for section in ("## Dataset", "## Per-class recall and F1"):
+        part = text.split(section, 1)[1].split("\n## ", 1)[0]
+        assert all(name in part for name in THREE), section
+        assert not any(name in part for name in old_names), section
+    assert "OCTMNIST" not in text  # neither "as in OCTMNIST" nor published numbers
+    assert data_fingerprint("npz", path=str(path)) in text
+
+    (fig,) = [f for name, f in drawn if name == "confusion.png"]
+    for ax in fig.axes:
+        if ax.get_visible():
+            assert [t.get_text() for t in ax.get_xticklabels()] == list(THREE)
+            assert [t.get_text() for t in ax.get_yticklabels()] == list(THREE)
+
+    runs = pd.read_csv(tmp_path / "reports" / "own" / "runs.csv")
+    per_class = sorted(c for c in runs.columns if c.startswith("test_") and
+                       c.split("_", 1)[1].split("_")[0] in ("precision", "recall", "f1"))
+    assert per_class == sorted(f"test_{stat}_{name}" for stat in ("precision", "recall", "f1")
+                               for name in THREE)
+    store = ResultsStore(tmp_path / "results" / "own")
+    for row in runs.itertuples():
+        saved = store.predictions(row.run_id)
+        labels, predicted = saved["test_labels"].reshape(-1), saved["test_scores"].argmax(1)
+        assert row.test_macro_f1 == pytest.approx(
+            f1_score(labels, predicted, average="macro", zero_division=0))
+        assert row.data_fingerprint == data_fingerprint("npz", path=str(path))
+
+
+def test_report_refuses_runs_of_different_data_unless_allowed(tmp_path, capsys):
+    path = three_class_npz(tmp_path / "data.npz")
+    raw = tiny_config(tmp_path, {"name": "npz", "path": str(path)})
+    run_experiment(parse_config(raw), quiet=True, say=lambda _: None)
+    old = data_fingerprint("npz", path=str(path))
+    three_class_npz(path, test=(10, 10, 10))  # new content at the same path
+    run_experiment(parse_config(raw), quiet=True, say=lambda _: None)
+    new = data_fingerprint("npz", path=str(path))
+    folder = tmp_path / "results" / "own"
+    out = tmp_path / "reports"
+    assert main(["report", str(folder), "--out", str(out), "--resamples", "100"]) == 2
+    err = capsys.readouterr().err
+    assert f"come from 2 different data: {min(old, new)[:23]}" in err
+    assert max(old, new)[:23] in err and "--allow-mixed-data" in err
+    assert not out.exists()
+    # The YAML reports only the runs of the data it names now.
+    yaml_path = write_yaml(tmp_path / "own.yaml", raw)
+    assert main(["report", str(yaml_path), "--out", str(out), "--resamples", "100"]) == 0
+    assert "1 complete" in (out / "own" / "report.md").read_text()
+    assert main(["report", str(folder), "--out", str(tmp_path / "mixed"), "--resamples", "100",
+                 "--allow-mixed-data"]) == 0
+    assert "come from 2 different data" in (tmp_path / "mixed" / "own" / "report.md").read_text()

@@ -25,7 +25,8 @@ from octbench.report.tables import compare_to_baseline, device_table, main_table
 
 def build_report(source: str | Path, out: str | Path = "reports", *,
                  formats: Sequence[str] = ("md",), baseline: str | None = None,
-                 n_resamples: int = 2000, study: str | Path | None = None) -> list[Path]:
+                 n_resamples: int = 2000, study: str | Path | None = None,
+                 allow_mixed_data: bool = False) -> list[Path]:
     """Write the report of an experiment to ``<out>/<experiment>/``.
 
     Args:
@@ -36,6 +37,8 @@ def build_report(source: str | Path, out: str | Path = "reports", *,
         baseline: strategy to compare with (default: the YAML's, else ``none``).
         n_resamples: bootstrap resamples of the intervals and tests.
         study: an Optuna study folder whose figures to include (default: :func:`find_study`).
+        allow_mixed_data: report runs made on data of different fingerprints together
+            (otherwise refused, naming them).
 
     Returns:
         The paths written (report, CSV, exported files); figures are listed in the report.
@@ -53,7 +56,7 @@ def build_report(source: str | Path, out: str | Path = "reports", *,
     if not isinstance(n_resamples, int) or n_resamples < 100:
         raise OctbenchError(f"the number of bootstrap resamples must be an int >= 100. Got "
                             f"{n_resamples!r} instead; 2000 is a good default.")
-    data = collect(source, baseline=baseline)
+    data = collect(source, baseline=baseline, allow_mixed_data=allow_mixed_data)
     folder = Path(out) / data.name
     written = []
     if "csv" in formats:

@@ -84,6 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true",
                      help="check the data and the results folder, list the runs (which are "
                           "complete) and estimate the time from past runs; train nothing")
+    run.add_argument("--executor", choices=("local", "ray"), default="local",
+                     help="local: here, one run at a time (default); ray: one Ray task per run "
+                          "(pip install \"octbench[ray]\")")
+    run.add_argument("--address", metavar="auto|HOST:PORT",
+                     help="with --executor ray: the Ray cluster to use (default: start Ray here)")
+    run.add_argument("--gpus-per-run", type=float, metavar="F",
+                     help="with --executor ray: share of a GPU per run, 0 < F <= 1 (0.25 packs "
+                          "four runs on each GPU; default 1)")
+    run.add_argument("--cpus-per-run", type=int, metavar="N",
+                     help="CPUs (torch threads) per run (default 1 with Ray, all here)")
+    run.add_argument("--shard", metavar="K/N",
+                     help="train only the K-th of N disjoint slices of the grid, K counting "
+                          "from 1 (e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
     run.set_defaults(handler=cmd_run)
 
     tune = commands.add_parser("tune", help="tune hyperparameters with Optuna (validation only)",
@@ -260,20 +273,24 @@ def load_plugins(names: str | None = None) -> list[str]:
 
 def cmd_run(args) -> int:
     from octbench.config import load_config
+    from octbench.runner import Shard
 
+    shard = Shard.parse(args.shard) if args.shard is not None else None
+    executor = _make_executor(args)
     config = load_config(args.config)
     if args.dry_run:
         from octbench.plan import plan_experiment
 
-        plan = plan_experiment(config)
-        print(f"{config.name}: {len(plan.runs)} runs on data '{config.data.label}'")
+        plan = plan_experiment(config, shard=shard)
+        print(f"{config.name}: {len(plan.runs)} runs on data '{config.data.label}'"
+              + (f" (shard {shard})" if shard is not None else ""))
         for line in plan.lines():
             print(line)
         return 0
     from octbench.runner import run_experiment
 
     say = (lambda line: None) if args.quiet else print
-    summary = run_experiment(config, quiet=args.quiet, say=say)
+    summary = run_experiment(config, quiet=args.quiet, say=say, executor=executor, shard=shard)
     print(
         f"{config.name}: {len(summary.completed)} trained, "
         f"{len(summary.already_complete)} already complete, {len(summary.skipped)} skipped, "
@@ -285,6 +302,20 @@ def cmd_run(args) -> int:
     if summary.completed or summary.already_complete:
         print(f"Next: python -m octbench report {args.config}")
     return 0 if summary.ok else EXIT_FAILED
+
+
+def _make_executor(args):
+    """The executor the run options ask for; options that need Ray are refused without it."""
+    from octbench.executors import LocalExecutor, RayExecutor
+
+    if args.executor == "ray":
+        return RayExecutor(address=args.address, gpus_per_run=args.gpus_per_run,
+                           cpus_per_run=args.cpus_per_run)
+    for option, value in (("--address", args.address), ("--gpus-per-run", args.gpus_per_run)):
+        if value is not None:
+            raise OctbenchError(f"{option} needs --executor ray; add it, or drop {option} to "
+                                "train here, one run at a time.")
+    return LocalExecutor(cpus_per_run=args.cpus_per_run)
 
 
 SCAN_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")

@@ -12,8 +12,12 @@ import os
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from octbench.config import ExperimentConfig
+
+if TYPE_CHECKING:
+    from octbench.runner import Shard
 
 #: Past records read for an estimate, at most (a huge results tree must not make a dry run slow).
 MAX_RECORDS = 5000
@@ -66,8 +70,8 @@ class Plan:
         return out
 
 
-def plan_experiment(config: ExperimentConfig) -> Plan:
-    """Check data and results folder and estimate the grid's time; create nothing.
+def plan_experiment(config: ExperimentConfig, *, shard: Shard | None = None) -> Plan:
+    """Check data and results folder and estimate the grid's time (or a shard's); create nothing.
 
     Raises:
         DataError: the data cannot be loaded (the same message as the real run).
@@ -85,6 +89,8 @@ def plan_experiment(config: ExperimentConfig) -> Plan:
     specs = expand_grid(config)
     data += f"; content fingerprint {specs[0].data_fingerprint}"
     for spec in specs:
+        if shard is not None and not shard.holds(spec.run_id):
+            continue
         per_epoch = past.get(_timing_key(spec.config()))
         estimate = None if per_epoch is None else per_epoch * spec.train.epochs
         runs.append(PlannedRun(spec.run_id, store.is_complete(spec.run_id), estimate))

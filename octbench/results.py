@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -223,9 +224,20 @@ class ResultsStore:
 
         buffer = io.BytesIO()
         torch.save(state, buffer)
+        self.save_bytes(run_id, name, buffer.getvalue())
+
+    def save_bytes(self, run_id: str, name: str, blob: bytes) -> None:
+        """Atomically write ``blob`` (e.g. a checkpoint serialised elsewhere) as ``name``."""
         path = self.run_dir(run_id) / name
         with _writing(path):
-            atomic_write(path, lambda handle: handle.write(buffer.getvalue()))
+            atomic_write(path, lambda handle: handle.write(blob))
+
+    def load_bytes(self, run_id: str, name: str) -> bytes | None:
+        """The raw content of the run's file ``name``, or None when there is none."""
+        try:
+            return (self.run_dir(run_id) / name).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            return None
 
     def load_state(self, run_id: str, name: str) -> dict | None:
         """A saved state, or None when there is none or it cannot be read (then it is ignored).
@@ -236,12 +248,7 @@ class ResultsStore:
         path = self.run_dir(run_id) / name
         if not path.is_file():
             return None
-        try:
-            state = load_checkpoint(path)
-        except OctbenchError as error:
-            log.warning("ignoring %s (%s); the run starts from scratch", path, error)
-            return None
-        return state if isinstance(state, dict) else None
+        return read_state(path)
 
     def remove(self, run_id: str, name: str) -> None:
         (self.run_dir(run_id) / name).unlink(missing_ok=True)
@@ -314,8 +321,11 @@ class UnsafeCheckpoint(OctbenchError):
     """A checkpoint that can only be read by unpickling it, which could run code it contains."""
 
 
-def load_checkpoint(path: str | Path):
+def load_checkpoint(path: str | Path | IO[bytes], *, name: str | None = None):
     """Read a torch checkpoint without ever running code from it (``weights_only=True``).
+
+    ``path`` may also be an open binary file (e.g. a resume state sent by a Ray task's keeper);
+    ``name`` then says what it is in messages.
 
     Raises:
         UnsafeCheckpoint: the file needs pickle (an older octbench's resume state, or a file not
@@ -324,20 +334,33 @@ def load_checkpoint(path: str | Path):
     """
     import torch
 
+    name = name or path
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
+        if hasattr(path, "seek"):
+            path.seek(0)
         try:  # names what the file would import, read without running any of it
             needs = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)[:5])
         except Exception:  # noqa: BLE001 - the refusal stands either way
             needs = ""
         raise UnsafeCheckpoint(
-            f"{path} holds Python objects that only pickle can load"
+            f"{name} holds Python objects that only pickle can load"
             f"{f' ({needs})' if needs else ''}; loading it could run code it contains, so "
             "octbench refuses it") from None
     except (OSError, RuntimeError, EOFError, ValueError, TypeError, AttributeError,
             IndexError, KeyError) as error:
-        raise OctbenchError(f"{path} is not a readable torch checkpoint ({error})") from None
+        raise OctbenchError(f"{name} is not a readable torch checkpoint ({error})") from None
+
+
+def read_state(path: str | Path | IO[bytes], *, name: str | None = None) -> dict | None:
+    """A resume state read with :func:`load_checkpoint`, or None (with a warning) if refused."""
+    try:
+        state = load_checkpoint(path, name=name)
+    except OctbenchError as error:
+        log.warning("ignoring %s (%s); the run starts from scratch", name or path, error)
+        return None
+    return state if isinstance(state, dict) else None
 
 
 def nan_to_none(value):

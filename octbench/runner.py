@@ -1,8 +1,11 @@
 """Run an experiment: expand the grid, skip what is complete, train the rest, record everything.
 
-Each run is claimed with a lock file, checkpointed every epoch (so an interrupted run resumes
-where it stopped), and ends with exactly one record: COMPLETE, FAILED (with its error), SKIPPED
-(device unavailable) or INTERRUPTED. One failing run never stops the grid.
+The grid logic (expansion, ``--shard`` slices, skipping complete runs, the summary) is here; an
+executor (:mod:`octbench.executors`) trains the pending runs, here or on a Ray cluster, through
+:func:`execute_run`. Each run is claimed with a lock file, checkpointed every epoch (so an
+interrupted run resumes where it stopped), and ends with exactly one record: COMPLETE, FAILED
+(with its error), SKIPPED (device unavailable) or INTERRUPTED. One failing run never stops the
+grid.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import copy
 import dataclasses
 import datetime as dt
 import functools
+import hashlib
 import logging
 import platform
 import random
@@ -20,12 +24,13 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from octbench.config import Component, ExperimentConfig, TrainConfig, fingerprint
-from octbench.data import OCTData, check_available, data_fingerprint, load_dataset
+from octbench.data import OCTData, check_available, data_fingerprint
 from octbench.devices import check_precision, describe, resolve_device
 from octbench.engine import (
     INPUT_NORMALISATION,
@@ -52,6 +57,9 @@ from octbench.results import (
     StorageError,
 )
 from octbench.strategies import build_strategy
+
+if TYPE_CHECKING:
+    from octbench.executors import Executor
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +122,42 @@ def expand_grid(config: ExperimentConfig) -> list[RunSpec]:
     ]
 
 
+@dataclass(frozen=True)
+class Shard:
+    """The ``index``-th of ``count`` disjoint slices of a grid; ``index`` counts from 1.
+
+    A run belongs to the slice given by a hash of its id, so the same run always lands in the
+    same slice, whatever order the grid is expanded in or which other runs exist.
+    """
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``"K/N"`` with 1 <= K <= N, e.g. ``"$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT"``.
+
+        Raises:
+            OctbenchError: not two integers K/N with 1 <= K <= N.
+        """
+        index, slash, count = text.partition("/")
+        if not (slash and index.strip().isdigit() and count.strip().isdigit()):
+            raise OctbenchError(f"--shard must look like K/N (e.g. --shard 2/4), got {text!r}")
+        index, count = int(index), int(count)
+        if not 1 <= index <= count:
+            raise OctbenchError(
+                f"--shard {text}: K must be between 1 and N ({count}); shards count from 1, "
+                "so a SLURM array for N shards is `#SBATCH --array=1-N`.")
+        return cls(index, count)
+
+    def holds(self, run_id: str) -> bool:
+        digest = hashlib.sha256(run_id.encode()).digest()
+        return int.from_bytes(digest[:8], "big") % self.count == self.index - 1
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
 @dataclass
 class RunSummary:
     """What ``run_experiment`` did, run by run."""
@@ -130,13 +174,21 @@ class RunSummary:
 
 
 def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
-                   say: Callable[[str], None] = print) -> RunSummary:
+                   say: Callable[[str], None] = print, executor: Executor | None = None,
+                   shard: Shard | None = None) -> RunSummary:
     """Train and evaluate every run of ``config`` that is not complete yet.
+
+    The grid logic lives here (expansion, sharding, skipping complete runs, the summary); how
+    the pending runs are trained is the ``executor``'s business: in this process one at a time
+    (default, :class:`octbench.executors.LocalExecutor`) or as Ray tasks
+    (:class:`octbench.executors.RayExecutor`).
 
     Example:
         >>> from octbench.config import load_config
         >>> summary = run_experiment(load_config("experiments/quickstart.yaml"))  # doctest: +SKIP
     """
+    from octbench.executors import LocalExecutor
+
     store = ResultsStore(Path(config.results_dir) / config.name)
     # An unwritable folder fails before the data are looked at (the run ids need the data's
     # fingerprint, which may take a while to compute), and bad or missing data before the folder
@@ -144,6 +196,10 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
     check_writable(store.root)
     check_available(config.data.name, **config.data.params)
     specs = expand_grid(config)
+    if shard is not None:
+        total = len(specs)
+        specs = [spec for spec in specs if shard.holds(spec.run_id)]
+        say(f"Shard {shard} holds {len(specs)} of the {total} runs of '{config.name}'.")
     summary = RunSummary()
     pending = []
     for spec in specs:
@@ -160,34 +216,32 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
         say(f"{len(summary.already_complete)} of {len(specs)} runs already complete; "
             f"training the other {len(pending)}.")
 
-    data = load_dataset(config.data.name, **config.data.params)
-    check_fingerprint(data, pending[0].data_fingerprint)
+    # Impossible executor settings fail before the folder is created.
+    executor = executor or LocalExecutor()
+    executor.check(pending, config.data)
     store.prepare()
-    tag = " [synthetic data]" if data.synthetic else ""
-    for number, spec in enumerate(pending, 1):
-        head = (f"[{number}/{len(pending)}] {spec.model.label} | {spec.strategy.label} | "
-                f"seed {spec.seed} | {spec.device}")
-        try:
-            with store.claim(spec.run_id):
-                if store.is_complete(spec.run_id):  # finished by another process meanwhile
-                    summary.already_complete.append(spec.run_id)
-                    continue
-                record = execute_run(spec, data, store, quiet=quiet)
-        except RunLocked as busy:
+    number = {spec.run_id: n for n, spec in enumerate(pending, 1)}
+    for spec, outcome in executor.execute(pending, config.data, store, quiet=quiet):
+        head = (f"[{number[spec.run_id]}/{len(pending)}] {spec.model.label} | "
+                f"{spec.strategy.label} | seed {spec.seed} | {spec.device}")
+        if outcome is None:  # finished by another process meanwhile
+            summary.already_complete.append(spec.run_id)
+        elif isinstance(outcome, RunLocked):
             summary.busy.append(spec.run_id)
-            say(f"{head}: {busy}; left to it")
-            continue
-        if record.status == COMPLETE:
+            say(f"{head}: {outcome}; left to it")
+        elif outcome.status == COMPLETE:
             summary.completed.append(spec.run_id)
-            test = record.metrics["test"]
+            test = outcome.metrics["test"]
+            tag = " [synthetic data]" if outcome.synthetic else ""
             say(f"{head}: test acc {test['accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f} "
-                f"(best epoch {record.best_epoch}, {record.timing['train_seconds']:.0f} s){tag}")
-        elif record.status == SKIPPED:
-            summary.skipped.append((spec.run_id, record.error))
-            say(f"{head}: skipped: {record.error}")
+                f"(best epoch {outcome.best_epoch}, {outcome.timing['train_seconds']:.0f} s)"
+                f"{tag}")
+        elif outcome.status == SKIPPED:
+            summary.skipped.append((spec.run_id, outcome.error))
+            say(f"{head}: skipped: {outcome.error}")
         else:
-            summary.failed.append((spec.run_id, record.error))
-            say(f"{head}: FAILED: {record.error}")
+            summary.failed.append((spec.run_id, outcome.error))
+            say(f"{head}: FAILED: {outcome.error}")
     return summary
 
 
@@ -209,10 +263,7 @@ def execute_run(spec: RunSpec, data: OCTData, store: ResultsStore, *, quiet: boo
     record and propagates; the epoch checkpoint stays so the next call resumes from it.
     Exceptions raised by ``on_epoch`` (e.g. ``optuna.TrialPruned``) propagate as well.
     """
-    base = dict(run_id=spec.run_id, experiment=spec.experiment, model=spec.model.label,
-                strategy=spec.strategy.label, seed=spec.seed, device=spec.device,
-                precision=spec.train.precision, config=spec.config(), dataset=data.describe(),
-                versions=versions(), git_commit=git_commit(), kind=kind)
+    base = record_fields(spec, dataset=data.describe(), kind=kind)
 
     def finish(status: str, error: str | None = None, **fields) -> RunRecord:
         record = RunRecord(status=status, error=error, created_utc=_utc_now(), **base, **fields)
@@ -231,8 +282,7 @@ def execute_run(spec: RunSpec, data: OCTData, store: ResultsStore, *, quiet: boo
     except KeyboardInterrupt:
         # An interrupt that lands after the COMPLETE record was written must not replace it.
         if not store.is_complete(spec.run_id):
-            finish(INTERRUPTED,
-                   "interrupted (Ctrl-C or SIGTERM); rerun to resume from the last epoch")
+            finish(INTERRUPTED, INTERRUPTED_MESSAGE)
         raise
     except StorageError:
         raise  # a full or unwritable disk: no record can be written, so stop the grid
@@ -247,9 +297,27 @@ def execute_run(spec: RunSpec, data: OCTData, store: ResultsStore, *, quiet: boo
         return finish(FAILED, detail)
 
 
+def record_fields(spec: RunSpec, *, dataset: dict, kind: str = "run") -> dict:
+    """The fields every record of ``spec`` carries, whatever its status."""
+    return dict(run_id=spec.run_id, experiment=spec.experiment, model=spec.model.label,
+                strategy=spec.strategy.label, seed=spec.seed, device=spec.device,
+                precision=spec.train.precision, config=spec.config(), dataset=dataset,
+                versions=versions(), git_commit=git_commit(), kind=kind)
+
+
+def stopped_record(spec: RunSpec, status: str, error: str, *, dataset: dict) -> RunRecord:
+    """The record of a run that ended without training to the end (interrupted, failed)."""
+    return RunRecord(status=status, error=error, created_utc=_utc_now(),
+                     **record_fields(spec, dataset=dataset))
+
+
+INTERRUPTED_MESSAGE = "interrupted (Ctrl-C or SIGTERM); rerun to resume from the last epoch"
+
+
 def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.device, finish, *,
            quiet: bool, on_epoch: EpochCallback | None, evaluate_test: bool) -> RunRecord:
     cfg = spec.train
+    check_fingerprint(data, spec.data_fingerprint)  # e.g. another file on a Ray node
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(spec.seed, deterministic=cfg.deterministic)

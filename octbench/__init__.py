@@ -5,6 +5,8 @@ Example:
     >>> config = octbench.load_config("experiments/quickstart.yaml")
     >>> summary = octbench.run_experiment(config)  # doctest: +SKIP
     >>> octbench.load_results("results/quickstart").head()  # doctest: +SKIP
+
+Must not import: the CLI (the library works without it).
 """
 
 from __future__ import annotations

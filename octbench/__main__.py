@@ -1,4 +1,7 @@
-"""``python -m octbench``: the command-line interface."""
+"""``python -m octbench``: the command-line interface.
+
+Must not import: anything but the CLI.
+"""
 
 from octbench.cli import main
 

@@ -4,6 +4,8 @@ Building the listing imports torch and every model (seconds on a small CPU), so 
 JSON under ``$OCTBENCH_CACHE`` (default ``~/.cache/octbench``), keyed by the octbench source files;
 a changed or added module rebuilds it. With plugins (``$OCTBENCH_PLUGINS``) the listing is built
 live, because a plugin's entries can change without octbench's files changing.
+
+Must not import: the CLI, runner, report or tuning.
 """
 
 from __future__ import annotations

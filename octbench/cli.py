@@ -8,6 +8,9 @@ without a traceback; Ctrl-C and SIGTERM end with exit code 130 after recording t
 
 Plugins: ``OCTBENCH_PLUGINS="pkg.models,my_strategies"`` names modules imported before a command
 runs, so that models, strategies and datasets they register can be used in experiment YAMLs.
+
+Must not import at module level: torch, or octbench modules that import it (hence the lazy
+imports); no module imports the CLI but ``__main__``.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 Every problem (unknown key, unknown name, wrong type, value out of range) is collected with its
 YAML path and reported together in one :class:`ConfigError`, sklearn-style: "train.epochs must be
 an int >= 1. Got 0 instead."
+
+Must not import: the runner, engine, results, report or tuning (they read the config; it reads only
+the registries).
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 An unavailable device raises :class:`DeviceUnavailable`; the runner records the run as skipped.
 Nothing here ever falls back to another device silently.
+
+Must not import: octbench beyond errors (the engine and runner use it).
 """
 
 from __future__ import annotations

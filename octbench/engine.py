@@ -3,6 +3,9 @@
 Each split is one uint8 tensor (N, H, W). A batch is gathered by indexing, converted to float and
 normalised on the fly (mean 0.5, std 0.5, as the seed project did) on whatever device the tensor
 lives on -- no Dataset, no per-sample Python, no host sync per step.
+
+Must not import: config (the engine knows nothing of YAML), strategies or models by name, results,
+the runner, report or tuning.
 """
 
 from __future__ import annotations

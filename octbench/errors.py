@@ -2,6 +2,8 @@
 
 The CLI turns every :class:`OctbenchError` into one message on stderr and exit code 2, with no
 traceback; anything else is a bug and keeps its traceback.
+
+Must not import: any other octbench module (every module imports this one).
 """
 
 from __future__ import annotations

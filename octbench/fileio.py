@@ -1,4 +1,7 @@
-"""Crash-safe file writes: a reader sees the old file or the new one, never half of one."""
+"""Crash-safe file writes: a reader sees the old file or the new one, never half of one.
+
+Must not import: any other octbench module.
+"""
 
 from __future__ import annotations
 

@@ -1,16 +1,23 @@
-"""Classification metrics of one set of predictions: pure functions, numpy in, Python floats out.
+"""Classification metrics: pure functions, numpy in, numbers out; the one copy of each metric.
 
 :func:`compute_metrics` runs on the validation split after every epoch, so every count-based
 metric comes from one confusion matrix built with ``np.bincount``: one pass over the items,
 a few microseconds for 10,000 of them, and no chance of two metrics disagreeing about the counts.
 The values equal scikit-learn's with ``zero_division=0`` (``tests/test_metrics.py`` checks
-it to 1e-12). Only macro AUC calls scikit-learn, since it needs the ranks of the scores.
+it to 1e-12).
+
+Each metric is one function that also takes leading axes (``labels`` of shape ``(..., N)``):
+the bootstrap of a report scores 500 resamples of the test items in one call with
+:func:`metric_fn`, and a run record's metrics come from the very same functions.
+
+Must not import: the rest of octbench beyond errors and registry (engine, runner and report
+import this module), nor torch or scikit-learn.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -35,6 +42,9 @@ METRICS: Mapping[str, str] = MappingProxyType(
 
 #: Equal-width confidence bins of the expected calibration error, as in Guo et al. (2017).
 ECE_BINS = 15
+
+#: Metrics computed from the class scores; the others need only the predicted classes.
+SCORE_METRICS = ("macro_auc", "ece")
 
 # Probabilities are clipped to this floor in the NLL: one confidently wrong item with p = 0 would
 # otherwise make the mean infinite and hide every other item (it costs at most -log(1e-12) ≈ 27.6).
@@ -82,22 +92,19 @@ def compute_metrics(
     n = len(labels)
     preds = scores.argmax(axis=1)
 
-    confusion = np.bincount(labels * k + preds, minlength=k * k).reshape(k, k)
-    tp = np.diag(confusion)
-    support = confusion.sum(axis=1)
-    predicted = confusion.sum(axis=0)
+    confusion = confusion_matrix(labels, preds, k)
+    tp, support, predicted = _counts(confusion)
     precision = _divide(tp, predicted)
     recall = _divide(tp, support)
-    f1 = _divide(2 * tp, support + predicted)  # = 2PR / (P + R), and 0 where both are 0
+    f1 = _f1(tp, support, predicted)
 
-    confidence = scores.max(axis=1)
     return {
-        "accuracy": float(tp.sum() / n),
-        "balanced_accuracy": float(recall[support > 0].mean()),
+        "accuracy": float(accuracy(labels, preds)),
+        "balanced_accuracy": float(_balanced_accuracy(tp, support)),
         "macro_f1": float(f1.mean()),
         "weighted_f1": float(np.dot(f1, support) / n),
-        "macro_auc": _macro_auc(labels, scores, support),
-        "ece": expected_calibration_error(confidence, preds == labels),
+        "macro_auc": float(macro_auc(labels, scores)),
+        "ece": expected_calibration_error(scores.max(axis=1), preds == labels),
         "nll": float(-np.log(np.clip(scores[np.arange(n), labels], _NLL_FLOOR, 1.0)).mean()),
         "per_class": {
             name: {
@@ -114,31 +121,119 @@ def compute_metrics(
 
 def expected_calibration_error(
     confidence: np.ndarray, correct: np.ndarray, n_bins: int = ECE_BINS
-) -> float:
+) -> float | np.ndarray:
     """Expected calibration error of top-label confidences (Guo et al., 2017, eq. 3).
 
     ``ECE = sum_m |B_m| / N * |acc(B_m) - conf(B_m)|`` over ``n_bins`` equal-width bins
     ``((m-1)/M, m/M]`` (a confidence of exactly 0 falls in the first bin).
 
     Args:
-        confidence: the probability of the predicted class, shape ``(N,)``.
-        correct: whether each prediction is right, shape ``(N,)``.
+        confidence: the probability of the predicted class, shape ``(..., N)``.
+        correct: whether each prediction is right, shape ``(..., N)``.
         n_bins: number of equal-width bins on [0, 1].
 
     Returns:
-        The ECE in [0, 1]; NaN for no items.
+        The ECE in [0, 1] (a float, or one per leading index); NaN for no items.
 
     Example:
         >>> expected_calibration_error(np.array([.9, .9, .6, .6]), np.array([1, 0, 1, 1]))
         0.4
     """
     confidence = np.asarray(confidence, dtype=np.float64)
-    if confidence.size == 0:
-        return math.nan
+    n = confidence.shape[-1]
+    if n == 0:
+        return _scalar(np.full(confidence.shape[:-1], math.nan))
     bins = np.clip(np.ceil(confidence * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
     # |B_m| * (acc - conf) is the per-bin sum of (correct - confidence): one weighted bincount.
-    gaps = np.bincount(bins, weights=np.asarray(correct) - confidence, minlength=n_bins)
-    return float(np.abs(gaps).sum() / confidence.size)
+    gaps = _bincount_rows(bins, n_bins, weights=np.asarray(correct) - confidence)
+    return _scalar(np.abs(gaps).sum(axis=-1) / n)
+
+
+def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts of (true class, predicted class), shape ``(..., K, K)`` for labels ``(..., N)``.
+
+    Example:
+        >>> confusion_matrix(np.array([0, 1, 1]), np.array([0, 1, 0]), 2).tolist()
+        [[1, 0], [1, 1]]
+    """
+    k = num_classes
+    # int64: MedMNIST labels are uint8, and labels * k must not overflow.
+    codes = np.asarray(labels).astype(np.int64) * k + np.asarray(preds)
+    return _bincount_rows(codes, k * k).reshape(*codes.shape[:-1], k, k)
+
+
+def accuracy(labels: np.ndarray, preds: np.ndarray) -> float | np.ndarray:
+    """Share of items whose predicted class is the true one, over the last axis."""
+    return _scalar(np.mean(np.asarray(labels) == np.asarray(preds), axis=-1))
+
+
+def balanced_accuracy(labels: np.ndarray, preds: np.ndarray,
+                      num_classes: int) -> float | np.ndarray:
+    """Mean recall over the classes present in ``labels`` (scikit-learn's
+    ``balanced_accuracy_score``)."""
+    tp, support, _ = _counts(confusion_matrix(labels, preds, num_classes))
+    return _scalar(_balanced_accuracy(tp, support))
+
+
+def macro_f1(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> float | np.ndarray:
+    """Unweighted mean F1 over all ``num_classes`` classes (0 for a class with no items and no
+    predictions, scikit-learn's ``zero_division=0``)."""
+    return _scalar(_f1(*_counts(confusion_matrix(labels, preds, num_classes))).mean(axis=-1))
+
+
+def macro_auc(labels: np.ndarray, scores: np.ndarray) -> float | np.ndarray:
+    """One-vs-rest ROC AUC averaged over classes (scikit-learn's ``multi_class="ovr"``, macro).
+
+    Computed in the Mann-Whitney form from mid-ranks (ties count half), all classes at once. Two
+    classes: the AUC of class 1's scores (scikit-learn's binary form). NaN where a class has no
+    positives or no negatives, where the AUC is undefined.
+
+    Args:
+        labels: true classes, shape ``(..., N)``.
+        scores: class scores, shape ``(..., N, K)``.
+
+    Example:
+        >>> macro_auc(np.array([0, 0, 1, 1]), np.array([[.9, .1], [.6, .4], [.3, .7], [.7, .3]]))
+        0.75
+    """
+    labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
+    k = scores.shape[-1]
+    classes = np.arange(1, 2) if k == 2 else np.arange(k)
+    ranks = _mid_ranks(np.moveaxis(scores[..., classes], -1, -2))  # (..., classes, N)
+    positive = labels[..., None, :] == classes[:, None]
+    n_pos = positive.sum(axis=-1)
+    n_neg = labels.shape[-1] - n_pos
+    rank_sum = np.where(positive, ranks, 0.0).sum(axis=-1)  # half-integers: exact in any order
+    with np.errstate(divide="ignore", invalid="ignore"):
+        auc = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    defined = ((n_pos > 0) & (n_neg > 0)).all(axis=-1)
+    return _scalar(np.where(defined, auc.mean(axis=-1), math.nan))
+
+
+def metric_fn(name: str, num_classes: int) -> Callable[[np.ndarray, np.ndarray], Any]:
+    """``fn(labels, values)`` for one metric of :data:`METRICS` that reports resample.
+
+    ``values`` are the predicted classes, or the scores ``(..., N, K)`` for the metrics in
+    :data:`SCORE_METRICS`. Leading axes are kept: labels ``(B, N)`` give ``B`` values, so a
+    bootstrap scores a whole batch of resamples in one call. Values equal
+    :func:`compute_metrics`'s.
+
+    Example:
+        >>> fn = metric_fn("accuracy", 2)
+        >>> fn(np.array([[0, 1], [1, 1]]), np.array([[0, 0], [1, 1]])).tolist()
+        [0.5, 1.0]
+    """
+    fns = {
+        "accuracy": accuracy,
+        "balanced_accuracy": lambda y, p: balanced_accuracy(y, p, num_classes),
+        "macro_f1": lambda y, p: macro_f1(y, p, num_classes),
+        "macro_auc": macro_auc,
+        "ece": lambda y, s: expected_calibration_error(s.max(axis=-1), s.argmax(axis=-1) == y),
+    }
+    if name not in fns:
+        raise OctbenchError(f"no resampling form of metric '{name}'.{did_you_mean(name, list(fns))}"
+                            f" Choices: {', '.join(fns)}.")
+    return fns[name]
 
 
 def is_better(metric: str, a: float, b: float) -> bool:
@@ -188,13 +283,53 @@ def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros(len(num)), where=den > 0)
 
 
-def _macro_auc(labels: np.ndarray, scores: np.ndarray, support: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score  # imported here: it costs 1.5 s at start-up
+def _counts(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """True positives, support (true items) and predicted items per class."""
+    tp = np.diagonal(confusion, axis1=-2, axis2=-1)
+    return tp, confusion.sum(axis=-1), confusion.sum(axis=-2)
 
-    # One-vs-rest AUC needs positives and negatives of every class; rather than let scikit-learn
-    # raise (or warn and average a NaN), report the macro AUC as undefined.
-    if (support == 0).any():
-        return math.nan
-    if scores.shape[1] == 2:  # scikit-learn's binary form: the positive class's score only
-        return float(roc_auc_score(labels, scores[:, 1]))
-    return float(roc_auc_score(labels, scores, multi_class="ovr", average="macro"))
+
+def _f1(tp: np.ndarray, support: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Per-class F1 = 2PR / (P + R) = 2 TP / (support + predicted), 0 where both are 0."""
+    den = support + predicted
+    return np.divide(2 * tp, den, out=np.zeros(den.shape), where=den > 0)
+
+
+def _balanced_accuracy(tp: np.ndarray, support: np.ndarray) -> np.ndarray:
+    present = support > 0
+    recall = np.divide(tp, support, out=np.zeros(support.shape), where=present)
+    return recall.sum(axis=-1) / present.sum(axis=-1)  # absent classes add exact zeros
+
+
+def _bincount_rows(codes: np.ndarray, size: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """``np.bincount`` of each row of ``codes`` (``(..., N)`` -> ``(..., size)``), in one call."""
+    lead = codes.shape[:-1]
+    rows = math.prod(lead)
+    shifted = codes.reshape(rows, -1) + (np.arange(rows) * size)[:, None]
+    flat = None if weights is None else np.broadcast_to(weights, codes.shape).reshape(-1)
+    return np.bincount(shifted.reshape(-1), weights=flat, minlength=rows * size).reshape(
+        *lead, size)
+
+
+def _mid_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks along the last axis, ties sharing their mean rank
+    (``scipy.stats.rankdata(axis=-1)``, several times faster)."""
+    n = values.shape[-1]
+    order = np.argsort(values, axis=-1, kind="stable")
+    ordered = np.take_along_axis(values, order, axis=-1)
+    position = np.broadcast_to(np.arange(n), values.shape)
+    starts = np.ones(values.shape, dtype=bool)
+    starts[..., 1:] = ordered[..., 1:] != ordered[..., :-1]
+    ends = np.ones(values.shape, dtype=bool)
+    ends[..., :-1] = starts[..., 1:]
+    first = np.maximum.accumulate(np.where(starts, position, 0), axis=-1)
+    last = np.flip(np.minimum.accumulate(np.flip(np.where(ends, position, n - 1), -1), axis=-1),
+                   -1)
+    ranks = np.empty(values.shape)
+    np.put_along_axis(ranks, order, (first + last) / 2 + 1, axis=-1)
+    return ranks
+
+
+def _scalar(value: np.ndarray) -> float | np.ndarray:
+    """A Python float for a 0-d result (one set of predictions), else the array."""
+    return float(value) if np.ndim(value) == 0 else value

@@ -3,6 +3,8 @@
 Checks that the data can be loaded and the results folder written (creating nothing), lists which
 runs are complete, and estimates the training time of the others from past records of the same
 model, data, device and batch settings found anywhere under the results folder.
+
+Must not import: the CLI, report or tuning.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@ of a dataset (``octbench evaluate``).
 
 Each scan is preprocessed exactly as MedMNIST built OCTMNIST (:mod:`octbench.data.preprocess`);
 a file that cannot be read gets its own error and the others are still predicted.
+
+Must not import: config, the runner, report or tuning.
 """
 
 from __future__ import annotations

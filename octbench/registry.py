@@ -4,6 +4,8 @@ A new entry is one decorated, keyword-only function whose name is the registry k
 ``@register_model``). The function's signature *is* its parameter schema: the config validator
 checks unknown keys against it, types against its annotations, and ranges against the optional
 constraints given to :meth:`Registry.register`.
+
+Must not import: octbench beyond errors (every registry is built on it).
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ A run is COMPLETE only when its record says so and its artifacts are there; the 
 last, and every file is written atomically (temp file, fsync, rename), so a crash or kill -9
 leaves the old version or the new one, never half of one. Folders from several machines can be
 copied into one results folder: run ids never collide across devices.
+
+Must not import: config, the runner, engine, report or tuning: a record is plain data (torch only
+inside checkpoint functions).
 """
 
 from __future__ import annotations
@@ -34,14 +37,10 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from octbench.errors import OctbenchError
 from octbench.fileio import atomic_write, atomic_write_text, pid_alive, remove_stale_temp_files
-
-try:
-    import fcntl
-except ImportError:  # Windows: lock files are created exclusively instead
-    fcntl = None
 
 log = logging.getLogger(__name__)
 
@@ -197,9 +196,9 @@ class ResultsStore:
             pid = _owner_pid(lock)
             if (pid is None and _read(lock)) or (pid is not None and pid_alive(pid)):
                 continue  # another machine's lock, or a live owner's
-            handle = _acquire(lock)
-            if handle is not None:
-                _release(lock, handle)
+            held = _try_lock(lock)
+            if held is not None:
+                _release(lock, held)
 
     def write(self, record: RunRecord) -> Path:
         """Write (or replace) a run's record atomically."""
@@ -257,17 +256,18 @@ class ResultsStore:
     def claim(self, run_id: str) -> Iterator[None]:
         """Hold an exclusive lock on a run for this process, or raise :class:`RunLocked`.
 
-        The lock is an advisory ``flock`` on ``<run_id>/.lock``: the kernel drops it when its
-        owner exits in any way (kill -9 included), so a dead owner never blocks a rerun, and two
-        ``run`` processes on one experiment never train the same run. The file names its owner
-        and is deleted on release. Once the lock is held, temp files that killed writers left in
-        the run's folder are removed (nobody else writes there).
+        The lock is a :class:`filelock.FileLock` on ``<run_id>/.lock`` (``flock`` on Unix): the
+        operating system drops it when its owner exits in any way (kill -9 included), so a dead
+        owner never blocks a rerun, and two ``run`` processes on one experiment never train the
+        same run. The file names its owner (``host pid``) and is deleted on release. Once the lock
+        is held, temp files that killed writers left in the run's folder are removed (nobody else
+        writes there).
         """
         path = self.run_dir(run_id) / self.LOCK
         with _writing(path):
             path.parent.mkdir(parents=True, exist_ok=True)
-            handle = _acquire(path)
-        if handle is None:
+            held = _try_lock(path)
+        if held is None:
             raise RunLocked(f"run {run_id} is being trained by another process "
                             f"({_read(path) or 'unknown'})")
         try:
@@ -275,7 +275,7 @@ class ResultsStore:
                 log.info("removed a half-written file left by an interrupted run: %s", tmp)
             yield
         finally:
-            _release(path, handle)
+            _release(path, held)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -387,49 +387,30 @@ def _owner_pid(path: Path) -> int | None:
     return int(pid) if host == socket.gethostname() and pid.isdigit() else None
 
 
-def _acquire(path: Path) -> int | None:
-    """Take the lock file ``path``: a handle for :func:`_release`, or None if it is held."""
-    owner = f"{socket.gethostname()} {os.getpid()}".encode()
-    while fcntl is not None:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        # A holder deletes the file before unlocking it: if we locked a deleted file, another
-        # process may already hold a new one at this path, so start again.
-        try:
-            same = os.stat(path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            os.ftruncate(fd, 0)
-            os.write(fd, owner)
-            return fd
-        os.close(fd)
-    # Without flock: create the file exclusively; take over a lock whose owner has died.
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            pid = _owner_pid(path)
-            if pid is None or pid_alive(pid):
-                return None
-            path.unlink(missing_ok=True)
-            continue
-        os.write(fd, owner)
-        os.close(fd)
-        return -1
-    return None
+def _try_lock(path: Path) -> FileLock | None:
+    """Take the lock file ``path`` without waiting: the held lock, or None if another has it."""
+    lock = FileLock(path, blocking=False, on_acquired=_write_owner)
+    try:
+        lock.acquire()
+    except Timeout:
+        return None
+    return lock
 
 
-def _release(path: Path, handle: int) -> None:
-    if handle >= 0:  # flock: delete while still holding it (see _acquire), then unlock
+def _write_owner(fd: int) -> None:
+    """Name the holder in the lock file, for the message of a process that finds it held."""
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, f"{socket.gethostname()} {os.getpid()}".encode())
+
+
+def _release(path: Path, lock: FileLock) -> None:
+    # Deleted while still held: a process that opened the old file meanwhile and then gets its
+    # flock finds it unlinked, which filelock counts as not acquired, so two holders of one path
+    # never overlap. Where an open file cannot be deleted (Windows), it stays for the next claim.
+    with suppress(OSError):
         path.unlink(missing_ok=True)
-        os.close(handle)
-    elif _owner_pid(path) == os.getpid():
-        path.unlink(missing_ok=True)
+    lock.release()
 
 
 def load_results(path: str | Path) -> pandas.DataFrame:  # noqa: F821

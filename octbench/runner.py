@@ -6,6 +6,8 @@ executor (:mod:`octbench.executors`) trains the pending runs, here or on a Ray c
 interrupted run resumes where it stopped), and ends with exactly one record: COMPLETE, FAILED
 (with its error), SKIPPED (device unavailable) or INTERRUPTED. One failing run never stops the
 grid.
+
+Must not import: the CLI, report or tuning (tuning imports the runner).
 """
 
 from __future__ import annotations

@@ -10,10 +10,13 @@ A benchmark number varies for two reasons, and each has its own tools here:
 Reports must never over-claim, so nothing here raises on degenerate data (no items, one seed,
 identical models, NaN values): the answer is NaN, and test results carry a ``note`` saying why.
 :func:`holm` adjusts a family of p-values for multiple comparisons.
+
+Must not import: any octbench module, metrics included (a metric is passed in as a function).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -84,6 +87,7 @@ def bootstrap_ci(
     seed: int = 0,
     groups: np.ndarray | None = None,
     method: str = "percentile",
+    vectorized: bool = False,
 ) -> Interval:
     """Bootstrap confidence interval of a metric over the test items.
 
@@ -105,6 +109,10 @@ def bootstrap_ci(
             items of one group are not independent.
         method: ``"percentile"`` (default: robust for bounded metrics with few distinct values and
             no extra cost), ``"basic"`` or ``"BCa"`` (bias-corrected; N extra metric calls).
+        vectorized: ``metric_fn`` also takes a leading resample axis (labels ``(B, N)``,
+            predictions ``(B, N[, K])``) and returns B values, as :func:`octbench.metrics.metric_fn`
+            does: 500 resamples are scored per call instead of one (the same resamples, so the
+            same interval). Ignored with ``groups`` (resamples of groups differ in length).
 
     Returns:
         The metric on all items with its interval; ``low`` and ``high`` are NaN when fewer than
@@ -125,7 +133,8 @@ def bootstrap_ci(
     estimate = metric(np.arange(n)) if n else math.nan
     if len(units) < 2:  # nothing to resample: any interval would be invented
         return Interval(estimate, math.nan, math.nan, confidence, method_text)
-    result = _bootstrap(units, lambda u: metric(to_items(u)), n_resamples, confidence, seed, method)
+    statistic = _resample_statistic(metric, to_items, vectorized and groups is None)
+    result = _bootstrap(units, statistic, n_resamples, confidence, seed, method)
     low, high = result.confidence_interval
     return Interval(estimate, float(low), float(high), confidence, method_text)
 
@@ -139,6 +148,7 @@ def paired_bootstrap_test(
     n_resamples: int = 2000,
     seed: int = 0,
     groups: np.ndarray | None = None,
+    vectorized: bool = False,
 ) -> Comparison:
     """Paired bootstrap test of ``metric(A) - metric(B)`` over the test items.
 
@@ -157,6 +167,7 @@ def paired_bootstrap_test(
         n_resamples: number of bootstrap resamples.
         seed: seed of the resampling.
         groups: optional ``(N,)`` group ids whose items are resampled together.
+        vectorized: ``metric_fn`` scores a batch of resamples per call (see :func:`bootstrap_ci`).
 
     Returns:
         A :class:`Comparison` whose ``difference`` is metric(A) - metric(B) on all items and whose
@@ -189,9 +200,9 @@ def paired_bootstrap_test(
     difference = delta(np.arange(n))
     with warnings.catch_warnings():  # only the distribution is used, not scipy's own interval
         warnings.simplefilter("ignore", scipy.stats.DegenerateDataWarning)
-        deltas = _bootstrap(
-            units, lambda u: delta(to_items(u)), n_resamples, 0.95, seed, "percentile"
-        ).bootstrap_distribution
+        statistic = _resample_statistic(delta, to_items, vectorized and groups is None)
+        result = _bootstrap(units, statistic, n_resamples, 0.95, seed, "percentile")
+        deltas = result.bootstrap_distribution
     undefined = int(np.isnan(deltas).sum())
     if undefined or math.isnan(difference):
         # Dropping the NaN resamples would bias the tails, so make no claim at all.
@@ -399,10 +410,26 @@ def _seed_mean(
 ) -> Callable[[np.ndarray], float]:
     """``items -> metric on those items``, averaged over the seeds of ``values``."""
 
-    def metric(items: np.ndarray) -> float:
-        return float(np.mean([metric_fn(labels[items], v[items]) for v in values]))
+    def metric(items: np.ndarray) -> float | np.ndarray:
+        mean = np.mean([metric_fn(labels[items], v[items]) for v in values], axis=0)
+        return float(mean) if np.ndim(mean) == 0 else mean  # items (B, N): one per resample
 
     return metric
+
+
+def _resample_statistic(
+    metric: Callable[[np.ndarray], float | np.ndarray],
+    to_items: Callable[[np.ndarray], np.ndarray],
+    vectorized: bool,
+) -> Callable:
+    """The statistic handed to ``scipy.stats.bootstrap``: resampled unit ids -> metric values.
+
+    Vectorized, it receives a ``(batch, N)`` array of item ids (scipy's ``axis=-1`` convention)
+    and the metric scores all rows at once; otherwise one resample per call.
+    """
+    if vectorized:
+        return lambda units, axis=-1: metric(units)
+    return lambda units: metric(to_items(units))
 
 
 def _units(
@@ -433,8 +460,9 @@ def _bootstrap(
     method: str,
 ):
     # Resampling *indices* (paired=True over one array of unit ids) lets the statistic index
-    # labels and every seed's predictions with the same draw; the metric is arbitrary Python,
-    # hence vectorized=False. batch bounds memory to batch x N indices at a time.
+    # labels and every seed's predictions with the same draw. A statistic with an ``axis``
+    # argument scores a whole batch per call; scipy draws the same resamples either way. batch
+    # bounds memory to batch x N indices at a time.
     return scipy.stats.bootstrap(
         (units,),
         statistic,
@@ -442,7 +470,7 @@ def _bootstrap(
         confidence_level=confidence,
         method=method,
         paired=True,
-        vectorized=False,
+        vectorized="axis" in inspect.signature(statistic).parameters,
         batch=500,
         rng=np.random.default_rng(seed),
     )

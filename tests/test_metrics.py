@@ -1,4 +1,5 @@
-"""compute_metrics agrees with scikit-learn, and ECE with its textbook definition."""
+"""compute_metrics and the resampling form of each metric agree with scikit-learn, and ECE with
+its textbook definition."""
 
 from __future__ import annotations
 
@@ -7,10 +8,18 @@ import math
 
 import numpy as np
 import pytest
+import scipy.stats
 from sklearn import metrics as skm
 
 from octbench.errors import OctbenchError
-from octbench.metrics import METRICS, compute_metrics, expected_calibration_error, is_better
+from octbench.metrics import (
+    METRICS,
+    SCORE_METRICS,
+    compute_metrics,
+    expected_calibration_error,
+    is_better,
+    metric_fn,
+)
 
 NAMES = ["CNV", "DME", "DRUSEN", "NORMAL"]
 K = len(NAMES)
@@ -214,3 +223,61 @@ def test_metric_directions() -> None:
 def test_unknown_metric_suggests_the_closest() -> None:
     with pytest.raises(OctbenchError, match="Did you mean 'macro_f1'"):
         is_better("macro_f2", 0.1, 0.2)
+
+
+# The resampling form: one call scores a batch of resamples (rows), as the report's bootstrap does.
+
+
+def _sklearn_metric(name: str, labels: np.ndarray, scores: np.ndarray) -> float:
+    preds = scores.argmax(axis=1)
+    if name == "accuracy":
+        return skm.accuracy_score(labels, preds)
+    if name == "balanced_accuracy":
+        return skm.balanced_accuracy_score(labels, preds)
+    if name == "macro_f1":
+        return skm.f1_score(labels, preds, labels=list(range(K)), average="macro", zero_division=0)
+    if name == "macro_auc":
+        if len(np.unique(labels)) < K:
+            return math.nan
+        # One-vs-rest, macro, as roc_auc_score(multi_class="ovr") computes it; the per-class form
+        # accepts the rounded scores, whose rows no longer sum to exactly 1.
+        return np.mean([skm.roc_auc_score(labels == c, scores[:, c]) for c in range(K)])
+    return _textbook_ece(scores.max(axis=1), preds == labels)
+
+
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
+@pytest.mark.parametrize("name", ["accuracy", "balanced_accuracy", "macro_f1", "macro_auc", "ece"])
+@pytest.mark.parametrize("case", CASES)
+def test_batched_metric_matches_sklearn_on_every_resample(case: str, name: str) -> None:
+    labels, scores = CASES[case](0)
+    scores = np.round(scores, 2)  # ties in the scores: AUC must give them half credit
+    rows = np.random.default_rng(1).integers(0, len(labels), size=(20, len(labels)))
+    rows[0] = np.arange(len(labels))  # the resample that is the whole set
+    values = scores[rows] if name in SCORE_METRICS else scores.argmax(axis=1)[rows]
+    got = metric_fn(name, K)(labels[rows], values)
+    assert got.shape == (20,)
+    expected = [_sklearn_metric(name, labels[r], scores[r]) for r in rows]
+    np.testing.assert_allclose(got, expected, rtol=0, atol=TOL)
+    # ... and one set of predictions gives compute_metrics' value, as a float.
+    one = metric_fn(name, K)(labels, values[0])
+    assert isinstance(one, float)
+    assert one == pytest.approx(compute_metrics(labels, scores, NAMES)[name], abs=TOL, nan_ok=True)
+
+
+def test_batched_auc_is_nan_only_on_resamples_missing_a_class() -> None:
+    labels, scores = _random_case(0, n=40)
+    rows = np.stack([np.arange(40), np.flatnonzero(labels != 1)[np.arange(40) % 10]])
+    got = metric_fn("macro_auc", K)(labels[rows], scores[rows])
+    assert not math.isnan(got[0]) and math.isnan(got[1])
+
+
+def test_unknown_resampling_metric_names_the_choices() -> None:
+    with pytest.raises(OctbenchError, match="Did you mean 'macro_f1'"):
+        metric_fn("macro_f2", K)
+
+
+def test_ranks_with_ties_match_scipy() -> None:
+    from octbench.metrics import _mid_ranks
+
+    values = np.random.default_rng(0).integers(0, 5, size=(3, 50)).astype(float)
+    np.testing.assert_array_equal(_mid_ranks(values), scipy.stats.rankdata(values, axis=-1))

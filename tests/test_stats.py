@@ -214,3 +214,21 @@ def test_mean_std() -> None:
     mean, std = mean_std([0.7])
     assert mean == 0.7 and math.isnan(std)
     assert all(math.isnan(v) for v in mean_std([]))
+
+
+@pytest.mark.parametrize("method", ["percentile", "BCa"])
+def test_vectorized_bootstrap_draws_the_same_resamples(method: str) -> None:
+    from octbench.metrics import metric_fn
+
+    rng = np.random.default_rng(3)
+    a = np.stack([_predictions(rng, LABELS, 0.7) for _ in range(3)])  # 3 seeds
+    b = np.stack([_predictions(rng, LABELS, 0.6) for _ in range(2)])
+    f1 = metric_fn("macro_f1", 4)
+    loop = bootstrap_ci(LABELS, a, f1, n_resamples=300, method=method)
+    batched = bootstrap_ci(LABELS, a, f1, n_resamples=300, method=method, vectorized=True)
+    assert (batched.low, batched.high) == pytest.approx((loop.low, loop.high), abs=1e-12)
+    assert batched.estimate == loop.estimate
+    test_loop = paired_bootstrap_test(LABELS, a, b, f1, n_resamples=300)
+    test_batched = paired_bootstrap_test(LABELS, a, b, f1, n_resamples=300, vectorized=True)
+    assert test_batched.p_value == test_loop.p_value
+    assert test_batched.difference == test_loop.difference

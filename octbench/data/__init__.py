@@ -8,6 +8,9 @@ Every dataset also has a content fingerprint (:func:`data_fingerprint`) that is 
 the data are loaded, so that run ids can include it: a file whose content changes gets new run
 ids instead of old results. A dataset registers a fast fingerprint with :func:`fingerprinter`;
 one without it is loaded and its arrays hashed.
+
+Must not import: models, strategies, the engine, runner, report or tuning: data knows nothing of
+training.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Exploratory views of a dataset: class counts, imbalance ratios and sample grids."""
+"""Exploratory views of a dataset: class counts, imbalance ratios and sample grids.
+
+Must not import: models, strategies, the engine, runner or report.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Any MedMNIST-format ``.npz`` file (``{train,val,test}_{images,labels}``)."""
+"""Any MedMNIST-format ``.npz`` file (``{train,val,test}_{images,labels}``).
+
+Must not import: octbench beyond ``octbench.data`` and errors.
+"""
 
 from __future__ import annotations
 

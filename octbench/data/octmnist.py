@@ -2,6 +2,8 @@
 
 medmnist checks the MD5 only when it downloads; a file that is already present is checked here
 too, so a corrupt or substituted file never produces numbers that look like OCTMNIST results.
+
+Must not import: octbench beyond ``octbench.data``, errors and the registry.
 """
 
 from __future__ import annotations

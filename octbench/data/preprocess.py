@@ -4,6 +4,8 @@ MedMNIST v2 (Yang et al. 2023, and ``on_medmnist_plus.md`` in its repository) de
 OCTMNIST recipe: the gray-scale source scans of (384-1,536) x (277-512) px are center-cropped
 with a square window the length of the short edge, then resized to 28 x 28 (64/128/224 for
 MedMNIST+). The steps here are the same: grayscale -> 8 bit -> center crop -> resize.
+
+Must not import: octbench beyond errors (no torch either).
 """
 
 from __future__ import annotations

@@ -26,6 +26,8 @@ Everything is vectorised over a block of images. Block ``b`` of a call draws fro
 depends only on ``(seed, i, labels[i])``: memory stays bounded, results do not depend on how a
 caller batches, and one seed rendered with two labels gives a matched pair (same eye, same
 noise) that differs only by the finding.
+
+Must not import: octbench beyond ``octbench.data`` and errors.
 """
 
 from __future__ import annotations

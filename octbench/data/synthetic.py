@@ -3,6 +3,8 @@
 The images are procedural B-scans (:mod:`octbench.data.render`). They let every test, demo and
 benchmark run offline; they are *not* OCTMNIST, and everything made from them is labelled
 synthetic. Generated sets are cached as MedMNIST-format npz files keyed by their parameters.
+
+Must not import: octbench beyond ``octbench.data``, fileio and the registry.
 """
 
 from __future__ import annotations

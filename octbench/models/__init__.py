@@ -3,6 +3,8 @@
 A model is a keyword-only factory ``f(*, num_classes, in_chans, img_size, **params)`` registered in
 :data:`MODELS`; ``num_classes``, ``in_chans`` and ``img_size`` come from the data, the rest from
 the YAML. Any timm model enters by the prefix ``timm:<name>``, parsed only in :func:`build_model`.
+
+Must not import: strategies, data, the engine or config: models know nothing of losses or YAML.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""The seed project's CNNs (``train.py`` and the variant in its report)."""
+"""The seed project's CNNs (``train.py`` and the variant in its report).
+
+Must not import: octbench beyond ``octbench.models`` and the registry.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""MedMNIST-style ResNets (Yang et al. 2023): torchvision ResNets with a small-image stem."""
+"""MedMNIST-style ResNets (Yang et al. 2023): torchvision ResNets with a small-image stem.
+
+Must not import: octbench beyond ``octbench.models``.
+"""
 
 from __future__ import annotations
 

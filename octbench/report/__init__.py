@@ -36,9 +36,9 @@ from octbench.report.tables import (
     per_class_table,
 )
 
-__all__ = [
-    "CI_METRICS", "COMPARE_METRICS", "TABLE_METRICS", "ReportData", "Run", "build_report",
-    "collect", "compare_to_baseline", "device_table", "export_medmnist", "find_study",
-    "load_records", "main_table", "md_escape", "per_class_table", "print_summary",
-    "render_markdown", "resolve_source", "runs_frame", "summary_table",
-]
+# Public names, grouped by the module they come from.
+__all__ = ["ReportData", "Run", "collect", "load_records", "resolve_source"]
+__all__ += ["CI_METRICS", "COMPARE_METRICS", "TABLE_METRICS", "compare_to_baseline"]
+__all__ += ["device_table", "main_table", "per_class_table"]
+__all__ += ["md_escape", "render_markdown", "export_medmnist", "runs_frame"]
+__all__ += ["build_report", "find_study", "print_summary", "summary_table"]

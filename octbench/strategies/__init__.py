@@ -4,6 +4,9 @@ A strategy is a keyword-only factory ``f(*, class_counts, **params) -> Strategy`
 :data:`STRATEGIES`. It hands the engine everything it needs -- a criterion, optionally a sampler,
 an epoch hook and a post-hoc logit offset -- so the engine never branches on a strategy's name.
 ``class_counts`` always come from the training split.
+
+Must not import: models, data, the engine or config: strategies know nothing of architectures or
+YAML.
 """
 
 from __future__ import annotations

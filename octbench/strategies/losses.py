@@ -3,6 +3,8 @@
 Every criterion computes its loss in float32 (``logits.float()``), so it gives the same answer for
 float32 logits and for bf16 logits from autocast. Class weights, margins and logit offsets are
 registered buffers, so ``criterion.to(device)`` moves them with the model.
+
+Must not import: octbench beyond strategies, errors and the registry.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ A sampler is called once per epoch with the training labels and the run's genera
 epoch is a fresh draw and a seeded generator makes the whole sequence reproducible. Counts are
 taken from ``labels`` themselves, so the draw always matches the split it is given. Indices are
 returned on the CPU, where the generator lives.
+
+Must not import: octbench beyond strategies and the registry.
 """
 
 from __future__ import annotations

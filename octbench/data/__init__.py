@@ -16,6 +16,7 @@ training.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -254,7 +255,18 @@ def data_fingerprint(name: str, **params) -> str:
     generator's parameters and version; folder: SHA-256 of its files)."""
     if name in _FINGERPRINTS:
         return _FINGERPRINTS[name](**params)
-    return load_dataset(name, **params).fingerprint
+    # Loaded to be hashed: kept for the load_dataset call that follows, so it loads once.
+    data = load_dataset(name, **params)
+    _JUST_LOADED.clear()
+    _JUST_LOADED[_load_key(name, params)] = data
+    return data.fingerprint
+
+
+_JUST_LOADED: dict[str, OCTData] = {}
+
+
+def _load_key(name: str, params: dict) -> str:
+    return json.dumps([name, params], sort_keys=True, default=str)
 
 
 def cache_root() -> Path:
@@ -289,7 +301,8 @@ def load_dataset(name: str, **params) -> OCTData:
         >>> data.synthetic, data.class_names
         (True, ('CNV', 'DME', 'DRUSEN', 'NORMAL'))
     """
-    return DATASETS.get(name)(**params)
+    kept = _JUST_LOADED.pop(_load_key(name, params), None)
+    return kept if kept is not None else DATASETS.get(name)(**params)
 
 
 # Importing the modules registers their datasets.

@@ -100,16 +100,31 @@ def reference(tmp_path_factory, oct_npz):
     return outcome(home / "results" / "tiny")
 
 
+def _parent(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rpartition(")")[2].split()[1])
+
+
 def ray_workers_running() -> list[int]:
-    """Process ids of Ray workers executing an octbench run (their title names the task)."""
+    """Process ids of this test process's Ray workers executing an octbench run.
+
+    Only descendants of this process (its Ray instance's raylet started them) count: other Ray
+    instances on the machine, e.g. another test run's, are never touched.
+    """
     found = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "cmdline").read_bytes().startswith(b"ray::train_on_worker"):
-                    found.append(int(entry.name))
-            except OSError:
-                pass
+        if not entry.name.isdigit():
+            continue
+        try:
+            if not (entry / "cmdline").read_bytes().startswith(b"ray::train_on_worker"):
+                continue
+            pid = ancestor = int(entry.name)
+            while ancestor > 1 and ancestor != os.getpid():
+                ancestor = _parent(ancestor)
+        except (OSError, ValueError, IndexError):
+            continue
+        if ancestor == os.getpid():
+            found.append(pid)
     return found
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 KINDS = ("models", "strategies", "datasets")
-CATALOG_VERSION = 1  # bump when the cached layout changes
+CATALOG_VERSION = 2  # bump when the cached layout changes
 
 
 def catalog(*, use_cache: bool = True) -> dict[str, list[dict]]:
@@ -56,8 +56,8 @@ def build_catalog() -> dict[str, list[dict]]:
     from octbench.models import MODELS
     from octbench.strategies import STRATEGIES
 
-    models = [{"name": name, "summary": _summary(MODELS.get(name)),
-               "parameters": model_parameters(name)} for name in MODELS.names()]
+    models = [{"name": name, "summary": _summary(MODELS.get(name)), **_parameters(name)}
+              for name in MODELS.names()]
     return {
         "models": models,
         "strategies": [{"name": n, "summary": _summary(STRATEGIES.get(n))}
@@ -81,6 +81,13 @@ def model_parameters(name: str, **params) -> int:
             return count_parameters(build_model(name, **params))
     except Exception:  # noqa: BLE001 - some layers initialise with real data
         return count_parameters(build_model(name, **params))
+
+
+def _parameters(name: str) -> dict:
+    try:
+        return {"parameters": model_parameters(name), "error": None}
+    except Exception as error:  # noqa: BLE001 - a plugin's broken factory: one line, not the list
+        return {"parameters": None, "error": f"{type(error).__name__}: {error}"}
 
 
 def _summary(fn) -> str:

@@ -27,6 +27,8 @@ from pathlib import Path
 from octbench.errors import OctbenchError
 
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+#: More worker processes than this only oversubscribes the machine.
+MAX_WORKERS = 4 * (os.cpu_count() or 1)
 PLUGINS_VARIABLE = "OCTBENCH_PLUGINS"
 
 
@@ -105,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune = commands.add_parser("tune", help="tune hyperparameters with Optuna (validation only)",
                                **common)
     tune.add_argument("config", help="tuning YAML, e.g. experiments/tune.yaml")
-    tune.add_argument("--workers", type=int, default=1, metavar="N",
+    tune.add_argument("--workers", type=_int_between(1, MAX_WORKERS), default=1, metavar="N",
                       help="worker processes on this machine (default 1; N > 1 shares the "
                            "study through an Optuna journal file)")
     tune.add_argument("--storage", metavar="URL",
@@ -152,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
                               **common)
     info.add_argument("source", **source)
     info.add_argument("--set", **setter)
-    info.add_argument("--figure", metavar="PNG", help="also save a class-distribution chart")
+    info.add_argument("--figure", type=_png_path, metavar="PNG",
+                      help="also save a class-distribution chart")
     info.set_defaults(handler=cmd_data_info)
     show = actions.add_parser("show", help="write a PNG grid of samples per class, or of raw "
                               "scan files next to the model inputs made from them", **common)
@@ -160,10 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("scans", nargs="*", metavar="SCAN",
                       help="more scan files when SOURCE is an image file")
     show.add_argument("--set", **setter)
-    show.add_argument("--out", default="samples.png", metavar="PNG",
+    show.add_argument("--out", type=_png_path, default="samples.png", metavar="PNG",
                       help="image to write (default: samples.png)")
-    show.add_argument("--per-class", type=_positive_int, default=8,
-                      help="samples per class (default: 8)")
+    show.add_argument("--per-class", type=_int_between(1, 64), default=8,
+                      help="samples per class, 1 to 64 (default: 8)")
     show.add_argument("--split", choices=("train", "val", "test"), default="test",
                       help="split to draw from (default: test)")
     show.set_defaults(handler=cmd_data_show)
@@ -237,6 +240,14 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except OctbenchError as error:
         print(f"octbench: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as error:
+        # The file system refused (read-only, missing folder, name too long, disk full): an
+        # environment problem, so one message naming the path, as for any other bad input.
+        where = f" {error.filename}" if error.filename else ""
+        print(f"octbench: error: cannot access{where}: {error.strerror or error}; check the "
+              "path, its permissions and free space, or choose another location.",
+              file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("octbench: interrupted; completed runs are saved, rerun to resume.",
@@ -324,11 +335,30 @@ def _make_executor(args):
 SCAN_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
-    return value
+def _int_between(low: int, high: int):
+    """An argparse type: an integer in [low, high] (bounds keep a typo from exhausting the
+    machine, e.g. a billion bootstrap resamples)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"must be an integer from {low} to {high:,}, got {text}")
+        return value
+    parse.__name__ = "integer"  # argparse names the type in its messages
+    return parse
+
+
+def _png_path(text: str) -> str:
+    """An argparse type: a PNG file to write (not a folder; matplotlib would write DIR.png)."""
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name such as "
+                                         f"{Path(text) / 'samples.png'}")
+    if not text.lower().endswith(".png"):
+        raise argparse.ArgumentTypeError(f"{text} must end in .png (a PNG image is written)")
+    return text
 
 
 def _load_data_source(source: str, settings: list[str], **defaults):
@@ -364,7 +394,10 @@ def cmd_tune(args) -> int:
 
 def cmd_data_info(args) -> int:
     from octbench.data.explore import format_distribution, save_distribution_figure
+    from octbench.fileio import writable_folder
 
+    if args.figure:
+        writable_folder(Path(args.figure).parent, "--figure folder")
     data = _load_data_source(args.source, args.set)
     print(format_distribution(data))
     if args.figure:
@@ -374,7 +407,9 @@ def cmd_data_info(args) -> int:
 
 def cmd_data_show(args) -> int:
     from octbench.data.explore import save_sample_grid, save_scan_grid
+    from octbench.fileio import writable_folder
 
+    writable_folder(Path(args.out).parent, "--out folder")
     scans = [args.source, *args.scans]
     if all(s.lower().endswith(SCAN_SUFFIXES) for s in scans):
         print(f"saved {save_scan_grid(scans, args.out)}")
@@ -395,10 +430,11 @@ def cmd_data_synth(args) -> int:
 
     from octbench.config import parse_data
     from octbench.data.synthetic import generate_arrays
-    from octbench.fileio import atomic_write
+    from octbench.fileio import atomic_write, writable_folder
 
     if not args.out.endswith(".npz"):
         raise OctbenchError(f"--out {args.out} must end in .npz (a MedMNIST-format file)")
+    writable_folder(Path(args.out).parent, "--out folder")
     params = dict(_load_settings(args.set))
     component = parse_data({"name": "synthetic", **params})
     params = {k: v for k, v in component.params.items() if k != "cache"}
@@ -413,13 +449,16 @@ def cmd_data_synth(args) -> int:
 
 
 def _load_settings(settings: list[str]):
-    import yaml
+    from octbench.config import parse_scalar
 
     for item in settings:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise OctbenchError(f"--set {item!r} must look like KEY=VALUE, e.g. --set scale=0.1")
-        yield key, yaml.safe_load(value)
+        try:
+            yield key, parse_scalar(value)
+        except OctbenchError as error:
+            raise OctbenchError(f"--set {item!r}: {error}") from None
 
 
 def cmd_predict(args) -> int:
@@ -495,8 +534,9 @@ def cmd_list(args) -> int:
     entries = catalog()[args.what]
     if args.what == "models":
         for entry in entries:
-            print(f"{entry['name']:<22} {entry['parameters']:>12,} parameters (28 px, 4 classes)"
-                  f"  {entry['summary']}")
+            parameters = (f"{entry['parameters']:>12,} parameters" if entry.get("error") is None
+                          else f"cannot build ({entry['error']})")
+            print(f"{entry['name']:<22} {parameters} (28 px, 4 classes)  {entry['summary']}")
         print("timm:<name>            any timm model, e.g. timm:efficientnet_b0 "
               "(random init, in_chans=1)")
     else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import types
 import typing
@@ -22,11 +23,20 @@ from typing import Any, Literal
 
 import yaml
 
-from octbench.errors import ConfigError
-from octbench.registry import Interval, Registry, did_you_mean
+from octbench.errors import ConfigError, OctbenchError
+from octbench.registry import Interval, Registry, did_you_mean, is_finite
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+#: Folder-safe names, short enough for any file system once run ids are appended.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 DEVICE_PATTERN = re.compile(r"^(cpu|mps|auto|cuda(:\d+)?)$")
+
+# Upper bounds for values that could otherwise exhaust the machine (or overflow numpy).
+MAX_EPOCHS = 10_000
+MAX_BATCH = 65_536
+#: More threads than this only oversubscribes the cores (and huge counts crash OpenMP).
+MAX_THREADS = 4 * (os.cpu_count() or 1)
+#: numpy's seeds are 32-bit.
+MAX_SEED = 2**32 - 1
 
 
 def check(constraint, **metadata) -> dict:
@@ -57,24 +67,24 @@ class Component:
 class TrainConfig:
     """How every run of the grid trains (defaults: the seed project's settings)."""
 
-    epochs: int = field(default=15, metadata=check(Interval(1, None)))
-    batch_size: int = field(default=128, metadata=check(Interval(1, None)))
+    epochs: int = field(default=15, metadata=check(Interval(1, MAX_EPOCHS)))
+    batch_size: int = field(default=128, metadata=check(Interval(1, MAX_BATCH)))
     #: None: 256 on CPU (cache-friendly), 1024 on a GPU.
-    eval_batch_size: int | None = field(default=None, metadata=check(Interval(1, None)))
+    eval_batch_size: int | None = field(default=None, metadata=check(Interval(1, MAX_BATCH)))
     lr: float = field(default=1e-3, metadata=check(Interval(0, None, low_open=True)))
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     momentum: float = field(default=0.9, metadata=check(Interval(0, 1)))
     weight_decay: float = field(default=0.0, metadata=check(Interval(0, None)))
     schedule: Literal["none", "cosine", "step"] = "none"
-    step_every: int = field(default=5, metadata=check(Interval(1, None)))
+    step_every: int = field(default=5, metadata=check(Interval(1, MAX_EPOCHS)))
     step_gamma: float = field(default=0.1, metadata=check(Interval(0, 1, low_open=True)))
-    patience: int | None = field(default=None, metadata=check(Interval(1, None)))
+    patience: int | None = field(default=None, metadata=check(Interval(1, MAX_EPOCHS)))
     select_on: str = "macro_f1"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     channels_last: bool = True  # NHWC: faster convolutions on CPU (oneDNN) and GPU
     compile: bool = False
     deterministic: bool = False
-    threads: int | None = field(default=None, metadata=check(Interval(1, None)))
+    threads: int | None = field(default=None, metadata=check(Interval(1, MAX_THREADS)))
 
 
 @dataclass(frozen=True)
@@ -129,11 +139,20 @@ def fingerprint(data: Any) -> str:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys and reads ``1e-3`` as a float (YAML 1.2 style)."""
+    """SafeLoader that refuses duplicate and non-scalar keys and reads ``1e-3`` as a float
+    (YAML 1.2 style). Merge keys (``<<: *defaults``) work as in PyYAML: written keys override
+    merged ones."""
 
     def construct_mapping(self, node, deep=False):
         seen = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # merged keys may be overridden; SafeLoader flattens them below
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a key must be a plain name or number, not a list or mapping",
+                    key_node.start_mark,
+                )
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
@@ -174,6 +193,20 @@ def read_yaml(path: str | Path) -> dict:
             str(path),
         )
     return raw
+
+
+def parse_scalar(text: str):
+    """A ``--set KEY=VALUE`` value read as YAML, like the same value in an experiment file.
+
+    Raises:
+        OctbenchError: the text is not valid YAML (quote it to pass a string).
+    """
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise OctbenchError(f"value {text!r} is not valid YAML ({problem}); write a number, "
+                            "true/false, a name, or quote it") from None
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
@@ -241,6 +274,9 @@ def _coerce(value: Any, annotation) -> tuple[bool, Any]:
 
 
 def _check_value(problems, path, value, annotation, constraint, owner=""):
+    if not is_finite(value):
+        problems.append(f"{owner}{path} must be a finite number. Got {value!r} instead.")
+        return value
     ok, coerced = _coerce(value, annotation)
     if not ok:
         literal = typing.get_origin(annotation) is Literal
@@ -269,8 +305,11 @@ def _parse_section(problems, raw, cls, path):
             problems.append(f"unknown key '{path}.{key}'.{did_you_mean(str(key), list(fields))} "
                             f"Valid keys: {', '.join(fields)}.")
             continue
-        values[key] = _check_value(problems, f"{path}.{key}", value, hints[key],
-                                   fields[key].metadata.get("check"))
+        count = len(problems)
+        checked = _check_value(problems, f"{path}.{key}", value, hints[key],
+                               fields[key].metadata.get("check"))
+        if len(problems) == count:  # a refused value keeps the default: later checks stay sane
+            values[key] = checked
     return cls(**values)
 
 
@@ -310,17 +349,21 @@ def _parse_component(problems, raw, path, registry: Registry, *, data_params=(),
         annotation = signature[key].annotation
         if annotation is signature[key].empty:
             annotation = Any
-        checked[key] = _check_value(
+        count = len(problems)
+        value = _check_value(
             problems, f"'{key}' parameter of {registry.kind} '{name}' ({path}.{key})", value,
             annotation, constraints.get(key), owner="the ",
         )
+        if len(problems) == count:
+            checked[key] = value
     missing = [k for k, p in signature.items() if p.default is p.empty and k not in params]
     for key in missing:
         problems.append(f"{path}: {registry.kind} '{name}' needs the parameter '{key}'.")
     return Component(name, checked)
 
 
-def _parse_list(problems, raw, path, parse_item) -> tuple:
+def _parse_list(problems, raw, path, parse_item, canonical=None) -> tuple:
+    """Parse a grid axis; entries that mean the same (``canonical``) are refused as duplicates."""
     if raw is None:
         problems.append(f"'{path}' is required and must list at least one entry.")
         return ()
@@ -329,13 +372,52 @@ def _parse_list(problems, raw, path, parse_item) -> tuple:
         problems.append(f"'{path}' is empty, so the grid has no runs; list at least one entry.")
     parsed = [parse_item(item, f"{path}[{i}]") for i, item in enumerate(items)]
     parsed = [p for p in parsed if p is not None]
-    seen = set()
+    seen = {}
     for item in parsed:
-        key = json.dumps(item.to_yaml() if isinstance(item, Component) else item, sort_keys=True)
-        if key in seen:
-            problems.append(f"'{path}' lists {key} twice; each entry must be unique.")
-        seen.add(key)
+        text = _json(item.to_yaml() if isinstance(item, Component) else item)
+        key = _json(canonical(item)) if canonical else text
+        if key in seen and seen[key] == text:
+            problems.append(f"'{path}' lists {text} twice; each entry must be unique.")
+        elif key in seen:
+            problems.append(f"'{path}' lists {seen[key]} and {text}, which mean the same "
+                            f"({key}); each entry must be unique.")
+        seen.setdefault(key, text)
     return tuple(parsed)
+
+
+def _json(value) -> str:
+    """Stable text of parsed YAML, whatever its keys (YAML allows 1: a and x: b in one map)."""
+    def plain(v):
+        if isinstance(v, dict):
+            return {str(k): plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+    return json.dumps(plain(value), sort_keys=True, default=str)
+
+
+def _with_defaults(registry: Registry, data_params=()):
+    """A component with every default filled in: ``focal`` == ``{name: focal, gamma: 2.0}``."""
+    def canonical(component: Component) -> dict:
+        if component.name not in registry:  # e.g. timm:<name>, whose defaults timm owns
+            return {"name": component.name, **component.params}
+        defaults = {k: p.default for k, p in registry.parameters(component.name).items()
+                    if k not in data_params and p.default is not p.empty}
+        values = {**defaults, **component.params}
+        # 2 and 2.0 are the same value for a float parameter
+        return {"name": component.name,
+                **{k: float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+                   for k, v in values.items()}}
+    return canonical
+
+
+def _resolved_device(device: str) -> str:
+    """The device a name picks on this machine: ``auto`` -> cpu here, ``cuda`` -> ``cuda:0``."""
+    if device == "auto":
+        from octbench.devices import resolve_device
+
+        device = str(resolve_device("auto"))
+    return "cuda:0" if device == "cuda" else device
 
 
 TOP_LEVEL = {f.name for f in dataclasses.fields(ExperimentConfig)}
@@ -364,8 +446,10 @@ def parse_config(raw: dict, source: str | None = None) -> ExperimentConfig:
 
     name = raw.get("name")
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        problems.append(f"'name' must be a folder-safe name (letters, digits, '_', '.', '-'). "
-                        f"Got {name!r} instead.")
+        shown = f"{name[:40]!r}... ({len(name)} characters)" if (
+            isinstance(name, str) and len(name) > 100) else repr(name)
+        problems.append(f"'name' must be a folder-safe name (letters, digits, '_', '.', '-'; "
+                        f"at most 100 characters). Got {shown} instead.")
 
     if "data" not in raw:
         problems.append("'data' is required, e.g. data: {name: synthetic, scale: 0.05}.")
@@ -377,15 +461,17 @@ def parse_config(raw: dict, source: str | None = None) -> ExperimentConfig:
         problems, raw.get("models"), "models",
         lambda item, path: _parse_component(problems, item, path, MODELS,
                                             data_params=DATA_PARAMS, known=check_model_name),
+        canonical=_with_defaults(MODELS, DATA_PARAMS),
     )
     strategies = _parse_list(
         problems, raw.get("strategies", ["none"]), "strategies",
         lambda item, path: _parse_component(problems, item, path, STRATEGIES,
                                             data_params=("class_counts",)),
+        canonical=_with_defaults(STRATEGIES, ("class_counts",)),
     )
 
     def seed(item, path):
-        return _check_value(problems, path, item, int, Interval(0, None))
+        return _check_value(problems, path, item, int, Interval(0, MAX_SEED))
 
     def device(item, path):
         if not isinstance(item, str) or not DEVICE_PATTERN.match(item):
@@ -395,7 +481,8 @@ def parse_config(raw: dict, source: str | None = None) -> ExperimentConfig:
         return item
 
     seeds = _parse_list(problems, raw.get("seeds", [0, 1, 2]), "seeds", seed)
-    devices = _parse_list(problems, raw.get("devices", ["cpu"]), "devices", device)
+    devices = _parse_list(problems, raw.get("devices", ["cpu"]), "devices", device,
+                          canonical=_resolved_device)
     train = _parse_section(problems, raw.get("train"), TrainConfig, "train")
     report = _parse_section(problems, raw.get("report"), ReportConfig, "report")
     if train.select_on not in METRICS:

@@ -38,7 +38,13 @@ from octbench.results import (
     RunRecord,
     read_state,
 )
-from octbench.runner import INTERRUPTED_MESSAGE, RunSpec, execute_run, stopped_record
+from octbench.runner import (
+    INTERRUPTED_MESSAGE,
+    RunSpec,
+    check_buildable,
+    execute_run,
+    stopped_record,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +94,7 @@ class LocalExecutor:
 
             torch.set_num_threads(self.cpus_per_run)  # train.threads, when set, still wins
         loaded = load_dataset(data.name, **data.params)
+        check_buildable(pending, loaded)
         for spec in pending:
             try:
                 with store.claim(spec.run_id):

@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from octbench.fileio import confined
+
 log = logging.getLogger(__name__)
 
 DPI = 130
@@ -208,7 +210,8 @@ def draw_study(study, out_dir: str | Path, *, metric: str = "objective",
             axes.set_ylabel(metric)
             with contextlib.suppress(AttributeError):
                 axes.get_legend().remove()  # one entry per trial: unreadable
-        path = out_dir / f"{study.study_name}-{name}.png"
+        # The study's name comes from its storage file, so it is checked like any file's data.
+        path = confined(out_dir, f"{study.study_name}-{name}.png")
         axes.figure.savefig(path, dpi=120, bbox_inches="tight")
         plt.close(axes.figure)
         written.append(path)

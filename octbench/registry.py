@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -31,6 +32,8 @@ class Interval:
     high_open: bool = False
 
     def __contains__(self, value: float) -> bool:
+        if not is_finite(value):  # NaN compares False with everything: it would pass any range
+            return False
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False
         if self.high is not None and (value >= self.high if self.high_open else value > self.high):
@@ -40,10 +43,14 @@ class Interval:
     def __str__(self) -> str:
         parts = []
         if self.low is not None:
-            parts.append(f"{'>' if self.low_open else '>='} {self.low:g}")
+            parts.append(f"{'>' if self.low_open else '>='} {_number(self.low)}")
         if self.high is not None:
-            parts.append(f"{'<' if self.high_open else '<='} {self.high:g}")
+            parts.append(f"{'<' if self.high_open else '<='} {_number(self.high)}")
         return " and ".join(parts) or "any number"
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,21 @@ class OneOf:
 
 
 Constraint = Interval | OneOf
+
+
+def is_finite(value: Any) -> bool:
+    """False for NaN and +-inf anywhere in ``value`` (a number, or lists and mappings of them).
+
+    The one rule that keeps non-finite numbers out of every config: NaN compares False with
+    any bound and inf passes every lower bound, so range checks alone let them through.
+    """
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(is_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(is_finite(v) for v in value)
+    return True
 
 
 def did_you_mean(name: str, choices: list[str]) -> str:

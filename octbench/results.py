@@ -20,6 +20,7 @@ inside checkpoint functions).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import io
 import json
 import logging
@@ -40,7 +41,14 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from octbench.errors import OctbenchError
-from octbench.fileio import atomic_write, atomic_write_text, pid_alive, remove_stale_temp_files
+from octbench.fileio import (
+    atomic_write,
+    atomic_write_text,
+    confined,
+    is_plain_name,
+    pid_alive,
+    remove_stale_temp_files,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +125,8 @@ class RunRecord:
                 raise ValueError(f"field '{f.name}' must be a JSON "
                                  f"{'object' if f.default_factory is dict else 'array'}, "
                                  f"got {data[f.name]!r}")
+        if not is_plain_name(data["run_id"]):  # it names the run's folder
+            raise ValueError(f"field 'run_id' must be a plain folder name, got {data['run_id']!r}")
         known = {k: v for k, v in data.items() if k in names}
         return cls(**{**known, "schema_version": version})
 
@@ -143,10 +153,12 @@ def _writing(path: Path) -> Iterator[None]:
     try:
         yield
     except OSError as error:
+        fix = ("shorten the experiment's `name` or the model and strategy parameters that "
+               "make up run ids" if error.errno == errno.ENAMETOOLONG
+               else "free disk space or choose a writable `results_dir`")
         raise StorageError(
-            f"cannot write {path} ({error.strerror or error}); free disk space or choose a "
-            "writable `results_dir`, then rerun: completed runs are kept and unfinished ones "
-            "resume from their last epoch."
+            f"cannot write {path} ({error.strerror or error}); {fix}, then rerun: completed "
+            "runs are kept and unfinished ones resume from their last epoch."
         ) from error
 
 
@@ -160,7 +172,11 @@ class ResultsStore:
         self.root = Path(root)
 
     def run_dir(self, run_id: str) -> Path:
-        return self.root / run_id
+        """The run's folder; a run id that would lead outside the experiment is refused."""
+        return confined(self.root, run_id)
+
+    def _file(self, run_id: str, name: str) -> Path:
+        return confined(self.root, run_id, name)
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -193,6 +209,8 @@ class ResultsStore:
         for tmp in remove_stale_temp_files(self.root):
             log.info("removed a half-written file left by an interrupted run: %s", tmp)
         for lock in self.root.glob(f"*/{self.LOCK}"):  # left by a killed run that had finished
+            if lock.is_symlink() or lock.parent.is_symlink():
+                continue  # never delete through a link planted in a copied folder
             pid = _owner_pid(lock)
             if (pid is None and _read(lock)) or (pid is not None and pid_alive(pid)):
                 continue  # another machine's lock, or a live owner's
@@ -202,14 +220,14 @@ class ResultsStore:
 
     def write(self, record: RunRecord) -> Path:
         """Write (or replace) a run's record atomically."""
-        path = self.run_dir(record.run_id) / self.RECORD
+        path = self._file(record.run_id, self.RECORD)
         text = record.to_json()
         with _writing(path):
             atomic_write_text(path, text)
         return path
 
     def save_predictions(self, run_id: str, **arrays: np.ndarray) -> None:
-        path = self.run_dir(run_id) / self.PREDICTIONS
+        path = self._file(run_id, self.PREDICTIONS)
         with _writing(path):
             atomic_write(path, lambda handle: np.savez_compressed(handle, **arrays))
 
@@ -227,14 +245,14 @@ class ResultsStore:
 
     def save_bytes(self, run_id: str, name: str, blob: bytes) -> None:
         """Atomically write ``blob`` (e.g. a checkpoint serialised elsewhere) as ``name``."""
-        path = self.run_dir(run_id) / name
+        path = self._file(run_id, name)
         with _writing(path):
             atomic_write(path, lambda handle: handle.write(blob))
 
     def load_bytes(self, run_id: str, name: str) -> bytes | None:
         """The raw content of the run's file ``name``, or None when there is none."""
         try:
-            return (self.run_dir(run_id) / name).read_bytes()
+            return self._file(run_id, name).read_bytes()
         except (FileNotFoundError, IsADirectoryError):
             return None
 
@@ -244,13 +262,22 @@ class ResultsStore:
         A state that would need pickle (a file written by an older octbench, or crafted to run
         code) is never unpickled: it is ignored like a damaged one and the run starts over.
         """
-        path = self.run_dir(run_id) / name
+        path = self._file(run_id, name)
         if not path.is_file():
             return None
         return read_state(path)
 
     def remove(self, run_id: str, name: str) -> None:
-        (self.run_dir(run_id) / name).unlink(missing_ok=True)
+        self._file(run_id, name).unlink(missing_ok=True)
+
+    def clear_stale_lock(self, run_id: str) -> None:
+        """Remove a run's lock file when no live process holds it (a kill between the final
+        record and the release leaves one; another host's name in it does not keep it alive)."""
+        path = self._file(run_id, self.LOCK)
+        if path.is_file() and not path.is_symlink():
+            held = _try_lock(path)
+            if held is not None:
+                _release(path, held)
 
     @contextmanager
     def claim(self, run_id: str) -> Iterator[None]:
@@ -263,7 +290,7 @@ class ResultsStore:
         is held, temp files that killed writers left in the run's folder are removed (nobody else
         writes there).
         """
-        path = self.run_dir(run_id) / self.LOCK
+        path = self._file(run_id, self.LOCK)
         with _writing(path):
             path.parent.mkdir(parents=True, exist_ok=True)
             held = _try_lock(path)

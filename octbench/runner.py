@@ -44,7 +44,7 @@ from octbench.engine import (
     seed_everything,
     train_one_epoch,
 )
-from octbench.errors import DataError, DeviceUnavailable, OctbenchError
+from octbench.errors import ConfigError, DataError, DeviceUnavailable, OctbenchError
 from octbench.metrics import METRICS, compute_metrics
 from octbench.models import build_model, count_parameters
 from octbench.plan import check_writable
@@ -100,7 +100,14 @@ class RunSpec:
         """Readable and unique: model, strategy, seed, device, and a hash of the config."""
         parts = [self.model.label, self.strategy.label, f"seed{self.seed}", self.device,
                  fingerprint(self.config())]
-        return "__".join(_slug(p) for p in parts)
+        run_id = "__".join(_slug(p) for p in parts)
+        if len(run_id) > MAX_RUN_ID:  # a file name must fit the file system (255 bytes)
+            run_id = "__".join(_slug(p)[:60] for p in parts)
+        return run_id
+
+
+#: Longer ids (long parameter lists in labels) are shortened; the hash keeps them unique.
+MAX_RUN_ID = 255
 
 
 def _slug(text: str) -> str:
@@ -208,6 +215,7 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
         if store.is_complete(spec.run_id):
             summary.already_complete.append(spec.run_id)
             store.remove(spec.run_id, ResultsStore.RESUME)  # left if killed right at the end
+            store.clear_stale_lock(spec.run_id)  # likewise; `prepare` is skipped when all done
         else:
             pending.append(spec)
     if not pending:
@@ -254,6 +262,34 @@ def check_fingerprint(data: OCTData, expected: str) -> None:
             f"the {data.name} data changed while octbench was reading it (fingerprint "
             f"{expected} when the run ids were made, {data.fingerprint} when loaded); rerun "
             "once the file or folder is no longer being written.")
+
+
+def check_buildable(pending: list[RunSpec], data: OCTData) -> None:
+    """Build every strategy (with the data's class counts) and model (shapes only) of the
+    pending runs once, so a parameter that only the data can judge (focal's ``alpha`` per
+    class, a model's size) fails here, before training, instead of as one FAILED run per seed.
+
+    Raises:
+        ConfigError: every problem found, by grid entry.
+    """
+    counts = data.train.class_counts(data.num_classes)
+    problems = []
+    for strategy in {spec.strategy.label: spec.strategy for spec in pending}.values():
+        try:
+            build_strategy(strategy.name, counts, **strategy.params)
+        except (OctbenchError, TypeError, ValueError) as error:
+            problems.append(f"strategy {strategy.label}: {error}")
+    for model in {spec.model.label: spec.model for spec in pending}.values():
+        try:
+            with torch.device("meta"):  # no memory, no initialisation: sizes are checked only
+                build_model(model.name, num_classes=data.num_classes, in_chans=1,
+                            img_size=data.size, **model.params)
+        except (OctbenchError, TypeError, ValueError) as error:
+            problems.append(f"model {model.label}: {error}")
+        except Exception:  # noqa: BLE001 - a layer that cannot live on "meta": the run will tell
+            continue
+    if problems:
+        raise ConfigError(problems, None)
 
 
 def execute_run(spec: RunSpec, data: OCTData, store: ResultsStore, *, quiet: bool = True,

@@ -156,7 +156,7 @@ TABLE = [
     Bad("wrong-type", lambda ws: ["run", ws.train(batch_size="large")],
         ("train.batch_size must be an int. Got 'large' instead.",)),
     Bad("epochs-0", lambda ws: ["run", ws.yaml(train={"epochs": 0})],
-        ("train.epochs must be >= 1. Got 0 instead.",)),
+        ("train.epochs must be >= 1 and <= 10000. Got 0 instead.",)),
     Bad("negative-learning-rate", lambda ws: ["run", ws.train(lr=-1e-3)],
         ("train.lr must be > 0. Got -0.001 instead.",)),
     Bad("bad-choice", lambda ws: ["run", ws.train(optimizer="adma")],

@@ -62,7 +62,7 @@ def test_every_problem_in_one_message():
     message = str(caught.value)
     assert "Did you mean 'reference_cnn'?" in message
     assert "'gamma' parameter of strategy 'focal'" in message and "must be >= 0" in message
-    assert "train.epochs must be >= 1. Got 0 instead." in message
+    assert "train.epochs must be >= 1 and <= 10000. Got 0 instead." in message
     assert "Did you mean 'adam'?" in message
     assert "It belongs under 'train:' (train.batch_size)" in message
 

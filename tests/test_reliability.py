@@ -275,8 +275,8 @@ def test_prepare_cleans_what_dead_processes_left_but_not_live_writers(tmp_path):
     run = store.run_dir("run-a")
     run.mkdir(parents=True)
     dead = _dead_pid()
-    (run / f".record.json.{dead}.tmp").write_text("{half")
-    live = run / f".resume.pt.{os.getpid()}.tmp"  # another process writing right now
+    (run / f".record.json.{dead}.octbench.tmp").write_text("{half")
+    live = run / f".resume.pt.{os.getpid()}.octbench.tmp"  # another process writing right now
     live.write_bytes(b"partial")
     (run / ".lock").write_text(f"{socket.gethostname()} {dead}")
     store.prepare()

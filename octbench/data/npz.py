@@ -29,20 +29,27 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+    except ValueError as error:
+        if "Object arrays" not in str(error):
+            raise _unreadable(path, error) from None
+        raise DataError(
+            f"{path} holds object arrays (Python objects), which octbench never loads: reading "
+            "them would need pickle, which can run code. Save plain numeric arrays (uint8 "
+            "images, integer labels), e.g. np.savez(path, train_images=images.astype('uint8'), "
+            "...)."
+        ) from None
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        raise _unreadable(path, error) from None
+
+
+def _unreadable(path: Path, error: Exception) -> DataError:
         # numpy's own message for a non-zip file suggests allow_pickle, which is the wrong
         # advice here (and unsafe): say what the file is not instead.
-        reason = "not an npz archive" if "pickle" in str(error) else str(error)
-        if "Object arrays" in str(error):
-            raise DataError(
-                f"{path} holds an object array, which octbench does not load (it could run "
-                "code); save strings as a string array, e.g. class_names=np.array(names, "
-                "dtype=str)."
-            ) from None
-        raise DataError(
-            f"cannot read {path} as an .npz file ({reason}); the file may be truncated or not "
-            "an npz archive -- download or write it again."
-        ) from None
+    reason = "not an npz archive" if "pickle" in str(error) else str(error)
+    return DataError(
+        f"cannot read {path} as an .npz file ({reason}); the file may be truncated or not "
+        "an npz archive -- download or write it again."
+    )
 
 
 def file_fingerprint(path: str | Path) -> str:

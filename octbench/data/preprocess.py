@@ -24,6 +24,10 @@ from octbench.errors import DataError
 #: pixel instead of aliasing speckle). Best evidence, not a documented fact.
 RESAMPLE = Image.Resampling.BICUBIC
 
+#: The most pixels decoded from one scan file: PIL's own warning threshold (about 89 MP, a
+#: quarter gigabyte as RGB), far above any OCT B-scan.
+MAX_SCAN_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+
 # PIL modes whose pixels numpy reads directly; anything else (palette, CMYK, YCbCr, ...) is
 # converted to RGB(A) first.
 _DIRECT_MODES = {"1", "L", "LA", "RGB", "RGBA", "I;16", "I;16L", "I;16B", "I", "F"}
@@ -73,8 +77,11 @@ def read_scan(path: str | Path) -> np.ndarray:
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         with Image.open(path) as image:
+            _check_pixels(path, *image.size)
             image.load()
             array = _pil_to_array(image)
+    except Image.DecompressionBombError:  # PIL's own limit (2x ours), hit while opening
+        raise DataError(_too_large(path)) from None
     except UnidentifiedImageError:
         raise DataError(
             f"cannot read OCT scan {path}: not an image file PIL can decode. "
@@ -91,6 +98,18 @@ def read_scan(path: str | Path) -> np.ndarray:
         return _to_gray_uint8(array)
     except DataError as error:
         raise DataError(f"cannot use OCT scan {path}: {error}") from None
+
+
+def _check_pixels(path: Path, width: int, height: int) -> None:
+    # Checked from the header, before decoding: a crafted file can claim gigapixels.
+    if width * height > MAX_SCAN_PIXELS:
+        raise DataError(_too_large(path, f"{width} x {height} px"))
+
+
+def _too_large(path: Path, size: str = "") -> str:
+    return (f"cannot read OCT scan {path}: too large{f' ({size})' if size else ''}; octbench "
+            f"decodes at most {MAX_SCAN_PIXELS:,} pixels per scan (OCT B-scans are about "
+            "512 x 1,536 px). Downscale or crop it first.")
 
 
 def preprocess_array(image: np.ndarray, *, size: int = 28) -> np.ndarray:

@@ -150,8 +150,12 @@ def synthetic(
                  time.perf_counter() - start)
         if cache:
             arrays["octbench_synthetic"] = np.array(True)
-            remove_stale_temp_files(path.parent)  # what a killed generator left
-            atomic_write(path, lambda handle: np.savez(handle, **arrays))
+            try:
+                remove_stale_temp_files(path.parent)  # what a killed generator left
+                atomic_write(path, lambda handle: np.savez(handle, **arrays))
+            except OSError as error:  # a read-only or full cache only costs the next reload
+                log.warning("cannot cache synthetic data in %s (%s); set OCTBENCH_CACHE to a "
+                            "writable folder to reuse it", path.parent, error.strerror or error)
     arrays.pop("octbench_synthetic", None)
     return from_arrays(
         arrays, name="synthetic", origin=f"synthetic data {params}", synthetic=True,

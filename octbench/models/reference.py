@@ -43,7 +43,8 @@ class ReferenceCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-@MODELS.register(width=Interval(0, None, low_open=True), dropout=Interval(0, 1, high_open=True))
+# width <= 16: 512 to 4,096 channels, already far beyond the seed CNN (memory grows as width^2).
+@MODELS.register(width=Interval(0, 16, low_open=True), dropout=Interval(0, 1, high_open=True))
 def reference_cnn(*, num_classes: int = 4, in_chans: int = 1, img_size: int = 28,
                   width: float = 1.0, dropout: float = 0.5) -> nn.Module:
     """The seed project's 3-block CNN (389,316 parameters at 28 px, 4 classes).

@@ -16,11 +16,14 @@ import numpy as np
 import pandas as pd
 
 from octbench.errors import OctbenchError
-from octbench.fileio import atomic_write_text
+from octbench.fileio import atomic_write_text, confined, writable_folder
 from octbench.report.collect import GroupKey, ReportData, _groups, _number, collect
 from octbench.report.export import export_medmnist, runs_frame
 from octbench.report.markdown import render_markdown
 from octbench.report.tables import compare_to_baseline, device_table, main_table, per_class_table
+
+#: More resamples than this change no printed digit and take minutes to hours.
+MAX_RESAMPLES = 100_000
 
 
 def build_report(source: str | Path, out: str | Path = "reports", *,
@@ -53,11 +56,13 @@ def build_report(source: str | Path, out: str | Path = "reports", *,
     unknown = set(formats) - {"md", "csv"}
     if unknown or not formats:
         raise OctbenchError(f"report formats must be among md, csv. Got {sorted(formats)!r}.")
-    if not isinstance(n_resamples, int) or n_resamples < 100:
-        raise OctbenchError(f"the number of bootstrap resamples must be an int >= 100. Got "
-                            f"{n_resamples!r} instead; 2000 is a good default.")
+    if not isinstance(n_resamples, int) or not 100 <= n_resamples <= MAX_RESAMPLES:
+        raise OctbenchError(f"the number of bootstrap resamples must be an int from 100 to "
+                            f"{MAX_RESAMPLES:,}. Got {n_resamples!r} instead; 2000 is a good "
+                            "default.")
     data = collect(source, baseline=baseline, allow_mixed_data=allow_mixed_data)
-    folder = Path(out) / data.name
+    folder = confined(out, data.name)  # everything below is written inside <out>/<name>/
+    writable_folder(folder, "report folder")  # before any figure is drawn
     written = []
     if "csv" in formats:
         path = folder / "runs.csv"

@@ -44,7 +44,8 @@ def resolve_source(source: str | Path) -> tuple[str, Path, set[str] | None]:
         folder = Path(config.results_dir) / config.name
         return config.name, folder, {spec.run_id for spec in expand_grid(config)}
     if source.is_dir():
-        return source.name, source, None
+        # The real folder's name: `results/tiny/..` is `results`, never a `..` to write to.
+        return source.resolve().name, source, None
     raise OctbenchError(f"{source} is neither an experiment YAML nor a results folder; "
                         "pass e.g. experiments/quickstart.yaml or results/quickstart.")
 

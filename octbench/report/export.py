@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from octbench.fileio import atomic_write, atomic_write_text
+from octbench.fileio import atomic_write, atomic_write_text, confined
 from octbench.metrics import METRICS
 from octbench.report.collect import ReportData, _number
 
@@ -61,6 +61,11 @@ def export_medmnist(data: ReportData, folder: Path, warnings: list[str]) -> list
     run names start with ``synthetic-`` when the data are synthetic.
     """
     size = data.dataset.get("size") or 28
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= 4096:
+        # a record field, so data: it only becomes part of a file name as a plain number
+        warnings.append(f"the records' dataset size {size!r} is not a number of pixels; the "
+                        "medmnist Evaluator files are not written")
+        return []
     size_flag = "" if size == 28 else f"_{size}"
     real = data.real_octmnist_size is not None
     written, tokens = [], set()
@@ -77,7 +82,7 @@ def export_medmnist(data: ReportData, folder: Path, warnings: list[str]) -> list
         tokens.add(token)
         auc, acc = run.test["macro_auc"], run.test["accuracy"]
         name = f"octmnist{size_flag}_test_[AUC]{auc:.3f}_[ACC]{acc:.3f}@{token}.csv"
-        path = folder / name
+        path = confined(folder, name)
         atomic_write(path, lambda handle, s=run.scores: handle.write(
             pd.DataFrame(s).to_csv(header=None).encode()))
         written.append(path)
@@ -88,7 +93,7 @@ def export_medmnist(data: ReportData, folder: Path, warnings: list[str]) -> list
             labels = np.array([])
     if written and not real and labels is not None and len(labels):
         root = folder / ".medmnist"
-        atomic_write(root / f"octmnist{size_flag}.npz", lambda handle: np.savez(
+        atomic_write(confined(root, f"octmnist{size_flag}.npz"), lambda handle: np.savez(
             handle, test_labels=labels.astype(np.uint8)[:, None]))
     if written:
         command = ("python -m medmnist evaluate 'FILE'" if real

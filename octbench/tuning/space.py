@@ -24,7 +24,7 @@ import optuna
 from octbench.config import NAME_PATTERN, TOP_LEVEL, ExperimentConfig, parse_config, read_yaml
 from octbench.errors import ConfigError
 from octbench.paths import PathError, canonical_path, set_path
-from octbench.registry import did_you_mean
+from octbench.registry import did_you_mean, is_finite
 
 TUNE_KEYS = ("study", "base", "search", "objective", "n_trials", "timeout", "seeds_per_trial",
              "sampler", "pruner")
@@ -47,6 +47,9 @@ FIXED = {
 COMPONENTS = {"model": "models", "strategy": "strategies"}
 
 DEFAULT_SEED = 0
+#: Bounds that keep a typo from queueing days of work.
+MAX_TRIALS = 100_000
+MAX_SEEDS = 100
 #: Measured by benchmarks/pruning.py (README, Tuning): no pruning before 3 trials completed, nor
 #: on a trial's first epoch, whose validation score says little about where it ends.
 DEFAULT_PRUNER = {"name": "median", "n_startup_trials": 3, "n_warmup_steps": 1}
@@ -189,18 +192,20 @@ def parse_tune_config(raw: dict, *, source: str | None = None,
     metric, direction = _parse_objective(problems, raw.get("objective", "macro_f1"))
     n_trials = raw.get("n_trials")
     if n_trials is not None and (not isinstance(n_trials, int) or isinstance(n_trials, bool)
-                                 or n_trials < 1):
-        problems.append(f"'n_trials' must be an int >= 1. Got {n_trials!r} instead.")
+                                 or not 1 <= n_trials <= MAX_TRIALS):
+        problems.append(f"'n_trials' must be an int from 1 to {MAX_TRIALS:,}. Got {n_trials!r} "
+                        "instead.")
     timeout = raw.get("timeout")
-    if timeout is not None and (not isinstance(timeout, (int, float))
+    if timeout is not None and (not isinstance(timeout, (int, float)) or not is_finite(timeout)
                                 or isinstance(timeout, bool) or timeout <= 0):
         problems.append(f"'timeout' must be a number of seconds > 0. Got {timeout!r} instead.")
     if n_trials is None and timeout is None:
         problems.append("set 'n_trials' (e.g. n_trials: 20) and/or 'timeout' (seconds); "
                         "otherwise the study would never end.")
     seeds = raw.get("seeds_per_trial", 1)
-    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
-        problems.append(f"'seeds_per_trial' must be an int >= 1. Got {seeds!r} instead.")
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or not 1 <= seeds <= MAX_SEEDS:
+        problems.append(f"'seeds_per_trial' must be an int from 1 to {MAX_SEEDS}. Got {seeds!r} "
+                        "instead.")
         seeds = 1
     sampler = _parse_choice(problems, raw.get("sampler", "tpe"), "sampler", SAMPLERS,
                             optuna.samplers)
@@ -361,6 +366,9 @@ def _parse_distribution(problems, spec, where: str, path: str) -> SearchParam | 
             problems.append(f"{where}.choices must be a non-empty list. Got {choices!r} instead.")
             return None
         for i, choice in enumerate(choices):
+            if not is_finite(choice):
+                problems.append(f"{where}.choices[{i}] must be finite. Got {choice!r} instead.")
+                return None
             if choice is not None and not isinstance(choice, (bool, int, float, str)):
                 problems.append(
                     f"{where}.choices[{i}] must be a number, string, bool or null (Optuna's "
@@ -375,9 +383,10 @@ def _parse_distribution(problems, spec, where: str, path: str) -> SearchParam | 
     values = {}
     for key in ("low", "high"):
         value = spec.get(key)
-        if value is None or isinstance(value, bool) or not isinstance(value, number):
+        if (value is None or isinstance(value, bool) or not isinstance(value, number)
+                or not is_finite(value)):
             problems.append(f"{where}.{key} is required and must be "
-                            f"{'an int' if kind == 'int' else 'a number'}. "
+                            f"{'an int' if kind == 'int' else 'a finite number'}. "
                             f"Got {value!r} instead.")
             return None
         values[key] = value
@@ -394,7 +403,8 @@ def _parse_distribution(problems, spec, where: str, path: str) -> SearchParam | 
                         "positive low (e.g. 1.0e-6) or log: false.")
         return None
     if step is not None:
-        if isinstance(step, bool) or not isinstance(step, number) or step <= 0:
+        if (isinstance(step, bool) or not isinstance(step, number) or not is_finite(step)
+                or step <= 0):
             problems.append(f"{where}.step must be {'an int' if kind == 'int' else 'a number'} "
                             f"> 0. Got {step!r} instead.")
             return None

@@ -148,6 +148,10 @@ def open_storage(spec: str) -> optuna.storages.BaseStorage:
             "For PostgreSQL: pip install 'octbench[postgres]'.") from None
     except Exception as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        if spec.startswith("journal:"):  # a file, not a server: no URL or credentials to check
+            raise OctbenchError(
+                f"cannot open the Optuna journal file {spec[len('journal:'):]}: {reason}. "
+                "Use journal:PATH with PATH a writable file in an existing folder.") from None
         raise OctbenchError(
             f"cannot open the Optuna storage {masked}: {reason}. Check the URL (e.g. "
             "postgresql://user:password@host:5432/db or sqlite:///path/study.db), that the "
@@ -259,8 +263,17 @@ def load_study(study_dir: str | Path, *, storage: str | None = None) -> tuple[op
         raise OctbenchError(f"{study_dir} has no {STUDY_FILE}; pass results/<study> of a study "
                             "made by `octbench tune`.")
     kind = info.get("storage_kind")
-    spec = storage or (_local_spec(study_dir, kind) if kind in ("sqlite", "journal")
-                       else info.get("storage"))
-    if spec is None or (storage is None and kind == "url" and "***" in spec):
-        raise OctbenchError(f"study '{info.get('study')}' lives in {spec}; pass storage=URL.")
+    if storage is None and kind not in ("sqlite", "journal"):
+        # study.json is a file from a results folder, so untrusted: the storage it names (any
+        # server, any SQLite path) is never opened on its word; only the folder's own files are.
+        raise OctbenchError(
+            f"study '{info.get('study')}' in {study_dir} names the storage "
+            f"{_mask(str(info.get('storage')))}; octbench opens only a study's own study.db or "
+            "journal.log in its folder by itself. Pass that storage explicitly (storage=URL).")
+    if storage is None:
+        local = study_dir / ("journal.log" if kind == "journal" else "study.db")
+        if not local.is_file():  # opening it would create an empty storage
+            raise OctbenchError(f"{study_dir} has no {local.name} for its study "
+                                f"'{info.get('study')}'; copy it with study.json.")
+    spec = storage or _local_spec(study_dir, kind)
     return optuna.load_study(study_name=info["study"], storage=open_storage(spec)), info

@@ -24,7 +24,7 @@ import yaml
 from optuna.trial import TrialState
 
 from octbench.errors import OctbenchError
-from octbench.fileio import atomic_write_text
+from octbench.fileio import atomic_write_text, writable_folder
 from octbench.tuning.objective import (
     ERROR_ATTR,
     SURPLUS_ATTR,
@@ -117,7 +117,7 @@ def tune(tune_config: TuneConfig, *, workers: int = 1, storage: str | None = Non
     data = tune_config.load_data()
 
     # Checks done: from here on we write.
-    root.mkdir(parents=True, exist_ok=True)
+    writable_folder(root, "study folder")
     opened = opened or open_storage(spec)
     study = _create_study(tune_config, opened)
     _write_study_file(tune_config, spec, data.synthetic)

@@ -126,12 +126,28 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="print JSON instead of text")
     predict.set_defaults(handler=cmd_predict)
 
+    evaluate = commands.add_parser(
+        "evaluate", help="score a trained run's checkpoint on a split of a dataset",
+        description="Score a trained checkpoint on one split of a dataset: the same metrics "
+                    "as a run record, printed (and written as JSON with --out).", **common)
+    evaluate.add_argument("--run", required=True, metavar="RUN_ID|CHECKPOINT",
+                          help="a run id (or unique prefix), a run folder, or a best.pt file")
+    evaluate.add_argument("data", metavar="DATA",
+                          help="an experiment YAML (its data), an .npz file, an image folder "
+                               "or a dataset name")
+    evaluate.add_argument("--split", choices=("train", "val", "test"), default="test")
+    evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                          help="a dataset parameter, e.g. --set skip_bad=true (repeatable)")
+    evaluate.add_argument("--results-dir", default="results", help="where to look for run ids")
+    evaluate.add_argument("--out", metavar="FILE.json", help="also write the metrics as JSON")
+    evaluate.set_defaults(handler=cmd_evaluate)
+
     data = commands.add_parser("data", help="inspect, generate or show datasets", **common)
     actions = data.add_subparsers(dest="action", required=True, metavar="ACTION",
                                   parser_class=_Parser)
     source = dict(nargs="?", default="synthetic",
-                  help="a dataset name (synthetic, octmnist, npz), an .npz file or an "
-                       "experiment YAML (default: synthetic)")
+                  help="a dataset name (synthetic, octmnist, npz, folder), an .npz file, an "
+                       "image folder or an experiment YAML (default: synthetic)")
     setter = dict(action="append", default=[], metavar="KEY=VALUE",
                   help="a dataset parameter, e.g. --set scale=0.1 (repeatable)")
     info = actions.add_parser("info", help="per-split class counts and imbalance ratios",
@@ -185,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--study", metavar="DIR",
                         help="Optuna study folder whose tuning figures to include (default: "
                              "the results folder, or results/<study> for <study>-best)")
+    report.add_argument("--allow-mixed-data", action="store_true",
+                        help="report runs made on different data (content fingerprints) in "
+                             "one table; refused otherwise")
     report.set_defaults(handler=cmd_report)
     return parser
 
@@ -348,8 +367,9 @@ def _png_path(text: str) -> str:
     return text
 
 
-def _load_data_source(source: str, settings: list[str]):
-    """A dataset from a registry name + ``--set`` values, an .npz file, or an experiment YAML."""
+def _load_data_source(source: str, settings: list[str], **defaults):
+    """A dataset from a registry name + ``--set`` values, an .npz file, an image folder or an
+    experiment YAML; ``defaults`` fill parameters of an .npz file or folder left unset."""
     from octbench.config import load_config, parse_data
     from octbench.data import load_dataset
 
@@ -359,6 +379,8 @@ def _load_data_source(source: str, settings: list[str]):
         component = parse_data({"name": component.name, **component.params, **params})
     elif source.endswith(".npz"):
         component = parse_data({"name": "npz", "path": source, **params})
+    elif Path(source).is_dir():
+        component = parse_data({"name": "folder", "path": source, **defaults, **params})
     else:
         component = parse_data({"name": source, **params})
     return load_dataset(component.name, **component.params)
@@ -452,9 +474,17 @@ def cmd_predict(args) -> int:
 
     predictor = load_predictor(args.run, args.results_dir)
     results = predict_files(predictor, args.scans)
+    # The training data's nature goes first, where nobody can miss it (stderr under --json,
+    # whose rows carry it as the `synthetic` field).
+    banner = predictor.trained_on()
+    if predictor.synthetic is not False:
+        banner = f"*** {banner} ***"
+    print(banner, file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps([{"file": r.path, "top_class": r.top_class,
-                           "probabilities": r.probabilities, "error": r.error}
+                           "probabilities": r.probabilities, "error": r.error,
+                           "synthetic": predictor.synthetic,
+                           "dataset": predictor.provenance.get("dataset")}
                           for r in results], indent=2))
     else:
         for r in results:
@@ -468,6 +498,39 @@ def cmd_predict(args) -> int:
         print(f"octbench: error: {failed} of {len(results)} files could not be read",
               file=sys.stderr)
         return EXIT_USAGE
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import json
+
+    from octbench.fileio import atomic_write_text
+    from octbench.predict import evaluate_checkpoint, load_predictor
+    from octbench.results import nan_to_none
+
+    predictor = load_predictor(args.run, args.results_dir)
+    data = _load_data_source(args.data, args.set, size=predictor.img_size)
+    if data.synthetic or predictor.synthetic:
+        which = " and ".join(w for w, s in (("the model's training data", predictor.synthetic),
+                                             ("these data", data.synthetic)) if s)
+        print(f"*** SYNTHETIC DATA ({which}): these numbers are not about real scans ***")
+    report = evaluate_checkpoint(predictor, data, args.split)
+    metrics = report["metrics"][args.split]
+    n = sum(report["dataset"]["class_counts"])
+    print(f"{predictor.source} on {data.name} {args.split} ({n:,} images, "
+          f"{report['dataset']['fingerprint'][:19]}):")
+    print("  " + "  ".join(f"{name} {metrics[key]:.4f}" for key, name in (
+        ("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"),
+        ("macro_f1", "macro-F1"), ("macro_auc", "macro AUC"), ("ece", "ECE"))))
+    width = max(len(name) for name in metrics["per_class"])
+    print(f"  {'class':<{width}}  precision  recall      F1  support")
+    for name, row in metrics["per_class"].items():
+        print(f"  {name:<{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  "
+              f"{row['f1']:6.3f}  {row['support']:7,}")
+    if args.out:
+        text = json.dumps(nan_to_none(report), indent=2, sort_keys=True, allow_nan=False)
+        atomic_write_text(args.out, text + "\n")
+        print(f"wrote {args.out}")
     return 0
 
 
@@ -492,10 +555,11 @@ def cmd_list(args) -> int:
 def cmd_report(args) -> int:
     from octbench.report import build_report, print_summary
 
-    print_summary(args.source)
+    print_summary(args.source, allow_mixed_data=args.allow_mixed_data)
     formats = ("md", "csv") if args.format == "all" else (args.format,)
     written = build_report(args.source, args.out, formats=formats, baseline=args.baseline,
-                           n_resamples=args.resamples, study=args.study)
+                           n_resamples=args.resamples, study=args.study,
+                           allow_mixed_data=args.allow_mixed_data)
     exports = [p for p in written if p.parent.name == "medmnist"]
     for path in written:
         if path not in exports:

@@ -81,15 +81,16 @@ def plan_experiment(config: ExperimentConfig, *, shard: Shard | None = None) -> 
     """
     from octbench.data import check_available
     from octbench.results import ResultsStore
-    from octbench.runner import expand_grid
+    from octbench.runner import distinct_data, expand_grid
 
-    specs = expand_grid(config)
-    datasets = {json.dumps(s.data.to_yaml(), sort_keys=True, default=str): s.data for s in specs}
-    data = "; ".join(dict.fromkeys(check_available(d.name, **d.params) for d in datasets.values()))
+    data = "; ".join(dict.fromkeys(check_available(d.name, **d.params)
+                                   for d in distinct_data(config)))
+    specs = expand_grid(config)  # after the checks: run ids need the data's fingerprint
     store = ResultsStore(Path(config.results_dir) / config.name)
     results = check_writable(store.root)
     past = past_epoch_seconds(Path(config.results_dir))
     runs = []
+    data += "; content fingerprint " + ", ".join(dict.fromkeys(s.data_fingerprint for s in specs))
     for spec in specs:
         if shard is not None and not shard.holds(spec.run_id):
             continue

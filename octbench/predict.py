@@ -1,4 +1,5 @@
-"""Run a trained model on raw OCT scans (PNG / JPEG / TIFF files of any size).
+"""Use a trained model: on raw OCT scans (PNG / JPEG / TIFF files of any size), or on a split
+of a dataset (``octbench evaluate``).
 
 Each scan is preprocessed exactly as MedMNIST built OCTMNIST (:mod:`octbench.data.preprocess`);
 a file that cannot be read gets its own error and the others are still predicted.
@@ -8,18 +9,23 @@ Must not import: config, the runner, report or tuning.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from octbench.data import OCTData
 from octbench.data.preprocess import load_scan
-from octbench.engine import to_input
+from octbench.engine import evaluate, to_input
 from octbench.errors import DataError, OctbenchError
+from octbench.metrics import compute_metrics
 from octbench.models import build_model
 from octbench.results import ResultsStore, UnsafeCheckpoint, load_checkpoint
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,25 @@ class Predictor:
     logit_offset: torch.Tensor | None
     source: Path
     normalize: tuple[float, float] = (0.5, 0.5)
+
+    #: The training data (:func:`octbench.runner.provenance`); empty for older checkpoints.
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def synthetic(self) -> bool | None:
+        """True if the model learned from synthetic data; None if the checkpoint does not say."""
+        value = self.provenance.get("synthetic")
+        return None if value is None else bool(value)
+
+    def trained_on(self) -> str:
+        """One line on the training data, e.g. ``model trained on SYNTHETIC data - ...``."""
+        if self.synthetic:
+            return "model trained on SYNTHETIC data - not a diagnosis"
+        if self.synthetic is None:
+            return ("the checkpoint does not say what data the model was trained on (made by an "
+                    "older octbench) - not a diagnosis")
+        return (f"model trained on {self.provenance.get('dataset', '?')} data "
+                f"({self.provenance.get('fingerprint', '?')[:19]}) - not a diagnosis")
 
     @torch.inference_mode()
     def probabilities(self, images: np.ndarray) -> np.ndarray:
@@ -106,7 +131,8 @@ def load_predictor(run: str, results_dir: str | Path = "results") -> Predictor:
     model.eval()
     return Predictor(model=model, class_names=tuple(state["class_names"]),
                      img_size=int(state["img_size"]), logit_offset=state.get("logit_offset"),
-                     source=path, normalize=tuple(state.get("normalization", (0.5, 0.5))))
+                     source=path, normalize=tuple(state.get("normalization", (0.5, 0.5))),
+                     provenance=dict(state.get("provenance") or {}))
 
 
 def predict_files(predictor: Predictor, paths: list[str]) -> list[ScanPrediction]:
@@ -122,3 +148,80 @@ def predict_files(predictor: Predictor, paths: list[str]) -> list[ScanPrediction
         results.append(ScanPrediction(str(path), probabilities={
             name: float(p) for name, p in zip(predictor.class_names, probabilities, strict=True)}))
     return results
+
+
+def check_compatible(predictor: Predictor, data: OCTData) -> None:
+    """Refuse data the model cannot score: another class count or input size.
+
+    Raises:
+        DataError: naming both sides and the fix.
+    """
+    problems = []
+    if data.num_classes != len(predictor.class_names):
+        problems.append(f"the model has {len(predictor.class_names)} classes "
+                        f"({', '.join(predictor.class_names)}) but the data have "
+                        f"{data.num_classes} ({', '.join(data.class_names)})")
+    if data.size != predictor.img_size:
+        problems.append(f"the model takes {predictor.img_size} px images but the data are "
+                        f"{data.size} px (set the data's size: {predictor.img_size})")
+    if problems:
+        raise DataError(f"cannot evaluate {predictor.source} on {data.name} data: "
+                        + "; ".join(problems) + ". Evaluate on data like the training data.")
+
+
+def _label_map(predictor: Predictor, data: OCTData) -> torch.Tensor:
+    """Data label -> model label: by name when both name the same classes (an image folder
+    sorts them alphabetically, an npz may not), by index when either side only numbers them.
+
+    Raises:
+        DataError: both sides name their classes, differently.
+    """
+    ours, theirs = list(predictor.class_names), list(data.class_names)
+    if theirs == ours:
+        return torch.arange(len(ours))
+    if sorted(theirs) == sorted(ours):
+        log.warning("the data list their classes as %s, the model as %s; matched by name",
+                    ", ".join(theirs), ", ".join(ours))
+        return torch.tensor([ours.index(name) for name in theirs])
+    numbered = [str(i) for i in range(len(ours))]
+    if numbered in (ours, theirs):
+        log.warning("the data call their classes %s, the model %s; matched by label index",
+                    ", ".join(theirs), ", ".join(ours))
+        return torch.arange(len(ours))
+    raise DataError(f"the data's classes ({', '.join(theirs)}) are not the model's "
+                    f"({', '.join(ours)}); evaluate on data with the same classes, or name them "
+                    "alike (data.class_names).")
+
+
+def evaluate_checkpoint(predictor: Predictor, data: OCTData, split: str = "test") -> dict:
+    """Score a trained checkpoint on one split of a dataset, on the CPU.
+
+    Returns:
+        ``{"metrics": {split: ...}, "model": ..., "dataset": ...}``: the metrics exactly as a
+        run record holds them (:func:`octbench.metrics.compute_metrics`), with both sides'
+        provenance.
+
+    Raises:
+        DataError: the data do not fit the model (:func:`check_compatible`).
+
+    Example:
+        >>> report = evaluate_checkpoint(load_predictor("quickstart/reference_cnn__none"),
+        ...                              load_dataset("synthetic", scale=0.05))  # doctest: +SKIP
+        >>> report["metrics"]["test"]["macro_f1"]  # doctest: +SKIP
+    """
+    check_compatible(predictor, data)
+    part = data.split(split)
+    labels = _label_map(predictor, data)[part.labels]
+    # The memory format and batch size that training's evaluation used, so the numbers match
+    # the run record's to the last bit when the data are the run's own.
+    model = predictor.model.to(memory_format=torch.channels_last)
+    predictions, _ = evaluate(model, part.images, labels, batch_size=256,
+                              logit_offset=predictor.logit_offset, channels_last=True)
+    return {
+        "split": split,
+        "metrics": {split: compute_metrics(predictions.labels, predictions.scores,
+                                           predictor.class_names)},
+        "model": {"checkpoint": str(predictor.source), **predictor.provenance},
+        "dataset": {k: v for k, v in data.describe().items() if k != "class_counts"}
+        | {"class_counts": data.class_counts()[split]},
+    }

@@ -52,7 +52,9 @@ from octbench.fileio import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+#: 2: the data's content fingerprint is in ``dataset`` and ``config.data`` (and so in the run id).
+#: Version-1 records stay readable; their data fingerprint is unknown.
+SCHEMA_VERSION = 2
 COMPLETE, FAILED, SKIPPED, INTERRUPTED = "complete", "failed", "skipped", "interrupted"
 STATUSES = (COMPLETE, FAILED, SKIPPED, INTERRUPTED)
 #: Below this much free space in the results folder, ``prepare`` warns before training.
@@ -97,7 +99,7 @@ class RunRecord:
 
     def to_json(self) -> str:
         """Strict JSON: NaN (e.g. an undefined AUC) is written as null, which any reader takes."""
-        return json.dumps(_nan_to_none(dataclasses.asdict(self)), indent=2, sort_keys=True,
+        return json.dumps(nan_to_none(dataclasses.asdict(self)), indent=2, sort_keys=True,
                           allow_nan=False)
 
     @classmethod
@@ -392,13 +394,14 @@ def read_state(path: str | Path | IO[bytes], *, name: str | None = None) -> dict
     return state if isinstance(state, dict) else None
 
 
-def _nan_to_none(value):
+def nan_to_none(value):
+    """``value`` with every NaN float, however deeply nested, replaced by None (JSON null)."""
     if isinstance(value, float) and value != value:
         return None
     if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
+        return {k: nan_to_none(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_nan_to_none(v) for v in value]
+        return [nan_to_none(v) for v in value]
     return value
 
 

@@ -34,7 +34,7 @@ import torch
 
 from octbench.augment import build_augmenter
 from octbench.config import Component, ExperimentConfig, TrainConfig, fingerprint
-from octbench.data import OCTData, check_available
+from octbench.data import OCTData, check_available, data_fingerprint
 from octbench.devices import check_precision, describe, resolve_device
 from octbench.engine import (
     Predictions,
@@ -45,7 +45,7 @@ from octbench.engine import (
     seed_everything,
     train_one_epoch,
 )
-from octbench.errors import ConfigError, DeviceUnavailable, OctbenchError
+from octbench.errors import ConfigError, DataError, DeviceUnavailable, OctbenchError
 from octbench.metrics import METRICS, compute_metrics
 from octbench.models import (
     build_model,
@@ -91,11 +91,14 @@ class RunSpec:
     train: TrainConfig
     #: the swept values of this run's sweep combination (``{"data.size": 64}``), if any
     sweep: dict = field(default_factory=dict)
+    #: The data's content fingerprint (:func:`octbench.data.data_fingerprint`): new data, new id.
+    data_fingerprint: str = ""
 
     def config(self) -> dict:
         """The run's resolved configuration, stored in its record and hashed into its id."""
+        fingerprint = {"fingerprint": self.data_fingerprint} if self.data_fingerprint else {}
         return {
-            "data": {"name": self.data.name, **self.data.params},
+            "data": {"name": self.data.name, **self.data.params, **fingerprint},
             "model": {"name": self.model.name, **self.model.params},
             "strategy": {"name": self.strategy.name, **self.strategy.params},
             "seed": self.seed,
@@ -120,18 +123,28 @@ class RunSpec:
 MAX_RUN_ID = 255
 
 
-
-
-
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_.=" else "-" for c in text).strip("-")
 
 
 def expand_grid(config: ExperimentConfig) -> list[RunSpec]:
     """All runs of an experiment: sweep combination x model x strategy x seed x device, in
-    that nesting order."""
+    that nesting order.
+
+    Each run's id includes its data's content fingerprint, which this computes once per dataset
+    setting (e.g. hashes the npz file; see :func:`octbench.data.data_fingerprint`).
+    """
+    fingerprints: dict[str, str] = {}
+
+    def fingerprint_of(data: Component) -> str:
+        key = _data_key(data)
+        if key not in fingerprints:
+            fingerprints[key] = data_fingerprint(data.name, **data.params)
+        return fingerprints[key]
+
     return [
-        RunSpec(config.name, cell.data, model, strategy, seed, device, cell.train, values)
+        RunSpec(config.name, cell.data, model, strategy, seed, device, cell.train, values,
+                fingerprint_of(cell.data))
         for values, cell in config.variants()
         for model in cell.models
         for strategy in cell.strategies
@@ -208,6 +221,12 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
     from octbench.executors import LocalExecutor
 
     store = ResultsStore(Path(config.results_dir) / config.name)
+    # An unwritable folder fails before the data are looked at (the run ids need the data's
+    # fingerprint, which may take a while to compute), and bad or missing data before the folder
+    # is created.
+    check_writable(store.root)
+    for data in distinct_data(config):
+        check_available(data.name, **data.params)
     specs = expand_grid(config)
     if shard is not None:
         total = len(specs)
@@ -230,12 +249,9 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
         say(f"{len(summary.already_complete)} of {len(specs)} runs already complete; "
             f"training the other {len(pending)}.")
 
-    # An unwritable folder fails before the data are looked at, missing data (OCTMNIST offline),
-    # missing pretrained weights and impossible executor settings before the folder is created.
-    check_writable(store.root)
+    # Missing pretrained weights and impossible executor settings fail before the folder is
+    # created.
     groups = _by_data(pending)  # a sweep over data settings: one dataset after another
-    for data, _ in groups:
-        check_available(data.name, **data.params)
     check_pretrained_weights(config, pending)
     executor = executor or LocalExecutor()
     for data, specs in groups:
@@ -269,12 +285,21 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
     return summary
 
 
+def _data_key(data: Component) -> str:
+    return json.dumps(data.to_yaml(), sort_keys=True, default=str)
+
+
+def distinct_data(config: ExperimentConfig) -> list[Component]:
+    """The dataset settings of an experiment: one, or one per data setting of its sweep."""
+    settings = {_data_key(cell.data): cell.data for _, cell in config.variants()}
+    return list(settings.values())
+
+
 def _by_data(specs: list[RunSpec]) -> list[tuple[Component, list[RunSpec]]]:
     """The specs grouped by their dataset setting, in order of first appearance."""
     groups: dict[str, tuple[Component, list[RunSpec]]] = {}
     for spec in specs:
-        key = json.dumps(spec.data.to_yaml(), sort_keys=True, default=str)
-        groups.setdefault(key, (spec.data, []))[1].append(spec)
+        groups.setdefault(_data_key(spec.data), (spec.data, []))[1].append(spec)
     return list(groups.values())
 
 
@@ -287,6 +312,15 @@ def check_pretrained_weights(config: ExperimentConfig, specs: list[RunSpec]) -> 
     for index, model in enumerate(config.models):
         if model in needed:
             ensure_pretrained_weights(timm_name(model.name), f"models[{index}] ({model.label})")
+
+
+def check_fingerprint(data: OCTData, expected: str) -> None:
+    """Refuse data whose content changed between computing the run ids and loading it."""
+    if expected and data.fingerprint != expected:
+        raise DataError(
+            f"the {data.name} data changed while octbench was reading it (fingerprint "
+            f"{expected} when the run ids were made, {data.fingerprint} when loaded); rerun "
+            "once the file or folder is no longer being written.")
 
 
 def check_buildable(pending: list[RunSpec], data: OCTData) -> None:
@@ -381,6 +415,7 @@ INTERRUPTED_MESSAGE = "interrupted (Ctrl-C or SIGTERM); rerun to resume from the
 def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.device, finish, *,
            quiet: bool, on_epoch: EpochCallback | None, evaluate_test: bool) -> RunRecord:
     cfg = spec.train
+    check_fingerprint(data, spec.data_fingerprint)  # e.g. another file on a Ray node
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(spec.seed, deterministic=cfg.deterministic)
@@ -523,6 +558,7 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
         "class_names": list(data.class_names), "img_size": data.size,
         "logit_offset": strategy.logit_offset, "epoch": state["best_epoch"],
         "normalization": list(normalize),
+        "provenance": provenance(data, normalize),
     })
     history = state["history"]
     train_seconds = sum(h["train_seconds"] for h in history)
@@ -539,6 +575,20 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
     )
     store.remove(spec.run_id, ResultsStore.RESUME)
     return record
+
+
+def provenance(data: OCTData, normalize: tuple[float, float]) -> dict:
+    """What a checkpoint must say about the data it learned from and how its pixels were fed to
+    the model (plain types only, so that ``torch.load(weights_only=True)`` reads it)."""
+    return {
+        "dataset": data.name,
+        "fingerprint": data.fingerprint,
+        "synthetic": bool(data.synthetic),
+        "class_names": list(data.class_names),
+        "img_size": int(data.size),
+        "normalisation": {"scale": 1 / 255, "mean": normalize[0], "std": normalize[1]},
+        "source": {k: v for k, v in data.source.items() if isinstance(v, str | int | float)},
+    }
 
 
 def _on_device(data: OCTData, split: str, device: torch.device):

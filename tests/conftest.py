@@ -25,9 +25,16 @@ PLUGINS = Path(__file__).resolve().parent / "plugins"
 FIXTURE_COUNTS = {"train": (200, 70, 50, 280), "val": (40, 14, 10, 56), "test": (20, 20, 20, 20)}
 
 
+FIXTURE_CLASSES = ("CNV", "DME", "DRUSEN", "NORMAL")
+
+
 def make_npz(path: Path, *, size: int = 28, seed: int = 0,
-             counts: dict[str, tuple[int, ...]] = FIXTURE_COUNTS) -> Path:
-    """Write a small MedMNIST-format npz: a class-dependent band plus noise, uint8 (N, H, W)."""
+             counts: dict[str, tuple[int, ...]] = FIXTURE_COUNTS,
+             class_names: tuple[str, ...] | None = FIXTURE_CLASSES) -> Path:
+    """Write a small MedMNIST-format npz: a class-dependent band plus noise, uint8 (N, H, W).
+
+    ``class_names`` is stored as the file's string array (None: no names, labels only).
+    """
     rng = np.random.default_rng(seed)
     arrays = {}
     rows = np.arange(size)[:, None]
@@ -39,6 +46,8 @@ def make_npz(path: Path, *, size: int = 28, seed: int = 0,
         images = 60 + 140 * band + rng.normal(0, 35, (len(labels), size, size))
         arrays[f"{split}_images"] = np.clip(images, 0, 255).astype(np.uint8)
         arrays[f"{split}_labels"] = labels.astype(np.uint8)[:, None]
+    if class_names is not None:
+        arrays["class_names"] = np.array(class_names)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **arrays)
     return path

@@ -103,6 +103,24 @@ def _not_weights(ws: Workspace) -> str:
     return str(path)
 
 
+def _folder(ws: Workspace, layout: dict[str, dict[str, int]]) -> str:
+    """An image folder ``{split: {class: number of scans}}`` of copies of tests/data scans."""
+    scans = sorted((Path(__file__).parent / "data").glob("*.jpeg"))
+    root = ws.root / "scans"
+    for split, classes in layout.items():
+        for name, count in classes.items():
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                (root / split / name / f"{i}.jpeg").write_bytes(scans[i].read_bytes())
+    return str(root)
+
+
+def _one_class(arrays: dict) -> None:
+    arrays.pop("class_names")
+    for split in ("train", "val", "test"):
+        arrays[f"{split}_labels"] = np.zeros_like(arrays[f"{split}_labels"])
+
+
 def _not_an_image(ws: Workspace) -> str:
     path = ws.root / "scan.png"
     path.write_text("not a PNG at all")
@@ -197,6 +215,24 @@ TABLE = [
     Bad("data-labels-out-of-range", lambda ws: ws.run_on({"name": "npz", "path": ws.npz(
         _set("train_labels", lambda a: a["train_labels"] + 4))}),
         ("train_labels range over [4, 7]; expected 0...3 (CNV, DME, DRUSEN, NORMAL)",)),
+    Bad("data-class-names-wrong-length", lambda ws: ws.run_on(
+        {"name": "npz", "path": str(ws.data), "class_names": ["a", "b", "c", "d", "e"]}),
+        ("5 class names (a, b, c, d, e) but the labels only go up to 3",
+         "give exactly one name per label 0...3")),
+    Bad("data-label-outside-class-names", lambda ws: ws.run_on(
+        {"name": "npz", "path": str(ws.data), "class_names": ["a", "b", "c"]}),
+        ("train_labels range over [0, 3]; expected 0...2 (a, b, c), one label per class name",)),
+    Bad("data-one-class", lambda ws: ws.run_on({"name": "npz", "path": ws.npz(_one_class)}),
+        ("has one class only (label 0)", "Add the other classes' images")),
+    Bad("folder-empty-class", lambda ws: ws.run_on({"name": "folder", "path": _folder(
+        ws, {"train": {"CNV": 2, "NORMAL": 0}, "test": {"CNV": 1, "NORMAL": 1}})}),
+        ("has empty class folder(s) train/NORMAL/", "remove the folders")),
+    Bad("folder-without-train", lambda ws: ws.run_on({"name": "folder", "path": _folder(
+        ws, {"training": {"CNV": 1, "NORMAL": 1}, "test": {"CNV": 1, "NORMAL": 1}})}),
+        ("has no train/ folder", "expected DIR/train/<class>/*.png")),
+    Bad("folder-one-class", lambda ws: ws.run_on({"name": "folder", "path": _folder(
+        ws, {"train": {"CNV": 3}, "test": {"CNV": 1}})}),
+        ("train/ has 1 class folder(s) ['CNV']; a classifier needs at least 2",)),
     Bad("data-empty-split", lambda ws: ws.run_on({"name": "npz", "path": ws.npz(
         lambda a: a.update(val_images=a["val_images"][:0], val_labels=a["val_labels"][:0]))}),
         ("the val split is empty",)),

@@ -28,6 +28,7 @@ from conftest import PLUGINS, ROOT, cli_env, experiment, run_cli, start_cli, wri
 
 from octbench import cli, executors, runner
 from octbench.config import parse_config
+from octbench.data import data_fingerprint
 from octbench.results import COMPLETE, INTERRUPTED, ResultsStore
 from octbench.runner import run_experiment
 
@@ -227,6 +228,9 @@ def test_big_data_file_missing_on_a_node_is_named_before_training(tmp_path, oct_
     # In the driver only: its checks see a file; the workers' own check looks for `missing`.
     monkeypatch.setattr(executors, "data_file", lambda data: oct_npz)
     monkeypatch.setattr(runner, "check_available", lambda name, **params: None)
+    # (the run ids need the data's content fingerprint, which the driver reads from its file)
+    monkeypatch.setattr(runner, "data_fingerprint",
+                        lambda name, **params: data_fingerprint(name, path=str(oct_npz)))
     with pytest.raises(executors.OctbenchError) as error:
         run_experiment(config, quiet=True, say=lambda _: None, executor=executors.RayExecutor())
     message = str(error.value)

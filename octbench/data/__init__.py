@@ -4,14 +4,24 @@ A dataset is a keyword-only factory registered in :data:`DATASETS` that returns
 :class:`OCTData`. All loaders share one validator (:func:`from_arrays`) for the MedMNIST layout
 ``{train,val,test}_{images,labels}``.
 
+Every dataset also has a content fingerprint (:func:`data_fingerprint`) that is known *before*
+the data are loaded, so that run ids can include it: a file whose content changes gets new run
+ids instead of old results. A dataset registers a fast fingerprint with :func:`fingerprinter`;
+one without it is loaded and its arrays hashed.
+
 Must not import: models, strategies, the engine, runner, report or tuning: data knows nothing of
 training.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,7 +29,10 @@ import torch
 from octbench.errors import DataError
 from octbench.registry import Registry
 
+log = logging.getLogger(__name__)
+
 DATASETS = Registry("dataset")
+_FINGERPRINTS: dict[str, Callable[..., str]] = {}
 
 SPLITS = ("train", "val", "test")
 OCT_CLASSES = ("CNV", "DME", "DRUSEN", "NORMAL")
@@ -50,6 +63,7 @@ class OCTData:
         class_names: one name per label index.
         train, val, test: the official splits.
         source: where the data came from (path, generator parameters), for run records.
+        fingerprint: the content fingerprint (:func:`data_fingerprint`), e.g. ``sha256:...``.
     """
 
     name: str
@@ -60,6 +74,7 @@ class OCTData:
     val: Split
     test: Split
     source: dict = field(default_factory=dict)
+    fingerprint: str = ""
 
     @property
     def num_classes(self) -> int:
@@ -81,6 +96,7 @@ class OCTData:
             "class_names": list(self.class_names),
             "class_counts": self.class_counts(),
             "source": self.source,
+            "fingerprint": self.fingerprint,
         }
 
 
@@ -90,14 +106,19 @@ def from_arrays(
     name: str,
     origin: str,
     synthetic: bool,
-    class_names: tuple[str, ...] = OCT_CLASSES,
+    class_names: tuple[str, ...] | list[str] | None = None,
     source: dict | None = None,
+    fingerprint: str = "",
 ) -> OCTData:
     """Validate MedMNIST-layout arrays and wrap them as :class:`OCTData`.
 
     ``origin`` names the file or generator in error messages. Images must be uint8
-    (N, H, W) or (N, H, W, 1) with square H == W; labels integer (N,) or (N, 1) in
-    ``[0, len(class_names))``; no split may be empty.
+    (N, H, W) or (N, H, W, 1) with square H == W; labels integer (N,) or (N, 1); no split may be
+    empty. The class names are ``class_names`` if given, else the arrays' ``class_names`` entry
+    (a string array, as octbench writes it), else ``"0" ... "K-1"`` with K one more than the
+    largest label of any split. Every class must have training images (a gap in the labels, or
+    a name too many, is an error); a class missing from val or test only logs a warning, as
+    its metrics there are undefined.
     """
     problems = []
     expected = [f"{s}_{kind}" for s in SPLITS for kind in ("images", "labels")]
@@ -107,7 +128,8 @@ def from_arrays(
             f"{origin} is not a MedMNIST-format file: missing {', '.join(missing)} "
             f"(expected keys {', '.join(expected)}; found {', '.join(sorted(arrays)) or 'none'})."
         )
-    splits = {}
+    names = _given_class_names(arrays, class_names, origin)
+    checked = {}
     size = None
     for s in SPLITS:
         images, labels = np.asarray(arrays[f"{s}_images"]), np.asarray(arrays[f"{s}_labels"])
@@ -134,26 +156,122 @@ def from_arrays(
             problems.append(f"{s} has {len(images)} images but {len(labels)} labels")
         elif len(labels) == 0:
             problems.append(f"the {s} split is empty")
-        elif labels.min() < 0 or labels.max() >= len(class_names):
-            problems.append(
-                f"{s}_labels range over [{labels.min()}, {labels.max()}]; expected 0..."
-                f"{len(class_names) - 1} ({', '.join(class_names)})"
-            )
-        if not problems:
-            splits[s] = Split(torch.from_numpy(images.copy()),
-                              torch.from_numpy(labels.astype(np.int64)))
+        elif labels.min() < 0 or (names is not None and labels.max() >= len(names)):
+            expect = (f"0...{len(names) - 1} ({', '.join(names)}), one label per class name"
+                      if names is not None else "labels >= 0")
+            problems.append(f"{s}_labels range over [{labels.min()}, {labels.max()}]; "
+                            f"expected {expect}")
+        checked[s] = (images, labels)
     if problems:
         raise DataError(f"{origin} is not a valid dataset: " + "; ".join(problems) + ".")
+    names = names or tuple(str(i) for i in range(max(int(lab.max()) for _, lab in
+                                                     checked.values()) + 1))
+    _check_every_class_trains(checked, names, origin)
+    splits = {s: Split(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))
+              for s, (images, labels) in checked.items()}
     return OCTData(
         name=name,
         synthetic=synthetic,
         size=int(size),
-        class_names=tuple(class_names),
+        class_names=names,
         source=dict(source or {}),
+        fingerprint=fingerprint or arrays_fingerprint(arrays),
         **splits,
     )
 
 
+def _given_class_names(arrays: Mapping[str, np.ndarray], class_names, origin: str
+                       ) -> tuple[str, ...] | None:
+    """The class names from the caller or the file, validated; None to number the labels."""
+    where = "data.class_names"
+    if class_names is None and "class_names" in arrays:
+        class_names, where = np.asarray(arrays["class_names"]), f"the class_names array of {origin}"
+        if class_names.ndim != 1 or class_names.dtype.kind not in "US":
+            raise DataError(f"{where} has shape {class_names.shape} and dtype "
+                            f"{class_names.dtype}; expected a 1-D string array, e.g. "
+                            "np.array(['cat', 'dog'])")
+        class_names = [n.decode() if isinstance(n, bytes) else str(n) for n in class_names]
+    if class_names is None:
+        return None
+    names = tuple(class_names)
+    if len(names) < 2:
+        raise DataError(f"{where} lists {len(names)} class(es) {list(names)}; a classifier "
+                        "needs at least 2. Give one name per label.")
+    blank = [n for n in names if not str(n).strip()]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if blank or repeated:
+        raise DataError(f"{where} must be distinct, non-empty names; got {list(names)} "
+                        f"({'repeated: ' + ', '.join(repeated) if repeated else 'a blank name'}).")
+    return names
+
+
+def _check_every_class_trains(checked: dict, names: tuple[str, ...], origin: str) -> None:
+    present = {s: set(np.unique(labels).tolist()) for s, (_, labels) in checked.items()}
+    label_max = max(max(p) for p in present.values())
+    if len(names) < 2:
+        raise DataError(f"{origin} has one class only (label 0); a classifier needs at least 2 "
+                        "classes. Add the other classes' images.")
+    if label_max < len(names) - 1:
+        raise DataError(
+            f"{origin}: {len(names)} class names ({', '.join(names)}) but the labels only go up "
+            f"to {label_max}; give exactly one name per label 0...{label_max}.")
+    absent = [f"{i} ({names[i]})" for i in range(len(names)) if i not in present["train"]]
+    if absent:
+        raise DataError(
+            f"{origin}: class(es) {', '.join(absent)} have no training images, so no model can "
+            "learn them; add their images, or relabel to 0...K-1 without gaps (and drop their "
+            "names from class_names).")
+    for split in ("val", "test"):
+        lacking = [names[i] for i in range(len(names)) if i not in present[split]]
+        if lacking:
+            log.warning("%s: the %s split has no images of %s; their %s metrics are undefined",
+                        origin, split, ", ".join(lacking), split)
+
+
+def arrays_fingerprint(arrays: Mapping[str, np.ndarray]) -> str:
+    """A SHA-256 over the splits' arrays (key, dtype, shape, bytes), for data held in memory."""
+    digest = hashlib.sha256()
+    for key in sorted(arrays):
+        array = np.ascontiguousarray(arrays[key])
+        digest.update(f"{key}:{array.dtype.str}:{array.shape};".encode())
+        digest.update(array.tobytes() if array.dtype.kind in "US" else memoryview(array).cast("B"))
+    return f"sha256:{digest.hexdigest()}"
+
+
+def fingerprinter(name: str):
+    """Register a fast content fingerprint for dataset ``name``: ``f(**params) -> str``.
+
+    It must change whenever the data the dataset's factory returns for ``params`` would.
+    """
+    def decorator(fn: Callable[..., str]) -> Callable[..., str]:
+        _FINGERPRINTS[name] = fn
+        return fn
+    return decorator
+
+
+def data_fingerprint(name: str, **params) -> str:
+    """The content fingerprint of dataset ``name`` with ``params``, without loading it if the
+    dataset registered a fast one (npz: SHA-256 of the file; OCTMNIST: its MD5; synthetic: the
+    generator's parameters and version; folder: SHA-256 of its files)."""
+    if name in _FINGERPRINTS:
+        return _FINGERPRINTS[name](**params)
+    # Loaded to be hashed: kept for the load_dataset call that follows, so it loads once.
+    data = load_dataset(name, **params)
+    _JUST_LOADED.clear()
+    _JUST_LOADED[_load_key(name, params)] = data
+    return data.fingerprint
+
+
+_JUST_LOADED: dict[str, OCTData] = {}
+
+
+def _load_key(name: str, params: dict) -> str:
+    return json.dumps([name, params], sort_keys=True, default=str)
+
+
+def cache_root() -> Path:
+    """Where derived data are cached: ``$OCTBENCH_CACHE`` or ``~/.cache/octbench``."""
+    return Path(os.environ.get("OCTBENCH_CACHE", "~/.cache/octbench")).expanduser()
 #: Cheap checks that a dataset can be loaded, by registry name: ``check(**params) -> str`` returns
 #: where the data will come from, or raises the DataError that loading would raise. They read no
 #: images, so ``run --dry-run`` can call them, and ``run`` before it creates a results folder.
@@ -183,12 +301,15 @@ def load_dataset(name: str, **params) -> OCTData:
         >>> data.synthetic, data.class_names
         (True, ('CNV', 'DME', 'DRUSEN', 'NORMAL'))
     """
-    return DATASETS.get(name)(**params)
+    kept = _JUST_LOADED.pop(_load_key(name, params), None)
+    return kept if kept is not None else DATASETS.get(name)(**params)
 
 
 # Importing the modules registers their datasets.
+from octbench.data import folder as _folder  # noqa: E402,F401
 from octbench.data import npz as _npz  # noqa: E402,F401
 from octbench.data import octmnist as _octmnist  # noqa: E402,F401
 from octbench.data import synthetic as _synthetic  # noqa: E402,F401
 
-__all__ = ["DATASETS", "OCT_CLASSES", "OCTData", "SPLITS", "Split", "from_arrays", "load_dataset"]
+__all__ = ["DATASETS", "OCT_CLASSES", "OCTData", "SPLITS", "Split", "arrays_fingerprint",
+           "data_fingerprint", "fingerprinter", "from_arrays", "load_dataset"]

@@ -30,7 +30,8 @@ def format_distribution(data: OCTData) -> str:
     """The distribution as text: one block per split, plus the largest:smallest ratio."""
     table = class_distribution(data)
     tag = " [SYNTHETIC DATA]" if data.synthetic else ""
-    lines = [f"{data.name} ({data.size} px){tag}"]
+    lines = [f"{data.name} ({data.size} px, {data.num_classes} classes){tag}",
+             f"fingerprint: {data.fingerprint}"]
     for split in SPLITS:
         part = table[table.split == split]
         counts = part["count"].to_numpy()

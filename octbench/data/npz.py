@@ -5,12 +5,21 @@ Must not import: octbench beyond ``octbench.data`` and errors.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from octbench.data import AVAILABILITY_CHECKS, DATASETS, OCT_CLASSES, OCTData, from_arrays
+from octbench.data import (
+    AVAILABILITY_CHECKS,
+    DATASETS,
+    OCT_CLASSES,
+    OCTData,
+    fingerprinter,
+    from_arrays,
+)
 from octbench.errors import DataError
 
 
@@ -43,6 +52,36 @@ def _unreadable(path: Path, error: Exception) -> DataError:
     )
 
 
+def file_fingerprint(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, as ``sha256:<hex>``; remembered per (path, size, mtime) so a
+    file is hashed once per process.
+
+    Raises:
+        DataError: the file does not exist or cannot be read.
+    """
+    path = Path(path).expanduser()
+    try:
+        stat = path.resolve().stat()
+    except OSError:
+        raise DataError(f"data file {path} does not exist; check `data.path` in your YAML."
+                        ) from None
+    return _hash_file(str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+
+@functools.lru_cache(maxsize=64)
+def _hash_file(path: str, size: int, mtime_ns: int, inode: int) -> str:
+    try:
+        with open(path, "rb") as handle:
+            return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError as error:
+        raise DataError(f"cannot read data file {path} ({error.strerror or error}); check "
+                        "`data.path` and the file's permissions.") from None
+
+
+@fingerprinter("npz")
+def npz_fingerprint(*, path: str, **_) -> str:
+    """The npz file's SHA-256 (the bytes, so rewriting equal arrays compressed differs)."""
+    return file_fingerprint(path)
 def _existing(path: str | Path) -> Path:
     path = Path(path).expanduser()
     if not path.is_file():
@@ -65,16 +104,21 @@ def npz(*, path: str, synthetic: bool = False, class_names: list[str] | None = N
         path: the ``.npz`` file.
         synthetic: mark the data as synthetic (e.g. a file from ``octbench data synth``);
             files written by octbench carry this flag themselves.
-        class_names: label names, default OCTMNIST's.
+        class_names: one name per label; default the file's ``class_names`` array, else
+            OCTMNIST's for octbench's synthetic files, else ``0 ... K-1``.
     """
+    fingerprint = file_fingerprint(path)
     arrays = read_npz(path)
     # Files written by `octbench data synth` say they are synthetic; that label must follow them.
-    synthetic = synthetic or bool(arrays.pop("octbench_synthetic", np.array(False)))
+    made_by_octbench = bool(arrays.pop("octbench_synthetic", np.array(False)))
+    if made_by_octbench and class_names is None and "class_names" not in arrays:
+        class_names = list(OCT_CLASSES)  # written before files carried their class names
     return from_arrays(
         arrays,
         name="npz",
         origin=str(path),
-        synthetic=synthetic,
-        class_names=tuple(class_names or OCT_CLASSES),
+        synthetic=synthetic or made_by_octbench,
+        class_names=class_names,
         source={"path": str(Path(path).expanduser().resolve())},
+        fingerprint=fingerprint,
     )

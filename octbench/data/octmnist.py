@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from octbench.data import AVAILABILITY_CHECKS, DATASETS, OCT_CLASSES, OCTData, from_arrays
+from octbench.data import (
+    AVAILABILITY_CHECKS,
+    DATASETS,
+    OCT_CLASSES,
+    OCTData,
+    fingerprinter,
+    from_arrays,
+)
 from octbench.data.npz import read_npz
 from octbench.errors import DataError
 from octbench.registry import OneOf
@@ -48,6 +55,10 @@ def _missing_message(path: Path, url: str, md5: str, why: str) -> str:
     )
 
 
+@fingerprinter("octmnist")
+def octmnist_fingerprint(*, size: int = 28, **_) -> str:
+    """OCTMNIST's published MD5 at ``size`` px: the loader refuses any file that does not match."""
+    return f"md5:{octmnist_file(size, None)[2]}"
 def _octmnist_available(*, size: int = 28, root: str | None = None, download: bool = False,
                         **_) -> str:
     path, url, md5 = octmnist_file(size, root)
@@ -89,4 +100,5 @@ def octmnist(*, size: int = 28, root: str | None = None, download: bool = False)
         synthetic=False,
         class_names=OCT_CLASSES,
         source={"path": str(path), "md5": md5, "url": url},
+        fingerprint=f"md5:{md5}",
     )

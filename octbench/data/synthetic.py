@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -24,6 +23,8 @@ from octbench.data import (
     OCT_CLASSES,
     SPLITS,
     OCTData,
+    cache_root,
+    fingerprinter,
     from_arrays,
 )
 from octbench.data.npz import read_npz
@@ -71,22 +72,36 @@ def generate_arrays(
             labels = np.where(flip, (labels + shift) % len(counts), labels)
         arrays[f"{split}_images"] = images
         arrays[f"{split}_labels"] = labels.astype(np.uint8)[:, None]
+    arrays["class_names"] = np.array(OCT_CLASSES)
     return arrays
 
 
 def cache_dir() -> Path:
     """Where generated sets are cached: ``$OCTBENCH_CACHE`` or ``~/.cache/octbench``."""
-    return Path(os.environ.get("OCTBENCH_CACHE", "~/.cache/octbench")).expanduser() / "synthetic"
+    return cache_root() / "synthetic"
+
+
+def _generator_key(params: dict) -> str:
+    return hashlib.sha256(
+        json.dumps({**params, "version": GENERATOR_VERSION}, sort_keys=True).encode()
+    ).hexdigest()
+
+
+@fingerprinter("synthetic")
+def synthetic_fingerprint(*, size: int = 28, scale: float = 1.0, test_scale: float = 1.0,
+                          seed: int = 0, difficulty: float = 1.0, label_noise: float = 0.0,
+                          cache: bool = True) -> str:
+    """The generator's parameters and version: the same ones always render the same scans."""
+    params = dict(size=size, scale=scale, test_scale=test_scale, seed=seed,
+                  difficulty=difficulty, label_noise=label_noise)
+    return f"synthetic-v{GENERATOR_VERSION}:{_generator_key(params)}"
 
 
 def cached_file(*, size: int = 28, **params) -> Path:
     """The cache file of the synthetic set with these parameters (it may not exist yet)."""
     params = {"size": size, "scale": 1.0, "test_scale": 1.0, "seed": 0, "difficulty": 1.0,
               "label_noise": 0.0, **{k: v for k, v in params.items() if k != "cache"}}
-    key = hashlib.sha256(
-        json.dumps({**params, "version": GENERATOR_VERSION}, sort_keys=True).encode()
-    ).hexdigest()[:16]
-    return cache_dir() / f"synthetic-{size}px-{key}.npz"
+    return cache_dir() / f"synthetic-{size}px-{_generator_key(params)[:16]}.npz"
 
 
 def _synthetic_available(**params) -> str:
@@ -145,4 +160,5 @@ def synthetic(
     return from_arrays(
         arrays, name="synthetic", origin=f"synthetic data {params}", synthetic=True,
         class_names=OCT_CLASSES, source={**params, "generator_version": GENERATOR_VERSION},
+        fingerprint=synthetic_fingerprint(**params),
     )

@@ -28,7 +28,8 @@ MAX_RESAMPLES = 100_000
 
 def build_report(source: str | Path, out: str | Path = "reports", *,
                  formats: Sequence[str] = ("md",), baseline: str | None = None,
-                 n_resamples: int = 2000, study: str | Path | None = None) -> list[Path]:
+                 n_resamples: int = 2000, study: str | Path | None = None,
+                 allow_mixed_data: bool = False) -> list[Path]:
     """Write the report of an experiment to ``<out>/<experiment>/``.
 
     Args:
@@ -39,6 +40,8 @@ def build_report(source: str | Path, out: str | Path = "reports", *,
         baseline: strategy to compare with (default: the YAML's, else ``none``).
         n_resamples: bootstrap resamples of the intervals and tests.
         study: an Optuna study folder whose figures to include (default: :func:`find_study`).
+        allow_mixed_data: report runs made on data of different fingerprints together
+            (otherwise refused, naming them).
 
     Returns:
         The paths written (report, CSV, exported files); figures are listed in the report.
@@ -57,7 +60,7 @@ def build_report(source: str | Path, out: str | Path = "reports", *,
         raise OctbenchError(f"the number of bootstrap resamples must be an int from 100 to "
                             f"{MAX_RESAMPLES:,}. Got {n_resamples!r} instead; 2000 is a good "
                             "default.")
-    data = collect(source, baseline=baseline)
+    data = collect(source, baseline=baseline, allow_mixed_data=allow_mixed_data)
     folder = confined(out, data.name)  # everything below is written inside <out>/<name>/
     writable_folder(folder, "report folder")  # before any figure is drawn
     written = []

@@ -51,13 +51,54 @@ def resolve_source(source: str | Path) -> tuple[str, Path, set[str] | None]:
                         "pass e.g. experiments/quickstart.yaml or results/quickstart.")
 
 
-def load_records(source: str | Path, warnings: list[str] | None = None
-                 ) -> tuple[str, Path, list[RunRecord]]:
-    """The records a report is made from (runs of tuning trials excluded)."""
+def load_records(source: str | Path, warnings: list[str] | None = None, *,
+                 allow_mixed_data: bool = False) -> tuple[str, Path, list[RunRecord]]:
+    """The records a report is made from (runs of tuning trials excluded).
+
+    Raises:
+        OctbenchError: the records come from data of different content fingerprints and
+            ``allow_mixed_data`` is False (:func:`check_one_dataset`).
+    """
     name, folder, run_ids = resolve_source(source)
     records = [r for r in ResultsStore(folder).records(warn=warnings) if r.kind == "run"
                and (run_ids is None or r.run_id in run_ids)]
+    check_one_dataset(records, folder, allow_mixed=allow_mixed_data, warnings=warnings)
     return name, folder, records
+
+
+#: What records made before data fingerprints existed (schema 1) are grouped under.
+UNKNOWN_FINGERPRINT = "unknown (recorded before data fingerprints)"
+
+
+def check_one_dataset(records: Sequence[RunRecord], folder: Path, *, allow_mixed: bool,
+                      warnings: list[str] | None = None) -> None:
+    """Refuse records of different data (content fingerprints) in one report, naming them.
+
+    With ``allow_mixed`` they are kept, and a warning says that their numbers do not compare.
+
+    Raises:
+        OctbenchError: more than one fingerprint and not ``allow_mixed``.
+    """
+    groups: dict[str, list[RunRecord]] = {}
+    for record in records:
+        fingerprint = record.dataset.get("fingerprint") or UNKNOWN_FINGERPRINT
+        groups.setdefault(fingerprint, []).append(record)
+    if len(groups) < 2:
+        return
+    described = "; ".join(
+        f"{fingerprint[:23]} ({len(group)} run(s), "
+        f"{', '.join(sorted({dataset_label(r) for r in group}))})"
+        for fingerprint, group in sorted(groups.items()))
+    if not allow_mixed:
+        raise OctbenchError(
+            f"the runs in {folder} come from {len(groups)} different data: {described}. One "
+            "table must not mix them: report the experiment YAML (only its current data's "
+            "runs), move the other runs out of the folder, or pass --allow-mixed-data to show "
+            "them together anyway.")
+    if warnings is not None:
+        warnings.append(f"the runs come from {len(groups)} different data ({described}), shown "
+                        "together because of --allow-mixed-data: their numbers are not "
+                        "comparable")
 
 
 @dataclass(frozen=True)
@@ -154,16 +195,19 @@ class ReportData:
         return []
 
 
-def collect(source: str | Path, *, baseline: str | None = None) -> ReportData:
+def collect(source: str | Path, *, baseline: str | None = None,
+            allow_mixed_data: bool = False) -> ReportData:
     """Load the records of ``source`` and the test predictions of its complete runs.
 
     Args:
         source: an experiment YAML (only its grid's runs) or a results folder (all runs).
         baseline: the strategy to compare with; default the YAML's ``report.baseline``, else
             ``none`` when present, else the first strategy.
+        allow_mixed_data: keep records of different data fingerprints (with a warning).
 
     Raises:
-        OctbenchError: if ``source`` is neither a YAML nor a folder.
+        OctbenchError: if ``source`` is neither a YAML nor a folder, or its records come from
+            different data and ``allow_mixed_data`` is False.
     """
     warnings: list[str] = []
     source = Path(source)
@@ -178,6 +222,7 @@ def collect(source: str | Path, *, baseline: str | None = None) -> ReportData:
     store = ResultsStore(folder)
     records = [r for r in store.records(warn=warnings) if r.kind == "run"
                and (run_ids is None or r.run_id in run_ids)]
+    check_one_dataset(records, folder, allow_mixed=allow_mixed_data, warnings=warnings)
     for strategy in sorted({r.strategy for r in records} - set(order)):
         order.append(strategy)
     if baseline is None:

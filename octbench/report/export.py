@@ -27,6 +27,7 @@ def runs_frame(data: ReportData) -> pd.DataFrame:
     for record in data.records:
         row = {"experiment": record.experiment, "dataset": record.dataset.get("name"),
                "synthetic": record.synthetic, "image_size": record.dataset.get("size"),
+               "data_fingerprint": record.dataset.get("fingerprint"),
                "run_id": record.run_id, "status": record.status, "model": record.model,
                "strategy": record.strategy, "seed": record.seed, "device": record.device,
                "precision": record.precision, "hardware": record.hardware.get("name"),

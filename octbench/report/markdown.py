@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from octbench.metrics import METRICS
-from octbench.report.collect import ReportData, dataset_label
+from octbench.report.collect import DEFAULT_CLASSES, UNKNOWN_FINGERPRINT, ReportData, dataset_label
 from octbench.report.tables import (
     CI_METRICS,
     COMPARE_METRICS,
@@ -202,8 +202,11 @@ def _header(data: ReportData) -> list[str]:
                      md_escape(h.get("platform", ""))]
             text += "".join(f"; {e}" for e in extra if e)
             hardware[text] = hardware.get(text, 0) + 1
+    fingerprints = sorted({r.dataset.get("fingerprint") or UNKNOWN_FINGERPRINT
+                           for r in data.records})
     rows = [
         ["Dataset", dataset],
+        ["Data fingerprint", ", ".join(md_code(f) for f in fingerprints) or "n/a"],
         ["Results folder", md_code(data.folder)],
         ["Runs", runs],
         ["Runs made", f"{_when(times[0])} to {_when(times[-1])} UTC" if times else "n/a"],
@@ -214,7 +217,7 @@ def _header(data: ReportData) -> list[str]:
         ["Report written", f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"],
     ]
     if data.baseline is not None and data.runs:
-        rows.insert(3, ["Baseline strategy", md_code(data.baseline)])
+        rows.insert(4, ["Baseline strategy", md_code(data.baseline)])
     return [md_table(["Experiment", f"**{md_escape(data.name)}**"], rows, align=["l", "l"])]
 
 
@@ -252,7 +255,8 @@ def _dataset_section(data: ReportData) -> list[str]:
         text = (f"The training split is {shape} ({md_escape(large)} : {md_escape(small)} = "
                 f"{ratio:.1f} : 1), ")
         if balanced:
-            like = "" if data.real_octmnist_size else ", as in OCTMNIST"
+            # Only octbench's synthetic data copy OCTMNIST's design; other data do not.
+            like = ", as in OCTMNIST" if _synthetic_octmnist(data) else ""
             text += (
                 f"while the test split is balanced ({test[0]:,} per class){like}. On a balanced "
                 "test split plain accuracy already weights every class equally (it equals "
@@ -360,8 +364,16 @@ def _results_section(data: ReportData, table: pd.DataFrame, n_resamples: int) ->
     return out
 
 
+def _synthetic_octmnist(data: ReportData) -> bool:
+    """True for octbench's synthetic OCT data, made with OCTMNIST's classes and imbalance."""
+    return data.synthetic and tuple(data.class_names) == DEFAULT_CLASSES
+
+
 def _published_section(data: ReportData, table: pd.DataFrame) -> list[str]:
     sizes = data.real_octmnist_sizes
+    names = {r.dataset.get("name") for r in data.records}
+    if not _synthetic_octmnist(data) and "octmnist" not in names:
+        return []  # OCTMNIST's published numbers say nothing about other data
     if data.synthetic:
         return ["Published OCTMNIST results are not shown: these results come from synthetic "
                 "data, and the two are not comparable."]

@@ -33,10 +33,10 @@ def summary_table(records: list[RunRecord]) -> pd.DataFrame:
     return table
 
 
-def print_summary(source: str | Path) -> None:
+def print_summary(source: str | Path, *, allow_mixed_data: bool = False) -> None:
     """Print mean ± std per (model, strategy, device and precision) to the terminal."""
     warnings: list[str] = []
-    name, folder, records = load_records(source, warnings)
+    name, folder, records = load_records(source, warnings, allow_mixed_data=allow_mixed_data)
     for warning in warnings:
         print(f"warning: {warning}")
     if not records:

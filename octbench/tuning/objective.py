@@ -103,7 +103,8 @@ def make_objective(tune_config: TuneConfig, *, data=None, quiet: bool = True,
         try:
             for index, seed in enumerate(config.seeds):
                 spec = RunSpec(config.name, config.data, config.models[0], config.strategies[0],
-                               seed, config.devices[0], config.train)
+                               seed, config.devices[0], config.train,
+                               data_fingerprint=data.fingerprint)
 
                 def report(epoch: int, val_metrics: dict, index=index, seed=seed) -> None:
                     value = statistics.fmean([*finished, val_metrics[tune_config.metric]])

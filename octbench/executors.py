@@ -12,6 +12,9 @@ back. Epoch checkpoints travel to a small actor on the driver's node that keeps 
 results folder, so a task that Ray retries after its worker died (node loss, preemption, OOM)
 resumes from its last completed epoch on whichever node it lands. A run that fails for its own
 reasons (NaN, a model error) comes back as a FAILED record and is never retried.
+
+Must not import at module level: ray (an optional extra, imported when a Ray executor starts),
+the CLI, report or tuning.
 """
 
 from __future__ import annotations

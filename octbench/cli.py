@@ -284,7 +284,8 @@ def cmd_run(args) -> int:
         return 0
     from octbench.runner import run_experiment
 
-    say = (lambda line: None) if args.quiet else print
+    # flush: under nohup or SLURM stdout is a file, and each finished run should show at once.
+    say = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
     summary = run_experiment(config, quiet=args.quiet, say=say, executor=executor, shard=shard)
     print(
         f"{config.name}: {len(summary.completed)} trained, "

@@ -21,7 +21,6 @@ import logging
 import platform
 import random
 import subprocess
-import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from octbench.errors import ConfigError, DeviceUnavailable, OctbenchError
 from octbench.metrics import METRICS, compute_metrics
 from octbench.models import build_model, count_parameters
 from octbench.plan import check_writable
+from octbench.progress import GridProgress, RunProgress, single_run
 from octbench.results import (
     COMPLETE,
     FAILED,
@@ -174,13 +174,14 @@ class RunSummary:
 
 def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
                    say: Callable[[str], None] = print, executor: Executor | None = None,
-                   shard: Shard | None = None) -> RunSummary:
+                   shard: Shard | None = None, progress: GridProgress | None = None) -> RunSummary:
     """Train and evaluate every run of ``config`` that is not complete yet.
 
     The grid logic lives here (expansion, sharding, skipping complete runs, the summary); how
     the pending runs are trained is the ``executor``'s business: in this process one at a time
     (default, :class:`octbench.executors.LocalExecutor`) or as Ray tasks
-    (:class:`octbench.executors.RayExecutor`).
+    (:class:`octbench.executors.RayExecutor`). ``say`` gets one line per finished run;
+    ``progress`` (default: on stderr unless ``quiet``) a start line per run and a line per epoch.
 
     Example:
         >>> from octbench.config import load_config
@@ -218,8 +219,11 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
     executor = executor or LocalExecutor()
     executor.check(pending, config.data)
     store.prepare()
+    if progress is None:
+        progress = GridProgress([spec.train.epochs for spec in pending], enabled=not quiet)
     number = {spec.run_id: n for n, spec in enumerate(pending, 1)}
-    for spec, outcome in executor.execute(pending, config.data, store, quiet=quiet):
+    for spec, outcome in executor.execute(pending, config.data, store, quiet=quiet,
+                                          progress=progress):
         head = (f"[{number[spec.run_id]}/{len(pending)}] {spec.model.label} | "
                 f"{spec.strategy.label} | seed {spec.seed} | {spec.device}")
         if outcome is None:  # finished by another process meanwhile
@@ -273,7 +277,7 @@ def check_buildable(pending: list[RunSpec], data: OCTData) -> None:
 
 def execute_run(spec: RunSpec, data: OCTData, store: ResultsStore, *, quiet: bool = True,
                 on_epoch: EpochCallback | None = None, evaluate_test: bool = True,
-                kind: str = "run") -> RunRecord:
+                kind: str = "run", progress: RunProgress | None = None) -> RunRecord:
     """Run one spec and write its record; failures become FAILED records, not exceptions.
 
     KeyboardInterrupt (Ctrl-C, or SIGTERM turned into it by the CLI) writes an INTERRUPTED
@@ -294,7 +298,9 @@ def execute_run(spec: RunSpec, data: OCTData, store: ResultsStore, *, quiet: boo
         return finish(SKIPPED, str(reason))
     base["hardware"] = describe(device)
     try:
-        return _train(spec, data, store, device, finish, quiet=quiet, on_epoch=on_epoch,
+        if progress is None:
+            progress = single_run(spec.train.epochs, quiet=quiet)
+        return _train(spec, data, store, device, finish, progress=progress, on_epoch=on_epoch,
                       evaluate_test=evaluate_test)
     except KeyboardInterrupt:
         # An interrupt that lands after the COMPLETE record was written must not replace it.
@@ -332,7 +338,8 @@ INTERRUPTED_MESSAGE = "interrupted (Ctrl-C or SIGTERM); rerun to resume from the
 
 
 def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.device, finish, *,
-           quiet: bool, on_epoch: EpochCallback | None, evaluate_test: bool) -> RunRecord:
+           progress: RunProgress, on_epoch: EpochCallback | None,
+           evaluate_test: bool) -> RunRecord:
     cfg = spec.train
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -385,8 +392,6 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
                 "from scratch") from None
         log.info("resuming %s after epoch %d", spec.run_id, epoch)
 
-    from tqdm.auto import tqdm
-
     while state["epoch"] < cfg.epochs:
         epoch = state["epoch"]
         if strategy.on_epoch_start is not None:
@@ -395,9 +400,7 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
             order = strategy.sampler(train_labels_cpu, order_rng)
         else:
             order = torch.randperm(len(train_labels_cpu), generator=order_rng)
-        show = not quiet and sys.stderr.isatty()
-        with tqdm(total=len(order), disable=not show, leave=False, unit="img",
-                  desc=f"epoch {epoch + 1}/{cfg.epochs}") as bar:
+        with progress.epoch(epoch, cfg.epochs, len(order)) as bar:
             stats = train_one_epoch(step_model, *train, order, criterion=criterion,
                                     optimizer=optimizer, batch_size=cfg.batch_size,
                                     precision=cfg.precision, scaler=scaler,
@@ -432,6 +435,10 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
         if on_epoch is not None:
             on_epoch(epoch, val_metrics)
         stop = cfg.patience is not None and state["stale"] >= cfg.patience
+        progress.epoch_done(epoch, cfg.epochs, images=stats["images"],
+                            train_seconds=stats["seconds"], loss=stats["loss"],
+                            metric=cfg.select_on, value=value,
+                            stopping=stop and state["epoch"] < cfg.epochs)
         if stop:
             state["epoch"] = cfg.epochs
         store.save_state(spec.run_id, ResultsStore.RESUME, {

@@ -48,8 +48,8 @@ def test_grid_eta_counts_the_epochs_left():
 
 def test_long_loops_print_heartbeats_in_a_log_file(capsys):
     logger = logging.getLogger("octbench")
-    handler = logging.StreamHandler()  # stderr, as the CLI configures it
-    logger.addHandler(handler)
+    saved = logger.handlers[:], logger.level
+    logger.handlers[:] = [logging.StreamHandler()]  # this test's stderr, as the CLI sets it up
     logger.setLevel(logging.INFO)
     try:
         with counting(100, "generating", interval=0.0) as progress:
@@ -59,8 +59,8 @@ def test_long_loops_print_heartbeats_in_a_log_file(capsys):
         with counting(100, "quiet", interval=0.0) as progress:
             progress.update(50)
     finally:
-        logger.removeHandler(handler)
-        logger.setLevel(logging.NOTSET)
+        logger.handlers[:], level = saved
+        logger.setLevel(level)
     lines = capsys.readouterr().err.splitlines()
     assert lines[:3] == [line for line in lines if line.startswith("generating: ")]
     assert lines[0].startswith("generating: 25/100 images (25%)") and "ETA" in lines[0]

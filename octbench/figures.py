@@ -1,4 +1,8 @@
-"""Report and study figures: matplotlib + seaborn, drawn on ``Figure`` objects, saved as PNG.
+"""Report and study figures: matplotlib + seaborn, drawn on ``Figure`` objects, saved as PNG
+and SVG side by side (the SVG for papers: vector, text kept as text).
+
+Sizes fit a printed page: :data:`PAGE_WIDTH` inches wide (a two-column paper's full width;
+half of it is one column), with seaborn's "paper" fonts.
 
 Figures are built with :class:`matplotlib.figure.Figure` rather than ``pyplot``, so drawing a
 report never switches the caller's backend (a notebook keeps its own) and leaves no global
@@ -27,23 +31,31 @@ from octbench.fileio import confined
 
 log = logging.getLogger(__name__)
 
-DPI = 130
+DPI = 200
+#: Inches: the full text width of a two-column paper (about 17.8 cm); one column is half.
+PAGE_WIDTH = 7.0
 # Wong (2011) colour-blind-safe palette, as seaborn's "colorblind" orders it.
 PALETTE = "colorblind"
 
 
-def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Write ``fig`` as a PNG (creating its folder) and return the path."""
+def save_figure(fig, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG and, beside it, an SVG (creating the folder); return the PNG path."""
+    import matplotlib
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, bbox_inches="tight", facecolor="white")
+    # Text stays text (editable, searchable); no timestamp, so a redrawn figure diffs clean.
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "octbench"}):
+        fig.savefig(path.with_suffix(".svg"), bbox_inches="tight", facecolor="white",
+                    metadata={"Date": None})
     return path
 
 
 def _theme() -> None:
     import seaborn as sns
 
-    sns.set_theme(style="whitegrid", context="notebook", font_scale=1.0)
+    sns.set_theme(style="whitegrid", context="paper", font_scale=1.0)
 
 
 def confusion_grid(panels: Sequence[tuple[str, np.ndarray]], class_names: Sequence[str],
@@ -56,7 +68,7 @@ def confusion_grid(panels: Sequence[tuple[str, np.ndarray]], class_names: Sequen
     _theme()
     cols = min(len(panels), 4)
     rows = math.ceil(len(panels) / cols)
-    fig = Figure(figsize=(3.6 * cols + 0.8, 3.5 * rows + 0.7), layout="constrained")
+    fig = Figure(figsize=(PAGE_WIDTH, (PAGE_WIDTH / cols) * rows + 0.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     for ax, (label, counts) in zip(axes, panels, strict=False):
         counts = np.asarray(counts, dtype=float)
@@ -64,22 +76,23 @@ def confusion_grid(panels: Sequence[tuple[str, np.ndarray]], class_names: Sequen
         share = np.divide(counts, totals, out=np.full_like(counts, np.nan), where=totals > 0)
         sns.heatmap(share, ax=ax, vmin=0, vmax=1, cmap="Blues", annot=True, fmt=".2f",
                     cbar=False, square=True, xticklabels=class_names, yticklabels=class_names,
-                    annot_kws={"size": 10})
-        ax.set_title(label, fontsize=10)
+                    annot_kws={"size": 7})
+        ax.set_title(label, fontsize=8)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
-        ax.tick_params(axis="x", labelrotation=0, labelsize=9)
-        ax.tick_params(axis="y", labelrotation=0, labelsize=9)
+        ax.tick_params(axis="x", labelrotation=0, labelsize=6)
+        ax.tick_params(axis="y", labelrotation=0, labelsize=6)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    fig.suptitle(title, fontsize=12)
+    fig.suptitle(title, fontsize=10)
     return save_figure(fig, path)
 
 
 def training_curves(curves: pd.DataFrame, title: str, path: Path) -> Path | None:
     """Training loss and validation macro-F1 per epoch; one line per label, band = seed range.
 
-    ``curves`` has columns ``label, seed, epoch, train_loss, val_macro_f1``.
+    ``curves`` has columns ``label, seed, epoch, train_loss, val_macro_f1`` and optionally
+    ``selected`` (True on the epoch whose checkpoint each seed kept), marked with a star.
     """
     import seaborn as sns
 
@@ -87,7 +100,7 @@ def training_curves(curves: pd.DataFrame, title: str, path: Path) -> Path | None
     if curves.empty:
         return None
     _theme()
-    fig = Figure(figsize=(12, 4.4), layout="constrained")
+    fig = Figure(figsize=(PAGE_WIDTH, 2.8), layout="constrained")
     left, right = fig.subplots(1, 2)
     order = list(dict.fromkeys(curves["label"]))
     for ax, column, name in ((left, "train_loss", "training loss"),
@@ -99,9 +112,16 @@ def training_curves(curves: pd.DataFrame, title: str, path: Path) -> Path | None
         ax.set_ylabel(name)
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
+    if "selected" in curves and curves["selected"].any():
+        colours = dict(zip(order, sns.color_palette(PALETTE, len(order)), strict=False))
+        chosen = curves[curves["selected"].astype(bool)]
+        right.scatter(chosen["epoch"], chosen["val_macro_f1"], marker="*", s=90, zorder=5,
+                      c=[colours[label] for label in chosen["label"]], edgecolor="black",
+                      linewidth=0.6, label="selected epoch")
+        right.legend()  # rebuilt so that it shows the star too
     if right.get_legend() is not None:
         sns.move_legend(right, "upper left", bbox_to_anchor=(1.02, 1), title=None, frameon=False)
-    fig.suptitle(title, fontsize=12)
+    fig.suptitle(title, fontsize=10)
     return save_figure(fig, path)
 
 
@@ -117,7 +137,7 @@ def interval_plot(frame: pd.DataFrame, metric_label: str, title: str, path: Path
         return None
     _theme()
     colors = sns.color_palette(PALETTE, len(frame))
-    fig = Figure(figsize=(8, 1.0 + 0.55 * len(frame)), layout="constrained")
+    fig = Figure(figsize=(PAGE_WIDTH, 0.9 + 0.4 * len(frame)), layout="constrained")
     ax = fig.subplots()
     y = np.arange(len(frame))[::-1]
     for i, row in frame.iterrows():
@@ -129,14 +149,14 @@ def interval_plot(frame: pd.DataFrame, metric_label: str, title: str, path: Path
         ax.scatter([row["mean"]], [y[i]], color=colors[i], marker="D", s=60, zorder=4,
                    edgecolor="black", linewidth=0.8)
         ax.annotate(f"{row['mean']:.3f}", (row["mean"], y[i]), xytext=(0, 7),
-                    textcoords="offset points", ha="center", fontsize=9)
+                    textcoords="offset points", ha="center", fontsize=7)
         if row["baseline"]:
             ax.axvline(row["mean"], color="grey", ls="--", lw=1, zorder=1)
     ax.set_yticks(y, [f"{lab} (baseline)" if b else lab
                       for lab, b in zip(frame["label"], frame["baseline"], strict=True)])
     ax.set_xlabel(metric_label)
     ax.set_ylim(-0.7, len(frame) - 0.3)
-    ax.set_title(title, fontsize=11)
+    ax.set_title(title, fontsize=10)
     return save_figure(fig, path)
 
 
@@ -153,7 +173,8 @@ def throughput(frame: pd.DataFrame, title: str, path: Path) -> Path | None:
     long = frame.melt(id_vars="label", value_vars=["train", "eval"], var_name="phase",
                       value_name="images/s").dropna()
     long["phase"] = long["phase"].map({"train": "training", "eval": "evaluation"})
-    fig = Figure(figsize=(9, 1.2 + 0.8 * frame["label"].nunique()), layout="constrained")
+    fig = Figure(figsize=(PAGE_WIDTH, 1.0 + 0.6 * frame["label"].nunique()),
+                 layout="constrained")
     ax = fig.subplots()
     sns.barplot(long, y="label", x="images/s", hue="phase", ax=ax, palette=PALETTE,
                 hue_order=["training", "evaluation"], errorbar=None)
@@ -161,12 +182,12 @@ def throughput(frame: pd.DataFrame, title: str, path: Path) -> Path | None:
     if values.max() / max(values.min(), 1e-9) > 50:  # CPU next to GPU: log keeps both visible
         ax.set_xscale("log")
     for container in ax.containers:
-        ax.bar_label(container, fmt="{:,.0f}", padding=3, fontsize=9)
+        ax.bar_label(container, fmt="{:,.0f}", padding=3, fontsize=7)
     ax.set_ylabel("")
     ax.set_xlabel("images per second (higher is faster)")
     ax.margins(x=0.15)
     sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), title=None, frameon=False)
-    ax.set_title(title, fontsize=11)
+    ax.set_title(title, fontsize=10)
     return save_figure(fig, path)
 
 
@@ -211,8 +232,7 @@ def draw_study(study, out_dir: str | Path, *, metric: str = "objective",
             with contextlib.suppress(AttributeError):
                 axes.get_legend().remove()  # one entry per trial: unreadable
         # The study's name comes from its storage file, so it is checked like any file's data.
-        path = confined(out_dir, f"{study.study_name}-{name}.png")
-        axes.figure.savefig(path, dpi=120, bbox_inches="tight")
+        path = save_figure(axes.figure, confined(out_dir, f"{study.study_name}-{name}.png"))
         plt.close(axes.figure)
         written.append(path)
     return written

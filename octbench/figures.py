@@ -16,7 +16,6 @@ nor optuna at module level (a report without a study never needs it).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import warnings
@@ -191,48 +190,132 @@ def throughput(frame: pd.DataFrame, title: str, path: Path) -> Path | None:
     return save_figure(fig, path)
 
 
+#: Fewer complete trials than this give no importance figure: fANOVA on a handful of points
+#: draws confident-looking bars from noise.
+MIN_IMPORTANCE_TRIALS = 8
+
+
 def draw_study(study, out_dir: str | Path, *, metric: str = "objective",
                synthetic: bool = False) -> list[Path]:
-    """Optimisation history, parameter importances and per-epoch curves of an Optuna study.
+    """Optimisation history, per-epoch curves and (with enough trials) parameter importances.
 
     ``study`` is an ``optuna.Study`` (optuna is imported only here, so reports without a study
-    never need it); ``metric`` labels the value axis. Titles say "synthetic data" when told so.
-    Returns the PNGs written to ``out_dir`` (none for a study without complete trials).
+    never need it); ``metric`` labels the value axis. Pruned trials are drawn too (at the last
+    value they reported), epochs count from 1, and titles say "synthetic data" when told so.
+    Returns the PNGs written to ``out_dir`` (an SVG lies beside each; none without trials).
     """
-    import matplotlib.pyplot as plt
     from optuna.trial import TrialState
-    from optuna.visualization import matplotlib as ovm
 
     out_dir = Path(out_dir)
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    if not trials:
         return []
-    suffix = " (synthetic data)" if synthetic else ""
-    plots = {
-        "history": (lambda: ovm.plot_optimization_history(study, target_name=metric),
-                    f"Optimisation history: {study.study_name}{suffix}"),
-        "importance": (lambda: ovm.plot_param_importances(study, target_name=metric),
-                       f"Parameter importances (fANOVA): {study.study_name}{suffix}"),
-        "curves": (lambda: ovm.plot_intermediate_values(study),
-                   f"Per-epoch {metric} (running mean over seeds){suffix}"),
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, (plot, title) in plots.items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                axes = plot()
-            except (ValueError, RuntimeError) as error:  # e.g. importances of a 1-trial study
-                log.info("no %s figure for %s: %s", name, study.study_name, error)
-                plt.close("all")
-                continue
-        axes.set_title(title)
-        if name == "curves":
-            axes.set_ylabel(metric)
-            with contextlib.suppress(AttributeError):
-                axes.get_legend().remove()  # one entry per trial: unreadable
-        # The study's name comes from its storage file, so it is checked like any file's data.
-        path = save_figure(axes.figure, confined(out_dir, f"{study.study_name}-{name}.png"))
-        plt.close(axes.figure)
-        written.append(path)
-    return written
+    _theme()
+    suffix = "\n(synthetic data)" if synthetic else ""
+    maximize = study.direction.name == "MAXIMIZE"
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = ((max if maximize else min)(complete, key=lambda t: t.value) if complete else None)
+    written = [_study_history(trials, best, maximize, metric,
+                              f"Optimisation history: {study.study_name}{suffix}",
+                              confined(out_dir, f"{study.study_name}-history.png")),
+               _study_curves(trials, best, metric,
+                             f"Per-epoch {metric}, every trial{suffix}",
+                             confined(out_dir, f"{study.study_name}-curves.png"))]
+    if len(complete) >= MIN_IMPORTANCE_TRIALS:
+        written.append(_study_importance(study, len(complete),
+                                         f"Parameter importance (fANOVA){suffix}",
+                                         confined(out_dir,
+                                                  f"{study.study_name}-importance.png")))
+    return [path for path in written if path is not None]
+
+
+def _trial_value(trial) -> float | None:
+    """A complete trial's value; a pruned trial's last reported value."""
+    if trial.value is not None:
+        return trial.value
+    steps = trial.intermediate_values
+    return steps[max(steps)] if steps else None
+
+
+def _study_history(trials, best, maximize: bool, metric: str, title: str,
+                   path: Path) -> Path | None:
+    from optuna.trial import TrialState
+
+    fig = Figure(figsize=(PAGE_WIDTH / 2, 2.6), layout="constrained")
+    ax = fig.subplots()
+    colours = {"complete": "#0173b2", "pruned": "#949494"}
+    for state, marker in (("complete", "o"), ("pruned", "x")):
+        chosen = [(t.number, _trial_value(t)) for t in trials
+                  if (t.state == TrialState.COMPLETE) == (state == "complete")
+                  and _trial_value(t) is not None]
+        if chosen:
+            x, y = zip(*chosen, strict=True)
+            label = state if state == "complete" else "pruned (last value reported)"
+            ax.scatter(x, y, marker=marker, s=22, color=colours[state], label=label, zorder=3)
+    complete = sorted((t for t in trials if t.state == TrialState.COMPLETE),
+                      key=lambda t: t.number)
+    if complete:
+        running, so_far = [], None
+        for t in complete:
+            so_far = t.value if so_far is None else (max if maximize else min)(so_far, t.value)
+            running.append(so_far)
+        ax.step([t.number for t in complete], running, where="post", color="#de8f05",
+                label="best so far", zorder=2)
+    if best is not None:
+        ax.annotate(f"best: trial {best.number}", (best.number, best.value), xytext=(4, 4),
+                    textcoords="offset points", fontsize=7)
+    ax.set_xlabel("trial number")
+    ax.set_ylabel(metric)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(fontsize=7, frameon=False)
+    ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)
+
+
+def _study_curves(trials, best, metric: str, title: str, path: Path) -> Path | None:
+    from optuna.trial import TrialState
+
+    fig = Figure(figsize=(PAGE_WIDTH / 2, 2.6), layout="constrained")
+    ax = fig.subplots()
+    seen = set()
+    for t in sorted(trials, key=lambda t: t.state == TrialState.COMPLETE):  # complete on top
+        steps = sorted(t.intermediate_values.items())
+        if not steps:
+            continue
+        x = [step + 1 for step, _ in steps]  # reported at step = epoch index: 1-based here
+        y = [value for _, value in steps]
+        if best is not None and t.number == best.number:
+            ax.plot(x, y, color="#de8f05", lw=2, zorder=4, label=f"best (trial {t.number})")
+            continue
+        kind = "complete" if t.state == TrialState.COMPLETE else "pruned"
+        ax.plot(x, y, color="#0173b2" if kind == "complete" else "#949494",
+                ls="-" if kind == "complete" else "--", lw=1, alpha=0.8,
+                label=None if kind in seen else kind)
+        seen.add(kind)
+    ax.set_xlabel("epoch (with k seeds: seed after seed)")
+    ax.set_ylabel(metric)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(fontsize=7, frameon=False)
+    ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)
+
+
+def _study_importance(study, n_complete: int, title: str, path: Path) -> Path | None:
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            importance = optuna.importance.get_param_importances(study)
+        except (ValueError, RuntimeError) as error:  # e.g. a parameter with a single value
+            log.info("no importance figure for %s: %s", study.study_name, error)
+            return None
+    if not importance:
+        return None
+    names = list(importance)[::-1]
+    fig = Figure(figsize=(PAGE_WIDTH / 2, 0.8 + 0.3 * len(names)), layout="constrained")
+    ax = fig.subplots()
+    ax.barh(names, [importance[n] for n in names], color="#0173b2")
+    ax.set_xlabel(f"share of the variance explained ({n_complete} complete trials)")
+    ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)

@@ -91,7 +91,8 @@ def build_report(source: str | Path, out: str | Path = "reports", *,
         tuning = _study_figures(study, data, figure_dir)
         text = render_markdown(data, table=table, comparisons=comparisons,
                                per_class=per_class, devices=devices, figures=figures,
-                               n_resamples=n_resamples, study_figures=tuning)
+                               n_resamples=n_resamples, study_figures=tuning,
+                               study=_study_summary(study, data) if tuning else None)
         path = folder / "report.md"
         atomic_write_text(path, text)
         drawn = [*(p for p, _ in figures), *tuning]
@@ -134,6 +135,23 @@ def _study_figures(study: str | Path | None, data: ReportData, figure_dir: Path)
         data.warnings.append(f"tuning figures of {folder} could not be drawn: "
                              f"{type(error).__name__}: {error}")
         return []
+
+
+def _study_summary(study: str | Path | None, data: ReportData) -> dict | None:
+    """The study's trials for the report's tuning section, from ``octbench.tuning``."""
+    import importlib
+
+    folder = Path(study) if study is not None else find_study(data)
+    try:
+        summarise = importlib.import_module("octbench.tuning").study_summary
+    except (ImportError, AttributeError):
+        return None
+    try:
+        return summarise(folder)
+    except Exception as error:  # the section is extra: the report goes on without it
+        data.warnings.append(f"the tuning study in {folder} could not be summarised: "
+                             f"{type(error).__name__}: {error}")
+        return None
 
 
 def _make_figures(data: ReportData, table: pd.DataFrame, devices: pd.DataFrame,

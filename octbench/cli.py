@@ -387,7 +387,8 @@ def cmd_tune(args) -> int:
         run_worker(config, storage=args.storage, index=args.worker, workers=args.workers,
                    quiet=args.quiet)
         return 0
-    result = tune(config, workers=args.workers, storage=args.storage, quiet=args.quiet)
+    result = tune(config, workers=args.workers, storage=args.storage, quiet=args.quiet,
+                  say=lambda line: print(line, flush=True))  # shown at once in a log file
     return 0 if result.best_value is not None else EXIT_FAILED
 
 

@@ -181,6 +181,26 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("what", choices=("models", "strategies", "datasets"))
     listing.set_defaults(handler=cmd_list)
 
+    export = commands.add_parser("export", help="send results to tracking tools (MLflow)",
+                                 **common)
+    targets = export.add_subparsers(dest="target", required=True, metavar="TARGET",
+                                    parser_class=_Parser)
+    to_mlflow = targets.add_parser(
+        "mlflow", help="log each complete run as an MLflow run (once; re-export skips it)",
+        description="Log each complete run as an MLflow run: config as params, per-epoch "
+                    "curves as steps, final val/test metrics, tags, checkpoint and predictions "
+                    "as artifacts. Runs already exported are skipped. Needs the [mlflow] extra.",
+        **common)
+    to_mlflow.add_argument("results", metavar="RESULTS_DIR",
+                           help="an experiment's results folder (results/quickstart) or the "
+                                "results folder of several")
+    to_mlflow.add_argument("--tracking-uri", metavar="URI",
+                           help="MLflow tracking URI (default: a local mlruns/ folder, "
+                                "sqlite:///mlruns/mlflow.db)")
+    to_mlflow.add_argument("--experiment", metavar="NAME",
+                           help="MLflow experiment name (default: each run's experiment)")
+    to_mlflow.set_defaults(handler=cmd_export_mlflow)
+
     report = commands.add_parser(
         "report", help="summarise an experiment's results and write reports/<experiment>/",
         description="Print a short summary, then write report.md with figures (--format md) or "
@@ -309,7 +329,8 @@ def cmd_run(args) -> int:
         return 0
     from octbench.runner import run_experiment
 
-    say = (lambda line: None) if args.quiet else print
+    # flush: under nohup or SLURM stdout is a file, and each finished run should show at once.
+    say = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
     summary = run_experiment(config, quiet=args.quiet, say=say, executor=executor, shard=shard)
     print(
         f"{config.name}: {len(summary.completed)} trained, "
@@ -394,7 +415,8 @@ def cmd_tune(args) -> int:
         run_worker(config, storage=args.storage, index=args.worker, workers=args.workers,
                    quiet=args.quiet)
         return 0
-    result = tune(config, workers=args.workers, storage=args.storage, quiet=args.quiet)
+    result = tune(config, workers=args.workers, storage=args.storage, quiet=args.quiet,
+                  say=lambda line: print(line, flush=True))  # shown at once in a log file
     return 0 if result.best_value is not None else EXIT_FAILED
 
 
@@ -560,10 +582,24 @@ def cmd_report(args) -> int:
     written = build_report(args.source, args.out, formats=formats, baseline=args.baseline,
                            n_resamples=args.resamples, study=args.study,
                            allow_mixed_data=args.allow_mixed_data)
-    exports = [p for p in written if p.parent.name == "medmnist"]
     for path in written:
-        if path not in exports:
-            print(f"wrote {path}")
-    if exports:
-        print(f"wrote {len(exports)} medmnist Evaluator file(s) to {exports[0].parent}")
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_export_mlflow(args) -> int:
+    from octbench.export_mlflow import default_tracking_uri, export_mlflow
+
+    summary = export_mlflow(args.results, tracking_uri=args.tracking_uri,
+                            experiment=args.experiment)
+    parts = [f"exported {len(summary.exported)} run(s)",
+             f"{len(summary.already)} already exported"]
+    if summary.not_complete:
+        parts.append(f"{len(summary.not_complete)} not complete (not exported)")
+    if summary.unreadable:
+        parts.append(f"{len(summary.unreadable)} unreadable (skipped)")
+    uri = args.tracking_uri or default_tracking_uri()
+    print(f"{', '.join(parts)} to {uri}")
+    if args.tracking_uri is None:
+        print(f"See them with: mlflow ui --backend-store-uri {uri}")
     return 0

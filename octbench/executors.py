@@ -32,6 +32,7 @@ from typing import Protocol
 from octbench.config import Component
 from octbench.data import OCTData, load_dataset
 from octbench.errors import OctbenchError
+from octbench.progress import GridProgress
 from octbench.results import (
     COMPLETE,
     FAILED,
@@ -72,8 +73,13 @@ class Executor(Protocol):
         """Refuse impossible settings (raise OctbenchError) before anything is written."""
 
     def execute(self, pending: list[RunSpec], data: Component, store: ResultsStore, *,
-                quiet: bool) -> Iterator[tuple[RunSpec, Outcome]]:
-        """Train ``pending`` and yield ``(spec, outcome)`` for each run as it finishes."""
+                quiet: bool, progress: GridProgress | None = None
+                ) -> Iterator[tuple[RunSpec, Outcome]]:
+        """Train ``pending`` and yield ``(spec, outcome)`` for each run as it finishes.
+
+        ``progress`` hears when each run starts (and, where the run trains in this process,
+        each epoch) and ends.
+        """
 
 
 class LocalExecutor:
@@ -91,22 +97,28 @@ class LocalExecutor:
         pass
 
     def execute(self, pending: list[RunSpec], data: Component, store: ResultsStore, *,
-                quiet: bool) -> Iterator[tuple[RunSpec, Outcome]]:
+                quiet: bool, progress: GridProgress | None = None
+                ) -> Iterator[tuple[RunSpec, Outcome]]:
+        progress = progress or GridProgress([s.train.epochs for s in pending], enabled=False)
         if self.cpus_per_run:
             import torch
 
             torch.set_num_threads(self.cpus_per_run)  # train.threads, when set, still wins
         loaded = load_dataset(data.name, **data.params)
         check_buildable(pending, loaded)
-        for spec in pending:
+        for number, spec in enumerate(pending, 1):
+            run_progress = progress.start_run(number, spec.run_id, spec.device)
             try:
                 with store.claim(spec.run_id):
                     if store.is_complete(spec.run_id):  # finished by another process meanwhile
                         outcome = None
                     else:
-                        outcome = execute_run(spec, loaded, store, quiet=quiet)
+                        outcome = execute_run(spec, loaded, store, quiet=quiet,
+                                              progress=run_progress)
             except RunLocked as busy:
                 outcome = busy
+            finally:
+                run_progress.finished()
             yield spec, outcome
 
 
@@ -332,7 +344,11 @@ class RayExecutor:
     # -- training ------------------------------------------------------------------------------
 
     def execute(self, pending: list[RunSpec], data: Component, store: ResultsStore, *,
-                quiet: bool) -> Iterator[tuple[RunSpec, Outcome]]:
+                quiet: bool, progress: GridProgress | None = None
+                ) -> Iterator[tuple[RunSpec, Outcome]]:
+        # Runs train on Ray workers: the driver reports when each starts and ends, not epochs.
+        progress = progress or GridProgress([s.train.epochs for s in pending], enabled=False)
+        started = {}
         ray = self._ray
         try:
             payload, dataset = self._data_payload(data)
@@ -342,7 +358,7 @@ class RayExecutor:
             plugins = os.environ.get("OCTBENCH_PLUGINS", "")
             claims, running = {}, {}
             try:
-                for spec in pending:
+                for number, spec in enumerate(pending, 1):
                     claim = store.claim(spec.run_id)
                     try:
                         claim.__enter__()
@@ -358,6 +374,7 @@ class RayExecutor:
                     ref = task.options(num_cpus=threads, num_gpus=gpus).remote(
                         spec, payload, keeper, threads, plugins)
                     running[ref] = spec
+                    started[spec.run_id] = progress.start_run(number, spec.run_id, spec.device)
                 while running:
                     ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
                     if not ready:
@@ -365,6 +382,7 @@ class RayExecutor:
                     spec = running.pop(ready[0])
                     record = self._finish(spec, ready[0], store, dataset)
                     claims.pop(spec.run_id).__exit__(None, None, None)
+                    started.pop(spec.run_id).finished()
                     yield spec, record
             except BaseException:
                 # Ctrl-C / SIGTERM (or a full disk): stop the tasks, say which runs stopped.

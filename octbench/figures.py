@@ -1,4 +1,8 @@
-"""Report and study figures: matplotlib + seaborn, drawn on ``Figure`` objects, saved as PNG.
+"""Report and study figures: matplotlib + seaborn, drawn on ``Figure`` objects, saved as PNG
+and SVG side by side (the SVG for papers: vector, text kept as text).
+
+Sizes fit a printed page: :data:`PAGE_WIDTH` inches wide (a two-column paper's full width;
+half of it is one column), with seaborn's "paper" fonts.
 
 Figures are built with :class:`matplotlib.figure.Figure` rather than ``pyplot``, so drawing a
 report never switches the caller's backend (a notebook keeps its own) and leaves no global
@@ -12,7 +16,6 @@ nor optuna at module level (a report without a study never needs it).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import warnings
@@ -27,23 +30,31 @@ from octbench.fileio import confined
 
 log = logging.getLogger(__name__)
 
-DPI = 130
+DPI = 200
+#: Inches: the full text width of a two-column paper (about 17.8 cm); one column is half.
+PAGE_WIDTH = 7.0
 # Wong (2011) colour-blind-safe palette, as seaborn's "colorblind" orders it.
 PALETTE = "colorblind"
 
 
-def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Write ``fig`` as a PNG (creating its folder) and return the path."""
+def save_figure(fig, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG and, beside it, an SVG (creating the folder); return the PNG path."""
+    import matplotlib
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, bbox_inches="tight", facecolor="white")
+    # Text stays text (editable, searchable); no timestamp, so a redrawn figure diffs clean.
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "octbench"}):
+        fig.savefig(path.with_suffix(".svg"), bbox_inches="tight", facecolor="white",
+                    metadata={"Date": None})
     return path
 
 
 def _theme() -> None:
     import seaborn as sns
 
-    sns.set_theme(style="whitegrid", context="notebook", font_scale=1.0)
+    sns.set_theme(style="whitegrid", context="paper", font_scale=1.0)
 
 
 def confusion_grid(panels: Sequence[tuple[str, np.ndarray]], class_names: Sequence[str],
@@ -56,7 +67,7 @@ def confusion_grid(panels: Sequence[tuple[str, np.ndarray]], class_names: Sequen
     _theme()
     cols = min(len(panels), 4)
     rows = math.ceil(len(panels) / cols)
-    fig = Figure(figsize=(3.6 * cols + 0.8, 3.5 * rows + 0.7), layout="constrained")
+    fig = Figure(figsize=(PAGE_WIDTH, (PAGE_WIDTH / cols) * rows + 0.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     for ax, (label, counts) in zip(axes, panels, strict=False):
         counts = np.asarray(counts, dtype=float)
@@ -64,22 +75,25 @@ def confusion_grid(panels: Sequence[tuple[str, np.ndarray]], class_names: Sequen
         share = np.divide(counts, totals, out=np.full_like(counts, np.nan), where=totals > 0)
         sns.heatmap(share, ax=ax, vmin=0, vmax=1, cmap="Blues", annot=True, fmt=".2f",
                     cbar=False, square=True, xticklabels=class_names, yticklabels=class_names,
-                    annot_kws={"size": 10})
-        ax.set_title(label, fontsize=10)
+                    annot_kws={"size": 6})
+        ax.set_title(label, fontsize=8)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
-        ax.tick_params(axis="x", labelrotation=0, labelsize=9)
-        ax.tick_params(axis="y", labelrotation=0, labelsize=9)
+        ax.tick_params(axis="y", labelrotation=0, labelsize=6)
+        # Slanted: four class names side by side do not fit under a panel a quarter page wide.
+        ax.set_xticks(ax.get_xticks(), class_names, rotation=40, ha="right",
+                      rotation_mode="anchor", fontsize=6)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    fig.suptitle(title, fontsize=12)
+    fig.suptitle(title, fontsize=10)
     return save_figure(fig, path)
 
 
 def training_curves(curves: pd.DataFrame, title: str, path: Path) -> Path | None:
     """Training loss and validation macro-F1 per epoch; one line per label, band = seed range.
 
-    ``curves`` has columns ``label, seed, epoch, train_loss, val_macro_f1``.
+    ``curves`` has columns ``label, seed, epoch, train_loss, val_macro_f1`` and optionally
+    ``selected`` (True on the epoch whose checkpoint each seed kept), marked with a star.
     """
     import seaborn as sns
 
@@ -87,7 +101,7 @@ def training_curves(curves: pd.DataFrame, title: str, path: Path) -> Path | None
     if curves.empty:
         return None
     _theme()
-    fig = Figure(figsize=(12, 4.4), layout="constrained")
+    fig = Figure(figsize=(PAGE_WIDTH, 2.8), layout="constrained")
     left, right = fig.subplots(1, 2)
     order = list(dict.fromkeys(curves["label"]))
     for ax, column, name in ((left, "train_loss", "training loss"),
@@ -99,9 +113,16 @@ def training_curves(curves: pd.DataFrame, title: str, path: Path) -> Path | None
         ax.set_ylabel(name)
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
+    if "selected" in curves and curves["selected"].any():
+        colours = dict(zip(order, sns.color_palette(PALETTE, len(order)), strict=False))
+        chosen = curves[curves["selected"].astype(bool)]
+        right.scatter(chosen["epoch"], chosen["val_macro_f1"], marker="*", s=90, zorder=5,
+                      c=[colours[label] for label in chosen["label"]], edgecolor="black",
+                      linewidth=0.6, label="selected epoch")
+        right.legend()  # rebuilt so that it shows the star too
     if right.get_legend() is not None:
         sns.move_legend(right, "upper left", bbox_to_anchor=(1.02, 1), title=None, frameon=False)
-    fig.suptitle(title, fontsize=12)
+    fig.suptitle(title, fontsize=10)
     return save_figure(fig, path)
 
 
@@ -117,7 +138,7 @@ def interval_plot(frame: pd.DataFrame, metric_label: str, title: str, path: Path
         return None
     _theme()
     colors = sns.color_palette(PALETTE, len(frame))
-    fig = Figure(figsize=(8, 1.0 + 0.55 * len(frame)), layout="constrained")
+    fig = Figure(figsize=(PAGE_WIDTH, 0.9 + 0.4 * len(frame)), layout="constrained")
     ax = fig.subplots()
     y = np.arange(len(frame))[::-1]
     for i, row in frame.iterrows():
@@ -129,14 +150,14 @@ def interval_plot(frame: pd.DataFrame, metric_label: str, title: str, path: Path
         ax.scatter([row["mean"]], [y[i]], color=colors[i], marker="D", s=60, zorder=4,
                    edgecolor="black", linewidth=0.8)
         ax.annotate(f"{row['mean']:.3f}", (row["mean"], y[i]), xytext=(0, 7),
-                    textcoords="offset points", ha="center", fontsize=9)
+                    textcoords="offset points", ha="center", fontsize=7)
         if row["baseline"]:
             ax.axvline(row["mean"], color="grey", ls="--", lw=1, zorder=1)
     ax.set_yticks(y, [f"{lab} (baseline)" if b else lab
                       for lab, b in zip(frame["label"], frame["baseline"], strict=True)])
     ax.set_xlabel(metric_label)
     ax.set_ylim(-0.7, len(frame) - 0.3)
-    ax.set_title(title, fontsize=11)
+    ax.set_title(title, fontsize=10)
     return save_figure(fig, path)
 
 
@@ -153,7 +174,8 @@ def throughput(frame: pd.DataFrame, title: str, path: Path) -> Path | None:
     long = frame.melt(id_vars="label", value_vars=["train", "eval"], var_name="phase",
                       value_name="images/s").dropna()
     long["phase"] = long["phase"].map({"train": "training", "eval": "evaluation"})
-    fig = Figure(figsize=(9, 1.2 + 0.8 * frame["label"].nunique()), layout="constrained")
+    fig = Figure(figsize=(PAGE_WIDTH, 1.0 + 0.6 * frame["label"].nunique()),
+                 layout="constrained")
     ax = fig.subplots()
     sns.barplot(long, y="label", x="images/s", hue="phase", ax=ax, palette=PALETTE,
                 hue_order=["training", "evaluation"], errorbar=None)
@@ -161,58 +183,141 @@ def throughput(frame: pd.DataFrame, title: str, path: Path) -> Path | None:
     if values.max() / max(values.min(), 1e-9) > 50:  # CPU next to GPU: log keeps both visible
         ax.set_xscale("log")
     for container in ax.containers:
-        ax.bar_label(container, fmt="{:,.0f}", padding=3, fontsize=9)
+        ax.bar_label(container, fmt="{:,.0f}", padding=3, fontsize=7)
     ax.set_ylabel("")
     ax.set_xlabel("images per second (higher is faster)")
     ax.margins(x=0.15)
     sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), title=None, frameon=False)
-    ax.set_title(title, fontsize=11)
+    ax.set_title(title, fontsize=10)
     return save_figure(fig, path)
+
+
+#: Fewer complete trials than this give no importance figure: fANOVA on a handful of points
+#: draws confident-looking bars from noise.
+MIN_IMPORTANCE_TRIALS = 8
 
 
 def draw_study(study, out_dir: str | Path, *, metric: str = "objective",
                synthetic: bool = False) -> list[Path]:
-    """Optimisation history, parameter importances and per-epoch curves of an Optuna study.
+    """Optimisation history, per-epoch curves and (with enough trials) parameter importances.
 
     ``study`` is an ``optuna.Study`` (optuna is imported only here, so reports without a study
-    never need it); ``metric`` labels the value axis. Titles say "synthetic data" when told so.
-    Returns the PNGs written to ``out_dir`` (none for a study without complete trials).
+    never need it); ``metric`` labels the value axis. Pruned trials are drawn too (at the last
+    value they reported), epochs count from 1, and titles say "synthetic data" when told so.
+    Returns the PNGs written to ``out_dir`` (an SVG lies beside each; none without trials).
     """
-    import matplotlib.pyplot as plt
     from optuna.trial import TrialState
-    from optuna.visualization import matplotlib as ovm
 
     out_dir = Path(out_dir)
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    if not trials:
         return []
-    suffix = " (synthetic data)" if synthetic else ""
-    plots = {
-        "history": (lambda: ovm.plot_optimization_history(study, target_name=metric),
-                    f"Optimisation history: {study.study_name}{suffix}"),
-        "importance": (lambda: ovm.plot_param_importances(study, target_name=metric),
-                       f"Parameter importances (fANOVA): {study.study_name}{suffix}"),
-        "curves": (lambda: ovm.plot_intermediate_values(study),
-                   f"Per-epoch {metric} (running mean over seeds){suffix}"),
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, (plot, title) in plots.items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                axes = plot()
-            except (ValueError, RuntimeError) as error:  # e.g. importances of a 1-trial study
-                log.info("no %s figure for %s: %s", name, study.study_name, error)
-                plt.close("all")
-                continue
-        axes.set_title(title)
-        if name == "curves":
-            axes.set_ylabel(metric)
-            with contextlib.suppress(AttributeError):
-                axes.get_legend().remove()  # one entry per trial: unreadable
-        # The study's name comes from its storage file, so it is checked like any file's data.
-        path = confined(out_dir, f"{study.study_name}-{name}.png")
-        axes.figure.savefig(path, dpi=120, bbox_inches="tight")
-        plt.close(axes.figure)
-        written.append(path)
-    return written
+    _theme()
+    suffix = "\n(synthetic data)" if synthetic else ""
+    maximize = study.direction.name == "MAXIMIZE"
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = ((max if maximize else min)(complete, key=lambda t: t.value) if complete else None)
+    written = [_study_history(trials, best, maximize, metric,
+                              f"Optimisation history: {study.study_name}{suffix}",
+                              confined(out_dir, f"{study.study_name}-history.png")),
+               _study_curves(trials, best, metric,
+                             f"Per-epoch {metric}, every trial{suffix}",
+                             confined(out_dir, f"{study.study_name}-curves.png"))]
+    if len(complete) >= MIN_IMPORTANCE_TRIALS:
+        written.append(_study_importance(study, len(complete),
+                                         f"Parameter importance (fANOVA){suffix}",
+                                         confined(out_dir,
+                                                  f"{study.study_name}-importance.png")))
+    return [path for path in written if path is not None]
+
+
+def _trial_value(trial) -> float | None:
+    """A complete trial's value; a pruned trial's last reported value."""
+    if trial.value is not None:
+        return trial.value
+    steps = trial.intermediate_values
+    return steps[max(steps)] if steps else None
+
+
+def _study_history(trials, best, maximize: bool, metric: str, title: str,
+                   path: Path) -> Path | None:
+    from optuna.trial import TrialState
+
+    fig = Figure(figsize=(PAGE_WIDTH / 2, 2.6), layout="constrained")
+    ax = fig.subplots()
+    colours = {"complete": "#0173b2", "pruned": "#949494"}
+    for state, marker in (("complete", "o"), ("pruned", "x")):
+        chosen = [(t.number, _trial_value(t)) for t in trials
+                  if (t.state == TrialState.COMPLETE) == (state == "complete")
+                  and _trial_value(t) is not None]
+        if chosen:
+            x, y = zip(*chosen, strict=True)
+            label = state if state == "complete" else "pruned (last value reported)"
+            ax.scatter(x, y, marker=marker, s=22, color=colours[state], label=label, zorder=3)
+    complete = sorted((t for t in trials if t.state == TrialState.COMPLETE),
+                      key=lambda t: t.number)
+    if complete:
+        running, so_far = [], None
+        for t in complete:
+            so_far = t.value if so_far is None else (max if maximize else min)(so_far, t.value)
+            running.append(so_far)
+        ax.step([t.number for t in complete], running, where="post", color="#de8f05",
+                label="best so far", zorder=2)
+    if best is not None:
+        ax.annotate(f"best: trial {best.number}", (best.number, best.value), xytext=(4, 4),
+                    textcoords="offset points", fontsize=7)
+    ax.set_xlabel("trial number")
+    ax.set_ylabel(metric)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(fontsize=7, frameon=False)
+    ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)
+
+
+def _study_curves(trials, best, metric: str, title: str, path: Path) -> Path | None:
+    from optuna.trial import TrialState
+
+    fig = Figure(figsize=(PAGE_WIDTH / 2, 2.6), layout="constrained")
+    ax = fig.subplots()
+    seen = set()
+    for t in sorted(trials, key=lambda t: t.state == TrialState.COMPLETE):  # complete on top
+        steps = sorted(t.intermediate_values.items())
+        if not steps:
+            continue
+        x = [step + 1 for step, _ in steps]  # reported at step = epoch index: 1-based here
+        y = [value for _, value in steps]
+        if best is not None and t.number == best.number:
+            ax.plot(x, y, color="#de8f05", lw=2, zorder=4, label=f"best (trial {t.number})")
+            continue
+        kind = "complete" if t.state == TrialState.COMPLETE else "pruned"
+        ax.plot(x, y, color="#0173b2" if kind == "complete" else "#949494",
+                ls="-" if kind == "complete" else "--", lw=1, alpha=0.8,
+                label=None if kind in seen else kind)
+        seen.add(kind)
+    ax.set_xlabel("epoch (with k seeds: seed after seed)")
+    ax.set_ylabel(metric)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(fontsize=7, frameon=False)
+    ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)
+
+
+def _study_importance(study, n_complete: int, title: str, path: Path) -> Path | None:
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            importance = optuna.importance.get_param_importances(study)
+        except (ValueError, RuntimeError) as error:  # e.g. a parameter with a single value
+            log.info("no importance figure for %s: %s", study.study_name, error)
+            return None
+    if not importance:
+        return None
+    names = list(importance)[::-1]
+    fig = Figure(figsize=(PAGE_WIDTH / 2, 0.8 + 0.3 * len(names)), layout="constrained")
+    ax = fig.subplots()
+    ax.barh(names, [importance[n] for n in names], color="#0173b2")
+    ax.set_xlabel(f"share of the variance explained ({n_complete} complete trials)")
+    ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)

@@ -22,7 +22,6 @@ import logging
 import platform
 import random
 import subprocess
-import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,6 +56,7 @@ from octbench.models import (
 )
 from octbench.paths import values_label
 from octbench.plan import check_writable
+from octbench.progress import GridProgress, RunProgress, single_run
 from octbench.results import (
     COMPLETE,
     FAILED,
@@ -206,13 +206,14 @@ class RunSummary:
 
 def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
                    say: Callable[[str], None] = print, executor: Executor | None = None,
-                   shard: Shard | None = None) -> RunSummary:
+                   shard: Shard | None = None, progress: GridProgress | None = None) -> RunSummary:
     """Train and evaluate every run of ``config`` that is not complete yet.
 
     The grid logic lives here (expansion, sharding, skipping complete runs, the summary); how
     the pending runs are trained is the ``executor``'s business: in this process one at a time
     (default, :class:`octbench.executors.LocalExecutor`) or as Ray tasks
-    (:class:`octbench.executors.RayExecutor`).
+    (:class:`octbench.executors.RayExecutor`). ``say`` gets one line per finished run;
+    ``progress`` (default: on stderr unless ``quiet``) a start line per run and a line per epoch.
 
     Example:
         >>> from octbench.config import load_config
@@ -257,9 +258,12 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
     for data, specs in groups:
         executor.check(specs, data)
     store.prepare()
+    if progress is None:
+        progress = GridProgress([spec.train.epochs for spec in pending], enabled=not quiet)
     number = {spec.run_id: n for n, spec in enumerate(pending, 1)}
     outcomes = itertools.chain.from_iterable(
-        executor.execute(specs, data, store, quiet=quiet) for data, specs in groups)
+        executor.execute(specs, data, store, quiet=quiet, progress=progress)
+        for data, specs in groups)
     for spec, outcome in outcomes:
         head = (f"[{number[spec.run_id]}/{len(pending)}] {spec.model.label} | "
                 f"{spec.strategy.label} | seed {spec.seed} | {spec.device}"
@@ -354,7 +358,7 @@ def check_buildable(pending: list[RunSpec], data: OCTData) -> None:
 
 def execute_run(spec: RunSpec, data: OCTData, store: ResultsStore, *, quiet: bool = True,
                 on_epoch: EpochCallback | None = None, evaluate_test: bool = True,
-                kind: str = "run") -> RunRecord:
+                kind: str = "run", progress: RunProgress | None = None) -> RunRecord:
     """Run one spec and write its record; failures become FAILED records, not exceptions.
 
     KeyboardInterrupt (Ctrl-C, or SIGTERM turned into it by the CLI) writes an INTERRUPTED
@@ -375,7 +379,9 @@ def execute_run(spec: RunSpec, data: OCTData, store: ResultsStore, *, quiet: boo
         return finish(SKIPPED, str(reason))
     base["hardware"] = describe(device)
     try:
-        return _train(spec, data, store, device, finish, quiet=quiet, on_epoch=on_epoch,
+        if progress is None:
+            progress = single_run(spec.train.epochs, quiet=quiet)
+        return _train(spec, data, store, device, finish, progress=progress, on_epoch=on_epoch,
                       evaluate_test=evaluate_test)
     except KeyboardInterrupt:
         # An interrupt that lands after the COMPLETE record was written must not replace it.
@@ -413,7 +419,8 @@ INTERRUPTED_MESSAGE = "interrupted (Ctrl-C or SIGTERM); rerun to resume from the
 
 
 def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.device, finish, *,
-           quiet: bool, on_epoch: EpochCallback | None, evaluate_test: bool) -> RunRecord:
+           progress: RunProgress, on_epoch: EpochCallback | None,
+           evaluate_test: bool) -> RunRecord:
     cfg = spec.train
     check_fingerprint(data, spec.data_fingerprint)  # e.g. another file on a Ray node
     if cfg.threads:
@@ -476,8 +483,6 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
                 "from scratch") from None
         log.info("resuming %s after epoch %d", spec.run_id, epoch)
 
-    from tqdm.auto import tqdm
-
     while state["epoch"] < cfg.epochs:
         epoch = state["epoch"]
         if strategy.on_epoch_start is not None:
@@ -486,9 +491,7 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
             order = strategy.sampler(train_labels_cpu, order_rng)
         else:
             order = torch.randperm(len(train_labels_cpu), generator=order_rng)
-        show = not quiet and sys.stderr.isatty()
-        with tqdm(total=len(order), disable=not show, leave=False, unit="img",
-                  desc=f"epoch {epoch + 1}/{cfg.epochs}") as bar:
+        with progress.epoch(epoch, cfg.epochs, len(order)) as bar:
             stats = train_one_epoch(step_model, *train, order, criterion=criterion,
                                     optimizer=optimizer, batch_size=cfg.batch_size,
                                     precision=cfg.precision, scaler=scaler,
@@ -524,6 +527,10 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
         if on_epoch is not None:
             on_epoch(epoch, val_metrics)
         stop = cfg.patience is not None and state["stale"] >= cfg.patience
+        progress.epoch_done(epoch, cfg.epochs, images=stats["images"],
+                            train_seconds=stats["seconds"], loss=stats["loss"],
+                            metric=cfg.select_on, value=value,
+                            stopping=stop and state["epoch"] < cfg.epochs)
         if stop:
             state["epoch"] = cfg.epochs
         store.save_state(spec.run_id, ResultsStore.RESUME, {

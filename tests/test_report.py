@@ -539,7 +539,13 @@ def test_cli_prints_summary_and_writes_report(tmp_path: Path,
     assert code == 0
     assert "SYNTHETIC DATA" in printed and "macro_f1" in printed
     assert f"wrote {out / 'demo' / 'report.md'}" in printed
-    assert "wrote 4 medmnist Evaluator file(s)" in printed
+    evaluator_files = [line for line in printed.splitlines()
+                       if line.startswith(f"wrote {out / 'demo' / 'medmnist' / 'octmnist_test_'}")]
+    assert len(evaluator_files) == 4  # one medmnist Evaluator file per run
+    files = sorted(p for p in (out / "demo").rglob("*") if p.is_file())
+    assert any(p.suffix == ".svg" for p in files)
+    assert [f"wrote {p}" for p in files] == sorted(
+        line for line in printed.splitlines() if line.startswith("wrote "))  # every file
     assert "Differences to the baseline `weighted_ce`" in (out / "demo" / "report.md").read_text()
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert main(["report", str(folder), "--resamples", "5", "--out", str(out)]) == 2

@@ -198,7 +198,10 @@ def test_small_study_end_to_end(in_tmp, oct_npz, capsys):
     best = load_config(generated)
     assert best.name == "tiny-tune-best" and best.seeds == (0, 1, 2)
     assert best.train.lr == float(f"{study.best_params['train.lr']:.4g}")  # what trials used
-    assert best.strategies[0].name == study.best_params["strategy"]
+    # The tuned strategy last, the baseline (none) kept beside it for the report to compare.
+    assert best.strategies[-1].name == study.best_params["strategy"]
+    assert best.strategies[0].name == "none" and best.report.baseline == "none"
+    assert len(best.strategies) == (1 if study.best_params["strategy"] == "none" else 2)
     assert best.train.batch_size == study.best_params["train.batch_size"]
 
     # Trials are run records of kind "trial" that never saw the test split.
@@ -212,8 +215,25 @@ def test_small_study_end_to_end(in_tmp, oct_npz, capsys):
     assert sorted(t.value for t in study.trials) == pytest.approx(values)
 
     figures = study_figures(in_tmp / "results" / "tiny-tune", in_tmp / "figures")
-    assert {p.name for p in figures} >= {"tiny-tune-history.png", "tiny-tune-importance.png"}
-    assert all(p.stat().st_size > 1000 for p in figures)
+    # 3 complete trials are too few for an importance figure (fANOVA on 3 points).
+    assert {p.name for p in figures} == {"tiny-tune-history.png", "tiny-tune-curves.png"}
+    assert all(p.stat().st_size > 1000 and p.with_suffix(".svg").is_file() for p in figures)
+
+    # The study's own report: banner, the trial table, the best trial, the real hint.
+    from octbench.report import build_report
+
+    report = build_report(in_tmp / "results" / "tiny-tune", in_tmp / "reports",
+                          n_resamples=100)[0].read_text()
+    assert "**SYNTHETIC DATA.**" in report and "## Tuning study `tiny-tune`" in report
+    assert "| Trial | State | val macro_f1 | Epochs |" in report
+    best_trial = study.best_trial
+    assert f"**Best trial: {best_trial.number}**, val macro_f1 {best_trial.value:.4f}" in report
+    for trial in study.trials:
+        assert f"| {trial.number}" in report
+    assert "python -m octbench run experiments/generated/tiny-tune-best.yaml" in report
+    assert "STUDY-best" not in report and "no data" not in report
+    assert "every run of the grid is complete" not in report
+    assert "No parameter-importance figure: 3 complete trial(s)" in report
 
     # A rerun finds the study complete: no new trial, the same best configuration.
     assert main(["-q", "tune", str(path)]) == 0
@@ -396,3 +416,30 @@ def test_example_tune_yaml_is_valid():
     assert config.n_trials and config.base["data"]["name"] == "synthetic"
     assert yaml.safe_load((ROOT / "experiments" / "tune.yaml").read_text())["study"] == \
         config.study
+
+
+class PruneFromStep(optuna.pruners.BasePruner):
+    """Asks to prune every trial that has reported ``step`` or later."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def prune(self, study, trial) -> bool:
+        return trial.last_step is not None and trial.last_step >= self.step
+
+
+@pytest.mark.parametrize("epochs, seeds, state, reported", [
+    (2, 1, "COMPLETE", 2),   # asked to prune only at the last epoch: the trial completes
+    (2, 2, "PRUNED", 2),     # the last epoch of seed 0 is not the trial's last step
+    (3, 1, "PRUNED", 2),     # before the last epoch, pruning works as the pruner says
+])
+def test_a_trial_is_never_pruned_at_its_last_step(in_tmp, oct_npz, epochs, seeds, state,
+                                                  reported, restore_torch):
+    raw = tune_dict(in_tmp, oct_npz, n_trials=1, seeds_per_trial=seeds)
+    raw["train"]["epochs"] = epochs
+    config = parse_tune_config(raw)
+    study = optuna.create_study(direction="maximize", pruner=PruneFromStep(1))
+    study.optimize(make_objective(config), n_trials=1)
+    trial = study.trials[0]
+    assert trial.state.name == state
+    assert len(trial.intermediate_values) == reported

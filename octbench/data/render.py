@@ -75,6 +75,7 @@ def render_scans(
     seed: int = 0,
     difficulty: float = 1.0,
     render_size: int | None = None,
+    progress=None,
 ) -> np.ndarray:
     """Render one synthetic OCT B-scan per label.
 
@@ -87,6 +88,7 @@ def render_scans(
         render_size: height of the rendered B-scan before the crop and resize; default
             ``2 * size``, at most ``max(size, 128)``: supersampled, as OCTMNIST's 28 px images
             come from 496 px scans. Cost grows with its square.
+        progress: optional object whose ``update(n)`` is called after each block of n scans.
 
     Returns:
         uint8 array (N, size, size).
@@ -124,6 +126,8 @@ def render_scans(
                 np.random.default_rng(seeds), labels[start:stop], block, height, width, difficulty
             )
             out[start:stop] = _crop_resize(scans, size)
+            if progress is not None:
+                progress.update(stop - start)
     return out
 
 

@@ -58,22 +58,33 @@ def generate_arrays(
     Label noise flips that fraction of train and val labels to a uniformly drawn other class;
     the test labels stay clean so that the test split measures the truth.
     """
-    from octbench.data.render import render_scans
+    from octbench.progress import counting
 
     arrays = {}
-    for index, split in enumerate(SPLITS):
-        rng = np.random.default_rng([seed, index])
-        counts = split_counts(scale, test_scale)[split]
-        labels = rng.permutation(np.repeat(np.arange(len(counts)), counts))
-        images = render_scans(labels, size=size, seed=seed * 1000 + index, difficulty=difficulty)
-        if label_noise > 0 and split != "test":
-            flip = rng.random(len(labels)) < label_noise
-            shift = rng.integers(1, len(counts), size=len(labels))
-            labels = np.where(flip, (labels + shift) % len(counts), labels)
-        arrays[f"{split}_images"] = images
-        arrays[f"{split}_labels"] = labels.astype(np.uint8)[:, None]
+    counts = split_counts(scale, test_scale)
+    total = sum(sum(per_class) for per_class in counts.values())
+    with counting(total, f"generating synthetic OCT data ({size} px)") as progress:
+        for index, split in enumerate(SPLITS):
+            arrays.update(_generate_split(index, split, counts[split], size=size, seed=seed,
+                                          difficulty=difficulty, label_noise=label_noise,
+                                          progress=progress))
     arrays["class_names"] = np.array(OCT_CLASSES)
     return arrays
+
+
+def _generate_split(index: int, split: str, counts: list[int], *, size: int, seed: int,
+                    difficulty: float, label_noise: float, progress) -> dict[str, np.ndarray]:
+    from octbench.data.render import render_scans
+
+    rng = np.random.default_rng([seed, index])
+    labels = rng.permutation(np.repeat(np.arange(len(counts)), counts))
+    images = render_scans(labels, size=size, seed=seed * 1000 + index, difficulty=difficulty,
+                          progress=progress)
+    if label_noise > 0 and split != "test":
+        flip = rng.random(len(labels)) < label_noise
+        shift = rng.integers(1, len(counts), size=len(labels))
+        labels = np.where(flip, (labels + shift) % len(counts), labels)
+    return {f"{split}_images": images, f"{split}_labels": labels.astype(np.uint8)[:, None]}
 
 
 def cache_dir() -> Path:

@@ -9,6 +9,8 @@ Must not import at module level: tuning or optuna (a report stands without them)
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -24,6 +26,8 @@ from octbench.report.tables import compare_to_baseline, device_table, main_table
 
 #: More resamples than this change no printed digit and take minutes to hours.
 MAX_RESAMPLES = 100_000
+
+log = logging.getLogger(__name__)
 
 
 def build_report(source: str | Path, out: str | Path = "reports", *,
@@ -44,7 +48,7 @@ def build_report(source: str | Path, out: str | Path = "reports", *,
             (otherwise refused, naming them).
 
     Returns:
-        The paths written (report, CSV, exported files); figures are listed in the report.
+        Every path written: report, figures (PNG and SVG), CSV, exported files.
 
     Raises:
         OctbenchError: if the source does not exist or an option is out of range.
@@ -60,32 +64,43 @@ def build_report(source: str | Path, out: str | Path = "reports", *,
         raise OctbenchError(f"the number of bootstrap resamples must be an int from 100 to "
                             f"{MAX_RESAMPLES:,}. Got {n_resamples!r} instead; 2000 is a good "
                             "default.")
+    start = time.perf_counter()
+
+    def step(what: str) -> None:  # the report can take half a minute: say what it is doing
+        log.info("report: %s (%.0f s so far)", what, time.perf_counter() - start)
+
     data = collect(source, baseline=baseline, allow_mixed_data=allow_mixed_data)
     folder = confined(out, data.name)  # everything below is written inside <out>/<name>/
     writable_folder(folder, "report folder")  # before any figure is drawn
     written = []
+    step(f"read {len(data.records)} run record(s) of '{data.name}'")
     if "csv" in formats:
         path = folder / "runs.csv"
         atomic_write_text(path, runs_frame(data).to_csv(index=False))
         written += [path, *export_medmnist(data, folder / "medmnist", data.warnings)]
     if "md" in formats:
+        step(f"bootstrap intervals and paired tests ({n_resamples} resamples)")
         comparisons = compare_to_baseline(data, n_resamples=n_resamples)
         table = main_table(data, n_resamples=n_resamples, comparisons=comparisons)
         per_class = per_class_table(data)
         devices = device_table(data)
         figure_dir = folder / "figures"
         figure_dir.mkdir(parents=True, exist_ok=True)
-        for old in figure_dir.glob("*.png"):  # a figure of a previous report must not linger
-            old.unlink()
+        for old in [*figure_dir.glob("*.png"), *figure_dir.glob("*.svg")]:
+            old.unlink()  # a figure of a previous report must not linger
+        step("drawing figures")
         figures = (_make_figures(data, table, devices, figure_dir, data.warnings)
                    if data.runs else [])
         tuning = _study_figures(study, data, figure_dir)
         text = render_markdown(data, table=table, comparisons=comparisons,
                                per_class=per_class, devices=devices, figures=figures,
-                               n_resamples=n_resamples, study_figures=tuning)
+                               n_resamples=n_resamples, study_figures=tuning,
+                               study=_study_summary(study, data) if tuning else None)
         path = folder / "report.md"
         atomic_write_text(path, text)
-        written.insert(0, path)
+        drawn = [*(p for p, _ in figures), *tuning]
+        written[:0] = [path, *(f for p in drawn for f in (p, p.with_suffix(".svg"))
+                               if f.is_file())]
     return written
 
 
@@ -125,6 +140,23 @@ def _study_figures(study: str | Path | None, data: ReportData, figure_dir: Path)
         return []
 
 
+def _study_summary(study: str | Path | None, data: ReportData) -> dict | None:
+    """The study's trials for the report's tuning section, from ``octbench.tuning``."""
+    import importlib
+
+    folder = Path(study) if study is not None else find_study(data)
+    try:
+        summarise = importlib.import_module("octbench.tuning").study_summary
+    except (ImportError, AttributeError):
+        return None
+    try:
+        return summarise(folder)
+    except Exception as error:  # the section is extra: the report goes on without it
+        data.warnings.append(f"the tuning study in {folder} could not be summarised: "
+                             f"{type(error).__name__}: {error}")
+        return None
+
+
 def _make_figures(data: ReportData, table: pd.DataFrame, devices: pd.DataFrame,
                   folder: Path, warnings: list[str]) -> list[tuple[Path, str]]:
     from octbench import figures
@@ -161,7 +193,8 @@ def _make_figures(data: ReportData, table: pd.DataFrame, devices: pd.DataFrame,
         ("training_curves.png", lambda p: figures.training_curves(
             _curves(data, label), f"{prefix}Training curves ({dataset})", p),
          "Training loss and validation macro-F1 per epoch: mean over seeds, the band spans the "
-         "seeds' minimum to maximum."),
+         "seeds' minimum to maximum; a star marks the epoch whose checkpoint each seed kept "
+         f"(best validation {_selection_metrics(data)})."),
         ("macro_f1_ci.png", lambda p: figures.interval_plot(
             _interval_frame(table, label, data.baseline), "Macro-F1 (test)",
             f"{prefix}Macro-F1 with 95% bootstrap CI ({source})", p),
@@ -186,9 +219,17 @@ def _make_figures(data: ReportData, table: pd.DataFrame, devices: pd.DataFrame,
 def _curves(data: ReportData, label: Callable[[GroupKey], str]) -> pd.DataFrame:
     rows = [{"label": label(run.key), "seed": run.record.seed, "epoch": h.get("epoch"),
              "train_loss": _number(h.get("train_loss")),
-             "val_macro_f1": _number(h.get("val_macro_f1"))}
+             "val_macro_f1": _number(h.get("val_macro_f1")),
+             "selected": h.get("epoch") == run.record.best_epoch}
             for run in data.runs for h in run.record.history]
-    return pd.DataFrame(rows, columns=["label", "seed", "epoch", "train_loss", "val_macro_f1"])
+    return pd.DataFrame(rows, columns=["label", "seed", "epoch", "train_loss", "val_macro_f1",
+                                       "selected"])
+
+
+def _selection_metrics(data: ReportData) -> str:
+    names = sorted({str((run.record.config.get("train") or {}).get("select_on", "macro_f1"))
+                    for run in data.runs})
+    return " / ".join(names) or "macro_f1"
 
 
 def _interval_frame(table: pd.DataFrame, label: Callable[[GroupKey], str],

@@ -91,9 +91,10 @@ def export_medmnist(data: ReportData, folder: Path, warnings: list[str]) -> list
         elif len(labels) != len(run.labels) or (labels != run.labels).any():
             warnings.append("runs disagree on the test labels; the label file is not written")
             labels = np.array([])
+    also = []  # the label file and the README, listed after the runs' files
     if written and not real and labels is not None and len(labels):
-        root = folder / ".medmnist"
-        atomic_write(confined(root, f"octmnist{size_flag}.npz"), lambda handle: np.savez(
+        also.append(confined(folder / ".medmnist", f"octmnist{size_flag}.npz"))
+        atomic_write(also[-1], lambda handle: np.savez(
             handle, test_labels=labels.astype(np.uint8)[:, None]))
     if written:
         command = ("python -m medmnist evaluate 'FILE'" if real
@@ -110,5 +111,6 @@ def export_medmnist(data: ReportData, folder: Path, warnings: list[str]) -> list
                      + ": `.medmnist/` holds this dataset's test labels under the file name "
                      "medmnist expects, and `HOME` points medmnist at it. Scoring these files "
                      "against the real OCTMNIST labels would give meaningless numbers."]
-        atomic_write_text(folder / "README.md", "\n".join(note) + "\n")
-    return written
+        also.append(folder / "README.md")
+        atomic_write_text(also[-1], "\n".join(note) + "\n")
+    return written + also

@@ -40,7 +40,11 @@ def print_summary(source: str | Path, *, allow_mixed_data: bool = False) -> None
     for warning in warnings:
         print(f"warning: {warning}")
     if not records:
-        print(f"{name}: no run records in {folder}; run the experiment first.")
+        if (Path(folder) / "study.json").is_file():  # a tuning study: its report covers trials
+            print(f"{name}: a tuning study (its trials are listed in the report); test results "
+                  "come from running the best experiment it wrote.")
+        else:
+            print(f"{name}: no run records in {folder}; run the experiment first.")
         return
     datasets = sorted({dataset_label(r) for r in records})
     counts = pd.Series([r.status for r in records]).value_counts().to_dict()

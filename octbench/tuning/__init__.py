@@ -64,8 +64,8 @@ from octbench.tuning.workers import TuneResult, run_worker, tune, write_best_exp
 __all__ = [
     "DEFAULT_PRUNER", "SearchParam", "TrialFailed", "TuneConfig", "TuneResult", "apply_values",
     "best_experiment", "load_study", "load_tune_config", "make_objective", "open_storage",
-    "parse_tune_config", "resolve_storage", "run_worker", "study_figures", "suggest_experiment",
-    "tune", "write_best_experiment",
+    "parse_tune_config", "resolve_storage", "run_worker", "study_figures", "study_summary",
+    "suggest_experiment", "tune", "write_best_experiment",
 ]
 
 
@@ -87,3 +87,51 @@ def study_figures(study_dir: str | Path, out_dir: str | Path, *,
     study, info = load_study(study_dir, storage=storage)
     return draw_study(study, out_dir, metric=f"val {info.get('metric', 'objective')}",
                       synthetic=bool(info.get("synthetic")))
+
+
+def study_summary(study_dir: str | Path, *, storage: str | None = None) -> dict:
+    """A study as plain data for the report: objective, data, every trial, the best one.
+
+    Returns a dict with ``study, metric, direction, n_trials, seeds_per_trial, synthetic,
+    dataset`` (a trial record's dataset description), ``generated`` (the best experiment's YAML,
+    when written), ``trials`` (``number, state, value, params, epochs, error``; a pruned trial's
+    value is the last it reported) and ``best`` (one of the trials, or None).
+
+    Example:
+        >>> study_summary("results/quickstart-tune")["best"]["number"]  # doctest: +SKIP
+        4
+    """
+    import json
+
+    from optuna.trial import TrialState
+
+    from octbench.figures import MIN_IMPORTANCE_TRIALS
+    from octbench.tuning.objective import ERROR_ATTR, SURPLUS_ATTR
+
+    study, info = load_study(study_dir, storage=storage)
+    trials = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.FAIL and t.user_attrs.get(SURPLUS_ATTR):
+            continue  # asked for after the budget was reached: never ran
+        steps = t.intermediate_values
+        value = t.value if t.value is not None else (steps[max(steps)] if steps else None)
+        trials.append({"number": t.number, "state": t.state.name.lower(), "value": value,
+                       "params": dict(t.params), "epochs": len(steps),
+                       "error": t.user_attrs.get(ERROR_ATTR)})
+    complete = [t for t in trials if t["state"] == "complete"]
+    pick = max if info.get("direction", "maximize") == "maximize" else min
+    dataset = {}
+    for path in sorted(Path(study_dir).glob("trials/*/*/record.json"))[:1]:
+        try:
+            dataset = json.loads(path.read_text()).get("dataset") or {}
+        except (OSError, ValueError):
+            pass  # the banner then rests on study.json alone
+    return {
+        "study": info.get("study", study.study_name), "metric": info.get("metric", "objective"),
+        "direction": info.get("direction", "maximize"), "n_trials": info.get("n_trials"),
+        "seeds_per_trial": info.get("seeds_per_trial", 1),
+        "synthetic": bool(info.get("synthetic") or dataset.get("synthetic")),
+        "dataset": dataset, "generated": info.get("generated"), "trials": trials,
+        "best": pick(complete, key=lambda t: t["value"]) if complete else None,
+        "min_importance_trials": MIN_IMPORTANCE_TRIALS,
+    }

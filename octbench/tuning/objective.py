@@ -43,8 +43,9 @@ def make_objective(tune_config: TuneConfig, *, data=None, quiet: bool = True,
 
     Each epoch reports the running mean over seeds (finished seeds' values and the current
     seed's epoch value) at step ``seed_index * epochs + epoch``; the trial is pruned when the
-    study's pruner says so. Runs are written under ``<results_dir>/<study>/trials/<trial>/``
-    (``kind="trial"``, no test metrics: the test split is removed from the data).
+    study's pruner says so, except at its last step (the last epoch of its last seed). Runs are
+    written under ``<results_dir>/<study>/trials/<trial>/`` (``kind="trial"``, no test metrics:
+    the test split is removed from the data).
 
     Args:
         tune_config: from :func:`load_tune_config`.
@@ -109,7 +110,10 @@ def make_objective(tune_config: TuneConfig, *, data=None, quiet: bool = True,
                 def report(epoch: int, val_metrics: dict, index=index, seed=seed) -> None:
                     value = statistics.fmean([*finished, val_metrics[tune_config.metric]])
                     trial.report(value, index * epochs + epoch)
-                    if trial.should_prune():
+                    # At the trial's last epoch its whole cost is paid: pruning it then would
+                    # only throw its result away, so a trial that gets there completes.
+                    last = index == len(config.seeds) - 1 and epoch == epochs - 1
+                    if not last and trial.should_prune():
                         raise optuna.TrialPruned(
                             f"val {tune_config.metric} {value:.4f} at epoch {epoch + 1} of "
                             f"seed {seed}")

@@ -546,9 +546,20 @@ def _tidy(values: Mapping[str, Any]) -> dict:
 
 
 def best_experiment(tune_config: TuneConfig, params: Mapping[str, Any]) -> ExperimentConfig:
-    """The base experiment with ``params`` applied, named ``<study>-best``, on seeds 0, 1, 2."""
+    """The base experiment with ``params`` applied, named ``<study>-best``, on seeds 0, 1, 2.
+
+    The baseline strategy (the base's ``report.baseline``, default ``none``) stays in the grid
+    beside the tuned one, with the same tuned training settings, so the report of the best
+    experiment compares the two instead of showing one strategy alone.
+    """
     raw = apply_values(tune_config.base, _tidy(params))
     raw.update(name=f"{tune_config.study}-best", seeds=list(FINAL_SEEDS))
+    baseline = (tune_config.base.get("report") or {}).get("baseline", "none")
+    tuned = list(raw.get("strategies") or [])[:1]  # trials train the first strategy only
+    if tuned and isinstance(baseline, str):
+        name = tuned[0] if isinstance(tuned[0], str) else dict(tuned[0]).get("name")
+        raw["strategies"] = tuned if name == baseline else [baseline, *tuned]
+        raw["report"] = {**(raw.get("report") or {}), "baseline": baseline}
     return parse_config(raw)
 
 

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,14 +197,36 @@ def _run_worker(tune_config: TuneConfig, storage, *, index: int, workers: int, d
 
 
 class _Progress:
-    """One line per finished trial; stops the worker after too many failures in a row."""
+    """One line per finished trial (count, elapsed, ETA, best so far); stops the worker after
+    too many failures in a row."""
 
     def __init__(self, tune_config: TuneConfig, say, tag: str):
         self.config, self.say, self.tag, self.failures = tune_config, say, tag, 0
+        self.started, self.done = time.perf_counter(), 0
+
+    def _head(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
+        from octbench.plan import format_duration
+
+        self.done += 1
+        elapsed = time.perf_counter() - self.started
+        finished = _counts(study)["finished"]
+        total = self.config.n_trials
+        parts = [f"{finished}/{total}" if total else f"{finished} finished",
+                 f"{format_duration(elapsed)} elapsed"]
+        if total and finished < total:
+            parts.append(f"ETA ~{format_duration(elapsed / self.done * (total - finished))}")
+        complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        if complete:
+            best = (max if self.config.direction == "maximize" else min)(
+                complete, key=lambda t: t.value)
+            parts.append(f"best {best.value:.4f} (trial {best.number})")
+        return f"trial {trial.number}{self.tag} [{', '.join(parts)}]"
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         params = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
-        head = f"trial {trial.number}{self.tag}"
+        if trial.state == TrialState.FAIL and trial.user_attrs.get(SURPLUS_ATTR):
+            return
+        head = self._head(study, trial)
         if trial.state == TrialState.COMPLETE:
             self.failures = 0
             self.say(f"{head}: val {self.config.metric} {trial.value:.4f} ({params})")
@@ -214,8 +237,6 @@ class _Progress:
             self.say(f"{head}: pruned after {len(steps)} epoch(s) (val {self.config.metric} "
                      f"{value:.4f}; {params})")
         elif trial.state == TrialState.FAIL:
-            if trial.user_attrs.get(SURPLUS_ATTR):
-                return
             reason = str(trial.user_attrs.get(ERROR_ATTR, "interrupted or crashed"))
             self.failures += 1
             self.say(f"{head}: failed ({params}): {reason.split(chr(10))[0][:300]}")

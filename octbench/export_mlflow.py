@@ -1,0 +1,231 @@
+"""Export a results folder to MLflow: ``python -m octbench export mlflow RESULTS_DIR``.
+
+Each complete run becomes one MLflow run in the MLflow experiment named like the octbench
+experiment: its resolved config as params, every epoch's curves as metric steps (epochs 1-based),
+the selected checkpoint's final validation and test metrics, tags (model, strategy, seed, device,
+synthetic, ...), and ``record.json``, ``predictions.npz`` and ``best.pt`` as artifacts.
+
+Exporting again does not duplicate: a run already exported (found by its ``octbench.run_id`` tag)
+is skipped; a half-finished earlier export of it is replaced. The default store is a local
+``mlruns/`` folder (an SQLite database plus artifact folders), which ``mlflow ui
+--backend-store-uri sqlite:///mlruns/mlflow.db`` shows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from octbench.errors import OctbenchError
+
+log = logging.getLogger(__name__)
+
+RUN_ID_TAG = "octbench.run_id"
+ARTIFACTS = ("record.json", "predictions.npz", "best.pt")
+
+
+@dataclass
+class ExportSummary:
+    """What an export did, run by run (octbench run ids)."""
+
+    exported: list[str] = field(default_factory=list)
+    already: list[str] = field(default_factory=list)
+    not_complete: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+
+
+def default_tracking_uri(folder: str | Path = "mlruns") -> str:
+    """An SQLite store inside ``folder`` (MLflow 3 no longer accepts plain folders by default)."""
+    return f"sqlite:///{Path(folder).resolve() / 'mlflow.db'}"
+
+
+def export_mlflow(results_dir: str | Path, *, tracking_uri: str | None = None,
+                  experiment: str | None = None) -> ExportSummary:
+    """Log every complete run under ``results_dir`` as an MLflow run, once.
+
+    Args:
+        results_dir: one experiment's results folder (``results/quickstart``) or a folder of
+            several (``results``).
+        tracking_uri: MLflow tracking URI; default a local ``mlruns/`` folder.
+        experiment: MLflow experiment name; default each run's octbench experiment.
+
+    Example:
+        >>> export_mlflow("results/quickstart", tracking_uri="sqlite:///mlruns/mlflow.db")
+        ... # doctest: +SKIP
+    """
+    folders = _run_folders(Path(results_dir))
+    client = _client(tracking_uri)
+    local_root = _artifact_root(tracking_uri or default_tracking_uri())
+    summary = ExportSummary()
+    experiments: dict[str, str] = {}
+    from octbench.progress import counting
+
+    with counting(len(folders), "exporting to MLflow", unit="runs") as progress:
+        for folder in folders:
+            _export_one(client, folder, summary, experiments, experiment, local_root)
+            progress.update(1)
+    return summary
+
+
+def _artifact_root(tracking_uri: str) -> Path | None:
+    """Artifacts of a local SQLite store go beside its database file, not into the current
+    folder (MLflow's default, ``./mlruns``); a server decides for itself (None)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(tracking_uri.removeprefix("sqlite:///")).resolve().parent / "artifacts"
+
+
+def _client(tracking_uri: str | None):
+    try:
+        from mlflow.tracking import MlflowClient
+    except ImportError:
+        raise OctbenchError(
+            "MLflow is not installed; install it with `pip install 'octbench[mlflow]'` "
+            "(or `pip install mlflow`)."
+        ) from None
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its database-setup INFO lines
+    if tracking_uri is None:
+        Path("mlruns").mkdir(exist_ok=True)
+        tracking_uri = default_tracking_uri()
+    try:
+        return MlflowClient(tracking_uri=tracking_uri)
+    except Exception as error:  # noqa: BLE001 - MLflow raises many kinds for a bad URI
+        raise OctbenchError(
+            f"cannot open the MLflow tracking store {tracking_uri} ({error}); give a reachable "
+            "--tracking-uri such as sqlite:///mlruns/mlflow.db or http://HOST:5000."
+        ) from None
+
+
+def _run_folders(results_dir: Path) -> list[Path]:
+    if not results_dir.is_dir():
+        raise OctbenchError(f"{results_dir} is not a results folder; give one experiment's "
+                            "results (e.g. results/quickstart) or the results folder itself.")
+    found = sorted(p.parent for p in results_dir.glob("*/record.json"))
+    found += sorted(p.parent for p in results_dir.glob("*/*/record.json"))
+    if not found:
+        raise OctbenchError(f"{results_dir} holds no run records (*/record.json); run an "
+                            "experiment first, e.g. `python -m octbench run "
+                            "experiments/quickstart.yaml`.")
+    return found
+
+
+def _export_one(client, folder: Path, summary: ExportSummary, experiments: dict,
+                experiment_name: str | None, local_root: Path | None) -> None:
+    try:
+        record = json.loads((folder / "record.json").read_text())
+        run_id = str(record["run_id"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        log.warning("skipped %s: unreadable record (%s)", folder, error)
+        summary.unreadable.append(str(folder))
+        return
+    if record.get("status") != "complete":
+        summary.not_complete.append(run_id)
+        return
+    name = experiment_name or str(record.get("experiment") or folder.parent.name)
+    if name not in experiments:
+        experiments[name] = _experiment_id(client, name, local_root)
+    experiment_id = experiments[name]
+    existing = client.search_runs([experiment_id],
+                                  filter_string=f"tags.`{RUN_ID_TAG}` = '{_quoted(run_id)}'")
+    if any(run.info.status == "FINISHED" for run in existing):
+        summary.already.append(run_id)
+        return
+    for stale in existing:  # an export that was interrupted halfway
+        client.delete_run(stale.info.run_id)
+    start = _millis(record.get("created_utc"))
+    run = client.create_run(experiment_id, start_time=start, tags=_tags(record),
+                            run_name=run_id)
+    try:
+        _log_values(client, run.info.run_id, record, start)
+        for name_ in ARTIFACTS:
+            path = folder / name_
+            if path.is_file() and not path.is_symlink():  # never follow a link out of the folder
+                client.log_artifact(run.info.run_id, str(path))
+    except BaseException:
+        client.set_terminated(run.info.run_id, status="FAILED")
+        raise
+    client.set_terminated(run.info.run_id, status="FINISHED")
+    summary.exported.append(run_id)
+
+
+def _experiment_id(client, name: str, local_root: Path | None) -> str:
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None if local_root is None else (local_root / _slug(name)).as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+def _tags(record: dict) -> dict[str, str]:
+    dataset = record.get("dataset") or {}
+    tags = {
+        RUN_ID_TAG: record["run_id"],
+        "octbench.experiment": record.get("experiment"),
+        "model": record.get("model"),
+        "strategy": record.get("strategy"),
+        "seed": record.get("seed"),
+        "device": record.get("device"),
+        "precision": record.get("precision"),
+        "dataset": dataset.get("name"),
+        "synthetic": "true" if dataset.get("synthetic") else "false",
+        "kind": record.get("kind", "run"),
+        "mlflow.source.git.commit": record.get("git_commit"),
+    }
+    return {key: str(value) for key, value in tags.items() if value is not None}
+
+
+def _log_values(client, mlflow_run_id: str, record: dict, start: int) -> None:
+    from mlflow.entities import Metric, Param
+
+    params = [Param(key, str(value)[:6000]) for key, value in _flatten(record.get("config", {}))]
+    metrics = []
+    for entry in record.get("history") or []:
+        step = int(entry.get("epoch", 0))
+        for key, value in entry.items():
+            if key != "epoch" and _number(value):
+                metrics.append(Metric(key, float(value), start, step))
+    final_step = int(record.get("best_epoch") or 0)
+    for split, values in (record.get("metrics") or {}).items():
+        for key, value in _flatten(values):
+            if _number(value):
+                metrics.append(Metric(f"{split}_{key}".replace(".", "_"), float(value), start,
+                                      final_step))
+    extras = {**(record.get("timing") or {}), "best_epoch": record.get("best_epoch"),
+              "parameters": record.get("parameters")}
+    metrics += [Metric(key, float(value), start, final_step)
+                for key, value in extras.items() if _number(value)]
+    # MLflow limits one batch to 1000 metrics and 100 params.
+    for i in range(0, len(params), 100):
+        client.log_batch(mlflow_run_id, params=params[i:i + 100])
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(mlflow_run_id, metrics=metrics[i:i + 1000])
+
+
+def _flatten(value, prefix: str = ""):
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield from _flatten(inner, f"{prefix}{key}.")
+    else:
+        yield prefix.rstrip("."), value
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
+
+
+def _millis(utc: str | None) -> int:
+    try:
+        return int(dt.datetime.fromisoformat(str(utc)).timestamp() * 1000)
+    except ValueError:
+        return int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
+
+
+def _quoted(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text) or "experiment"

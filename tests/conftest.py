@@ -139,3 +139,42 @@ def restore_torch():
     torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
     torch.backends.cudnn.benchmark = benchmark
     torch.backends.cudnn.deterministic = deterministic
+
+
+#: Per-epoch history fields that measure the machine's speed, not the run's result.
+TIMING = {"train_seconds", "val_seconds"}
+
+
+def run_outcome(root: Path, fields: tuple[str, ...]) -> dict[str, dict]:
+    """Run id -> what must not depend on how the runs were executed or interrupted: status,
+    metrics, curves (without timings), ``fields`` of the record, predictions and weights."""
+    import hashlib
+    import json
+
+    import numpy as np
+    import torch
+
+    from octbench.results import COMPLETE
+
+    found = {}
+    for path in sorted(Path(root).glob("*/record.json")):
+        record = json.loads(path.read_text())  # never corrupt, whatever happened
+        entry = {k: record[k] for k in ("status", "metrics", "best_epoch", "epochs_trained",
+                                          "config", *fields)}
+        entry["history"] = [{k: v for k, v in h.items() if k not in TIMING}
+                            for h in record["history"]]
+        if record["status"] == COMPLETE:
+            with np.load(path.parent / "predictions.npz") as npz:
+                entry["predictions"] = {k: (npz[k].dtype.str, npz[k].shape, npz[k].tobytes())
+                                        for k in npz.files}
+            best = torch.load(path.parent / "best.pt", map_location="cpu", weights_only=True)
+            entry["weights"] = {k: hashlib.sha256(v.numpy().tobytes()).hexdigest()
+                                for k, v in best["model"].items()}
+        found[record["run_id"]] = entry
+    return found
+
+
+def leftovers(root: Path) -> list[str]:
+    """Temp files, lock files and resume checkpoints below ``root``."""
+    return sorted(str(p.relative_to(root)) for p in Path(root).rglob("*")
+                  if p.name.endswith(".tmp") or p.name in (".lock", "resume.pt"))

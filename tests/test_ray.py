@@ -9,8 +9,6 @@ by the local executor: Ray runs must equal it run for run (``deterministic: true
 from __future__ import annotations
 
 import faulthandler
-import hashlib
-import json
 import logging
 import os
 import signal
@@ -21,10 +19,19 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from conftest import PLUGINS, ROOT, cli_env, experiment, run_cli, start_cli, write_yaml
+from conftest import (
+    PLUGINS,
+    ROOT,
+    cli_env,
+    experiment,
+    leftovers,
+    run_cli,
+    run_outcome,
+    start_cli,
+    write_yaml,
+)
 
 from octbench import cli, executors, runner
 from octbench.config import parse_config
@@ -35,7 +42,6 @@ from octbench.runner import run_experiment
 ray = pytest.importorskip("ray", reason="the Ray executor needs the [ray] extra (.ci/run has it)")
 
 WAIT = 240  # seconds for any one Ray test or subprocess; the build machine is shared
-TIMING = {"train_seconds", "val_seconds"}
 
 
 @pytest.fixture(autouse=True)
@@ -63,28 +69,8 @@ def grid_config(home: Path, data: Path, **changes) -> dict:
 
 
 def outcome(root: Path) -> dict[str, dict]:
-    """Run id -> what must not depend on the executor: status, metrics, curves, outputs."""
-    found = {}
-    for path in sorted(Path(root).glob("*/record.json")):
-        record = json.loads(path.read_text())
-        entry = {k: record[k] for k in ("status", "metrics", "best_epoch", "epochs_trained",
-                                          "config", "dataset")}
-        entry["history"] = [{k: v for k, v in h.items() if k not in TIMING}
-                            for h in record["history"]]
-        if record["status"] == COMPLETE:
-            with np.load(path.parent / "predictions.npz") as npz:
-                entry["predictions"] = {k: npz[k].tobytes() for k in npz.files}
-            best = torch.load(path.parent / "best.pt", map_location="cpu", weights_only=True)
-            entry["weights"] = {k: hashlib.sha256(v.numpy().tobytes()).hexdigest()
-                                for k, v in best["model"].items()}
-        found[record["run_id"]] = entry
-    return found
+    return run_outcome(root, ("dataset",))
 
-
-def leftovers(root: Path) -> list[str]:
-    """Temp files, lock files and resume checkpoints below ``root``."""
-    return sorted(str(p.relative_to(root)) for p in Path(root).rglob("*")
-                  if p.name.endswith(".tmp") or p.name in (".lock", "resume.pt"))
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ each rerun, each completed run must equal it exactly (metrics, curves, predictio
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import re
@@ -21,10 +20,17 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
-from conftest import cli_env, experiment, run_cli, start_cli, tree_digest, write_yaml
+from conftest import (
+    cli_env,
+    experiment,
+    leftovers,
+    run_cli,
+    run_outcome,
+    start_cli,
+    tree_digest,
+    write_yaml,
+)
 
 from octbench import cli
 from octbench.config import parse_config
@@ -32,7 +38,6 @@ from octbench.errors import OctbenchError
 from octbench.results import COMPLETE, INTERRUPTED, ResultsStore, RunLocked, RunRecord
 from octbench.runner import expand_grid, run_experiment
 
-TIMING = {"train_seconds", "val_seconds"}
 ARTIFACTS = {"record.json", "predictions.npz", "best.pt"}
 WAIT = 300  # seconds; generous because the build machine is shared
 
@@ -42,29 +47,8 @@ WAIT = 300  # seconds; generous because the build machine is shared
 
 
 def outcome(root: Path) -> dict[str, dict]:
-    """Run id -> what must not depend on interruptions: status, metrics, curves, outputs."""
-    found = {}
-    for path in sorted(Path(root).glob("*/record.json")):
-        record = json.loads(path.read_text())  # never corrupt, whatever happened
-        entry = {k: record[k] for k in ("status", "metrics", "best_epoch", "epochs_trained",
-                                          "config", "parameters", "schema_version")}
-        entry["history"] = [{k: v for k, v in h.items() if k not in TIMING}
-                            for h in record["history"]]
-        if record["status"] == COMPLETE:
-            with np.load(path.parent / "predictions.npz") as npz:
-                entry["predictions"] = {k: (npz[k].dtype.str, npz[k].shape, npz[k].tobytes())
-                                        for k in npz.files}
-            best = torch.load(path.parent / "best.pt", map_location="cpu", weights_only=True)
-            entry["weights"] = {k: hashlib.sha256(v.numpy().tobytes()).hexdigest()
-                                for k, v in best["model"].items()}
-        found[record["run_id"]] = entry
-    return found
+    return run_outcome(root, ("parameters", "schema_version"))
 
-
-def leftovers(root: Path) -> list[str]:
-    """Temp files, lock files and resume checkpoints below ``root``."""
-    return sorted(str(p.relative_to(root)) for p in Path(root).rglob("*")
-                  if p.name.endswith(".tmp") or p.name in (".lock", "resume.pt"))
 
 
 def assert_complete_runs_match(root: Path, reference: dict[str, dict]) -> dict[str, dict]:

@@ -92,9 +92,16 @@ class LocalExecutor:
     def __init__(self, *, cpus_per_run: int | None = None):
         _check_cpus(cpus_per_run)
         self.cpus_per_run = cpus_per_run
+        self._checked: tuple[Component, object] | None = None  # the last data checked, loaded
 
     def check(self, pending: list[RunSpec], data: Component) -> None:
-        pass
+        # Loading validates the data (class names, labels, images), so data that cannot be
+        # used fail here, before the results folder exists. The last set loaded is kept for
+        # `execute`: without a sweep over data settings, the data are loaded once.
+        self._checked = None
+        loaded = load_dataset(data.name, **data.params)
+        check_buildable(pending, loaded)
+        self._checked = (data, loaded)
 
     def execute(self, pending: list[RunSpec], data: Component, store: ResultsStore, *,
                 quiet: bool, progress: GridProgress | None = None
@@ -104,8 +111,11 @@ class LocalExecutor:
             import torch
 
             torch.set_num_threads(self.cpus_per_run)  # train.threads, when set, still wins
-        loaded = load_dataset(data.name, **data.params)
-        check_buildable(pending, loaded)
+        if self._checked is not None and self._checked[0] == data:
+            loaded = self._checked[1]
+        else:
+            loaded = load_dataset(data.name, **data.params)
+        self._checked = None  # one data set in memory at a time
         for number, spec in enumerate(pending, 1):
             run_progress = progress.start_run(number, spec.run_id, spec.device)
             try:

@@ -103,6 +103,17 @@ def test_a_class_missing_from_test_is_a_warning_and_a_gap_an_error(tmp_path, cap
         load_dataset("npz", path=str(gap))
 
 
+
+def test_unusable_data_fail_before_the_results_folder_exists(tmp_path, capsys):
+    """Names that do not fit the labels are found when the data load, before anything is
+    written: exit 2, one message, no results folder."""
+    path = three_class_npz(tmp_path / "t.npz", class_names=("a", "b", "c", "d"))
+    yaml_path = write_yaml(tmp_path / "bad.yaml", tiny_config(tmp_path, {"name": "npz",
+                                                                         "path": str(path)}))
+    assert main(["run", str(yaml_path)]) == 2
+    assert "4 class names (a, b, c, d) but the labels only go up to 2" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
 # --- data fingerprints -----------------------------------------------------------------------
 
 def test_changing_the_file_gives_new_run_ids_and_retrains(tmp_path):

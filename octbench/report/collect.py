@@ -74,15 +74,23 @@ def check_one_dataset(records: Sequence[RunRecord], folder: Path, *, allow_mixed
                       warnings: list[str] | None = None) -> None:
     """Refuse records of different data (content fingerprints) in one report, naming them.
 
-    With ``allow_mixed`` they are kept, and a warning says that their numbers do not compare.
+    A sweep over data settings (``data.size: [28, 64]``) legitimately gives one fingerprint per
+    combination, and the report compares runs only within a combination; so the rule is one
+    fingerprint per sweep combination. With ``allow_mixed`` they are kept, and a warning says
+    that their numbers do not compare.
 
     Raises:
-        OctbenchError: more than one fingerprint and not ``allow_mixed``.
+        OctbenchError: more than one fingerprint in a combination and not ``allow_mixed``.
     """
-    groups: dict[str, list[RunRecord]] = {}
+    by_combination: dict[str, dict[str, list[RunRecord]]] = {}
     for record in records:
         fingerprint = record.dataset.get("fingerprint") or UNKNOWN_FINGERPRINT
-        groups.setdefault(fingerprint, []).append(record)
+        combination = json.dumps(record.sweep, sort_keys=True, default=str)
+        by_combination.setdefault(combination, {}).setdefault(fingerprint, []).append(record)
+    groups: dict[str, list[RunRecord]] = {}
+    for fingerprints in by_combination.values():
+        if len(fingerprints) > 1:
+            groups.update(fingerprints)
     if len(groups) < 2:
         return
     described = "; ".join(

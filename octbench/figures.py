@@ -266,7 +266,13 @@ def _study_history(trials, best, maximize: bool, metric: str, title: str,
     if best is not None:
         ax.annotate(f"best: trial {best.number}", (best.number, best.value), xytext=(4, 4),
                     textcoords="offset points", fontsize=7)
-    ax.set_xlabel("trial number")
+    return _finish_study_axes(fig, ax, "trial number", metric, title, path)
+
+
+def _finish_study_axes(fig: Figure, ax, xlabel: str, metric: str, title: str,
+                       path: Path) -> Path | None:
+    """The labels, integer ticks, legend and title both study line figures share; then save."""
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(metric)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend(fontsize=7, frameon=False)
@@ -294,12 +300,7 @@ def _study_curves(trials, best, metric: str, title: str, path: Path) -> Path | N
                 ls="-" if kind == "complete" else "--", lw=1, alpha=0.8,
                 label=None if kind in seen else kind)
         seen.add(kind)
-    ax.set_xlabel("epoch (with k seeds: seed after seed)")
-    ax.set_ylabel(metric)
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.legend(fontsize=7, frameon=False)
-    ax.set_title(title, fontsize=9)
-    return save_figure(fig, path)
+    return _finish_study_axes(fig, ax, "epoch (with k seeds: seed after seed)", metric, title, path)
 
 
 def _study_importance(study, n_complete: int, title: str, path: Path) -> Path | None:

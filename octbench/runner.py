@@ -557,6 +557,8 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
         metrics["test"] = compute_metrics(test_pred.labels, test_pred.scores, data.class_names)
         arrays.update(test_scores=test_pred.scores.astype(np.float32),
                       test_labels=test_pred.labels)
+        if data.test.groups is not None:  # e.g. patients: the report resamples them whole
+            arrays["test_groups"] = data.test.groups
         eval_seconds += test_seconds
         eval_images += len(test_pred.labels)
     store.save_predictions(spec.run_id, **arrays)

@@ -209,11 +209,44 @@ def test_confidence_interval_recomputed_with_scipy(built: Built, metric: str) ->
     def pooled(items):  # the metric of every seed on the same resampled items, averaged
         return np.mean([SKLEARN[metric](labels[items], s[items]) for _, s in runs])
 
+    values = [pooled(items) for items in class_stratified_draws(labels)]
+    low, high = np.percentile(values, [2.5, 97.5])
+    assert row[f"{metric}_low"] == pytest.approx(low, abs=1e-9)
+    assert row[f"{metric}_high"] == pytest.approx(high, abs=1e-9)
+
+
+def class_stratified_draws(labels: np.ndarray, seed: int = 0) -> list[np.ndarray]:
+    """The report's default resamples, drawn here independently: per class (in label order),
+    as many items with replacement as that class has, each item keeping its class's place."""
+    rng = np.random.default_rng(seed)
+    rows = np.empty((RESAMPLES, len(labels)), dtype=int)
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        rows[:, members] = members[rng.integers(0, len(members), (RESAMPLES, len(members)))]
+    assert all((np.bincount(labels[r]) == np.bincount(labels)).all() for r in rows)
+    return list(rows)
+
+
+def test_unstratified_interval_recomputed_with_scipy(tmp_path: Path) -> None:
+    folder = tmp_path / "results" / "demo"
+    store = ResultsStore(folder)
+    for seed in range(3):
+        write_run(store, strategy="weighted_ce", seed=seed)
+    built = report.build_report(folder, tmp_path / "reports", n_resamples=RESAMPLES,
+                                stratify="none")
+    assert "items resampled freely" in built[0].read_text()
+    table = report.main_table(report.collect(folder, stratify="none"), n_resamples=RESAMPLES)
+    runs = stored(folder, "weighted_ce")
+    labels = runs[0][0]
+
+    def pooled(items):
+        return np.mean([SKLEARN["macro_f1"](labels[items], s[items]) for _, s in runs])
+
     expected = scipy.stats.bootstrap(
         (np.arange(N_TEST),), pooled, n_resamples=RESAMPLES, method="percentile", paired=True,
         vectorized=False, batch=500, rng=np.random.default_rng(0)).confidence_interval
-    assert row[f"{metric}_low"] == pytest.approx(expected.low, abs=1e-9)
-    assert row[f"{metric}_high"] == pytest.approx(expected.high, abs=1e-9)
+    assert table.macro_f1_low[0] == pytest.approx(expected.low, abs=1e-9)
+    assert table.macro_f1_high[0] == pytest.approx(expected.high, abs=1e-9)
 
 
 def test_paired_test_and_holm_recomputed(built: Built) -> None:
@@ -229,9 +262,7 @@ def test_paired_test_and_holm_recomputed(built: Built) -> None:
         return (np.mean([f1(labels[items], s[items]) for _, s in runs])
                 - np.mean([f1(labels[items], b[items]) for _, b in base]))
 
-    deltas = scipy.stats.bootstrap(
-        (np.arange(N_TEST),), diff, n_resamples=RESAMPLES, method="percentile", paired=True,
-        vectorized=False, batch=500, rng=np.random.default_rng(0)).bootstrap_distribution
+    deltas = np.array([diff(items) for items in class_stratified_draws(labels)])
     tail = min(np.sum(deltas <= 0), np.sum(deltas >= 0))
     p = min(1.0, 2 * (tail + 1) / (RESAMPLES + 1))
     assert comparisons.loc["oversample", "macro_f1_p"] == pytest.approx(p)
@@ -516,10 +547,12 @@ def test_edge_cases_render(tmp_path: Path, make) -> None:
         assert "⚠" in text
     if make in (_no_results, _only_failed):
         assert "no run record" in text or "no run is complete" in text
-    if make in (_one_seed, _nan_metrics):
+    if make is _nan_metrics:
         assert "n/a" in text
     if make is _one_seed:
         assert "only 1 seed(s)" in text
+        assert "| untestable with one seed | better on the test items; across seeds untestable " \
+            "with one seed |" in text
     if make is _nan_metrics:
         assert "no readable test predictions" in text and "cannot be scored" in text
     if make is _different_items:

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 def build_report(source: str | Path, out: str | Path = "reports", *,
                  formats: Sequence[str] = ("md",), baseline: str | None = None,
                  n_resamples: int = 2000, study: str | Path | None = None,
-                 allow_mixed_data: bool = False) -> list[Path]:
+                 allow_mixed_data: bool = False, stratify: str | None = None) -> list[Path]:
     """Write the report of an experiment to ``<out>/<experiment>/``.
 
     Args:
@@ -46,6 +46,9 @@ def build_report(source: str | Path, out: str | Path = "reports", *,
         study: an Optuna study folder whose figures to include (default: :func:`find_study`).
         allow_mixed_data: report runs made on data of different fingerprints together
             (otherwise refused, naming them).
+        stratify: how the bootstrap resamples test items: ``class`` (within each class),
+            ``groups`` (whole groups, e.g. patients) or ``none``; default the YAML's
+            ``report.bootstrap.stratify``, else ``class``.
 
     Returns:
         Every path written: report, figures (PNG and SVG), CSV, exported files.
@@ -64,12 +67,16 @@ def build_report(source: str | Path, out: str | Path = "reports", *,
         raise OctbenchError(f"the number of bootstrap resamples must be an int from 100 to "
                             f"{MAX_RESAMPLES:,}. Got {n_resamples!r} instead; 2000 is a good "
                             "default.")
+    if stratify not in (None, "class", "groups", "none"):
+        raise OctbenchError(f"the bootstrap's stratify must be class, groups or none. Got "
+                            f"{stratify!r} instead.")
     start = time.perf_counter()
 
     def step(what: str) -> None:  # the report can take half a minute: say what it is doing
         log.info("report: %s (%.0f s so far)", what, time.perf_counter() - start)
 
-    data = collect(source, baseline=baseline, allow_mixed_data=allow_mixed_data)
+    data = collect(source, baseline=baseline, allow_mixed_data=allow_mixed_data,
+                   stratify=stratify)
     folder = confined(out, data.name)  # everything below is written inside <out>/<name>/
     writable_folder(folder, "report folder")  # before any figure is drawn
     written = []

@@ -487,16 +487,39 @@ def _published_section(data: ReportData, table: pd.DataFrame) -> list[str]:
                      align=["r", "l", "r", "r", "l"]), *(["", *note] if note else [])]
 
 
+#: Seed differences smaller than this are rounding: the two runs scored the same.
+_SAME = 1e-12
+
+
+def seed_wording(row) -> str:
+    """What the across-seed test can say: a Holm p, or why there is none (in words)."""
+    differences = [d for d in (row.get("seed_differences") or []) if not math.isnan(d)]
+    if not differences:
+        return "n/a (no paired seed)"
+    if len(differences) == 1:
+        return "untestable with one seed"
+    if all(abs(d) < _SAME for d in differences):
+        return f"identical on every seed ({len(differences)} seeds)"
+    if np.ptp(differences) < _SAME:
+        return f"the same difference on every seed ({len(differences)} seeds; t undefined)"
+    return fmt_p(row.seed_t_p_holm, "Holm p")
+
+
 def _verdict(row) -> str:
     """Macro-F1 verdict: significant over the test items, and whether retraining confirms it."""
     p, seed_p = row[f"{PRIMARY}_p_holm"], row.seed_t_p_holm
     if math.isnan(p):
         return "n/a"
+    seeds = seed_wording(row)
     if not p < ALPHA:
-        return "not significant"
+        return "identical on every seed" if seeds.startswith("identical") else "not significant"
     direction = "better" if row[f"{PRIMARY}_delta"] > 0 else "worse"
     if seed_p < ALPHA:
         return direction
+    if seeds == "untestable with one seed":
+        return f"{direction} on the test items; across seeds untestable with one seed"
+    if seeds.startswith("the same difference"):
+        return f"{direction} on the test items, by the same amount on every seed"
     # Significant on the test items but not across seeds: the gap may be luck of these seeds.
     return f"{direction} on the test items, not confirmed across seeds"
 
@@ -521,9 +544,7 @@ def _comparison_section(data: ReportData, comparisons: pd.DataFrame,
                 text += " not significant"
             deltas.append(text)
         verdict = _verdict(row)
-        seed_p = row.seed_t_p_holm
-        seed_text = (fmt_p(seed_p, "Holm p") if not math.isnan(seed_p)
-                     else f"n/a ({row.seeds} paired seed(s))")
+        seed_text = seed_wording(row)
         rows.append([*cells(row), str(row.seeds), *deltas, seed_text, verdict])
     out.append(md_table([*headers, "Paired seeds", *[f"Δ {METRIC_LABELS[m]}"
                                                    for m in COMPARE_METRICS],
@@ -538,7 +559,9 @@ def _comparison_section(data: ReportData, comparisons: pd.DataFrame,
             "(Holm-adjusted), which asks whether the gain survives retraining; with 3 seeds it "
             "has little power. **Verdict:** *better* or *worse* only when both tests agree; "
             "*not confirmed across seeds* when the test items show a difference that the "
-            "seeds do not (the seeds' spread could explain it); \"not significant\" means the "
+            "seeds do not (the seeds' spread could explain it); *untestable with one seed* when "
+            "only one seed is paired; *identical on every seed* when both score exactly the "
+            "same on each seed; \"not significant\" means the "
             f"adjusted p ≥ {ALPHA}: the data do not show a difference, not that there is none."]
     return out
 
@@ -692,6 +715,21 @@ def _problem_section(data: ReportData) -> list[str]:
     return out
 
 
+def bootstrap_scheme(data: ReportData) -> str:
+    """The bootstrap's resampling scheme in words (``report.bootstrap.stratify``)."""
+    if data.stratify == "none":
+        return ("items resampled freely (`report.bootstrap.stratify: none`): the class counts "
+                "vary between resamples.")
+    if data.stratify == "groups" and all(r.groups is not None for r in data.runs):
+        return ("whole groups of test items resampled (`report.bootstrap.stratify: groups`, a "
+                "cluster bootstrap over the data's `test_groups`, e.g. patients): items of one "
+                "group are not independent.")
+    return ("stratified by class (`report.bootstrap.stratify: class`): each resample draws, "
+            "within every class, as many items as the test split has, so the class counts stay "
+            "fixed (OCTMNIST's test split is balanced by design) and accuracy and balanced "
+            "accuracy keep their relation on every resample.")
+
+
 def _method_section(data: ReportData, n_resamples: int) -> list[str]:
     return [
         "## How to read this report", "",
@@ -705,6 +743,7 @@ def _method_section(data: ReportData, n_resamples: int) -> list[str]:
         f"- **Confidence intervals**: 95% percentile bootstrap over the test items "
         f"({n_resamples:,} resamples), pooled over seeds. They describe the uncertainty due to "
         "the finite test set; the std describes the seeds.",
+        f"- **Resampling scheme** (intervals and paired tests): {bootstrap_scheme(data)}",
         "- **Significance**: paired bootstrap test over the test items against the baseline "
         "strategy, Holm–Bonferroni-adjusted per metric over all comparisons; a paired t test "
         f"across seeds as a second opinion. α = {ALPHA}. With {n_resamples:,} resamples the "

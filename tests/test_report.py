@@ -30,6 +30,7 @@ from sklearn.metrics import (
 
 from octbench import report
 from octbench.cli import main
+from octbench.errors import OctbenchError
 from octbench.metrics import compute_metrics
 from octbench.results import COMPLETE, FAILED, SKIPPED, ResultsStore, RunRecord
 
@@ -611,3 +612,66 @@ def test_md_escape_keeps_tables_intact() -> None:
     assert report.md_escape("weighted_ce") == "weighted_ce"
     assert report.md_escape("_x_") == r"\_x\_"
     assert report.md_escape("two\nlines") == "two lines"
+
+
+# --- bootstrap design and seed wording ----------------------------------------------------------
+
+
+def test_groups_bootstrap_resamples_whole_groups(tmp_path: Path) -> None:
+    folder = tmp_path / "results" / "demo"
+    store = ResultsStore(folder)
+    patients = np.arange(N_TEST) // 4  # 30 patients with 4 scans each
+    for strategy in ("none", "oversample"):
+        for seed in range(3):
+            record = write_run(store, strategy=strategy, seed=seed)
+            arrays = store.predictions(record.run_id)
+            store.save_predictions(record.run_id, **arrays, test_groups=patients)
+    data = report.collect(folder, stratify="groups")
+    table = report.main_table(data, n_resamples=RESAMPLES)
+    runs = stored(folder, "oversample")
+    labels = runs[0][0]
+
+    def pooled(groups):  # independent cluster bootstrap: draw patients, take all their scans
+        items = np.concatenate([np.flatnonzero(patients == g) for g in groups])
+        return np.mean([SKLEARN["macro_f1"](labels[items], s[items]) for _, s in runs])
+
+    expected = scipy.stats.bootstrap(
+        (np.arange(30),), pooled, n_resamples=RESAMPLES, method="percentile", paired=True,
+        vectorized=False, batch=500, rng=np.random.default_rng(0)).confidence_interval
+    row = table.set_index("strategy").loc["oversample"]
+    assert row.macro_f1_low == pytest.approx(expected.low, abs=1e-9)
+    assert row.macro_f1_high == pytest.approx(expected.high, abs=1e-9)
+    text = report.build_report(folder, tmp_path / "reports", n_resamples=RESAMPLES,
+                               stratify="groups")[0].read_text()
+    assert "cluster bootstrap" in text
+    with pytest.raises(OctbenchError, match="stratify must be class, groups or none"):
+        report.build_report(folder, tmp_path / "reports", stratify="patients")
+
+
+def test_groups_requested_without_groups_falls_back_to_classes_and_says_so(
+        tmp_path: Path) -> None:
+    folder = tmp_path / "results" / "demo"
+    for seed in range(2):
+        write_run(ResultsStore(folder), strategy="none", seed=seed)
+    data = report.collect(folder, stratify="groups")
+    report.main_table(data, n_resamples=RESAMPLES)
+    assert any("resampled within classes instead" in w for w in data.warnings)
+
+
+def test_seed_wording_for_identical_one_and_constant_differences() -> None:
+    from octbench.report.markdown import _verdict, seed_wording
+
+    def row(differences, p=0.5, seed_p=math.nan, delta=0.0):
+        return pd.Series({"seed_differences": differences, "seed_t_p_holm": seed_p,
+                          "macro_f1_p_holm": p, "macro_f1_delta": delta})
+
+    assert seed_wording(row([0.0, 0.0, 0.0])) == "identical on every seed (3 seeds)"
+    assert _verdict(row([0.0, 0.0, 0.0], p=1.0)) == "identical on every seed"
+    assert seed_wording(row([0.1])) == "untestable with one seed"
+    assert _verdict(row([0.1], p=0.01, delta=0.1)) == (
+        "better on the test items; across seeds untestable with one seed")
+    assert seed_wording(row([0.02, 0.02])).startswith("the same difference on every seed")
+    assert seed_wording(row([0.01, 0.03], seed_p=0.2)) == "Holm p = 0.200"
+    assert _verdict(row([0.01, 0.03], p=0.01, seed_p=0.2, delta=0.02)) == (
+        "better on the test items, not confirmed across seeds")
+    assert seed_wording(row([])) == "n/a (no paired seed)"

@@ -51,7 +51,8 @@ def dataset(name: str = "synthetic", size: int = 28, synthetic: bool = True,
 
 def write_run(store: ResultsStore, *, model="cnn", strategy="none", seed=0, device="cpu",
               precision="fp32", status=COMPLETE, data=None, quality=None, hardware=None,
-              run_id=None, predictions=True, speed=1500.0, error=None, sweep=None) -> RunRecord:
+              run_id=None, predictions=True, speed=1500.0, error=None, sweep=None,
+              config=None) -> RunRecord:
     """Write one fabricated run: scores whose true-class logit is raised by ``quality``."""
     data = data or dataset()
     run_id = run_id or f"{model}__{strategy}__seed{seed}__{device}-{precision}"
@@ -81,7 +82,7 @@ def write_run(store: ResultsStore, *, model="cnn", strategy="none", seed=0, devi
         hardware=hardware if hardware is not None else {
             "type": "cpu", "name": "Test CPU", "threads": 2, "torch": "2.5.0"},
         versions={"octbench": "0.1.0"}, created_utc=f"2025-01-0{seed + 1}T10:00:00+00:00",
-        error=error, sweep=sweep or {}, **fields)
+        error=error, sweep=sweep or {}, config=config or {}, **fields)
     store.write(record)
     return record
 
@@ -339,16 +340,20 @@ def test_header_and_synthetic_labelling(built: Built) -> None:
     assert "MedMNIST v2" not in text  # never published rows beside synthetic numbers
 
 
-@pytest.mark.parametrize(("size", "test", "shown"), [(28, 250, True), (64, 250, False),
+@pytest.mark.parametrize(("size", "test", "shown"), [(28, 250, True), (64, 250, True),
                                                      (28, 100, False)])
-def test_published_rows_only_for_real_octmnist_at_matching_size(
+def test_published_rows_only_for_real_octmnist_and_apart_unless_same_protocol(
         tmp_path: Path, size: int, test: int, shown: bool, no_figures: None) -> None:
     # (the class counts are the records' metadata; the predictions stay small)
     store = ResultsStore(tmp_path / "results" / "real")
     for seed in range(3):
         write_run(store, seed=seed, data=dataset("octmnist", size, synthetic=False, test=test))
     text = build(store.root, tmp_path)
-    assert ("ResNet-18 (28)" in text and "MedMNIST v2" in text) is shown
+    assert ("ResNet-18 (28)" in text and "medmnist v2 [1]" in text) is shown
+    if shown:  # written without the MedMNIST v2 recipe (100 epochs), so apart from ours
+        apart = text[text.index("**Different protocol**"):]
+        assert "| ResNet-18 (28) | 28 | 0.743 | 0.943 | medmnist v2 [1] |" in apart
+        assert f"size 28 vs {size}" in apart if size != 28 else "size 28 vs" not in apart
     assert "SYNTHETIC" not in text
 
 
@@ -367,12 +372,10 @@ def test_a_sweep_over_sizes_compares_within_each_size_beside_its_published_resul
     assert (comparisons.seeds == 3).all()  # each pairs the 3 seeds of its own size
     text = build(store.root, tmp_path)
     published = text[text.index("**Published results on OCTMNIST"):]
-    rows = [line for line in published.splitlines() if line.startswith("| ")]
-    assert any(r.startswith("| 28 | *ResNet-18 (28)*") for r in rows)
-    assert any(r.startswith("| 128 | *VGG16, ImageNet-pretrained (128)* | 0.905") for r in rows)
-    assert any(r.startswith("| 64 | ours: cnn / none (cpu fp32 · data.size=64)") for r in rows)
-    assert not any(r.startswith("| 64 | *") for r in rows)  # no published figure at 64 px
-    assert "octbench knows no published result at 64 px." in published
+    beside, apart = published.split("**Different protocol**")
+    assert "| ours: cnn / none (cpu fp32 · data.size=64) | 64 |" in beside
+    assert "ResNet-18 (28)" not in beside  # no run here was trained as MedMNIST v2 did
+    assert "| VGG16, ImageNet-pretrained (128, padded to 224) | 128 | 0.905 | n/a |" in apart
 
 
 # ---------------------------------------------------------------------------------------------

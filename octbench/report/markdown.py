@@ -19,6 +19,7 @@ import pandas as pd
 
 from octbench.metrics import METRICS
 from octbench.report.collect import DEFAULT_CLASSES, UNKNOWN_FINGERPRINT, ReportData, dataset_label
+from octbench.report.published import protocol_differences, published
 from octbench.report.tables import (
     CI_METRICS,
     COMPARE_METRICS,
@@ -34,23 +35,6 @@ ALPHA = 0.05
 MIN_SEEDS = 3
 #: A std across seeds above this (in metric units) means seeds disagree enough to warn.
 LARGE_STD = 0.03
-
-#: Published OCTMNIST test results (official split), by the image size they were trained on.
-#: MedMNIST v2's "224" models saw the 28 px images upsampled, so they belong to 28 px.
-PUBLISHED = (
-    (28, "ResNet-18 (28)", 0.743, 0.943, "MedMNIST v2 (Yang et al., 2023)"),
-    (28, "ResNet-50 (28)", 0.762, 0.952, "MedMNIST v2 (Yang et al., 2023)"),
-    (28, "ResNet-50 (224, upsampled from 28 px)", 0.776, 0.958, "MedMNIST v2 (Yang et al., 2023)"),
-    (28, "Google AutoML Vision", 0.771, 0.963, "MedMNIST v2 (Yang et al., 2023)"),
-    (28, "ResNet-18, ImageNet-pretrained (28)", 0.691, math.nan,
-     "MedMNIST+ (Doerrich et al., 2024), mean of 3 seeds"),
-    (28, "VGG16, ImageNet-pretrained (28)", 0.775, math.nan,
-     "MedMNIST+ (Doerrich et al., 2024), mean of 3 seeds"),
-    (128, "VGG16, ImageNet-pretrained (128)", 0.905, math.nan,
-     "MedMNIST+ (Doerrich et al., 2024), mean of 3 seeds"),
-)
-
-
 
 _MD_SPECIAL = re.compile(r"([\\`*|\[\]<>#])|((?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
 
@@ -448,6 +432,7 @@ def _synthetic_octmnist(data: ReportData) -> bool:
 
 
 def _published_section(data: ReportData, table: pd.DataFrame) -> list[str]:
+    """Published OCTMNIST results: beside ours when trained the same way, else apart."""
     sizes = data.real_octmnist_sizes
     names = {r.dataset.get("name") for r in data.records}
     if not _synthetic_octmnist(data) and "octmnist" not in names:
@@ -455,36 +440,55 @@ def _published_section(data: ReportData, table: pd.DataFrame) -> list[str]:
     if data.synthetic:
         return ["Published OCTMNIST results are not shown: these results come from synthetic "
                 "data, and the two are not comparable."]
-    published = [p for p in PUBLISHED if p[0] in sizes]
-    if not published:
-        if {r.dataset.get("name") for r in data.records} != {"octmnist"}:
-            why = "the data are not OCTMNIST"
-        elif not sizes:
-            why = "the test split is not OCTMNIST's official one (250 per class)"
-        else:
-            why = f"octbench knows no published result at {', '.join(map(str, sizes))} px"
+    if not sizes:
+        why = ("the data are not OCTMNIST" if names != {"octmnist"} else
+               "the test split is not OCTMNIST's official one (250 per class)")
         return [f"Published OCTMNIST results are not shown: {why}."]
-    size_of = {run.key: run.record.dataset.get("size") for run in data.runs}
-    rows = []
-    for size in sizes:  # ours and theirs side by side, one image size after another
-        theirs = [p for p in published if p[0] == size]
-        ours = [r for r in table.itertuples()
-                if size_of.get((r.model, r.strategy, r.setup)) == size]
-        rows += [[str(size), f"ours: {_name(r.model, r.strategy)}"
-                  + (f" ({md_escape(r.setup)})" if table.setup.nunique() > 1 else ""),
-                  f"{fmt(r.accuracy_mean)} ± {fmt(r.accuracy_std)}",
-                  f"{fmt(r.macro_auc_mean)} ± {fmt(r.macro_auc_std)}",
-                  f"this report ({r.seeds} seeds)"] for r in ours]
-        rows += [[str(size), f"*{name}*", fmt(acc), fmt(auc), source]
-                 for _, name, acc, auc, source in theirs]
-    missing = [str(size) for size in sizes if not any(p[0] == size for p in published)]
-    note = ([f"octbench knows no published result at {', '.join(missing)} px."]
-            if missing else [])
-    return ["**Published results on OCTMNIST (official test split)** beside ours, at the same "
-            "image size (accuracy and macro AUC, the metrics the papers report; MedMNIST+ "
-            "reports accuracy only):", "",
-            md_table(["Size (px)", "Method", "Accuracy", "Macro AUC", "Source"], rows,
-                     align=["r", "l", "r", "r", "l"]), *(["", *note] if note else [])]
+    catalogue = published()
+    record_of = {run.key: run.record for run in data.runs}
+    ours = [(r, record_of[(r.model, r.strategy, r.setup)]) for r in table.itertuples()
+            if (r.model, r.strategy, r.setup) in record_of]
+    same, apart = [], []
+    for row in catalogue["rows"]:
+        differences = [protocol_differences(row, record) for _, record in ours]
+        if not all(differences):  # trained like at least one of our run groups
+            same.append(row)
+        else:
+            apart.append((row, sorted({d for found in differences for d in found})))
+    label = {sid: f"{md_escape(sid.replace('_', ' '))} [{i + 1}]"
+             for i, sid in enumerate(catalogue["sources"])}
+    out = ["**Published results on OCTMNIST (official test split).** Accuracy and macro AUC, "
+           "the metrics the papers report. A published row stands beside ours only when it "
+           "was trained the same way (image size, input size and channels, pretrained, mode, "
+           "optimiser, epochs, augmentation); a number from another protocol is not a "
+           "baseline for these runs.", ""]
+    rows = [[f"ours: {_name(r.model, r.strategy)}"
+             + (f" ({md_escape(r.setup)})" if table.setup.nunique() > 1 else ""),
+             str(record.dataset.get("size", "?")), f"{fmt(r.accuracy_mean)} ± "
+             f"{fmt(r.accuracy_std)}", f"{fmt(r.macro_auc_mean)} ± {fmt(r.macro_auc_std)}",
+             f"this report ({r.seeds} seeds)"] for r, record in ours]
+    rows += [[f"*{md_escape(row['method'])}*", str(row["size"]), fmt(row["accuracy"]),
+              fmt(row.get("auc")), label[row["source"]]] for row in same]
+    out += [md_table(["Method", "Size (px)", "Accuracy", "Macro AUC", "Source"], rows,
+                     align=["l", "r", "r", "r", "l"]), ""]
+    if not same:
+        out += ["No published row was trained under the protocol of these runs.", ""]
+    if apart:
+        out += ["**Different protocol** (not comparable with the runs above; shown for "
+                "orientation, with how each differs from them — published vs ours):", "",
+                md_table(["Method", "Size (px)", "Accuracy", "Macro AUC", "Source",
+                          "Differs in"],
+                         [[md_escape(row["method"]), str(row["size"]), fmt(row["accuracy"]),
+                           fmt(row.get("auc")), label[row["source"]],
+                           md_escape("; ".join(found))] for row, found in apart],
+                         align=["l", "r", "r", "r", "l", "l"]), ""]
+    for sid, source in catalogue["sources"].items():
+        protocol = "; ".join(f"{k} {v}" for k, v in source["protocol"].items())
+        out.append(f"{label[sid]} {md_escape(source['citation'])} Protocol: "
+                   f"{md_escape(protocol)}.")
+    out += ["", "Rows with AUC n/a: the source quoted here gives accuracy only. Rows the "
+            "table lacks (and why) are listed in `octbench/report/published.yaml`."]
+    return out
 
 
 #: Seed differences smaller than this are rounding: the two runs scored the same.

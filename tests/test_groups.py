@@ -69,6 +69,7 @@ def test_bootstrap_stratify_is_validated() -> None:
     with pytest.raises(ConfigError) as error:
         parse_config(raw)
     text = str(error.value)
-    assert "report.bootstrap.stratify must be" in text and "unknown key 'report.bootstrap.n'" in text
+    assert "report.bootstrap.stratify must be" in text
+    assert "unknown key 'report.bootstrap.n'" in text
     default = parse_config({**raw, "report": {}})
     assert default.report.bootstrap.stratify == "class"

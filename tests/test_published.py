@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_report import build, dataset, no_figures, write_run  # noqa: F401 (fixture)
+from test_report import build, dataset, no_figures, write_run  # noqa: F401 (a fixture)
 
 from octbench.report.published import (
     PROTOCOL_KEYS,
@@ -87,8 +87,8 @@ def test_protocol_differences_name_every_mismatch() -> None:
     assert set(row_protocol(plus)) == set(PROTOCOL_KEYS)
 
 
-def test_a_row_stands_beside_runs_only_when_trained_the_same_way(
-        tmp_path: Path, no_figures: None) -> None:
+@pytest.mark.usefixtures("no_figures")
+def test_a_row_stands_beside_runs_only_when_trained_the_same_way(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path / "results" / "real")
     for seed in range(3):
         write_run(store, seed=seed, data=dataset("octmnist", 28, synthetic=False, test=250),

@@ -19,9 +19,12 @@ import pandas as pd
 
 from octbench.errors import OctbenchError
 from octbench.fileio import atomic_write_text, confined, writable_folder
+from octbench.rankings import MIN_BLOCKS
 from octbench.report.collect import GroupKey, ReportData, _groups, _number, collect
 from octbench.report.export import export_medmnist, runs_frame
 from octbench.report.markdown import render_markdown
+from octbench.report.ranking import SetupRanking, rank_setups
+from octbench.report.sections.ranking import ranking_section
 from octbench.report.tables import compare_to_baseline, device_table, main_table, per_class_table
 
 #: More resamples than this change no printed digit and take minutes to hours.
@@ -89,6 +92,7 @@ def build_report(source: str | Path, out: str | Path = "reports", *,
         step(f"bootstrap intervals and paired tests ({n_resamples} resamples)")
         comparisons = compare_to_baseline(data, n_resamples=n_resamples)
         table = main_table(data, n_resamples=n_resamples, comparisons=comparisons)
+        rankings = rank_setups(data)
         per_class = per_class_table(data)
         devices = device_table(data)
         figure_dir = folder / "figures"
@@ -96,13 +100,14 @@ def build_report(source: str | Path, out: str | Path = "reports", *,
         for old in [*figure_dir.glob("*.png"), *figure_dir.glob("*.svg")]:
             old.unlink()  # a figure of a previous report must not linger
         step("drawing figures")
-        figures = (_make_figures(data, table, devices, figure_dir, data.warnings)
+        figures = (_make_figures(data, table, devices, figure_dir, data.warnings, rankings)
                    if data.runs else [])
         tuning = _study_figures(study, data, figure_dir)
         text = render_markdown(data, table=table, comparisons=comparisons,
                                per_class=per_class, devices=devices, figures=figures,
                                n_resamples=n_resamples, study_figures=tuning,
-                               study=_study_summary(study, data) if tuning else None)
+                               study=_study_summary(study, data) if tuning else None,
+                               sections={"ranking": ranking_section(data, rankings)})
         path = folder / "report.md"
         atomic_write_text(path, text)
         drawn = [*(p for p, _ in figures), *tuning]
@@ -165,7 +170,8 @@ def _study_summary(study: str | Path | None, data: ReportData) -> dict | None:
 
 
 def _make_figures(data: ReportData, table: pd.DataFrame, devices: pd.DataFrame,
-                  folder: Path, warnings: list[str]) -> list[tuple[Path, str]]:
+                  folder: Path, warnings: list[str],
+                  rankings: Sequence[SetupRanking] = ()) -> list[tuple[Path, str]]:
     from octbench import figures
 
     size = data.dataset.get("size", "?")
@@ -212,6 +218,16 @@ def _make_figures(data: ReportData, table: pd.DataFrame, devices: pd.DataFrame,
          "Training and evaluation throughput (images per second) per model and device; "
          "higher is faster."),
     ]
+    drawable = [r for r in rankings if len(r.seeds) >= MIN_BLOCKS]
+    for n, item in enumerate(drawable):
+        name = "ranking_cd.png" if len(drawable) == 1 else f"ranking_cd_{n + 1}.png"
+        where = f" ({item.setup})" if len(drawable) > 1 else ""
+        jobs.append((name, lambda p, r=item.ranking, w=where: figures.critical_difference(
+            r.names, r.mean_ranks, r.critical_difference, r.cliques(),
+            f"{prefix}Mean rank on test macro-F1 over {len(r.values)} seeds{w}", p),
+            "Critical-difference diagram: each configuration's mean rank over the seeds "
+            "(1 = best, left); configurations joined by a thick bar are within Nemenyi's "
+            f"critical difference (the CD bar) of each other{where}."))
     for name, draw, caption in jobs:
         try:
             path = draw(folder / name)

@@ -128,12 +128,17 @@ def _synthetic_tag(data: ReportData) -> str:
 def render_markdown(data: ReportData, *, table: pd.DataFrame, comparisons: pd.DataFrame,
                     per_class: pd.DataFrame, devices: pd.DataFrame,
                     figures: Sequence[tuple[Path, str]], n_resamples: int,
-                    study_figures: Sequence[Path] = (), study: dict | None = None) -> str:
+                    study_figures: Sequence[Path] = (), study: dict | None = None,
+                    sections: dict[str, list[str]] | None = None) -> str:
     """The whole report as markdown (figures are linked relative to the report).
 
     ``study`` (from ``octbench.tuning.study_summary``) adds the tuning study's section; a
-    results folder that holds only a study gets a report about the study alone.
+    results folder that holds only a study gets a report about the study alone. ``sections``
+    holds rendered sections of :mod:`octbench.report.sections` by name (``ranking``,
+    ``calibration``, ``recipe``), placed after the comparisons, after the per-class section
+    and before the reading notes.
     """
+    sections = sections or {}
     study_only = not data.records and study is not None
     synthetic = data.synthetic or bool(study and study.get("synthetic"))
     out = [f"# octbench report: {md_escape(data.name)}", ""]
@@ -164,13 +169,19 @@ def render_markdown(data: ReportData, *, table: pd.DataFrame, comparisons: pd.Da
     if data.runs:
         out += ["", *_results_section(data, table, n_resamples)]
         out += ["", *_comparison_section(data, comparisons, n_resamples)]
+        if sections.get("ranking"):
+            out += ["", *sections["ranking"]]
         out += ["", *_per_class_section(data, per_class)]
+        if sections.get("calibration"):
+            out += ["", *sections["calibration"]]
         out += ["", *_device_section(data, devices)]
     if study is not None:
         out += ["", *_study_section(study)]
     out += ["", *_figure_section(data, figures, study_figures, study)]
     if not study_only:
         out += ["", *_problem_section(data)]
+    if not study_only and sections.get("recipe"):
+        out += ["", *sections["recipe"]]
     if not study_only:  # the method notes explain test tables, which a study has none of
         out += ["", *_method_section(data, n_resamples)]
     return "\n".join(out).rstrip() + "\n"

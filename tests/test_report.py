@@ -415,7 +415,7 @@ def test_device_table_merges_machines_and_checks_parity(tmp_path: Path, no_figur
 def test_figures_are_valid_pngs(built: Built) -> None:
     figures = sorted((built.out / "figures").glob("*.png"))
     assert {p.name for p in figures} == {"confusion.png", "training_curves.png",
-                                         "macro_f1_ci.png", "throughput.png"}
+                                         "macro_f1_ci.png", "throughput.png", "ranking_cd.png"}
     for path in figures:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         with Image.open(path) as image:

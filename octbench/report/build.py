@@ -25,6 +25,7 @@ from octbench.report.export import export_medmnist, runs_frame
 from octbench.report.markdown import render_markdown
 from octbench.report.ranking import SetupRanking, rank_setups
 from octbench.report.sections.ranking import ranking_section
+from octbench.report.sections.recipe import recipe_section
 from octbench.report.tables import compare_to_baseline, device_table, main_table, per_class_table
 
 #: More resamples than this change no printed digit and take minutes to hours.
@@ -107,7 +108,8 @@ def build_report(source: str | Path, out: str | Path = "reports", *,
                                per_class=per_class, devices=devices, figures=figures,
                                n_resamples=n_resamples, study_figures=tuning,
                                study=_study_summary(study, data) if tuning else None,
-                               sections={"ranking": ranking_section(data, rankings)})
+                               sections={"ranking": ranking_section(data, rankings),
+                                         "recipe": recipe_section(data)})
         path = folder / "report.md"
         atomic_write_text(path, text)
         drawn = [*(p for p, _ in figures), *tuning]

@@ -49,14 +49,14 @@ def _row(key: GroupKey, runs: Sequence[Run]) -> list[str]:
             _same(_schedule(t) for t in train),
             trained,
             _same(_weights(r.record.model_init or {}) for r in runs),
-            _same(f"{r.record.precision} · {md_code(r.record.device)}" for r in runs)]
+            _same((f"{md_escape(r.record.precision)} · {md_code(r.record.device)}"
+                   for r in runs), escape=str)]
 
 
-def _same(values) -> str:
+def _same(values, escape=md_escape) -> str:
     """One value when every run agrees, else all of them (a mixed group is worth seeing)."""
-    found = list(dict.fromkeys(values))
-    return md_escape(found[0]) if len(found) == 1 else "mixed: " + "; ".join(
-        md_escape(v) for v in found)
+    found = [escape(v) for v in dict.fromkeys(values)]
+    return found[0] if len(found) == 1 else "mixed: " + "; ".join(found)
 
 
 def _augmentations(augment: list) -> str:

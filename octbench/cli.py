@@ -502,9 +502,11 @@ def cmd_predict(args) -> int:
     if predictor.synthetic is not False:
         banner = f"*** {banner} ***"
     print(banner, file=sys.stderr if args.json else sys.stdout)
+    print(predictor.calibration_note(), file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps([{"file": r.path, "top_class": r.top_class,
                            "probabilities": r.probabilities, "error": r.error,
+                           "temperature": predictor.temperature if predictor.calibrated else None,
                            "synthetic": predictor.synthetic,
                            "dataset": predictor.provenance.get("dataset")}
                           for r in results], indent=2))

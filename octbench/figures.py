@@ -365,3 +365,35 @@ def critical_difference(names: Sequence[str], mean_ranks: Sequence[float], cd: f
         ax.plot([min(ranks) - 0.03, max(ranks) + 0.03], [y, y], color="black", linewidth=3)
     ax.set_title(title, fontsize=9)
     return save_figure(fig, path)
+
+
+def reliability(curves: Sequence[dict], title: str, path: Path) -> Path | None:
+    """Reliability diagrams, one panel per model group: accuracy against mean confidence per
+    confidence bin, before (dashed) and after (solid) temperature scaling; the diagonal is
+    perfect calibration. Each curve dict holds ``label`` and ``before`` / ``after`` as
+    ``(mean confidence per bin, accuracy per bin)``; None when there is none."""
+    if not curves:
+        return None
+    _theme()
+    columns = min(3, len(curves))
+    rows = math.ceil(len(curves) / columns)
+    fig = Figure(figsize=(PAGE_WIDTH, 2.4 * rows + 0.4))
+    axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
+    for ax, curve in zip(axes, curves, strict=False):
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+        for when, style in (("before", "--"), ("after", "-")):
+            confidence, accuracy = curve[when]
+            keep = ~np.isnan(confidence)
+            ax.plot(confidence[keep], accuracy[keep], style, marker="o", ms=3,
+                    label=f"{when} scaling")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_title(curve["label"], fontsize=8)
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("accuracy")
+    for ax in axes[len(curves):]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize=7, loc="upper left")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -10,6 +10,7 @@ Must not import: config, the runner, report or tuning.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,18 @@ class Predictor:
 
     #: The training data (:func:`octbench.runner.provenance`); empty for older checkpoints.
     provenance: dict = field(default_factory=dict)
+    #: Temperature fitted on validation at the end of training (1.0: none, older checkpoints).
+    temperature: float = 1.0
+    #: Whether the checkpoint holds a fitted temperature.
+    calibrated: bool = False
+
+    def calibration_note(self) -> str:
+        """One line on how the probabilities were calibrated, for the user to see."""
+        if not self.calibrated:
+            return ("probabilities are the model's softmax, not calibrated (the checkpoint has "
+                    "no fitted temperature)")
+        return (f"probabilities temperature-scaled with T = {self.temperature:.3f} (fitted on "
+                "the validation split at the end of training; the predicted class is unchanged)")
 
     @property
     def synthetic(self) -> bool | None:
@@ -65,7 +78,7 @@ class Predictor:
                                      normalize=self.normalize)).float()
         if self.logit_offset is not None:
             logits = logits + self.logit_offset
-        return torch.softmax(logits, dim=1).numpy()
+        return torch.softmax(logits / self.temperature, dim=1).numpy()
 
 
 @dataclass(frozen=True)
@@ -129,7 +142,14 @@ def load_predictor(run: str, results_dir: str | Path = "results") -> Predictor:
         raise OctbenchError(f"{path} is not a usable octbench checkpoint ({error}); pass the "
                             "best.pt of a complete run.") from None
     model.eval()
+    temperature = state.get("temperature", None)
+    if temperature is not None and not (isinstance(temperature, float | int)
+                                        and 0 < temperature < math.inf):
+        raise OctbenchError(f"{path} holds temperature {temperature!r}, not a positive number; "
+                            "it is not a usable octbench checkpoint: pass the best.pt of a "
+                            "complete run.")
     return Predictor(model=model, class_names=tuple(state["class_names"]),
+                     temperature=float(temperature or 1.0), calibrated=temperature is not None,
                      img_size=int(state["img_size"]), logit_offset=state.get("logit_offset"),
                      source=path, normalize=tuple(state.get("normalization", (0.5, 0.5))),
                      provenance=dict(state.get("provenance") or {}))

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from octbench.augment import build_augmenter
+from octbench.calibration import calibration_summary, fit_temperature
 from octbench.config import Component, ExperimentConfig, TrainConfig, fingerprint
 from octbench.data import OCTData, check_available, data_fingerprint
 from octbench.devices import check_precision, describe, resolve_device
@@ -562,7 +563,13 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
         eval_seconds += test_seconds
         eval_images += len(test_pred.labels)
     store.save_predictions(spec.run_id, **arrays)
+    # Temperature scaling on validation only (Guo et al. 2017): the test split stays unseen.
+    temperature = fit_temperature(val_pred.scores, val_pred.labels)
+    calibration = {"temperature": temperature, "fitted_on": "val", **{
+        f"val_{k}": v for k, v in
+        calibration_summary(val_pred.scores, val_pred.labels, temperature).items()}}
     store.save_state(spec.run_id, ResultsStore.BEST, {
+        "temperature": temperature,
         "model": state["best"], "model_config": spec.config()["model"],
         "class_names": list(data.class_names), "img_size": data.size,
         "logit_offset": strategy.logit_offset, "epoch": state["best_epoch"],
@@ -575,6 +582,7 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
     record = finish(
         COMPLETE, metrics=metrics, best_epoch=state["best_epoch"], epochs_trained=len(history),
         history=history, parameters=count_parameters(model), model_init=model_init,
+        calibration=calibration,
         timing={
             "train_seconds": train_seconds,
             "seconds_per_epoch": train_seconds / len(history),

@@ -20,10 +20,12 @@ import pandas as pd
 from octbench.errors import OctbenchError
 from octbench.fileio import atomic_write_text, confined, writable_folder
 from octbench.rankings import MIN_BLOCKS
+from octbench.report.calibration import calibration_table, reliability_curves
 from octbench.report.collect import GroupKey, ReportData, _groups, _number, collect
 from octbench.report.export import export_medmnist, runs_frame
 from octbench.report.markdown import render_markdown
 from octbench.report.ranking import SetupRanking, rank_setups
+from octbench.report.sections.calibration import calibration_section
 from octbench.report.sections.ranking import ranking_section
 from octbench.report.sections.recipe import recipe_section
 from octbench.report.tables import compare_to_baseline, device_table, main_table, per_class_table
@@ -94,6 +96,7 @@ def build_report(source: str | Path, out: str | Path = "reports", *,
         comparisons = compare_to_baseline(data, n_resamples=n_resamples)
         table = main_table(data, n_resamples=n_resamples, comparisons=comparisons)
         rankings = rank_setups(data)
+        calibration = calibration_table(data)
         per_class = per_class_table(data)
         devices = device_table(data)
         figure_dir = folder / "figures"
@@ -109,6 +112,7 @@ def build_report(source: str | Path, out: str | Path = "reports", *,
                                n_resamples=n_resamples, study_figures=tuning,
                                study=_study_summary(study, data) if tuning else None,
                                sections={"ranking": ranking_section(data, rankings),
+                                         "calibration": calibration_section(data, calibration),
                                          "recipe": recipe_section(data)})
         path = folder / "report.md"
         atomic_write_text(path, text)
@@ -220,6 +224,14 @@ def _make_figures(data: ReportData, table: pd.DataFrame, devices: pd.DataFrame,
          "Training and evaluation throughput (images per second) per model and device; "
          "higher is faster."),
     ]
+    curves = [{**c, "label": label((c["model"], c["strategy"], c["setup"]))
+               + f" ({c['seeds']} seed{'s' if c['seeds'] > 1 else ''})"}
+              for c in reliability_curves(data)]
+    jobs.append(("reliability.png", lambda p: figures.reliability(
+        curves, f"{prefix}Reliability before and after temperature scaling ({source})", p),
+        "Reliability diagrams per group, test items pooled over seeds: accuracy against mean "
+        "confidence in 15 confidence bins, before (dashed) and after (solid) temperature "
+        "scaling fitted on validation; the dotted diagonal is perfect calibration."))
     drawable = [r for r in rankings if len(r.seeds) >= MIN_BLOCKS]
     for n, item in enumerate(drawable):
         name = "ranking_cd.png" if len(drawable) == 1 else f"ranking_cd_{n + 1}.png"

@@ -359,7 +359,7 @@ def _cell(row, metric: str, best: float) -> str:
     return f"{text}<br>{ci}"
 
 
-def _key_columns(data: ReportData, frame: pd.DataFrame) -> tuple[list[str], Callable]:
+def key_columns(data: ReportData, frame: pd.DataFrame) -> tuple[list[str], Callable]:
     """Headers and a row -> cells function for model / strategy / setup (shown when varied)."""
     columns = [c for c in ("model", "strategy", "setup")
                if c == "strategy" or frame[c].nunique() > 1]
@@ -378,7 +378,7 @@ def _key_columns(data: ReportData, frame: pd.DataFrame) -> tuple[list[str], Call
 
 def _results_section(data: ReportData, table: pd.DataFrame, n_resamples: int) -> list[str]:
     out = ["## Results on the test split" + _synthetic_tag(data), ""]
-    headers, cells = _key_columns(data, table)
+    headers, cells = key_columns(data, table)
     best = {m: _best(table[f"{m}_mean"].tolist(), m) for m in TABLE_METRICS}
     delta_header = f"Δ Macro-F1 vs {md_escape(data.baseline)}"
     dagger = False
@@ -546,7 +546,7 @@ def _comparison_section(data: ReportData, comparisons: pd.DataFrame,
     if comparisons.empty:
         return out + [f"n/a: no strategy other than {md_code(data.baseline)} has complete "
                       "runs beside a complete baseline run of the same model and setup."]
-    headers, cells = _key_columns(data, comparisons)
+    headers, cells = key_columns(data, comparisons)
     rows = []
     for _, row in comparisons.iterrows():
         deltas = []
@@ -585,7 +585,7 @@ def _per_class_section(data: ReportData, per_class: pd.DataFrame) -> list[str]:
     out = ["## Per-class recall and F1" + _synthetic_tag(data), ""]
     counts = (data.dataset.get("class_counts") or {}).get("train")
     names = data.class_names
-    headers, cells = _key_columns(data, per_class)
+    headers, cells = key_columns(data, per_class)
     for stat, title in (("recall", "Recall (sensitivity)"), ("f1", "F1")):
         best = {n: _best(per_class[f"{stat}_{n}_mean"].tolist(), "macro_f1") for n in names}
         rows = []

@@ -73,3 +73,19 @@ def test_bootstrap_stratify_is_validated() -> None:
     assert "unknown key 'report.bootstrap.n'" in text
     default = parse_config({**raw, "report": {}})
     assert default.report.bootstrap.stratify == "class"
+
+
+def test_report_cli_takes_stratify_and_refuses_others(tmp_path: Path) -> None:
+    from conftest import cli_env, run_cli
+    from test_report import write_run
+
+    folder = tmp_path / "results" / "demo"
+    for seed in range(2):
+        write_run(ResultsStore(folder), strategy="none", seed=seed)
+    env = cli_env(tmp_path, MPLBACKEND="Agg")
+    ok = run_cli(["report", str(folder), "--out", str(tmp_path / "r"), "--resamples", "100",
+                  "--stratify", "none"], env)
+    assert ok.returncode == 0, ok.stderr
+    assert "items resampled freely" in (tmp_path / "r" / "demo" / "report.md").read_text()
+    bad = run_cli(["report", str(folder), "--stratify", "patients"], env)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr and "Traceback" not in bad.stderr

@@ -3,7 +3,9 @@
 A benchmark number varies for two reasons, and each has its own tools here:
 
 * **Test items.** The test split is one sample of images (OCTMNIST: 1,000). :func:`bootstrap_ci`,
-  :func:`paired_bootstrap_test` and :func:`mcnemar_test` resample or pair the test items.
+  :func:`paired_bootstrap_test` and :func:`mcnemar_test` resample or pair the test items: freely,
+  within strata (``strata=labels`` keeps a balanced split balanced, :func:`stratified_resamples`)
+  or as whole groups (``groups=patients``, a cluster bootstrap).
 * **Training seeds.** Another seed gives another model. :func:`seed_test` pairs runs by seed and
   :func:`mean_std` summarises them.
 
@@ -12,6 +14,7 @@ identical models, NaN values): the answer is NaN, and test results carry a ``not
 :func:`holm` adjusts a family of p-values for multiple comparisons.
 
 Must not import: any octbench module, metrics included (a metric is passed in as a function).
+One module over 450 lines because it is one idea: the uncertainty of a reported number.
 """
 
 from __future__ import annotations

@@ -232,7 +232,8 @@ def _make_figures(data: ReportData, table: pd.DataFrame, devices: pd.DataFrame,
         "Reliability diagrams per group, test items pooled over seeds: accuracy against mean "
         "confidence in 15 confidence bins, before (dashed) and after (solid) temperature "
         "scaling fitted on validation; the dotted diagonal is perfect calibration."))
-    drawable = [r for r in rankings if len(r.seeds) >= MIN_BLOCKS]
+    drawable = [r for r in rankings
+                if len(r.seeds) >= MIN_BLOCKS and not np.isnan(r.ranking.mean_ranks).any()]
     for n, item in enumerate(drawable):
         name = "ranking_cd.png" if len(drawable) == 1 else f"ranking_cd_{n + 1}.png"
         where = f" ({item.setup})" if len(drawable) > 1 else ""

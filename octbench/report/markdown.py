@@ -741,8 +741,8 @@ def bootstrap_scheme(data: ReportData) -> str:
                 "group are not independent.")
     return ("stratified by class (`report.bootstrap.stratify: class`): each resample draws, "
             "within every class, as many items as the test split has, so the class counts stay "
-            "fixed (OCTMNIST's test split is balanced by design) and accuracy and balanced "
-            "accuracy keep their relation on every resample.")
+            "fixed (a balanced test split stays balanced) and accuracy and balanced accuracy "
+            "keep their relation on every resample.")
 
 
 def _method_section(data: ReportData, n_resamples: int) -> list[str]:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from octbench.rankings import MIN_BLOCKS
 from octbench.report.collect import ReportData
-from octbench.report.markdown import fmt, fmt_p, md_escape, md_table
+from octbench.report.markdown import METRIC_LABELS, fmt, fmt_p, md_escape, md_table
 from octbench.report.ranking import RANK_METRIC, SetupRanking
 
 
@@ -17,7 +17,8 @@ def ranking_section(data: ReportData, rankings: Sequence[SetupRanking]) -> list[
     out = [f"## Rankings across seeds{tag}", ""]
     if not rankings:
         return out + ["n/a: no setup has two or more configurations to rank."]
-    out += [f"Every configuration of a setup is ranked on test {RANK_METRIC.replace('_', '-')} "
+    metric = METRIC_LABELS[RANK_METRIC]
+    out += [f"Every configuration of a setup is ranked on test {metric} "
             "within each seed they share (1 = best, ties share the mean rank). **Test used:** "
             "Friedman's test over the seeds (are the ranks all alike?), then Nemenyi's "
             "critical difference (CD): two configurations whose mean ranks differ by more than "
@@ -34,7 +35,7 @@ def ranking_section(data: ReportData, rankings: Sequence[SetupRanking]) -> list[
         order = sorted(range(len(r.names)), key=lambda i: r.mean_ranks[i])
         rows = [[md_escape(r.names[i]), fmt(r.mean_ranks[i], 2),
                  fmt(float(r.values[:, i].mean()))] for i in order]
-        out += [md_table(["Configuration", "Mean rank", f"Mean {RANK_METRIC}"], rows), ""]
+        out += [md_table(["Configuration", "Mean rank", f"Mean {metric}"], rows), ""]
         friedman = ("Friedman: n/a" if math.isnan(r.friedman_p) else
                     f"Friedman χ² = {r.friedman_statistic:.2f}, {fmt_p(r.friedman_p)}")
         out += [f"{len(item.seeds)} seeds ({', '.join(map(str, item.seeds))}), "
@@ -48,7 +49,7 @@ def ranking_section(data: ReportData, rankings: Sequence[SetupRanking]) -> list[
                   "n/a" if math.isnan(r.critical_difference) else
                   ("different" if p.different else "within CD")]
                  for p in item.pairs.itertuples()]
-        out += [md_table(["Better ranked", "Other", f"Δ {RANK_METRIC} [95% CI]",
+        out += [md_table(["Better ranked", "Other", f"Δ {metric} [95% CI]",
                           "Cliff's δ", "Rank gap", "Nemenyi"], pairs,
                          align=["l", "l", "r", "r", "r", "l"]), ""]
     return out

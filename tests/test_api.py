@@ -145,3 +145,29 @@ def test_tune_from_a_dict(tmp_path, oct_npz, monkeypatch):
 def test_public_names_resolve():
     for name in ("run", "load_results", "write_report", "tune", "evaluate", "load_data"):
         assert callable(getattr(octbench, name)) and name in octbench.__all__
+
+
+def test_in_a_notebook_progress_draws_bars(monkeypatch, tmp_path, oct_npz):
+    """A Jupyter kernel is no terminal, yet should get tqdm's (notebook) bars, not log lines."""
+    import sys
+    import types
+
+    from octbench import api, progress
+
+    kernel = types.SimpleNamespace(config={"IPKernelApp": {}})
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: kernel))
+    assert api.in_notebook()
+    seen = {}
+    real = progress.GridProgress
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(progress, "GridProgress", spy)
+    raw = experiment(tmp_path, oct_npz, strategies=["none"], train={"epochs": 1})
+    assert octbench.run(raw, quiet=True).ok
+    assert seen["tty"] is True and seen["enabled"] is False
+    monkeypatch.setitem(sys.modules, "IPython",
+                        types.SimpleNamespace(get_ipython=lambda: None))  # a plain IPython
+    assert not api.in_notebook()

@@ -20,7 +20,6 @@ Layer: the top, beside the CLI (it imports the library below it; nothing imports
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -99,8 +98,7 @@ def run(experiment: str | Path | Mapping | ExperimentConfig, *,
         ['reference_cnn__none__seed0__cpu__...']
     """
     from octbench.executors import LocalExecutor, RayExecutor
-    from octbench.progress import GridProgress
-    from octbench.runner import Shard, expand_grid, run_experiment
+    from octbench.runner import Shard, run_experiment
 
     config = experiment_config(experiment, overrides=overrides)
     if isinstance(executor, str):
@@ -109,11 +107,8 @@ def run(experiment: str | Path | Mapping | ExperimentConfig, *,
             raise OctbenchError(f"executor must be 'local' or 'ray', or an executor object. "
                                 f"Got {executor!r} instead.")
         executor = makers[executor]()
-    progress = GridProgress([spec.train.epochs for spec in expand_grid(config)],
-                            enabled=not quiet, tty=True if in_notebook() else None)
     return run_experiment(config, quiet=quiet, say=log.info, executor=executor,
-                          shard=Shard.parse(shard) if shard is not None else None,
-                          progress=progress)
+                          shard=Shard.parse(shard) if shard is not None else None)
 
 
 def load_results(path: str | Path) -> pandas.DataFrame:
@@ -250,8 +245,3 @@ def evaluate(run: str | Path, data: str | Path | OCTData, *, split: str = "test"
         log.warning("synthetic data: these numbers are not about real scans")
     return evaluate_checkpoint(predictor, data, split)
 
-
-def in_notebook() -> bool:
-    """Whether this runs in a Jupyter kernel (where tqdm draws notebook widgets)."""
-    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
-    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})

@@ -147,27 +147,20 @@ def test_public_names_resolve():
         assert callable(getattr(octbench, name)) and name in octbench.__all__
 
 
-def test_in_a_notebook_progress_draws_bars(monkeypatch, tmp_path, oct_npz):
+def test_in_a_notebook_progress_draws_bars(monkeypatch):
     """A Jupyter kernel is no terminal, yet should get tqdm's (notebook) bars, not log lines."""
+    import io
     import sys
     import types
 
-    from octbench import api, progress
+    from octbench import progress
 
+    log_file = io.StringIO()  # isatty() False, as ipykernel's stderr
+    assert not progress.GridProgress([1], stream=log_file).tty
     kernel = types.SimpleNamespace(config={"IPKernelApp": {}})
     monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: kernel))
-    assert api.in_notebook()
-    seen = {}
-    real = progress.GridProgress
-
-    def spy(*args, **kwargs):
-        seen.update(kwargs)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(progress, "GridProgress", spy)
-    raw = experiment(tmp_path, oct_npz, strategies=["none"], train={"epochs": 1})
-    assert octbench.run(raw, quiet=True).ok
-    assert seen["tty"] is True and seen["enabled"] is False
+    assert progress.in_notebook() and progress.GridProgress([1], stream=log_file).tty
+    terminal_ipython = types.SimpleNamespace(config={"TerminalIPythonApp": {}})
     monkeypatch.setitem(sys.modules, "IPython",
-                        types.SimpleNamespace(get_ipython=lambda: None))  # a plain IPython
-    assert not api.in_notebook()
+                        types.SimpleNamespace(get_ipython=lambda: terminal_ipython))
+    assert not progress.in_notebook()

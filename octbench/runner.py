@@ -566,6 +566,10 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
         "logit_offset": strategy.logit_offset, "epoch": state["best_epoch"],
         "normalization": list(normalize),
         "provenance": provenance(data, normalize),
+        # How evaluation fed the model, so evaluate / predict rebuild its inputs bit for bit.
+        "inputs": {"normalization": list(normalize), "in_chans": 1, "img_size": int(data.size),
+                   "channels_last": bool(cfg.channels_last), "precision": cfg.precision,
+                   "eval_batch_size": int(eval_batch)},
     })
     history = state["history"]
     train_seconds = sum(h["train_seconds"] for h in history)

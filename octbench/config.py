@@ -564,6 +564,13 @@ def parse_config(raw: dict, source: str | None = None) -> ExperimentConfig:
     if not isinstance(results_dir, str) or not results_dir:
         problems.append(f"'results_dir' must be a folder path. Got {results_dir!r} instead.")
     sweep = _parse_sweep(problems, raw["sweep"], raw) if "sweep" in raw else ()
+    if train.mode == "linear_probe":
+        problems += [
+            f"models[{index}] ({item.label}): train.mode linear_probe trains only the "
+            "classifier head on the backbone's features, so it needs pretrained weights; this "
+            "model has none and would be probed on random features. Set pretrained: true or "
+            "pretrained: path/to/weights.safetensors (timm models), or use mode: end_to_end."
+            for index, item in enumerate(models or []) if not item.params.get("pretrained")]
 
     if problems:
         raise ConfigError(problems, source)

@@ -53,6 +53,7 @@ from octbench.models import (
     freeze_all_but_head,
     input_normalization,
     timm_name,
+    weights_fit_problem,
 )
 from octbench.paths import values_label
 from octbench.plan import check_writable
@@ -345,13 +346,16 @@ def check_buildable(pending: list[RunSpec], data: OCTData) -> None:
     for model in {spec.model.label: spec.model for spec in pending}.values():
         try:
             with torch.device("meta"):  # no memory, no initialisation: sizes are checked only
-                build_model(model.name, num_classes=data.num_classes, in_chans=1,
-                            img_size=data.size,  # weights are checked before, not loaded here
-                            **{k: v for k, v in model.params.items() if k != "pretrained"})
+                built = build_model(model.name, num_classes=data.num_classes, in_chans=1,
+                                    img_size=data.size,  # a weights file is matched below
+                                    **{k: v for k, v in model.params.items() if k != "pretrained"})
+            problem = weights_fit_problem(model.name, model.params, built)
         except (OctbenchError, TypeError, ValueError) as error:
-            problems.append(f"model {model.label}: {error}")
+            problem = str(error)
         except Exception:  # noqa: BLE001 - a layer that cannot live on "meta": the run will tell
             continue
+        if problem:
+            problems.append(f"model {model.label}: {problem}")
     if problems:
         raise ConfigError(problems, None)
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -83,3 +84,38 @@ def test_evaluate_is_bit_equal_to_the_record(case, tmp_path, small_npz, timm_wei
     assert evaluated == recorded  # every metric, to the last bit
     assert evaluate_checkpoint(predictor, data)["metrics"]["test"]["nll"] == \
         record.metrics["test"]["nll"]
+
+
+def test_a_class_absent_from_the_split_is_na_everywhere(tmp_path, restore_torch, capsys):
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+
+    counts = {**SMALL, "test": (8, 0, 8, 8)}  # no DME in test
+    path = make_npz(tmp_path / "absent.npz", counts=counts)
+    config = parse_config(experiment(
+        tmp_path, path, name="absent", models=[{"name": "reference_cnn", "width": 0.25}],
+        strategies=["none"], train={"epochs": 2, "batch_size": 32, "threads": 1}))
+    assert run_experiment(config, quiet=True, say=lambda _: None).ok
+    (record,) = ResultsStore(tmp_path / "results" / "absent").records()
+    test = record.metrics["test"]
+    saved = np.load(tmp_path / "results" / "absent" / record.run_id / "predictions.npz")
+    labels, preds = saved["test_labels"], saved["test_scores"].argmax(1)
+    assert test["macro_f1"] == pytest.approx(
+        f1_score(labels, preds, labels=[0, 2, 3], average="macro", zero_division=0), abs=1e-12)
+    assert test["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(labels, preds))
+    assert test["per_class"]["DME"]["recall"] is None and test["absent_classes"] == ["DME"]
+    stored = json.loads((tmp_path / "results" / "absent" / record.run_id / "record.json")
+                        .read_text())["metrics"]["test"]
+    assert stored["per_class"]["DME"]["f1"] is None
+
+    assert main(["evaluate", "--run", str(tmp_path / "results" / "absent" / record.run_id),
+                 str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"DME\s+n/a\s+n/a\s+n/a\s+0", printed) or re.search(
+        r"DME\s+0\.000\s+n/a\s+n/a\s+0", printed), printed
+    assert "DME absent from the test split" in printed
+
+    out = tmp_path / "report"
+    assert main(["report", str(tmp_path / "results" / "absent"), "--out", str(out),
+                 "--resamples", "100"]) == 0
+    text = (out / "absent" / "report.md").read_text()
+    assert "n/a: DME has no test images" in text

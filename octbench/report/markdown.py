@@ -435,7 +435,7 @@ def _results_section(data: ReportData, table: pd.DataFrame, n_resamples: int) ->
         undefined = [METRIC_LABELS[m] for m in TABLE_METRICS if math.isnan(row[f"{m}_mean"])]
         if undefined:
             notes.append(f"{name}: {', '.join(undefined)} undefined (n/a) — e.g. macro AUC "
-                         "needs every class in the test labels.")
+                         "needs at least two classes in the test labels.")
     if notes:
         out += ["", *[f"- ⚠ {n}" for n in notes]]
     out += ["", *_published_section(data, table)]
@@ -568,6 +568,13 @@ def _per_class_section(data: ReportData, per_class: pd.DataFrame) -> list[str]:
     out.append(f"*Test split of {data_description(data)}.* The header gives each class's "
                "number of training images: imbalance strategies should lift recall of the rare "
                "classes, usually at some cost on the frequent ones. Best per column in **bold**.")
+    absent = [n for n in names if per_class[f"recall_{n}_mean"].isna().all()]
+    if absent:
+        out.append(f"n/a: {', '.join(md_escape(n) for n in absent)} "
+                   f"{'has' if len(absent) == 1 else 'have'} no test images, so "
+                   f"{'its' if len(absent) == 1 else 'their'} recall and F1 are undefined; "
+                   "macro-F1, balanced accuracy and macro AUC average over the classes present "
+                   "(scikit-learn's `labels=`).")
     story = _minority_story(data, per_class)
     if story:
         out += ["", story]

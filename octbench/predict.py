@@ -22,7 +22,7 @@ from octbench.data.preprocess import load_scan
 from octbench.engine import Predictions, evaluate
 from octbench.errors import DataError, OctbenchError
 from octbench.metrics import compute_metrics
-from octbench.models import build_model
+from octbench.models import build_model, use_cosine_head
 from octbench.results import ResultsStore, UnsafeCheckpoint, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -134,6 +134,8 @@ def load_predictor(run: str, results_dir: str | Path = "results") -> Predictor:
         config.pop("pretrained_strict", None)
         model = build_model(config.pop("name"), num_classes=len(state["class_names"]),
                             in_chans=inputs["in_chans"], img_size=state["img_size"], **config)
+        if state.get("cosine_head") is True:  # trained with LDAM's cosine classifier
+            use_cosine_head(model)
         model.load_state_dict(state["model"])
     except (OSError, RuntimeError, KeyError, TypeError, ValueError, AttributeError,
             EOFError, OctbenchError) as error:

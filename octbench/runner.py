@@ -53,6 +53,7 @@ from octbench.models import (
     freeze_all_but_head,
     input_normalization,
     timm_name,
+    use_cosine_head,
     weights_fit_problem,
 )
 from octbench.paths import values_label
@@ -433,6 +434,9 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
     class_counts = data.train.class_counts(data.num_classes)
     model = build_model(spec.model.name, num_classes=data.num_classes, in_chans=1,
                         img_size=data.size, **spec.model.params)
+    strategy = build_strategy(spec.strategy.name, class_counts, **spec.strategy.params)
+    if strategy.cosine_head:
+        use_cosine_head(model)
     normalize = input_normalization(spec.model.name, spec.model.params)
     model_init = {**describe_weights(spec.model.name, spec.model.params, model),
                   "normalization": {"mean": normalize[0], "std": normalize[1]}, "mode": cfg.mode}
@@ -440,7 +444,6 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
     model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    strategy = build_strategy(spec.strategy.name, class_counts, **spec.strategy.params)
     criterion = strategy.criterion.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(trainable, cfg.optimizer, lr=cfg.lr,
@@ -568,6 +571,7 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
         "model": state["best"], "model_config": spec.config()["model"],
         "class_names": list(data.class_names), "img_size": data.size,
         "logit_offset": strategy.logit_offset, "epoch": state["best_epoch"],
+        "cosine_head": strategy.cosine_head,
         "normalization": list(normalize),
         "provenance": provenance(data, normalize),
         # How evaluation fed the model, so evaluate / predict rebuild its inputs bit for bit.

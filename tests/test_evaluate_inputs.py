@@ -14,7 +14,7 @@ from conftest import experiment, make_npz
 from octbench.cli import main
 from octbench.config import parse_config
 from octbench.data import load_dataset
-from octbench.models import build_model
+from octbench.models import CosineLinear, build_model, classifier_head
 from octbench.predict import evaluate_checkpoint, load_predictor
 from octbench.results import COMPLETE, ResultsStore
 from octbench.runner import run_experiment
@@ -49,17 +49,20 @@ CASES = {
     "timm_pretrained": ({"name": "timm:resnet10t", "pretrained": "WEIGHTS"}, {}),
     "timm_pretrained_bf16_contiguous": ({"name": "timm:resnet10t", "pretrained": "WEIGHTS"},
                                         {"precision": "bf16", "channels_last": False}),
+    # LDAM's cosine classifier head must be rebuilt from the checkpoint, too
+    "reference_cnn_ldam": ({"name": "reference_cnn", "width": 0.25}, {}, "ldam_drw"),
+    "timm_scratch_ldam": ({"name": "timm:resnet10t"}, {}, "ldam_drw"),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_evaluate_is_bit_equal_to_the_record(case, tmp_path, small_npz, timm_weights,
                                             restore_torch, capsys):
-    model, train = CASES[case]
+    model, train, strategy = (*CASES[case], "none")[:3]
     if model.get("pretrained") == "WEIGHTS":
         model = {**model, "pretrained": str(timm_weights)}
     config = parse_config(experiment(
-        tmp_path, small_npz, name="bits", models=[model], strategies=["none"],
+        tmp_path, small_npz, name="bits", models=[model], strategies=[strategy],
         train={"epochs": 1, "batch_size": 32, "threads": 1, "eval_batch_size": 24, **train}))
     assert run_experiment(config, quiet=True, say=lambda _: None).ok
     (record,) = ResultsStore(tmp_path / "results" / "bits").records()
@@ -67,6 +70,7 @@ def test_evaluate_is_bit_equal_to_the_record(case, tmp_path, small_npz, timm_wei
     run = tmp_path / "results" / "bits" / record.run_id
 
     predictor = load_predictor(str(run))
+    assert isinstance(classifier_head(predictor.model), CosineLinear) == (strategy == "ldam_drw")
     saved = np.load(run / "predictions.npz")
     data = load_dataset("npz", path=str(small_npz), synthetic=True)
     scores = predictor.probabilities(data.test.images.numpy())

@@ -334,3 +334,13 @@ def trained_probe(tmp_path_factory, oct_npz, saved_weights):
     torch.set_num_threads(threads)
     (record,) = ResultsStore(root / "results" / "probe").records()
     return root / "results" / "probe" / record.run_id / "best.pt"
+
+
+def test_a_cosine_head_replacing_the_files_head_is_not_a_misfit(saved_weights):
+    from octbench.models import use_cosine_head
+    from octbench.models.pretrained import plan_weights
+
+    _, saved = saved_weights
+    model = use_cosine_head(build_model(TINY_TIMM, num_classes=4, in_chans=1))  # LDAM's head
+    plan = plan_weights(saved, model)
+    assert plan.complete and plan.new == ["fc.weight"] and "fc.bias" not in plan.unexpected

@@ -147,7 +147,8 @@ def count_parameters(model: nn.Module) -> int:
 
 # Importing the modules registers their models.
 from octbench.models import reference, resnet  # noqa: E402,F401
+from octbench.models.heads import CosineLinear, use_cosine_head  # noqa: E402
 
-__all__ = ["MODELS", "DATA_PARAMS", "build_model", "check_model_name", "classifier_head",
-           "count_parameters", "describe_weights", "freeze_all_but_head", "input_normalization",
-           "timm_name", "weights_fit_problem"]
+__all__ = ["MODELS", "DATA_PARAMS", "CosineLinear", "build_model", "check_model_name",
+           "classifier_head", "count_parameters", "describe_weights", "freeze_all_but_head",
+           "input_normalization", "timm_name", "use_cosine_head", "weights_fit_problem"]

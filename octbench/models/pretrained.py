@@ -113,7 +113,8 @@ def plan_weights(file_state: dict[str, torch.Tensor], model: nn.Module) -> Weigh
             new.append(key)
         else:
             missing.append(key)
-    unexpected = sorted(k for k in file_state if k not in model_state)
+    # the file's own head (e.g. 1000 ImageNet classes, or a bias a cosine head lacks) is replaced
+    unexpected = sorted(k for k in file_state if k not in model_state and not is_head(k))
     return WeightsPlan(loaded=loaded, adapted=adapted, new=new, missing=missing,
                        unexpected=unexpected, mismatched=mismatched, prefix=prefix)
 

@@ -299,6 +299,23 @@ def _param(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else md_escape(str(value))
 
 
+def _duplicates_sentence(found: dict | None) -> str:
+    """The exact-duplicate check of the data (pixel hashes), as the run records hold it."""
+    if not isinstance(found, dict):
+        return " Exact duplicates: not checked (records made before the check)."
+    within = sum((found.get("within") or {}).values())
+    across = found.get("across") or {}
+    leaked = across.get("train-test", 0) + across.get("val-test", 0)
+    text = (f" Exact duplicate images (pixel hash): {within:,} repeats within splits, "
+            f"{across.get('train-val', 0):,} val and {leaked:,} test images identical to an "
+            f"earlier split")
+    if found.get("dropped"):
+        text += f"; {found['dropped']:,} dropped before training (data.on_duplicates: drop)"
+    elif within or sum(across.values()):
+        text += " — **kept: scores on repeated images are inflated**"
+    return text + "."
+
+
 def _dataset_section(data: ReportData) -> list[str]:
     out = ["## Dataset", ""]
     counts = data.dataset.get("class_counts") or {}
@@ -323,6 +340,7 @@ def _dataset_section(data: ReportData) -> list[str]:
     if source:
         params = ", ".join(f"{k}={v}" for k, v in source.items())
         out[-1] += f" Source: {md_escape(params)}."
+    out[-1] += _duplicates_sentence(data.dataset.get("duplicates"))
     test, train = counts.get("test"), counts.get("train")
     if test and train:
         balanced = len(set(test)) == 1

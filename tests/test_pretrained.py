@@ -344,3 +344,25 @@ def test_a_cosine_head_replacing_the_files_head_is_not_a_misfit(saved_weights):
     model = use_cosine_head(build_model(TINY_TIMM, num_classes=4, in_chans=1))  # LDAM's head
     plan = plan_weights(saved, model)
     assert plan.complete and plan.new == ["fc.weight"] and "fc.bias" not in plan.unexpected
+
+
+@pytest.mark.parametrize("inputs, named", [
+    ({"precision": "fp64"}, "precision='fp64'"),
+    ({"channels_last": "yes"}, "channels_last='yes'"),
+    ({"eval_batch_size": 0}, "eval_batch_size=0"),
+    ({"normalization": [0.5, 0.0]}, "std > 0"),
+    ({"in_chans": 3}, "in_chans=3"),
+])
+def test_a_checkpoint_with_unusable_input_settings_is_refused(inputs, named, trained_probe,
+                                                              tmp_path):
+    from octbench.errors import OctbenchError
+    from octbench.predict import load_predictor
+
+    state = torch.load(trained_probe, weights_only=True)
+    assert state["inputs"]["normalization"] != [0.5, 0.5]  # the weights' own, recorded
+    state["inputs"] = {**state["inputs"], **inputs}
+    edited = tmp_path / "best.pt"
+    torch.save(state, edited)
+    with pytest.raises(OctbenchError, match="not a usable octbench checkpoint") as error:
+        load_predictor(str(edited))
+    assert named in str(error.value)

@@ -339,9 +339,11 @@ def check_buildable(pending: list[RunSpec], data: OCTData) -> None:
     """
     counts = data.train.class_counts(data.num_classes)
     problems = []
+    cosine = set()  # strategies whose loss needs a cosine classifier head (LDAM)
     for strategy in {spec.strategy.label: spec.strategy for spec in pending}.values():
         try:
-            build_strategy(strategy.name, counts, **strategy.params)
+            if build_strategy(strategy.name, counts, **strategy.params).cosine_head:
+                cosine.add(strategy.label)
         except (OctbenchError, TypeError, ValueError) as error:
             problems.append(f"strategy {strategy.label}: {error}")
     for model in {spec.model.label: spec.model for spec in pending}.values():
@@ -350,6 +352,8 @@ def check_buildable(pending: list[RunSpec], data: OCTData) -> None:
                 built = build_model(model.name, num_classes=data.num_classes, in_chans=1,
                                     img_size=data.size,  # a weights file is matched below
                                     **{k: v for k, v in model.params.items() if k != "pretrained"})
+                if any(s.model == model and s.strategy.label in cosine for s in pending):
+                    use_cosine_head(built)
             problem = weights_fit_problem(model.name, model.params, built)
         except (OctbenchError, TypeError, ValueError) as error:
             problem = str(error)

@@ -307,3 +307,19 @@ def test_seed_weights_reproduce_the_seed_project():
     assert build_strategy("seed_weights", OCT_COUNTS).criterion.weight.tolist() == [1, 1, 1, 3]
     with pytest.raises(OctbenchError, match="4 OCTMNIST classes"):
         build_strategy("seed_weights", [10, 20, 30])
+
+
+def test_a_head_that_is_not_linear_cannot_become_a_cosine_head():
+    from octbench.models import use_cosine_head
+
+    class ConvHead(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Conv2d(1, 8, 3)
+            self.head = torch.nn.Conv2d(8, 4, 1)
+
+        def get_classifier(self):
+            return self.head
+
+    with pytest.raises(OctbenchError, match="has a Conv2d head, not a Linear layer"):
+        use_cosine_head(ConvHead())

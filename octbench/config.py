@@ -704,7 +704,6 @@ def _parse_augment(problems, raw) -> tuple[Component, ...]:
 
 def parse_data(raw: str | dict) -> Component:
     """Validate a dataset choice alone (``synthetic`` or ``{name: npz, path: ...}``)."""
-
     problems: list[str] = []
     component = _parse_data(problems, raw)
     if problems:

@@ -391,20 +391,9 @@ def _png_path(text: str) -> str:
 def _load_data_source(source: str, settings: list[str], **defaults):
     """A dataset from a registry name + ``--set`` values, an .npz file, an image folder or an
     experiment YAML; ``defaults`` fill parameters of an .npz file or folder left unset."""
-    from octbench.config import load_config, parse_data
-    from octbench.data import load_dataset
+    from octbench.api import load_data
 
-    params = dict(_load_settings(settings))
-    if source.endswith((".yaml", ".yml")):
-        component = load_config(source).data
-        component = parse_data({"name": component.name, **component.params, **params})
-    elif source.endswith(".npz"):
-        component = parse_data({"name": "npz", "path": source, **params})
-    elif Path(source).is_dir():
-        component = parse_data({"name": "folder", "path": source, **defaults, **params})
-    else:
-        component = parse_data({"name": source, **params})
-    return load_dataset(component.name, **component.params)
+    return load_data(source, defaults=defaults, **dict(_load_settings(settings)))
 
 
 def cmd_tune(args) -> int:

@@ -30,6 +30,9 @@ def calibration_section(data: ReportData, table: pd.DataFrame) -> list[str]:
             "the NLL on the **validation split only**; the test split never influences it. T > "
             "1 softens over-confident probabilities, T < 1 sharpens them; the predicted class, "
             "and so accuracy and macro-F1, never change. ECE (15 bins) and NLL are means over "
-            "the scaled seeds; lower is better. `python -m octbench predict` applies the run's "
+            "the scaled seeds; lower is better. A T fitted on validation need not help on test "
+            "when the two splits differ (e.g. in class balance: here validation follows the "
+            "training imbalance, test may not), so the table shows both directions as measured. "
+            "`python -m octbench predict` applies the run's "
             "T. The reliability diagram (Figures) shows each group before and after."]
     return out

@@ -194,10 +194,15 @@ def train_one_epoch(
             progress.update(len(index))
     mean_loss = (total / max(len(order), 1)).item()
     seconds = time.perf_counter() - start
+    check_finite_loss(mean_loss)
+    return {"loss": mean_loss, "images": len(order), "seconds": seconds}
+
+
+def check_finite_loss(mean_loss: float) -> None:
+    """Raise NonFiniteLoss when an epoch's mean training loss is NaN or infinite."""
     if not np.isfinite(mean_loss):
         raise NonFiniteLoss(f"the training loss became {mean_loss}; lower the learning rate "
                             "or use precision fp32")
-    return {"loss": mean_loss, "images": len(order), "seconds": seconds}
 
 
 def _capturable(optimizer: torch.optim.Optimizer) -> bool:

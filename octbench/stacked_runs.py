@@ -126,6 +126,7 @@ class _Member:
     rng: dict  # the run's global random state (numpy, python, ...); torch's is `generator`
     generator: torch.Generator | None
     record: object = None
+    largest: int = 1  # the most members it trained with, recorded as timing["stack"]
     order_state: torch.Tensor | None = field(default=None, repr=False)
 
     def rng_state(self) -> dict:
@@ -331,6 +332,7 @@ def _stacked_epoch(active, stacked, optimizer, orders, data, store, device, trai
                 warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
                 run.scheduler.step()
         # Each member's share of the stack's time: summed over a grid, the wall time.
+        member.largest = max(member.largest, n)
         member_stats = {"loss": stats["losses"][i], "images": stats["images"],
                         "seconds": stats["seconds"] / n}
         end_epoch(run, store, data, stats=member_stats, lr=lr,
@@ -339,5 +341,5 @@ def _stacked_epoch(active, stacked, optimizer, orders, data, store, device, trai
                   rng=member.rng_state())
         if run.state["epoch"] >= run.spec.train.epochs:
             member.record = complete_run(run, data, store, device, member.finish,
-                                         evaluate_test=True, timing={"stack": n})
+                                         evaluate_test=True, timing={"stack": member.largest})
             member.progress.finished()

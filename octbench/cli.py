@@ -103,8 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="CPUs (torch threads) per run (default 1 with Ray, all here)")
     run.add_argument("--stack", type=_int_between(1, MAX_STACK), metavar="N",
                      help="train up to N runs that share model, data, device and train "
-                          "settings together as one stacked model (1 = off; default: 12 on "
-                          "CUDA, off on CPU, where it does not pay)")
+                          "settings together as one stacked model, one record each (1 = off, "
+                          "the default; try 12 on a GPU)")
     run.add_argument("--shard", metavar="K/N",
                      help="train only the K-th of N disjoint slices of the grid, K counting "
                           "from 1 (e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")

@@ -12,6 +12,10 @@ tolerances are stated in docs/_incoming/issue-24.md.
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -265,3 +269,45 @@ def test_stack_option_on_the_command_line(tmp_path, oct_npz):
         assert "--stack" in refused.stderr and "Traceback" not in refused.stderr
     assert not (tmp_path / "results").exists()
 
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA (deselected by default; benchmarks/gpu_check.sh runs them on a GPU machine)
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (pytest -m cuda)")
+@pytest.mark.parametrize("stack", [4, 12])
+def test_stacked_grid_on_cuda_matches_runs_one_by_one(tmp_path, stack, restore_torch):
+    found = {}
+    for name, size in (("alone", 1), ("stacked", stack)):
+        config = {
+            "name": "cuda", "data": {"name": "synthetic", "scale": 0.02},
+            "models": ["reference_cnn"],
+            "strategies": ["none", "oversample", "ldam_drw", {"name": "focal", "gamma": 2.0}],
+            "seeds": [0, 1, 2], "devices": ["cuda"], "results_dir": str(tmp_path / name),
+            "train": {"epochs": 3, "precision": "bf16", "schedule": "cosine"},
+        }
+        found[name] = trained(tmp_path / name, config, size)
+    alone, stacked = found["alone"], found["stacked"]
+    assert sorted(stacked) == sorted(alone)
+    # On CUDA the stack's dropout masks come from the device generator (not each run's own),
+    # and bf16 rounds differently in a grouped convolution: equal in distribution, not draw
+    # for draw. Each run stays close to its twin, and the grid's mean does not move.
+    gaps = [stacked[k]["metrics"]["test"]["macro_f1"] - alone[k]["metrics"]["test"]["macro_f1"]
+            for k in alone]
+    assert max(abs(g) for g in gaps) < 0.1 and abs(np.mean(gaps)) < 0.03, gaps
+    for run_id, entry in stacked.items():
+        assert entry["status"] == "complete" and entry["config"] == alone[run_id]["config"]
+        np.testing.assert_allclose(entry["history"][0]["train_loss"],
+                                   alone[run_id]["history"][0]["train_loss"], rtol=0.05)
+
+
+@pytest.mark.slow
+def test_gpu_check_script_rehearses_on_the_cpu():
+    """benchmarks/gpu_check.sh --dry: the GPU machine's commands at tiny size on the CPU."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry"], cwd=root,
+                          capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "PYTHON": sys.executable})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "local, stacked (--stack 4)" in done.stdout and "SYNTHETIC DATA" in done.stdout

@@ -365,7 +365,7 @@ def execute_run(spec: RunSpec, data: OCTData, store: ResultsStore, *, quiet: boo
     record and propagates; the epoch checkpoint stays so the next call resumes from it.
     Exceptions raised by ``on_epoch`` (e.g. ``optuna.TrialPruned``) propagate as well.
     """
-    finish = record_writer(spec, data, store, kind=kind)
+    finish = RecordWriter(spec, data, store, kind=kind)
     try:
         device = resolve_device(spec.device)
         check_precision(device, spec.train.precision)
@@ -399,7 +399,7 @@ def failure_detail(error: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(error), error)).strip()
 
 
-class record_writer:  # noqa: N801 - used like a function: finish(status, error, **fields)
+class RecordWriter:
     """``finish(status, error=None, **fields)`` writes ``spec``'s record and returns it;
     ``finish.base`` holds the fields every record of the run shares."""
 

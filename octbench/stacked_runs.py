@@ -35,6 +35,7 @@ from octbench.progress import GridProgress, RunProgress
 from octbench.results import FAILED, INTERRUPTED, ResultsStore, RunLocked, StorageError
 from octbench.runner import (
     INTERRUPTED_MESSAGE,
+    RecordWriter,
     RunSetup,
     RunSpec,
     complete_run,
@@ -44,7 +45,6 @@ from octbench.runner import (
     failure_detail,
     get_rng_state,
     on_device,
-    record_writer,
     setup_run,
 )
 from octbench.stacking import (
@@ -122,7 +122,7 @@ def describe_stacks(pending: list[RunSpec], stack: int | None) -> str:
 @dataclass(eq=False)
 class _Member:
     run: RunSetup
-    finish: record_writer
+    finish: RecordWriter
     progress: RunProgress
     rng: dict  # the run's global random state (numpy, python, ...); torch's is `generator`
     generator: torch.Generator | None
@@ -229,7 +229,7 @@ def _model_problem(spec: RunSpec, data: OCTData) -> str | None:
 
 
 def _set_up(spec, data, store, device, progress, number) -> _Member:
-    finish = record_writer(spec, data, store)
+    finish = RecordWriter(spec, data, store)
     finish.base["hardware"] = describe(device)
     run_progress = progress.start_run(number, spec.run_id, spec.device)
     try:

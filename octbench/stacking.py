@@ -91,7 +91,7 @@ class StackedDropout(nn.Module):
 def unstackable_layers(model: nn.Module) -> list[str]:
     """Names of the layer types in ``model`` that cannot be stacked (empty: it can)."""
     allowed = (*SAME_PER_CHANNEL, nn.Conv2d, nn.BatchNorm2d, nn.Linear, nn.Dropout, nn.Flatten,
-               nn.Sequential)
+               nn.Sequential, nn.ModuleList, nn.ModuleDict)
     bad = set()
     for module in model.modules():
         if type(module) in allowed:

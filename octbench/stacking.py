@@ -37,7 +37,7 @@ from octbench.engine import (
     DEFAULT_NORMALIZATION,
     GRAPH_WARMUP_STEPS,
     _capturable,
-    _replay_graph,
+    run_steps,
     to_input,
 )
 
@@ -312,29 +312,10 @@ def train_stacked_epoch(
 
     synchronize(device)
     start = time.perf_counter()
-    eager = batches
-    if graphed:
-        per_batch = None if progress is None else _PerBatch(progress, n * batch_size)
-        replayed = _replay_graph(step, batches[:full], optimizer, device, per_batch)
-        eager = batches[replayed:]
-    for index in eager:
-        optimizer.zero_grad(set_to_none=True)
-        step(index)
-        if progress is not None:
-            progress.update(n * index.shape[1])
+    run_steps(step, batches, graphed=graphed, full=full, optimizer=optimizer, device=device,
+              progress=progress, count=lambda index: index.numel())  # (N, B): N * B images
     losses = (totals / max(orders.shape[1], 1)).tolist()
     return {"losses": losses, "images": orders.shape[1], "seconds": time.perf_counter() - start}
-
-
-class _PerBatch:
-    """Progress proxy for the CUDA graph replay, which counts a stacked batch as N images
-    (the length of its (N, B) index); every replayed batch is full: N * B images."""
-
-    def __init__(self, progress, images: int):
-        self.progress, self.images = progress, images
-
-    def update(self, _: int) -> None:
-        self.progress.update(self.images)
 
 
 @torch.inference_mode()

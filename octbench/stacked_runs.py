@@ -222,9 +222,12 @@ _PROBLEMS: dict[str, str | None] = {}
 def _model_problem(spec: RunSpec, data: OCTData) -> str | None:
     key = json.dumps([spec.model.to_yaml(), data.num_classes, data.size], default=str)
     if key not in _PROBLEMS:
-        model = build_model(spec.model.name, num_classes=data.num_classes, in_chans=1,
-                            img_size=data.size, **spec.model.params)
-        _PROBLEMS[key] = stacking_problem(model, in_chans=1, img_size=data.size)
+        try:
+            model = build_model(spec.model.name, num_classes=data.num_classes, in_chans=1,
+                                img_size=data.size, **spec.model.params)
+            _PROBLEMS[key] = stacking_problem(model, in_chans=1, img_size=data.size)
+        except Exception as error:  # noqa: BLE001 - each run alone then says what is wrong
+            _PROBLEMS[key] = f"the model could not be built ({error})"
     return _PROBLEMS[key]
 
 

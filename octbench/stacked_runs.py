@@ -48,6 +48,7 @@ from octbench.runner import (
     setup_run,
 )
 from octbench.stacking import (
+    architecture,
     build_stacked,
     evaluate_stacked,
     load_members,
@@ -254,7 +255,8 @@ def _set_up(spec, data, store, device, progress, number) -> _Member:
 
 def _train_group(members: list[_Member], data, store, device) -> None:
     """Train ``members`` epoch by epoch until each has ended; members that cannot take the
-    next epoch together (another epoch, another epoch length) train as separate groups."""
+    next epoch together (another epoch, epoch length or architecture: LDAM's cosine head)
+    train as separate groups."""
     stacked, optimizer, built_for = None, None, None
     train, val = on_device(data, "train", device), on_device(data, "val", device)
     while True:
@@ -266,8 +268,8 @@ def _train_group(members: list[_Member], data, store, device) -> None:
         for member in active:
             member.order_state = member.run.order_rng.get_state()
             orders.append(epoch_order(member.run, data.train.labels))
-        keys = [(m.run.state["epoch"], len(order), optimizer_steps(m.run.optimizer.state_dict()))
-                for m, order in zip(active, orders, strict=True)]
+        keys = [(m.run.state["epoch"], len(order), optimizer_steps(m.run.optimizer.state_dict()),
+                 architecture(m.run.model)) for m, order in zip(active, orders, strict=True)]
         if len(set(keys)) > 1:
             for member in active:  # each group draws its orders again, from the same state
                 member.run.order_rng.set_state(member.order_state)

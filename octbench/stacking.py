@@ -40,6 +40,7 @@ from octbench.engine import (
     run_steps,
     to_input,
 )
+from octbench.models.heads import CosineLinear
 
 #: Layers that act on each channel (or element) alone, so they work on a stack unchanged.
 SAME_PER_CHANNEL = (
@@ -49,18 +50,26 @@ SAME_PER_CHANNEL = (
 
 
 class StackedLinear(nn.Module):
-    """N linear layers on (B, N * in): weight (N, out, in), bias (N, out) -> (B, N * out)."""
+    """N linear layers on (B, N * in): weight (N, out, in), bias (N, out) -> (B, N * out).
 
-    def __init__(self, members: int, in_features: int, out_features: int, bias: bool):
+    ``cosine``: N cosine heads (:class:`~octbench.models.heads.CosineLinear`): each member's
+    features and class weights are L2-normalised first.
+    """
+
+    def __init__(self, members: int, in_features: int, out_features: int, bias: bool,
+                 cosine: bool = False):
         super().__init__()
-        self.members = members
+        self.members, self.cosine = members, cosine
         self.weight = nn.Parameter(torch.empty(members, out_features, in_features))
         self.bias = nn.Parameter(torch.empty(members, out_features)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]
         x = x.reshape(batch, self.members, -1).transpose(0, 1)  # (N, B, in)
-        out = torch.bmm(x, self.weight.transpose(1, 2))
+        weight = self.weight
+        if self.cosine:
+            x, weight = F.normalize(x, dim=-1), F.normalize(weight, dim=-1)
+        out = torch.bmm(x, weight.transpose(1, 2))
         if self.bias is not None:
             out = out + self.bias.unsqueeze(1)
         return out.transpose(0, 1).reshape(batch, -1)
@@ -90,7 +99,8 @@ class StackedDropout(nn.Module):
 
 def unstackable_layers(model: nn.Module) -> list[str]:
     """Names of the layer types in ``model`` that cannot be stacked (empty: it can)."""
-    allowed = (*SAME_PER_CHANNEL, nn.Conv2d, nn.BatchNorm2d, nn.Linear, nn.Dropout, nn.Flatten,
+    allowed = (*SAME_PER_CHANNEL, nn.Conv2d, nn.BatchNorm2d, nn.Linear, CosineLinear, nn.Dropout,
+               nn.Flatten,
                nn.Sequential, nn.ModuleList, nn.ModuleDict)
     bad = set()
     for module in model.modules():
@@ -116,7 +126,8 @@ def _stacked_layer(module: nn.Module, n: int, generators) -> nn.Module:
                               affine=module.affine,
                               track_running_stats=module.track_running_stats)
     if isinstance(module, nn.Linear):
-        return StackedLinear(n, module.in_features, module.out_features, module.bias is not None)
+        return StackedLinear(n, module.in_features, module.out_features, module.bias is not None,
+                             cosine=isinstance(module, CosineLinear))
     if isinstance(module, nn.Dropout):
         return StackedDropout(n, module.p, generators)
     return module
@@ -174,6 +185,14 @@ def stacking_problem(template: nn.Module, *, in_chans: int, img_size: int) -> st
                                                                    rtol=1e-3, atol=1e-4):
             return "its forward mixes the members' channels"
     return None
+
+
+def architecture(model: nn.Module) -> tuple:
+    """Layer names, types and parameter shapes: members of a stack must agree on it (LDAM's
+    cosine head, for one, changes a model's last layer)."""
+    return tuple((name, type(module).__name__,
+                  tuple(tuple(p.shape) for p in module.parameters(recurse=False)))
+                 for name, module in model.named_modules())
 
 
 def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -108,18 +108,19 @@ def test_a_member_that_stops_early_does_not_stop_the_others(two_ways):
     assert trained_epochs == sorted(e["epochs_trained"] for e in two_ways["alone"][1].values())
 
 
-def test_runs_whose_epochs_differ_in_length_train_in_separate_stacks(tmp_path, oct_npz,
+def test_runs_whose_epochs_or_heads_differ_train_in_separate_stacks(tmp_path, oct_npz,
                                                                      restore_torch):
     # undersample draws 4 x the smallest class per epoch, the others the whole split
     results = {}
-    for name, stack in (("alone", 1), ("stacked", 3)):
+    for name, stack in (("alone", 1), ("stacked", 4)):
+        # ldam_drw trains a cosine head: another architecture, so another stack
         config = experiment(tmp_path / name, oct_npz, seeds=[0],
-                            strategies=["none", "undersample", "weighted_ce"])
+                            strategies=["none", "undersample", "weighted_ce", "ldam_drw"])
         config["train"] = {**config["train"], "epochs": 2}
         results[name] = trained(tmp_path / name, config, stack)
     assert_same_runs(results["stacked"], results["alone"])
     images = {k: e["history"][0]["train_images"] for k, e in results["stacked"].items()}
-    assert sorted(images.values()) == [4 * 50, 600, 600]
+    assert sorted(images.values()) == [4 * 50, 600, 600, 600]
 
 
 def test_kill_9_mid_stack_and_rerun_gives_the_uninterrupted_result(tmp_path, oct_npz,
@@ -158,10 +159,15 @@ def _members(name: str, n: int):
     return models
 
 
-@pytest.mark.parametrize("name", ["reference_cnn", "reference_cnn_2conv", "resnet18_28"])
+@pytest.mark.parametrize("name", ["reference_cnn", "reference_cnn_2conv", "resnet18_28",
+                                  "reference_cnn+cosine_head"])
 def test_stacked_step_gives_each_member_its_own_logits_gradients_and_dropout(name):
     n = 3
-    models = _members(name, n)
+    models = _members(name.split("+")[0], n)
+    if name.endswith("cosine_head"):  # LDAM's head
+        from octbench.models.heads import use_cosine_head
+
+        models = [use_cosine_head(m) for m in models]
     generators = [torch.Generator().manual_seed(10 + i) for i in range(n)]
     stacked = build_stacked(models[0], n, generators=generators).train()
     load_members(stacked, models)

@@ -256,9 +256,10 @@ def test_stacks_group_only_runs_that_share_every_training_setting(tmp_path, oct_
     assert all(len({s.model.label for s in g}) == 1 for g in groups)
     assert sorted(s.run_id for g in groups for s in g) == sorted(s.run_id for s in specs)
     assert [len(g) for g in plan_stacks(specs, None)] == [1] * 12  # off on the CPU by default
-    probe = experiment(tmp_path, oct_npz)
-    probe["train"] = {**probe["train"], "mode": "linear_probe"}
-    assert {len(g) for g in plan_stacks(expand_grid(parse_config(probe)), 4)} == {1}
+    for setting in ({"compile": True}, {"precision": "fp16"}):  # these always train alone
+        alone = experiment(tmp_path, oct_npz)
+        alone["train"] = {**alone["train"], **setting}
+        assert {len(g) for g in plan_stacks(expand_grid(parse_config(alone)), 4)} == {1}
 
 
 def test_stack_option_on_the_command_line(tmp_path, oct_npz):

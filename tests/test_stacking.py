@@ -316,3 +316,23 @@ def test_gpu_check_script_rehearses_on_the_cpu():
                           env={**os.environ, "PYTHON": sys.executable})
     assert done.returncode == 0, done.stdout + done.stderr
     assert "local, stacked (--stack 4)" in done.stdout and "SYNTHETIC DATA" in done.stdout
+
+
+def test_a_member_whose_loss_diverges_fails_alone_and_the_others_finish(tmp_path, oct_npz,
+                                                                       restore_torch):
+    # alpha 1e39 overflows float32: that member's loss is infinite from the first batch
+    diverging = {"name": "focal", "gamma": 2.0, "alpha": [1e39] * 4}
+    found = {}
+    for name, stack in (("alone", 1), ("stacked", 2)):
+        config = experiment(tmp_path / name, oct_npz, seeds=[0], strategies=["none", diverging])
+        config["train"] = {**config["train"], "epochs": 2}
+        run_experiment(parse_config(config), quiet=True, say=lambda _: None,
+                       executor=LocalExecutor(stack=stack))
+        found[name] = run_outcome(tmp_path / name / "results" / "tiny", FIELDS)
+    statuses = {k.split("__")[1]: e["status"] for k, e in found["stacked"].items()}
+    assert sorted(statuses.values()) == ["complete", "failed"], statuses
+    records = ResultsStore(tmp_path / "stacked" / "results" / "tiny").records()
+    failed = next(r for r in records if r.status == "failed")
+    assert "training loss became" in failed.error
+    assert_same_runs({k: e for k, e in found["stacked"].items() if e["status"] == "complete"},
+                     {k: e for k, e in found["alone"].items() if e["status"] == "complete"})

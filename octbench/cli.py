@@ -29,6 +29,8 @@ from octbench.errors import OctbenchError
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 #: More worker processes than this only oversubscribes the machine.
 MAX_WORKERS = 4 * (os.cpu_count() or 1)
+#: Most runs in one stack (`run --stack`): memory grows with it.
+MAX_STACK = 64
 PLUGINS_VARIABLE = "OCTBENCH_PLUGINS"
 
 
@@ -99,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "four runs on each GPU; default 1)")
     run.add_argument("--cpus-per-run", type=int, metavar="N",
                      help="CPUs (torch threads) per run (default 1 with Ray, all here)")
+    run.add_argument("--stack", type=_int_between(1, MAX_STACK), metavar="N",
+                     help="train up to N runs that share model, data, device and train "
+                          "settings together as one stacked model, one record each (1 = off, "
+                          "the default; try 12 on a GPU)")
     run.add_argument("--shard", metavar="K/N",
                      help="train only the K-th of N disjoint slices of the grid, K counting "
                           "from 1 (e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
@@ -330,6 +336,13 @@ def cmd_run(args) -> int:
                   "(models x strategies x seeds x devices)")
         for line in plan.lines():
             print(line)
+        if args.executor == "local" and plan.pending:
+            from octbench.runner import expand_grid
+            from octbench.stacked_runs import describe_stacks
+
+            todo = {run.run_id for run in plan.pending}
+            print(describe_stacks([s for s in expand_grid(config) if s.run_id in todo],
+                                  args.stack))
         return 0
     from octbench.runner import run_experiment
 
@@ -353,6 +366,9 @@ def _make_executor(args):
     """The executor the run options ask for; options that need Ray are refused without it."""
     from octbench.executors import LocalExecutor, RayExecutor
 
+    if args.executor == "ray" and args.stack is not None:
+        raise OctbenchError("--stack trains stacks in this process: it needs --executor local "
+                            "(the default); drop --stack to use Ray.")
     if args.executor == "ray":
         return RayExecutor(address=args.address, gpus_per_run=args.gpus_per_run,
                            cpus_per_run=args.cpus_per_run)
@@ -360,7 +376,7 @@ def _make_executor(args):
         if value is not None:
             raise OctbenchError(f"{option} needs --executor ray; add it, or drop {option} to "
                                 "train here, one run at a time.")
-    return LocalExecutor(cpus_per_run=args.cpus_per_run)
+    return LocalExecutor(cpus_per_run=args.cpus_per_run, stack=args.stack)
 
 
 SCAN_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")

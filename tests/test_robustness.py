@@ -1,0 +1,201 @@
+"""Robustness (MedMNIST-C): corruptions equal medmnistc's, BE/rBE equal its Evaluator's, and
+corrupted evaluation resumes without recomputing what was stored."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("medmnistc", reason="robustness extra not installed: "
+                                        'pip install "octbench[robustness]"')
+pytest.importorskip("wand.image", reason="Wand needs the ImageMagick library "
+                                         "(apt-get install libmagickwand-6.q16-6)")
+pytest.importorskip("cv2", reason="medmnistc needs OpenCV")
+
+from conftest import experiment  # noqa: E402
+from medmnistc.corruptions.registry import CORRUPTIONS_DS  # noqa: E402
+from medmnistc.eval import Evaluator  # noqa: E402
+
+from octbench.config import ConfigError, parse_config  # noqa: E402
+from octbench.data.preprocess import preprocess_array  # noqa: E402
+from octbench.data.render import render_scans  # noqa: E402
+from octbench.metrics import compute_metrics  # noqa: E402
+from octbench.robustness import CORRUPTIONS, SEVERITIES  # noqa: E402
+from octbench.robustness.corruptions import cell_seed, corrupt_images  # noqa: E402
+from octbench.robustness.scores import alexnet_baseline, summarize  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def scans_224() -> np.ndarray:
+    return render_scans(np.array([0, 1, 2, 3]), size=224, seed=3)
+
+
+def medmnistc_reference(images: np.ndarray, name: str, severity: int, seed: int,
+                        monkeypatch) -> np.ndarray:
+    """What medmnistc's own class gives, step by step as its DatasetManager does it."""
+    # medmnistc's MotionBlur calls np.fromstring, which numpy 2 removed; for raw bytes it was
+    # exactly np.frombuffer (copied), so the package's own code runs with that stand-in.
+    monkeypatch.setattr(np, "fromstring", lambda blob, dtype: np.frombuffer(blob, dtype).copy(),
+                        raising=False)
+    corruption = CORRUPTIONS_DS["octmnist"][name]
+    np.random.seed(cell_seed(name, severity, seed))
+    out = []
+    for image in images:
+        corrupted = corruption.apply(Image.fromarray(image).convert("RGB"), severity - 1)
+        out.append(np.array(Image.fromarray(corrupted).convert("L")))
+    monkeypatch.undo()
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("name", CORRUPTIONS)
+def test_corruptions_are_pixel_identical_to_medmnistc(name, scans_224, monkeypatch):
+    for severity in SEVERITIES:
+        ours = corrupt_images(scans_224, name, severity, seed=7)
+        expected = medmnistc_reference(scans_224, name, severity, 7, monkeypatch)
+        np.testing.assert_array_equal(ours, expected, err_msg=f"{name} severity {severity}")
+    # severities really differ (the test would pass vacuously on a no-op)
+    assert not np.array_equal(corrupt_images(scans_224, name, 1, seed=7),
+                              corrupt_images(scans_224, name, 5, seed=7))
+
+
+def test_smaller_runs_resize_the_corrupted_224px_scan_like_clean_data(scans_224, monkeypatch):
+    ours = corrupt_images(scans_224, "speckle_noise", 4, seed=1, size=28)
+    full = medmnistc_reference(scans_224, "speckle_noise", 4, 1, monkeypatch)
+    expected = np.stack([preprocess_array(image, size=28) for image in full])
+    np.testing.assert_array_equal(ours, expected)
+
+
+def test_corruption_leaves_numpy_random_state_alone(scans_224):
+    np.random.seed(5)
+    before = np.random.get_state()[1].copy()
+    corrupt_images(scans_224[:1], "motion_blur", 2, seed=0)
+    np.testing.assert_array_equal(np.random.get_state()[1], before)
+
+
+def test_generic_corruptions_work_on_small_gray_scans():
+    small = render_scans(np.array([0, 3]), size=28, seed=0)
+    for name in CORRUPTIONS:
+        out = corrupt_images(small, name, 3, seed=0)
+        assert out.shape == small.shape and out.dtype == np.uint8
+
+
+def test_be_and_rbe_equal_medmnistc_evaluator(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 250)
+    evaluator = Evaluator("octmnist", labels[:, None].tolist(), list(CORRUPTIONS),
+                          str(tmp_path), "net", "multi-class")
+
+    def predictions(skill: float) -> np.ndarray:
+        logits = rng.normal(size=(len(labels), 4))
+        logits[np.arange(len(labels)), labels] += skill
+        return np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+
+    clean = predictions(2.5)
+    evaluator.evaluate_clean(clean)
+    cells = {}
+    for index, name in enumerate(CORRUPTIONS):
+        per_severity = [predictions(2.0 - 0.3 * s - 0.1 * index) for s in range(5)]
+        evaluator.evaluate(np.concatenate(per_severity), name)
+        cells[name] = {str(s + 1): compute_metrics(labels, p, "abcd")
+                       for s, p in enumerate(per_severity)}
+    evaluator.output_log = {}
+    evaluator.populate_summary()
+    ours = summarize(cells, compute_metrics(labels, clean, "abcd"), baseline=alexnet_baseline())
+    for name in CORRUPTIONS:
+        assert ours["per_corruption"][name]["be"] == pytest.approx(
+            evaluator.output_log["be_scores"][name], abs=1e-12)
+        assert ours["per_corruption"][name]["rbe"] == pytest.approx(
+            evaluator.output_log["rbe_scores"][name], abs=1e-12)
+    assert ours["mean"]["be"] == pytest.approx(evaluator.output_log["metrics"]["be"], abs=1e-12)
+    assert ours["mean"]["rbe"] == pytest.approx(evaluator.output_log["metrics"]["rbe"], abs=1e-12)
+    assert ours["mean"]["clean_error"] == pytest.approx(evaluator.clean_score, abs=1e-12)
+
+
+def test_unnormalised_scores_for_other_data():
+    labels = np.repeat(np.arange(3), 10)
+    perfect = np.eye(3)[labels]
+    chance = np.full((30, 3), 1 / 3)  # arg-max: always class 0
+    cells = {"pixelate": {"1": compute_metrics(labels, chance, "abc")}}
+    out = summarize(cells, compute_metrics(labels, perfect, "abc"), baseline=None)
+    assert "be" not in out["mean"] and "rbe" not in out["mean"]
+    assert out["mean"]["error"] == pytest.approx(2 / 3)
+    assert out["mean"]["error_drop"] == pytest.approx(2 / 3)
+
+
+def test_config_accepts_medmnist_c_and_lists_and_refuses_unknown(oct_npz, tmp_path):
+    config = parse_config(experiment(tmp_path, oct_npz, evaluate={"corruptions": "medmnist_c"}))
+    assert config.evaluate.corruptions == CORRUPTIONS and config.evaluate.severities == SEVERITIES
+    config = parse_config(experiment(tmp_path, oct_npz, evaluate={
+        "corruptions": ["pixelate"], "severities": [5, 1], "seed": 3}))
+    assert (config.evaluate.corruptions, config.evaluate.severities, config.evaluate.seed) == (
+        ("pixelate",), (1, 5), 3)
+    with pytest.raises(ConfigError) as error:
+        parse_config(experiment(tmp_path, oct_npz, evaluate={
+            "corruptions": ["pixelat"], "severities": [6]}))
+    text = str(error.value)
+    assert "unknown corruption 'pixelat'" in text and "pixelate" in text
+    assert "evaluate.severities" in text
+
+
+def _robust_config(tmp_path, oct_npz, results: str) -> dict:
+    return experiment(tmp_path, oct_npz, strategies=["none"], results_dir=str(tmp_path / results),
+                      train={"epochs": 1, "batch_size": 64, "deterministic": True, "threads": 1},
+                      evaluate={"corruptions": ["pixelate", "contrast_down", "speckle_noise"],
+                                "severities": [1, 4]})
+
+
+def test_corrupted_evaluation_resumes_after_a_crash(oct_npz, tmp_path, monkeypatch):
+    import octbench.corrupted_eval as corrupted_eval
+    import octbench.robustness.cache as cache
+    from octbench.runner import run_experiment
+
+    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))
+    calls = {"scored": 0, "generated": 0, "crash_at": None}
+    real_evaluate, real_corrupt = corrupted_eval.evaluate, cache.corrupt_images
+
+    def counted_evaluate(*args, **kwargs):
+        calls["scored"] += 1
+        if calls["scored"] == calls["crash_at"]:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    def counted_corrupt(*args, **kwargs):
+        calls["generated"] += 1
+        return real_corrupt(*args, **kwargs)
+
+    monkeypatch.setattr(corrupted_eval, "evaluate", counted_evaluate)
+    monkeypatch.setattr(cache, "corrupt_images", counted_corrupt)
+
+    def record(results: str) -> dict:
+        (path,) = (tmp_path / results / "tiny").glob("*/record.json")
+        return json.loads(path.read_text())
+
+    calls["crash_at"] = 4  # scoring the 4th of 6 cells
+    config = parse_config(_robust_config(tmp_path, oct_npz, "crashed"))
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config, quiet=True, say=lambda line: None)
+    assert record("crashed")["status"] == "interrupted"
+    assert calls["generated"] == 4  # the 4th set was generated (and cached) before the crash
+    calls.update(scored=0, generated=0, crash_at=None)
+    run_experiment(config, quiet=True, say=lambda line: None)
+    assert calls["scored"] == 3  # the 3 cells not stored; none of the 3 stored ones again
+    assert calls["generated"] == 2  # the 4th set came from the cache
+    resumed = record("crashed")
+    assert resumed["status"] == "complete"
+    assert resumed["robustness"]["timing"]["cells_reused"] == 3
+    assert not list((tmp_path / "crashed").rglob("robustness.partial.json"))
+
+    calls.update(scored=0, generated=0)
+    run_experiment(parse_config(_robust_config(tmp_path, oct_npz, "straight")), quiet=True,
+                   say=lambda line: None)
+    assert calls == {"scored": 6, "generated": 0, "crash_at": None}  # every set cached
+    straight = record("straight")
+    for key in ("cells", "summary", "protocol", "size", "seed", "version"):
+        assert resumed["robustness"][key] == straight["robustness"][key], key
+    assert resumed["metrics"] == straight["metrics"]
+    assert straight["robustness"]["protocol"] == "generic"
+    assert "be" not in straight["robustness"]["summary"]["mean"]  # own data: unnormalised
+    assert set(straight["robustness"]["cells"]) == {"pixelate", "contrast_down", "speckle_noise"}

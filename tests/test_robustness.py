@@ -199,3 +199,36 @@ def test_corrupted_evaluation_resumes_after_a_crash(oct_npz, tmp_path, monkeypat
     assert straight["robustness"]["protocol"] == "generic"
     assert "be" not in straight["robustness"]["summary"]["mean"]  # own data: unnormalised
     assert set(straight["robustness"]["cells"]) == {"pixelate", "contrast_down", "speckle_noise"}
+
+
+def test_evaluate_cli_scores_corruptions_into_the_runs_record(oct_npz, tmp_path):
+    from conftest import cli_env, run_cli, write_yaml
+
+    config = experiment(tmp_path, oct_npz, strategies=["none"],
+                        train={"epochs": 1, "batch_size": 64, "threads": 1})
+    path = write_yaml(tmp_path / "tiny.yaml", config)
+    env = cli_env(tmp_path)
+    assert run_cli(["run", str(path)], env).returncode == 0
+    (record_path,) = (tmp_path / "results" / "tiny").glob("*/record.json")
+    before = record_path.read_bytes()
+    assert "robustness" not in json.loads(before) or not json.loads(before)["robustness"]
+
+    bad = run_cli(["evaluate", "--run", str(record_path.parent), str(oct_npz),
+                   "--corruptions", "blur"], env)
+    assert bad.returncode == 2 and "unknown corruption 'blur'" in bad.stderr
+    assert "Traceback" not in bad.stderr and record_path.read_bytes() == before
+
+    done = run_cli(["evaluate", "--run", str(record_path.parent), str(oct_npz),
+                    "--corruptions", "contrast_down,pixelate", "--severities", "2,5"], env,
+                   quiet=False)
+    assert done.returncode == 0, done.stderr
+    assert "own data: generic corruptions" in done.stdout
+    record = json.loads(record_path.read_text())
+    section = record["robustness"]
+    assert set(section["cells"]) == {"contrast_down", "pixelate"}
+    assert set(section["cells"]["pixelate"]) == {"2", "5"}
+    assert section["version"] == 1 and section["protocol"] == "generic"
+    # everything else in the record is as the run wrote it
+    old = json.loads(before)
+    assert {k: v for k, v in record.items() if k != "robustness"} == {
+        k: v for k, v in old.items() if k != "robustness"}

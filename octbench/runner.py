@@ -237,8 +237,9 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
     # fingerprint, which may take a while to compute), and bad or missing data before the folder
     # is created.
     check_writable(store.root)
-    if config.evaluate.corruptions:  # a missing extra fails now, not after training
-        require_medmnistc()
+    if config.evaluate.corruptions or any(
+            a.name == "medmnist_c" for _, cell in config.variants() for a in cell.train.augment):
+        require_medmnistc()  # a missing extra fails now, not after training
     for data in distinct_data(config):
         check_available(data.name, **data.params)
     specs = expand_grid(config)

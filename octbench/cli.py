@@ -611,12 +611,15 @@ def _evaluate_corrupted(predictor, data, plan, clean: dict, data_params: dict) -
     the run's own (resumable through the run folder's partial file)."""
     import dataclasses
 
-    from octbench.predict import PARTIAL, evaluate_corrupted_checkpoint, own_record
+    from octbench.corrupted_eval import PARTIAL, SAMPLES
+    from octbench.predict import evaluate_corrupted_checkpoint, own_record
 
     owned = own_record(predictor, data)
-    partial = owned[0].run_dir(owned[1].run_id) / PARTIAL if owned else None
-    section = evaluate_corrupted_checkpoint(predictor, data, plan, clean=clean,
-                                            data_params=data_params, partial=partial)
+    run_dir = owned[0].run_dir(owned[1].run_id) if owned else None
+    section = evaluate_corrupted_checkpoint(
+        predictor, data, plan, clean=clean, data_params=data_params,
+        partial=run_dir / PARTIAL if run_dir else None,
+        samples=run_dir / SAMPLES if run_dir else None)
     section["timing"]["clean_eval_seconds"] = None
     label = {"medmnist_c": "MedMNIST-C protocol (224 px)",
              "adapted": f"adapted protocol: corrupted at 224 px, resized to {data.size} px",

@@ -35,15 +35,17 @@ import torch
 from torch import nn
 
 from octbench.data import OCTData, load_dataset
+from octbench.data.preprocess import preprocess_array
 from octbench.engine import evaluate
 from octbench.errors import DataError
-from octbench.fileio import atomic_write_text
+from octbench.fileio import atomic_write, atomic_write_text
 from octbench.metrics import METRICS, compute_metrics
 from octbench.robustness.cache import corrupted_set
 from octbench.robustness.corruptions import (
     CORRUPTIONS,
     MEDMNIST_C_SIZE,
     SEVERITIES,
+    corrupt_images,
     medmnistc_version,
     require_medmnistc,
 )
@@ -52,6 +54,8 @@ from octbench.robustness.scores import ROBUSTNESS_VERSION, alexnet_baseline, sum
 log = logging.getLogger(__name__)
 
 PARTIAL = "robustness.partial.json"
+#: One test scan at every corruption and severity, for the report's sample strip.
+SAMPLES = "robustness_samples.npz"
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,8 @@ def evaluate_corruptions(
     data_params: dict | None = None, normalize: tuple[float, float] = (0.5, 0.5),
     logit_offset: torch.Tensor | None = None, device: torch.device | None = None,
     batch_size: int = 256, precision: str = "fp32", channels_last: bool = False,
-    partial: Path | None = None, labels: torch.Tensor | None = None,
+    partial: Path | None = None, samples: Path | None = None,
+    labels: torch.Tensor | None = None,
     class_names: Sequence[str] | None = None,
     on_cell: Callable[[str, int, dict], None] | None = None,
 ) -> dict:
@@ -136,6 +141,7 @@ def evaluate_corruptions(
     Args:
         clean: the clean test metrics (for rBE and the drop from clean).
         partial: a file where each scored cell is saved at once, and read back on a rerun.
+        samples: where to write the first test scan at every cell (:func:`save_samples`).
         labels: the test labels as the model numbers them (default: the data's).
         on_cell: called after each newly scored cell (progress, tests).
 
@@ -174,6 +180,8 @@ def evaluate_corruptions(
             on_cell(name, severity, metrics)
     cells = {name: {str(s): cells[name][str(s)] for s in plan.severities}
              for name in plan.corruptions}
+    if samples is not None:
+        save_samples(samples, source, plan, size=data.size)
     baseline = alexnet_baseline() if source.normalised else None
     return {
         "version": ROBUSTNESS_VERSION,
@@ -189,3 +197,19 @@ def evaluate_corruptions(
         "timing": {"generate_seconds": generate_seconds, "eval_seconds": eval_seconds,
                    "cells_scored": len(plan.cells()) - reused, "cells_reused": reused},
     }
+
+
+def save_samples(path: Path, source: Source, plan: CorruptionPlan, *, size: int) -> None:
+    """Write the first test scan, clean and at every cell of ``plan``, as the model saw it:
+    ``clean`` (size, size), ``images`` (corruptions, severities, size, size) uint8, and the
+    ``corruptions`` / ``severities`` they show. Each cell's seed starts with this scan, so it
+    equals the first image of the scored set."""
+    first = source.images[:1]
+    clean = first[0] if first.shape[1] == size else preprocess_array(first[0], size=size)
+    images = np.stack([np.stack([corrupt_images(first, name, severity, seed=plan.seed,
+                                                size=size)[0]
+                                 for severity in plan.severities])
+                       for name in plan.corruptions])
+    arrays = {"clean": clean, "images": images, "corruptions": np.array(plan.corruptions),
+              "severities": np.array(plan.severities)}
+    atomic_write(path, lambda handle: np.savez_compressed(handle, **arrays))

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from octbench.corrupted_eval import PARTIAL, CorruptionPlan, evaluate_corruptions
+from octbench.corrupted_eval import CorruptionPlan, evaluate_corruptions
 from octbench.data import OCTData
 from octbench.data.preprocess import load_scan
 from octbench.engine import evaluate, to_input
@@ -245,7 +245,8 @@ def own_record(predictor: Predictor, data: OCTData) -> tuple[ResultsStore, RunRe
 
 def evaluate_corrupted_checkpoint(predictor: Predictor, data: OCTData, plan: CorruptionPlan, *,
                                   clean: dict, data_params: dict | None = None,
-                                  partial: Path | None = None) -> dict:
+                                  partial: Path | None = None,
+                                  samples: Path | None = None) -> dict:
     """Score a trained checkpoint on the corrupted test sets of ``plan``, on the CPU: the
     ``robustness`` section of a run record (:func:`octbench.corrupted_eval.evaluate_corruptions`).
     """
@@ -256,8 +257,5 @@ def evaluate_corrupted_checkpoint(predictor: Predictor, data: OCTData, plan: Cor
                                 normalize=predictor.normalize,
                                 logit_offset=predictor.logit_offset, labels=labels,
                                 class_names=predictor.class_names, channels_last=True,
-                                partial=partial)
+                                partial=partial, samples=samples)
 
-
-__all__ = ["PARTIAL", "Predictor", "evaluate_checkpoint", "evaluate_corrupted_checkpoint",
-           "load_predictor", "own_record", "predict_files"]

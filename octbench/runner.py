@@ -33,7 +33,7 @@ import torch
 
 from octbench.augment import build_augmenter
 from octbench.config import Component, EvaluateConfig, ExperimentConfig, TrainConfig, fingerprint
-from octbench.corrupted_eval import PARTIAL, CorruptionPlan, evaluate_corruptions
+from octbench.corrupted_eval import PARTIAL, SAMPLES, CorruptionPlan, evaluate_corruptions
 from octbench.data import OCTData, check_available, data_fingerprint
 from octbench.devices import check_precision, describe, resolve_device
 from octbench.engine import (
@@ -583,7 +583,8 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
             model, data, spec.corruptions, clean=metrics["test"], data_params=spec.data.params,
             normalize=normalize, logit_offset=strategy.logit_offset, device=device,
             batch_size=eval_batch, precision=cfg.precision, channels_last=cfg.channels_last,
-            partial=store.run_dir(spec.run_id) / PARTIAL)
+            partial=store.run_dir(spec.run_id) / PARTIAL,
+            samples=store.run_dir(spec.run_id) / SAMPLES)
         robustness["timing"]["clean_eval_seconds"] = test_seconds
     store.save_predictions(spec.run_id, **arrays)
     store.save_state(spec.run_id, ResultsStore.BEST, {

@@ -19,7 +19,7 @@ from conftest import experiment  # noqa: E402
 from medmnistc.corruptions.registry import CORRUPTIONS_DS  # noqa: E402
 from medmnistc.eval import Evaluator  # noqa: E402
 
-from octbench.config import ConfigError, parse_config  # noqa: E402
+from octbench.config import parse_config  # noqa: E402
 from octbench.data.preprocess import preprocess_array  # noqa: E402
 from octbench.data.render import render_scans  # noqa: E402
 from octbench.metrics import compute_metrics  # noqa: E402
@@ -125,21 +125,6 @@ def test_unnormalised_scores_for_other_data():
     assert out["mean"]["error_drop"] == pytest.approx(2 / 3)
 
 
-def test_config_accepts_medmnist_c_and_lists_and_refuses_unknown(oct_npz, tmp_path):
-    config = parse_config(experiment(tmp_path, oct_npz, evaluate={"corruptions": "medmnist_c"}))
-    assert config.evaluate.corruptions == CORRUPTIONS and config.evaluate.severities == SEVERITIES
-    config = parse_config(experiment(tmp_path, oct_npz, evaluate={
-        "corruptions": ["pixelate"], "severities": [5, 1], "seed": 3}))
-    assert (config.evaluate.corruptions, config.evaluate.severities, config.evaluate.seed) == (
-        ("pixelate",), (1, 5), 3)
-    with pytest.raises(ConfigError) as error:
-        parse_config(experiment(tmp_path, oct_npz, evaluate={
-            "corruptions": ["pixelat"], "severities": [6]}))
-    text = str(error.value)
-    assert "unknown corruption 'pixelat'" in text and "pixelate" in text
-    assert "evaluate.severities" in text
-
-
 def _robust_config(tmp_path, oct_npz, results: str) -> dict:
     return experiment(tmp_path, oct_npz, strategies=["none"], results_dir=str(tmp_path / results),
                       train={"epochs": 1, "batch_size": 64, "deterministic": True, "threads": 1},
@@ -232,3 +217,48 @@ def test_evaluate_cli_scores_corruptions_into_the_runs_record(oct_npz, tmp_path)
     old = json.loads(before)
     assert {k: v for k, v in record.items() if k != "robustness"} == {
         k: v for k, v in old.items() if k != "robustness"}
+
+
+def test_report_has_the_robustness_section_curves_and_sample_strip(oct_npz, tmp_path,
+                                                                   monkeypatch):
+    from octbench.report.build import build_report
+    from octbench.robustness.cache import corrupted_set
+    from octbench.runner import run_experiment
+
+    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))
+    raw = experiment(tmp_path, oct_npz, strategies=["none", "weighted_ce"],
+                     train={"epochs": 1, "batch_size": 64, "threads": 1},
+                     evaluate={"corruptions": ["contrast_down", "pixelate"],
+                               "severities": [2, 5]})
+    config = parse_config(raw)
+    lines = []
+    run_experiment(config, quiet=True, say=lines.append)
+    assert all("corrupted macro-F1" in line for line in lines if "test acc" in line)
+    written = build_report(tmp_path / "results" / "tiny", tmp_path / "reports",
+                           n_resamples=200)
+    text = (tmp_path / "reports" / "tiny" / "report.md").read_text()
+    section = text[text.index("## Robustness"):]
+    assert "own data: the generic gray-scale corruptions" in section
+    assert "balanced error" in section and "| none |" in section and "| weighted_ce |" in section
+    names = {p.name for p in written}
+    assert {"robustness_curves.png", "robustness_curves.svg", "robustness_samples.png",
+            "robustness_samples.svg"} <= names
+    # the strip shows the first scan of the very sets that were scored
+    (run_dir,) = [d for d in (tmp_path / "results" / "tiny").iterdir() if "__none__" in d.name]
+    with np.load(run_dir / "robustness_samples.npz", allow_pickle=False) as samples:
+        images = samples["images"]
+        assert list(samples["corruptions"]) == ["contrast_down", "pixelate"]
+    from octbench.data import load_dataset
+
+    data = load_dataset("npz", path=str(oct_npz), synthetic=True)
+    for i, name in enumerate(["contrast_down", "pixelate"]):
+        for j, severity in enumerate([2, 5]):
+            scored, generated = corrupted_set(data.test.images.numpy(), data.fingerprint, name,
+                                              severity, seed=0, size=data.size)
+            assert not generated  # cached when the run scored it
+            np.testing.assert_array_equal(images[i, j], scored[0])
+    record = json.loads((run_dir / "record.json").read_text())
+    mean = record["robustness"]["summary"]["mean"]
+    cells = record["robustness"]["cells"]
+    assert mean["macro_f1"] == pytest.approx(np.mean([m["macro_f1"] for c in cells.values()
+                                                      for m in c.values()]))

@@ -15,7 +15,7 @@ pytest.importorskip("wand.image", reason="Wand needs the ImageMagick library "
                                          "(apt-get install libmagickwand-6.q16-6)")
 pytest.importorskip("cv2", reason="medmnistc needs OpenCV")
 
-from conftest import experiment  # noqa: E402
+from conftest import ROOT, experiment  # noqa: E402
 from medmnistc.corruptions.registry import CORRUPTIONS_DS  # noqa: E402
 from medmnistc.eval import Evaluator  # noqa: E402
 
@@ -262,3 +262,27 @@ def test_report_has_the_robustness_section_curves_and_sample_strip(oct_npz, tmp_
     cells = record["robustness"]["cells"]
     assert mean["macro_f1"] == pytest.approx(np.mean([m["macro_f1"] for c in cells.values()
                                                       for m in c.values()]))
+
+
+@pytest.mark.slow
+def test_synthetic_twin_recipe_end_to_end(tmp_path, monkeypatch):
+    """A cut of experiments/robustness_synthetic.yaml: one model, two strategies, one seed, with
+    and without corruption training, all six corruptions at two severities, then its report."""
+    import yaml
+
+    from octbench.report.build import build_report
+    from octbench.runner import run_experiment
+
+    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))
+    raw = yaml.safe_load((ROOT / "experiments" / "robustness_synthetic.yaml").read_text())
+    raw.update(models=["reference_cnn"], strategies=["none", "balanced_softmax"], seeds=[0],
+               results_dir=str(tmp_path / "results"))
+    raw["train"]["epochs"] = 1
+    raw["evaluate"]["severities"] = [1, 5]
+    summary = run_experiment(parse_config(raw), quiet=True, say=lambda line: None)
+    assert len(summary.completed) == 4 and summary.ok
+    build_report(tmp_path / "results" / raw["name"], tmp_path / "reports", n_resamples=200)
+    text = (tmp_path / "reports" / raw["name"] / "report.md").read_text()
+    section = text[text.index("## Robustness"):]
+    assert "SYNTHETIC" in section and "adapted protocol" in section
+    assert section.count("| balanced_softmax |") == 2  # with and without medmnist_c training

@@ -286,3 +286,54 @@ def test_synthetic_twin_recipe_end_to_end(tmp_path, monkeypatch):
     section = text[text.index("## Robustness"):]
     assert "SYNTHETIC" in section and "adapted protocol" in section
     assert section.count("| balanced_softmax |") == 2  # with and without medmnist_c training
+
+
+def test_octmnist_at_28px_uses_the_224px_test_scans_and_alexnet_normalisation(tmp_path,
+                                                                               monkeypatch):
+    """Adapted protocol: the 224-px file's test scans are corrupted and resized to 28 px; BE and
+    rBE are given. Stand-in OCTMNIST files (same labels at both sizes) replace the real ones."""
+    import hashlib
+
+    import torch
+
+    import octbench.data.octmnist as octmnist
+    from octbench.corrupted_eval import CorruptionPlan, evaluate_corruptions
+    from octbench.data import load_dataset
+    from octbench.models import build_model
+
+    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    labels = {s: rng.permutation(np.arange(n) % 4) for s, n in
+              (("train", 16), ("val", 8), ("test", 8))}
+    files = {}
+    for size in (28, 224):
+        arrays = {}
+        for split, y in labels.items():
+            arrays[f"{split}_images"] = render_scans(y, size=size, seed=len(y))
+            arrays[f"{split}_labels"] = y.astype(np.uint8)[:, None]
+        path = tmp_path / f"octmnist_{size}.npz"
+        np.savez(path, **arrays)
+        files[size] = (path, "https://example.invalid", hashlib.md5(path.read_bytes()).hexdigest())
+    monkeypatch.setattr(octmnist, "octmnist_file", lambda size, root: files[size])
+
+    data = load_dataset("octmnist", size=28)
+    torch.manual_seed(0)
+    model = build_model("reference_cnn", num_classes=4, in_chans=1, img_size=28).eval()
+    plan = CorruptionPlan(("contrast_down",), (3,), 0)
+    clean = compute_metrics(data.test.labels.numpy(), np.full((8, 4), 0.25), "abcd")
+    section = evaluate_corruptions(model, data, plan, clean=clean)
+    assert section["protocol"] == "adapted" and not section["comparable"]
+    assert section["normalised"] and section["source_size"] == 224 and section["size"] == 28
+    mean = section["summary"]["mean"]
+    alexnet = alexnet_baseline()
+    assert mean["be"] == pytest.approx(mean["error"] / alexnet["raw_scores"]["contrast_down"])
+    # the scored set is the 224-px test scans, corrupted, then resized like the clean data
+    from octbench.robustness.cache import corrupted_set
+
+    with np.load(files[224][0]) as npz:
+        full = npz["test_images"]
+    scored, generated = corrupted_set(full, f"md5:{files[224][2]}", "contrast_down", 3, seed=0,
+                                      size=28)
+    assert not generated
+    np.testing.assert_array_equal(scored, corrupt_images(full, "contrast_down", 3, seed=0,
+                                                         size=28))

@@ -256,6 +256,7 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
             store.clear_stale_lock(spec.run_id)  # likewise; `prepare` is skipped when all done
         else:
             pending.append(spec)
+    _hint_unscored(store, [s for s in specs if s.run_id in set(summary.already_complete)], say)
     if not pending:
         say(f"All {len(specs)} runs of '{config.name}' are already complete in {store.root}; "
             "nothing to train.")
@@ -303,6 +304,26 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
             summary.failed.append((spec.run_id, outcome.error))
             say(f"{head}: FAILED: {outcome.error}")
     return summary
+
+
+def _hint_unscored(store: ResultsStore, complete: list[RunSpec],
+                   say: Callable[[str], None]) -> None:
+    """Say which complete runs lack the corrupted evaluation the YAML now asks for (it is not
+    part of run ids, so they are not retrained) and how to score them."""
+    unscored = []
+    for spec in complete:
+        if spec.corruptions is None:
+            continue
+        record = store.read(spec.run_id)
+        if record is not None and not record.robustness.get("cells"):
+            unscored.append(spec)
+    if unscored:
+        plan = unscored[0].corruptions
+        say(f"{len(unscored)} complete run(s) have no corrupted evaluation (evaluate."
+            "corruptions was added after they ran; it does not retrain them). Score each with "
+            f"`python -m octbench evaluate --run {store.run_dir(unscored[0].run_id)} "
+            f"EXPERIMENT.yaml --corruptions {','.join(plan.corruptions)} --severities "
+            f"{','.join(map(str, plan.severities))} --corruption-seed {plan.seed}`.")
 
 
 def _data_key(data: Component) -> str:

@@ -50,3 +50,16 @@ def test_missing_extra_fails_before_training_with_the_install_hint(oct_npz, tmp_
     with pytest.raises(OctbenchError, match=r'pip install "octbench\[robustness\]"'):
         run_experiment(config, quiet=True, say=lambda line: None)
     assert not (tmp_path / "results").exists()  # nothing was trained or created
+
+
+def test_complete_runs_without_corrupted_evaluation_get_the_command_to_score_them(oct_npz,
+                                                                                  tmp_path):
+    raw = experiment(tmp_path, oct_npz, strategies=["none"],
+                     train={"epochs": 1, "batch_size": 64, "threads": 1})
+    run_experiment(parse_config(raw), quiet=True, say=lambda line: None)
+    raw["evaluate"] = {"corruptions": ["pixelate"], "severities": [2]}
+    lines = []
+    summary = run_experiment(parse_config(raw), quiet=True, say=lines.append)
+    assert len(summary.already_complete) == 1 and not summary.completed  # not retrained
+    (hint,) = [line for line in lines if "no corrupted evaluation" in line]
+    assert "--corruptions pixelate --severities 2 --corruption-seed 0" in hint

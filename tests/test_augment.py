@@ -32,8 +32,8 @@ NEEDS_EXTRA = {"medmnist_c": _robustness_extra_missing}
 
 
 def with_extras(names) -> list:
-    return [pytest.param(n, marks=pytest.mark.skipif(
-        NEEDS_EXTRA[n]() is not None, reason=str(NEEDS_EXTRA[n]()))) if n in NEEDS_EXTRA else n
+    return [pytest.param(n, marks=[pytest.mark.extras, pytest.mark.skipif(
+        NEEDS_EXTRA[n]() is not None, reason=str(NEEDS_EXTRA[n]()))]) if n in NEEDS_EXTRA else n
             for n in names]
 
 

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+pytestmark = pytest.mark.extras
+
 pytest.importorskip("medmnistc", reason="robustness extra not installed: "
                                         'pip install "octbench[robustness]"')
 pytest.importorskip("wand.image", reason="Wand needs the ImageMagick library "

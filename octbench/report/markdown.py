@@ -129,14 +129,16 @@ def render_markdown(data: ReportData, *, table: pd.DataFrame, comparisons: pd.Da
                     per_class: pd.DataFrame, devices: pd.DataFrame,
                     figures: Sequence[tuple[Path, str]], n_resamples: int,
                     study_figures: Sequence[Path] = (), study: dict | None = None,
+                    robustness: Sequence[str] = (),
                     sections: dict[str, list[str]] | None = None) -> str:
     """The whole report as markdown (figures are linked relative to the report).
 
     ``study`` (from ``octbench.tuning.study_summary``) adds the tuning study's section; a
-    results folder that holds only a study gets a report about the study alone. ``sections``
-    holds rendered sections of :mod:`octbench.report.sections` by name (``ranking``,
-    ``calibration``, ``recipe``), placed after the comparisons, after the per-class section
-    and before the reading notes.
+    results folder that holds only a study gets a report about the study alone.
+    ``robustness`` is the robustness section's markdown (``report.sections.robustness``).
+    ``sections`` holds other rendered sections of :mod:`octbench.report.sections` by name
+    (``ranking``, ``calibration``, ``recipe``), placed after the comparisons, after the
+    per-class section and before the reading notes.
     """
     sections = sections or {}
     study_only = not data.records and study is not None
@@ -175,6 +177,8 @@ def render_markdown(data: ReportData, *, table: pd.DataFrame, comparisons: pd.Da
         if sections.get("calibration"):
             out += ["", *sections["calibration"]]
         out += ["", *_device_section(data, devices)]
+        if robustness:
+            out += ["", *robustness]
     if study is not None:
         out += ["", *_study_section(study)]
     out += ["", *_figure_section(data, figures, study_figures, study)]

@@ -238,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--allow-mixed-data", action="store_true",
                         help="report runs made on different data (content fingerprints) in "
                              "one table; refused otherwise")
+    report.add_argument("--stratify", choices=("class", "groups", "none"),
+                        help="how the bootstrap resamples test items: within each class, whole "
+                             "groups (test_groups, e.g. patients) or freely (default: the YAML's "
+                             "report.bootstrap.stratify, else class)")
     report.set_defaults(handler=cmd_report)
     return parser
 
@@ -533,9 +537,11 @@ def cmd_predict(args) -> int:
     if predictor.synthetic is not False:
         banner = f"*** {banner} ***"
     print(banner, file=sys.stderr if args.json else sys.stdout)
+    print(predictor.calibration_note(), file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps([{"file": r.path, "top_class": r.top_class,
                            "probabilities": r.probabilities, "error": r.error,
+                           "temperature": predictor.temperature if predictor.calibrated else None,
                            "synthetic": predictor.synthetic,
                            "dataset": predictor.provenance.get("dataset")}
                           for r in results], indent=2))
@@ -690,7 +696,7 @@ def cmd_report(args) -> int:
     formats = ("md", "csv") if args.format == "all" else (args.format,)
     written = build_report(args.source, args.out, formats=formats, baseline=args.baseline,
                            n_resamples=args.resamples, study=args.study,
-                           allow_mixed_data=args.allow_mixed_data)
+                           allow_mixed_data=args.allow_mixed_data, stratify=args.stratify)
     for path in written:
         print(f"wrote {path}")
     return 0

@@ -106,13 +106,26 @@ LATER_DEFAULTS = {"mode": "end_to_end", "augment": []}
 
 
 @dataclass(frozen=True)
+class BootstrapConfig:
+    """How the report's bootstrap resamples the test items.
+
+    ``class`` (default) resamples within each class, so every resample keeps the test split's
+    class counts (OCTMNIST's is balanced by design); ``groups`` resamples whole groups (e.g.
+    patients, from the data's ``test_groups``); ``none`` resamples items freely.
+    """
+
+    stratify: Literal["class", "none", "groups"] = "class"
+
+
+@dataclass(frozen=True)
 class ReportConfig:
-    """Report options: the strategy every other one is compared against.
+    """Report options: the strategy every other one is compared against, and the bootstrap.
 
     ``baseline`` defaults to ``none`` when the grid has it, else to the first strategy.
     """
 
     baseline: str | None = None
+    bootstrap: BootstrapConfig = BootstrapConfig()
 
 
 @dataclass(frozen=True)
@@ -568,14 +581,22 @@ def parse_config(raw: dict, source: str | None = None) -> ExperimentConfig:
     train = _parse_section(problems, raw_train, TrainConfig, "train")
     if augment_raw:
         train = dataclasses.replace(train, augment=_parse_augment(problems, augment_raw))
-    report = _parse_section(problems, raw.get("report"), ReportConfig, "report")
+    raw_report = raw.get("report")
+    bootstrap_raw = None
+    if isinstance(raw_report, dict):  # a nested section, validated on its own
+        raw_report = dict(raw_report)
+        bootstrap_raw = raw_report.pop("bootstrap", None)
+    report = _parse_section(problems, raw_report, ReportConfig, "report")
+    if bootstrap_raw is not None:
+        report = dataclasses.replace(report, bootstrap=_parse_section(
+            problems, bootstrap_raw, BootstrapConfig, "report.bootstrap"))
     if train.select_on not in METRICS:
         problems.append(f"train.select_on must be a validation metric, one of "
                         f"{', '.join(METRICS)}. Got {train.select_on!r} instead."
                         f"{did_you_mean(str(train.select_on), list(METRICS))}")
     if strategies and report.baseline is None:
         labels = [s.label for s in strategies]
-        report = ReportConfig(baseline="none" if "none" in labels else labels[0])
+        report = dataclasses.replace(report, baseline="none" if "none" in labels else labels[0])
     elif strategies and report.baseline not in {s.label for s in strategies}:
         problems.append(f"report.baseline '{report.baseline}' is not among the strategies "
                         f"({', '.join(s.label for s in strategies)}); name one of them.")

@@ -381,3 +381,78 @@ def _study_importance(study, n_complete: int, title: str, path: Path) -> Path | 
     ax.set_xlabel(f"share of the variance explained ({n_complete} complete trials)")
     ax.set_title(title, fontsize=9)
     return save_figure(fig, path)
+
+
+def critical_difference(names: Sequence[str], mean_ranks: Sequence[float], cd: float,
+                        cliques: Sequence[Sequence[int]], title: str, path: Path) -> Path | None:
+    """A critical-difference diagram (Demšar 2006): mean ranks on an axis (1 = best, left),
+    Nemenyi's CD as a scale bar, and a thick bar joining configurations within one CD.
+
+    Returns None with fewer than two configurations (nothing to rank).
+    """
+    k = len(names)
+    if k < 2:
+        return None
+    _theme()
+    order = sorted(range(k), key=lambda i: mean_ranks[i])
+    rows = math.ceil(k / 2)
+    fig = Figure(figsize=(PAGE_WIDTH, 1.4 + 0.28 * rows))
+    ax = fig.subplots()
+    ax.set_xlim(0.5, k + 0.5)
+    below = 0.35 + 0.25 * len(cliques)  # the clique bars sit between the axis and the labels
+    ax.set_ylim(-(below + 0.9 * rows + 0.4), 1.6)
+    ax.axis("off")
+    ax.plot([1, k], [0, 0], color="black", linewidth=1)
+    for rank in range(1, k + 1):
+        ax.plot([rank, rank], [0, 0.15], color="black", linewidth=1)
+        ax.text(rank, 0.3, str(rank), ha="center", va="bottom", fontsize=8)
+    if not math.isnan(cd):
+        ax.plot([1, 1 + cd], [1.2, 1.2], color="black", linewidth=1.5)
+        ax.text(1 + cd / 2, 1.3, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=8)
+    for position, i in enumerate(order):  # best half labelled on the left, the rest right
+        left = position < rows
+        level = -below - (position if left else k - 1 - position) * 0.9
+        end = 0.55 if left else k + 0.45
+        ax.plot([mean_ranks[i], mean_ranks[i], end], [0, level, level], color="0.3",
+                linewidth=0.8)
+        ax.text(end, level, f"{names[i]} ({mean_ranks[i]:.2f})  " if left
+                else f"  ({mean_ranks[i]:.2f}) {names[i]}", ha="right" if left else "left",
+                va="center", fontsize=8)
+    for n, group in enumerate(cliques):
+        ranks = [mean_ranks[i] for i in group]
+        y = -0.35 - 0.25 * n
+        ax.plot([min(ranks) - 0.03, max(ranks) + 0.03], [y, y], color="black", linewidth=3)
+    ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)
+
+
+def reliability(curves: Sequence[dict], title: str, path: Path) -> Path | None:
+    """Reliability diagrams, one panel per model group: accuracy against mean confidence per
+    confidence bin, before (dashed) and after (solid) temperature scaling; the diagonal is
+    perfect calibration. Each curve dict holds ``label`` and ``before`` / ``after`` as
+    ``(mean confidence per bin, accuracy per bin)``; None when there is none."""
+    if not curves:
+        return None
+    _theme()
+    columns = min(3, len(curves))
+    rows = math.ceil(len(curves) / columns)
+    fig = Figure(figsize=(PAGE_WIDTH, 2.4 * rows + 0.4))
+    axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
+    for ax, curve in zip(axes, curves, strict=False):
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+        for when, style in (("before", "--"), ("after", "-")):
+            confidence, accuracy = curve[when]
+            keep = ~np.isnan(confidence)
+            ax.plot(confidence[keep], accuracy[keep], style, marker="o", ms=3,
+                    label=f"{when} scaling")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_title(curve["label"], fontsize=8)
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("accuracy")
+    for ax in axes[len(curves):]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize=7, loc="upper left")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -10,6 +10,7 @@ Must not import: config, the runner, report or tuning.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from octbench.calibration import apply_temperature
 from octbench.corrupted_eval import CorruptionPlan, evaluate_corruptions
 from octbench.data import OCTData
 from octbench.data.preprocess import load_scan
@@ -47,6 +49,18 @@ class Predictor:
 
     #: The training data (:func:`octbench.runner.provenance`); empty for older checkpoints.
     provenance: dict = field(default_factory=dict)
+    #: Temperature fitted on validation at the end of training (1.0: none, older checkpoints).
+    temperature: float = 1.0
+    #: Whether the checkpoint holds a fitted temperature.
+    calibrated: bool = False
+
+    def calibration_note(self) -> str:
+        """One line on how the probabilities were calibrated, for the user to see."""
+        if not self.calibrated:
+            return ("probabilities are the model's softmax, not calibrated (the checkpoint has "
+                    "no fitted temperature)")
+        return (f"probabilities temperature-scaled with T = {self.temperature:.3f} (fitted on "
+                "the validation split at the end of training; the predicted class is unchanged)")
 
     @property
     def synthetic(self) -> bool | None:
@@ -67,7 +81,10 @@ class Predictor:
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities (N, K) for uint8 images (N, size, size)."""
         images = torch.as_tensor(np.array(images))
-        return self.predict(images, torch.zeros(len(images), dtype=torch.int64)).scores
+        scores = self.predict(images, torch.zeros(len(images), dtype=torch.int64)).scores
+        # The validation-fitted temperature (the argmax is unchanged); predict() stays raw, as
+        # the run's own evaluation scored.
+        return apply_temperature(scores, self.temperature) if self.calibrated else scores
 
     def predict(self, images: torch.Tensor, labels: torch.Tensor) -> Predictions:
         """Score uint8 images (N, size, size) exactly as the run's evaluation did."""
@@ -143,9 +160,16 @@ def load_predictor(run: str, results_dir: str | Path = "results") -> Predictor:
         raise OctbenchError(f"{path} is not a usable octbench checkpoint ({error}); pass the "
                             "best.pt of a complete run.") from None
     model.eval()
+    temperature = state.get("temperature", None)
+    if temperature is not None and not (isinstance(temperature, float | int)
+                                        and 0 < temperature < math.inf):
+        raise OctbenchError(f"{path} holds temperature {temperature!r}, not a positive number; "
+                            "it is not a usable octbench checkpoint: pass the best.pt of a "
+                            "complete run.")
     if inputs["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     return Predictor(model=model, class_names=tuple(state["class_names"]),
+                     temperature=float(temperature or 1.0), calibrated=temperature is not None,
                      img_size=int(state["img_size"]), logit_offset=state.get("logit_offset"),
                      source=path, normalize=inputs["normalization"],
                      channels_last=inputs["channels_last"], precision=inputs["precision"],

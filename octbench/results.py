@@ -87,6 +87,9 @@ class RunRecord:
     model_init: dict = field(default_factory=dict)
     #: the values of the experiment's ``sweep:`` this run was made with ({} without a sweep)
     sweep: dict = field(default_factory=dict)
+    #: temperature scaling fitted on validation: ``temperature``, ``fitted_on`` and validation
+    #: NLL / ECE before and after ({} for runs made before it existed)
+    calibration: dict = field(default_factory=dict)
     git_commit: str | None = None
     created_utc: str = ""
     error: str | None = None

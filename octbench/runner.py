@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from octbench.augment import build_augmenter
+from octbench.calibration import calibration_summary, fit_temperature
 from octbench.config import Component, EvaluateConfig, ExperimentConfig, TrainConfig, fingerprint
 from octbench.corrupted_eval import PARTIAL, SAMPLES, CorruptionPlan, evaluate_corruptions
 from octbench.data import OCTData, check_available, data_fingerprint
@@ -676,6 +677,8 @@ def complete_run(run: RunSetup, data: OCTData, store: ResultsStore, device: torc
         metrics["test"] = compute_metrics(test_pred.labels, test_pred.scores, data.class_names)
         arrays.update(test_scores=test_pred.scores.astype(np.float32),
                       test_labels=test_pred.labels)
+        if data.test.groups is not None:  # e.g. patients: the report resamples them whole
+            arrays["test_groups"] = data.test.groups
         eval_seconds += test_seconds
         eval_images += len(test_pred.labels)
     robustness = {}
@@ -690,7 +693,13 @@ def complete_run(run: RunSetup, data: OCTData, store: ResultsStore, device: torc
             samples=store.run_dir(spec.run_id) / SAMPLES)
         robustness["timing"]["clean_eval_seconds"] = test_seconds
     store.save_predictions(spec.run_id, **arrays)
+    # Temperature scaling on validation only (Guo et al. 2017): the test split stays unseen.
+    temperature = fit_temperature(val_pred.scores, val_pred.labels)
+    calibration = {"temperature": temperature, "fitted_on": "val", **{
+        f"val_{k}": v for k, v in
+        calibration_summary(val_pred.scores, val_pred.labels, temperature).items()}}
     store.save_state(spec.run_id, ResultsStore.BEST, {
+        "temperature": temperature,
         "model": state["best"], "model_config": spec.config()["model"],
         "class_names": list(data.class_names), "img_size": data.size,
         "logit_offset": run.strategy.logit_offset, "epoch": state["best_epoch"],
@@ -708,6 +717,7 @@ def complete_run(run: RunSetup, data: OCTData, store: ResultsStore, device: torc
     record = finish(
         COMPLETE, metrics=metrics, best_epoch=state["best_epoch"], epochs_trained=len(history),
         history=history, parameters=count_parameters(model), model_init=run.model_init,
+        calibration=calibration,
         timing={
             "train_seconds": train_seconds,
             "seconds_per_epoch": train_seconds / len(history),

@@ -3,7 +3,9 @@
 A benchmark number varies for two reasons, and each has its own tools here:
 
 * **Test items.** The test split is one sample of images (OCTMNIST: 1,000). :func:`bootstrap_ci`,
-  :func:`paired_bootstrap_test` and :func:`mcnemar_test` resample or pair the test items.
+  :func:`paired_bootstrap_test` and :func:`mcnemar_test` resample or pair the test items: freely,
+  within strata (``strata=labels`` keeps a balanced split balanced, :func:`stratified_resamples`)
+  or as whole groups (``groups=patients``, a cluster bootstrap).
 * **Training seeds.** Another seed gives another model. :func:`seed_test` pairs runs by seed and
   :func:`mean_std` summarises them.
 
@@ -12,6 +14,7 @@ identical models, NaN values): the answer is NaN, and test results carry a ``not
 :func:`holm` adjusts a family of p-values for multiple comparisons.
 
 Must not import: any octbench module, metrics included (a metric is passed in as a function).
+One module over 450 lines because it is one idea: the uncertainty of a reported number.
 """
 
 from __future__ import annotations
@@ -86,6 +89,7 @@ def bootstrap_ci(
     confidence: float = 0.95,
     seed: int = 0,
     groups: np.ndarray | None = None,
+    strata: np.ndarray | None = None,
     method: str = "percentile",
     vectorized: bool = False,
 ) -> Interval:
@@ -107,6 +111,9 @@ def bootstrap_ci(
         seed: seed of the resampling, for reproducible intervals.
         groups: optional ``(N,)`` group ids (e.g. patients); whole groups are resampled, because
             items of one group are not independent.
+        strata: optional ``(N,)`` stratum ids (e.g. the labels): items are resampled within
+            each stratum, so every resample keeps each stratum's size (a class-balanced test
+            split stays balanced). Not together with ``groups``; ``method`` percentile or basic.
         method: ``"percentile"`` (default: robust for bounded metrics with few distinct values and
             no extra cost), ``"basic"`` or ``"BCa"`` (bias-corrected; N extra metric calls).
         vectorized: ``metric_fn`` also takes a leading resample axis (labels ``(B, N)``,
@@ -128,11 +135,18 @@ def bootstrap_ci(
     labels = _labels(labels)
     n = len(labels)
     metric = _seed_mean(metric_fn, labels, _seeds_first(scores_or_preds, n, "scores_or_preds"))
-    units, to_items, described = _units(n, groups)
+    units, to_items, described = _units(n, groups, strata)
     method_text = f"{method} bootstrap, {n_resamples} resamples of {described}"
     estimate = metric(np.arange(n)) if n else math.nan
     if len(units) < 2:  # nothing to resample: any interval would be invented
         return Interval(estimate, math.nan, math.nan, confidence, method_text)
+    if strata is not None:
+        if method not in ("percentile", "basic"):
+            raise ValueError(f"a stratified bootstrap interval is 'percentile' or 'basic'; got "
+                             f"method={method!r}.")
+        values = _stratified_distribution(strata, metric, n_resamples, seed, vectorized)
+        low, high = _interval(values, estimate, confidence, method)
+        return Interval(estimate, low, high, confidence, method_text)
     statistic = _resample_statistic(metric, to_items, vectorized and groups is None)
     result = _bootstrap(units, statistic, n_resamples, confidence, seed, method)
     low, high = result.confidence_interval
@@ -148,6 +162,7 @@ def paired_bootstrap_test(
     n_resamples: int = 2000,
     seed: int = 0,
     groups: np.ndarray | None = None,
+    strata: np.ndarray | None = None,
     vectorized: bool = False,
 ) -> Comparison:
     """Paired bootstrap test of ``metric(A) - metric(B)`` over the test items.
@@ -167,6 +182,7 @@ def paired_bootstrap_test(
         n_resamples: number of bootstrap resamples.
         seed: seed of the resampling.
         groups: optional ``(N,)`` group ids whose items are resampled together.
+        strata: optional ``(N,)`` stratum ids (e.g. the labels) to resample within.
         vectorized: ``metric_fn`` scores a batch of resamples per call (see :func:`bootstrap_ci`).
 
     Returns:
@@ -187,7 +203,7 @@ def paired_bootstrap_test(
     n = len(labels)
     metric_a = _seed_mean(metric_fn, labels, _seeds_first(preds_a, n, "preds_a"))
     metric_b = _seed_mean(metric_fn, labels, _seeds_first(preds_b, n, "preds_b"))
-    units, to_items, described = _units(n, groups)
+    units, to_items, described = _units(n, groups, strata)
     test = f"paired bootstrap ({n_resamples} resamples of {described})"
     if len(units) < 2:
         difference = metric_a(np.arange(n)) - metric_b(np.arange(n)) if n else math.nan
@@ -198,11 +214,14 @@ def paired_bootstrap_test(
         return metric_a(items) - metric_b(items)
 
     difference = delta(np.arange(n))
-    with warnings.catch_warnings():  # only the distribution is used, not scipy's own interval
-        warnings.simplefilter("ignore", scipy.stats.DegenerateDataWarning)
-        statistic = _resample_statistic(delta, to_items, vectorized and groups is None)
-        result = _bootstrap(units, statistic, n_resamples, 0.95, seed, "percentile")
-        deltas = result.bootstrap_distribution
+    if strata is not None:
+        deltas = _stratified_distribution(strata, delta, n_resamples, seed, vectorized)
+    else:
+        with warnings.catch_warnings():  # only the distribution is used, not scipy's interval
+            warnings.simplefilter("ignore", scipy.stats.DegenerateDataWarning)
+            statistic = _resample_statistic(delta, to_items, vectorized and groups is None)
+            result = _bootstrap(units, statistic, n_resamples, 0.95, seed, "percentile")
+            deltas = result.bootstrap_distribution
     undefined = int(np.isnan(deltas).sum())
     if undefined or math.isnan(difference):
         # Dropping the NaN resamples would bias the tails, so make no claim at all.
@@ -433,9 +452,19 @@ def _resample_statistic(
 
 
 def _units(
-    n: int, groups: np.ndarray | None
+    n: int, groups: np.ndarray | None, strata: np.ndarray | None = None
 ) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray], str]:
     """What the bootstrap resamples (item or group ids), how units map to items, and a label."""
+    if groups is not None and strata is not None:
+        raise ValueError("resample either whole groups or within strata, not both; pass groups "
+                         "or strata.")
+    if strata is not None:
+        strata = np.asarray(strata).reshape(-1)
+        if len(strata) != n:
+            raise ValueError(f"strata must give one stratum per test item ({n}); got "
+                             f"{len(strata)}.")
+        k = len(np.unique(strata))
+        return np.arange(n), lambda units: units, f"{n} items within {k} strata"
     if groups is None:
         return np.arange(n), lambda units: units, f"{n} items"
     codes = np.unique(np.asarray(groups).reshape(-1), return_inverse=True)[1]
@@ -474,3 +503,49 @@ def _bootstrap(
         batch=500,
         rng=np.random.default_rng(seed),
     )
+
+
+def stratified_resamples(strata: np.ndarray, n_resamples: int,
+                         rng: np.random.Generator) -> np.ndarray:
+    """``(n_resamples, N)`` item indices drawn with replacement *within* each stratum.
+
+    Every row holds, for each stratum, as many draws from that stratum's items as it has items,
+    so the strata's sizes (e.g. the class counts of a balanced test split) are the same in every
+    resample; this is the stratified bootstrap (Davison & Hinkley 1997, §3.7). Items keep their
+    stratum's positions, so ``labels[rows]`` equals ``labels`` when the strata are the labels.
+
+    Example:
+        >>> rows = stratified_resamples(np.array([0, 0, 1, 1, 1]), 4, np.random.default_rng(0))
+        >>> bool((np.array([0, 0, 1, 1, 1])[rows] == [0, 0, 1, 1, 1]).all())
+        True
+    """
+    strata = np.asarray(strata).reshape(-1)
+    rows = np.empty((n_resamples, len(strata)), dtype=np.int64)
+    for value in np.unique(strata):
+        members = np.flatnonzero(strata == value)
+        rows[:, members] = members[rng.integers(0, len(members), (n_resamples, len(members)))]
+    return rows
+
+
+def _stratified_distribution(strata: np.ndarray, metric: Callable, n_resamples: int, seed: int,
+                             vectorized: bool, batch: int = 500) -> np.ndarray:
+    """The metric on ``n_resamples`` stratified resamples, ``batch`` resamples at a time."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for start in range(0, n_resamples, batch):
+        rows = stratified_resamples(strata, min(batch, n_resamples - start), rng)
+        values.append(np.asarray(metric(rows), dtype=np.float64).reshape(-1) if vectorized
+                      else np.array([metric(row) for row in rows], dtype=np.float64))
+    return np.concatenate(values)
+
+
+def _interval(values: np.ndarray, estimate: float, confidence: float,
+              method: str) -> tuple[float, float]:
+    """Percentile (or basic) interval of a bootstrap distribution, as scipy computes them."""
+    alpha = (1 - confidence) / 2
+    if np.isnan(values).any():
+        return math.nan, math.nan
+    low, high = np.percentile(values, [100 * alpha, 100 * (1 - alpha)])
+    if method == "basic":
+        low, high = 2 * estimate - high, 2 * estimate - low
+    return float(low), float(high)

@@ -30,6 +30,7 @@ from sklearn.metrics import (
 
 from octbench import report
 from octbench.cli import main
+from octbench.errors import OctbenchError
 from octbench.metrics import compute_metrics
 from octbench.results import COMPLETE, FAILED, SKIPPED, ResultsStore, RunRecord
 
@@ -50,7 +51,8 @@ def dataset(name: str = "synthetic", size: int = 28, synthetic: bool = True,
 
 def write_run(store: ResultsStore, *, model="cnn", strategy="none", seed=0, device="cpu",
               precision="fp32", status=COMPLETE, data=None, quality=None, hardware=None,
-              run_id=None, predictions=True, speed=1500.0, error=None, sweep=None) -> RunRecord:
+              run_id=None, predictions=True, speed=1500.0, error=None, sweep=None,
+              config=None) -> RunRecord:
     """Write one fabricated run: scores whose true-class logit is raised by ``quality``."""
     data = data or dataset()
     run_id = run_id or f"{model}__{strategy}__seed{seed}__{device}-{precision}"
@@ -80,7 +82,7 @@ def write_run(store: ResultsStore, *, model="cnn", strategy="none", seed=0, devi
         hardware=hardware if hardware is not None else {
             "type": "cpu", "name": "Test CPU", "threads": 2, "torch": "2.5.0"},
         versions={"octbench": "0.1.0"}, created_utc=f"2025-01-0{seed + 1}T10:00:00+00:00",
-        error=error, sweep=sweep or {}, **fields)
+        error=error, sweep=sweep or {}, config=config or {}, **fields)
     store.write(record)
     return record
 
@@ -209,11 +211,44 @@ def test_confidence_interval_recomputed_with_scipy(built: Built, metric: str) ->
     def pooled(items):  # the metric of every seed on the same resampled items, averaged
         return np.mean([SKLEARN[metric](labels[items], s[items]) for _, s in runs])
 
+    values = [pooled(items) for items in class_stratified_draws(labels)]
+    low, high = np.percentile(values, [2.5, 97.5])
+    assert row[f"{metric}_low"] == pytest.approx(low, abs=1e-9)
+    assert row[f"{metric}_high"] == pytest.approx(high, abs=1e-9)
+
+
+def class_stratified_draws(labels: np.ndarray, seed: int = 0) -> list[np.ndarray]:
+    """The report's default resamples, drawn here independently: per class (in label order),
+    as many items with replacement as that class has, each item keeping its class's place."""
+    rng = np.random.default_rng(seed)
+    rows = np.empty((RESAMPLES, len(labels)), dtype=int)
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        rows[:, members] = members[rng.integers(0, len(members), (RESAMPLES, len(members)))]
+    assert all((np.bincount(labels[r]) == np.bincount(labels)).all() for r in rows)
+    return list(rows)
+
+
+def test_unstratified_interval_recomputed_with_scipy(tmp_path: Path) -> None:
+    folder = tmp_path / "results" / "demo"
+    store = ResultsStore(folder)
+    for seed in range(3):
+        write_run(store, strategy="weighted_ce", seed=seed)
+    built = report.build_report(folder, tmp_path / "reports", n_resamples=RESAMPLES,
+                                stratify="none")
+    assert "items resampled freely" in built[0].read_text()
+    table = report.main_table(report.collect(folder, stratify="none"), n_resamples=RESAMPLES)
+    runs = stored(folder, "weighted_ce")
+    labels = runs[0][0]
+
+    def pooled(items):
+        return np.mean([SKLEARN["macro_f1"](labels[items], s[items]) for _, s in runs])
+
     expected = scipy.stats.bootstrap(
         (np.arange(N_TEST),), pooled, n_resamples=RESAMPLES, method="percentile", paired=True,
         vectorized=False, batch=500, rng=np.random.default_rng(0)).confidence_interval
-    assert row[f"{metric}_low"] == pytest.approx(expected.low, abs=1e-9)
-    assert row[f"{metric}_high"] == pytest.approx(expected.high, abs=1e-9)
+    assert table.macro_f1_low[0] == pytest.approx(expected.low, abs=1e-9)
+    assert table.macro_f1_high[0] == pytest.approx(expected.high, abs=1e-9)
 
 
 def test_paired_test_and_holm_recomputed(built: Built) -> None:
@@ -229,9 +264,7 @@ def test_paired_test_and_holm_recomputed(built: Built) -> None:
         return (np.mean([f1(labels[items], s[items]) for _, s in runs])
                 - np.mean([f1(labels[items], b[items]) for _, b in base]))
 
-    deltas = scipy.stats.bootstrap(
-        (np.arange(N_TEST),), diff, n_resamples=RESAMPLES, method="percentile", paired=True,
-        vectorized=False, batch=500, rng=np.random.default_rng(0)).bootstrap_distribution
+    deltas = np.array([diff(items) for items in class_stratified_draws(labels)])
     tail = min(np.sum(deltas <= 0), np.sum(deltas >= 0))
     p = min(1.0, 2 * (tail + 1) / (RESAMPLES + 1))
     assert comparisons.loc["oversample", "macro_f1_p"] == pytest.approx(p)
@@ -307,16 +340,20 @@ def test_header_and_synthetic_labelling(built: Built) -> None:
     assert "MedMNIST v2" not in text  # never published rows beside synthetic numbers
 
 
-@pytest.mark.parametrize(("size", "test", "shown"), [(28, 250, True), (64, 250, False),
+@pytest.mark.parametrize(("size", "test", "shown"), [(28, 250, True), (64, 250, True),
                                                      (28, 100, False)])
-def test_published_rows_only_for_real_octmnist_at_matching_size(
+def test_published_rows_only_for_real_octmnist_and_apart_unless_same_protocol(
         tmp_path: Path, size: int, test: int, shown: bool, no_figures: None) -> None:
     # (the class counts are the records' metadata; the predictions stay small)
     store = ResultsStore(tmp_path / "results" / "real")
     for seed in range(3):
         write_run(store, seed=seed, data=dataset("octmnist", size, synthetic=False, test=test))
     text = build(store.root, tmp_path)
-    assert ("ResNet-18 (28)" in text and "MedMNIST v2" in text) is shown
+    assert ("ResNet-18 (28)" in text and "medmnist v2 [1]" in text) is shown
+    if shown:  # written without the MedMNIST v2 recipe (100 epochs), so apart from ours
+        apart = text[text.index("**Different protocol**"):]
+        assert "| ResNet-18 (28) | 28 | 0.743 | 0.943 | medmnist v2 [1] |" in apart
+        assert f"size 28 vs {size}" in apart if size != 28 else "size 28 vs" not in apart
     assert "SYNTHETIC" not in text
 
 
@@ -335,12 +372,10 @@ def test_a_sweep_over_sizes_compares_within_each_size_beside_its_published_resul
     assert (comparisons.seeds == 3).all()  # each pairs the 3 seeds of its own size
     text = build(store.root, tmp_path)
     published = text[text.index("**Published results on OCTMNIST"):]
-    rows = [line for line in published.splitlines() if line.startswith("| ")]
-    assert any(r.startswith("| 28 | *ResNet-18 (28)*") for r in rows)
-    assert any(r.startswith("| 128 | *VGG16, ImageNet-pretrained (128)* | 0.905") for r in rows)
-    assert any(r.startswith("| 64 | ours: cnn / none (cpu fp32 · data.size=64)") for r in rows)
-    assert not any(r.startswith("| 64 | *") for r in rows)  # no published figure at 64 px
-    assert "octbench knows no published result at 64 px." in published
+    beside, apart = published.split("**Different protocol**")
+    assert "| ours: cnn / none (cpu fp32 · data.size=64) | 64 |" in beside
+    assert "ResNet-18 (28)" not in beside  # no run here was trained as MedMNIST v2 did
+    assert "| VGG16, ImageNet-pretrained (128, padded to 224) | 128 | 0.905 | n/a |" in apart
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,7 +415,7 @@ def test_device_table_merges_machines_and_checks_parity(tmp_path: Path, no_figur
 def test_figures_are_valid_pngs(built: Built) -> None:
     figures = sorted((built.out / "figures").glob("*.png"))
     assert {p.name for p in figures} == {"confusion.png", "training_curves.png",
-                                         "macro_f1_ci.png", "throughput.png"}
+                                         "macro_f1_ci.png", "throughput.png", "ranking_cd.png"}
     for path in figures:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         with Image.open(path) as image:
@@ -516,10 +551,12 @@ def test_edge_cases_render(tmp_path: Path, make) -> None:
         assert "⚠" in text
     if make in (_no_results, _only_failed):
         assert "no run record" in text or "no run is complete" in text
-    if make in (_one_seed, _nan_metrics):
+    if make is _nan_metrics:
         assert "n/a" in text
     if make is _one_seed:
         assert "only 1 seed(s)" in text
+        assert "| untestable with one seed | better on the test items; across seeds untestable " \
+            "with one seed |" in text
     if make is _nan_metrics:
         assert "no readable test predictions" in text and "cannot be scored" in text
     if make is _different_items:
@@ -578,3 +615,66 @@ def test_md_escape_keeps_tables_intact() -> None:
     assert report.md_escape("weighted_ce") == "weighted_ce"
     assert report.md_escape("_x_") == r"\_x\_"
     assert report.md_escape("two\nlines") == "two lines"
+
+
+# --- bootstrap design and seed wording ----------------------------------------------------------
+
+
+def test_groups_bootstrap_resamples_whole_groups(tmp_path: Path) -> None:
+    folder = tmp_path / "results" / "demo"
+    store = ResultsStore(folder)
+    patients = np.arange(N_TEST) // 4  # 30 patients with 4 scans each
+    for strategy in ("none", "oversample"):
+        for seed in range(3):
+            record = write_run(store, strategy=strategy, seed=seed)
+            arrays = store.predictions(record.run_id)
+            store.save_predictions(record.run_id, **arrays, test_groups=patients)
+    data = report.collect(folder, stratify="groups")
+    table = report.main_table(data, n_resamples=RESAMPLES)
+    runs = stored(folder, "oversample")
+    labels = runs[0][0]
+
+    def pooled(groups):  # independent cluster bootstrap: draw patients, take all their scans
+        items = np.concatenate([np.flatnonzero(patients == g) for g in groups])
+        return np.mean([SKLEARN["macro_f1"](labels[items], s[items]) for _, s in runs])
+
+    expected = scipy.stats.bootstrap(
+        (np.arange(30),), pooled, n_resamples=RESAMPLES, method="percentile", paired=True,
+        vectorized=False, batch=500, rng=np.random.default_rng(0)).confidence_interval
+    row = table.set_index("strategy").loc["oversample"]
+    assert row.macro_f1_low == pytest.approx(expected.low, abs=1e-9)
+    assert row.macro_f1_high == pytest.approx(expected.high, abs=1e-9)
+    text = report.build_report(folder, tmp_path / "reports", n_resamples=RESAMPLES,
+                               stratify="groups")[0].read_text()
+    assert "cluster bootstrap" in text
+    with pytest.raises(OctbenchError, match="stratify must be class, groups or none"):
+        report.build_report(folder, tmp_path / "reports", stratify="patients")
+
+
+def test_groups_requested_without_groups_falls_back_to_classes_and_says_so(
+        tmp_path: Path) -> None:
+    folder = tmp_path / "results" / "demo"
+    for seed in range(2):
+        write_run(ResultsStore(folder), strategy="none", seed=seed)
+    data = report.collect(folder, stratify="groups")
+    report.main_table(data, n_resamples=RESAMPLES)
+    assert any("resampled within classes instead" in w for w in data.warnings)
+
+
+def test_seed_wording_for_identical_one_and_constant_differences() -> None:
+    from octbench.report.markdown import _verdict, seed_wording
+
+    def row(differences, p=0.5, seed_p=math.nan, delta=0.0):
+        return pd.Series({"seed_differences": differences, "seed_t_p_holm": seed_p,
+                          "macro_f1_p_holm": p, "macro_f1_delta": delta})
+
+    assert seed_wording(row([0.0, 0.0, 0.0])) == "identical on every seed (3 seeds)"
+    assert _verdict(row([0.0, 0.0, 0.0], p=1.0)) == "identical on every seed"
+    assert seed_wording(row([0.1])) == "untestable with one seed"
+    assert _verdict(row([0.1], p=0.01, delta=0.1)) == (
+        "better on the test items; across seeds untestable with one seed")
+    assert seed_wording(row([0.02, 0.02])).startswith("the same difference on every seed")
+    assert seed_wording(row([0.01, 0.03], seed_p=0.2)) == "Holm p = 0.200"
+    assert _verdict(row([0.01, 0.03], p=0.01, seed_p=0.2, delta=0.02)) == (
+        "better on the test items, not confirmed across seeds")
+    assert seed_wording(row([])) == "n/a (no paired seed)"

@@ -232,3 +232,68 @@ def test_vectorized_bootstrap_draws_the_same_resamples(method: str) -> None:
     test_batched = paired_bootstrap_test(LABELS, a, b, f1, n_resamples=300, vectorized=True)
     assert test_batched.p_value == test_loop.p_value
     assert test_batched.difference == test_loop.difference
+
+
+# --- stratified bootstrap (resampling within each class) ---------------------------------------
+
+
+def test_stratified_resamples_keep_every_class_count_fixed() -> None:
+    labels = np.r_[np.zeros(7), np.ones(3), np.full(11, 2)].astype(int)  # unbalanced on purpose
+    seen: list[np.ndarray] = []
+
+    def counting(y: np.ndarray, p: np.ndarray) -> float:
+        seen.append(np.bincount(y, minlength=3))
+        return float(np.mean(y == p))
+
+    preds = np.where(np.arange(21) % 3 == 0, (labels + 1) % 3, labels)
+    bootstrap_ci(labels, preds, counting, n_resamples=200, strata=labels)
+    paired_bootstrap_test(labels, preds, labels, counting, n_resamples=200, strata=labels)
+    # one call on all items per metric, then one per resample (and per model in the paired test)
+    assert len(seen) >= 600
+    assert all((c == [7, 3, 11]).all() for c in seen)
+    # without strata the class counts do move: the check above can fail
+    seen.clear()
+    bootstrap_ci(labels, preds, counting, n_resamples=200)
+    assert any((c != [7, 3, 11]).any() for c in seen)
+
+
+def test_stratified_accuracy_and_balanced_accuracy_agree_on_a_balanced_split() -> None:
+    # On a balanced test split the two metrics are equal, and with class-stratified resamples
+    # they stay equal on every resample, so their intervals and tests must be identical.
+    from sklearn.metrics import balanced_accuracy_score
+
+    rng = np.random.default_rng(3)
+    good, poor = _predictions(rng, LABELS, 0.8), _predictions(rng, LABELS, 0.7)
+
+    def balanced(y: np.ndarray, p: np.ndarray) -> float:
+        return float(balanced_accuracy_score(y, p))
+
+    ci_acc = bootstrap_ci(LABELS, good, accuracy, n_resamples=300, strata=LABELS)
+    ci_bal = bootstrap_ci(LABELS, good, balanced, n_resamples=300, strata=LABELS)
+    assert ci_acc.low == pytest.approx(ci_bal.low) and ci_acc.high == pytest.approx(ci_bal.high)
+    assert "within 4 strata" in ci_acc.method
+    p_acc = paired_bootstrap_test(LABELS, good, poor, accuracy, n_resamples=300, strata=LABELS)
+    p_bal = paired_bootstrap_test(LABELS, good, poor, balanced, n_resamples=300, strata=LABELS)
+    assert p_acc.p_value == pytest.approx(p_bal.p_value)
+    plain_acc = bootstrap_ci(LABELS, good, accuracy, n_resamples=300)
+    plain_bal = bootstrap_ci(LABELS, good, balanced, n_resamples=300)
+    assert (plain_acc.low, plain_acc.high) != (plain_bal.low, plain_bal.high)
+
+
+def test_stratified_interval_is_the_percentile_of_its_resamples_and_vectorizes() -> None:
+    from octbench.stats import stratified_resamples
+
+    rng = np.random.default_rng(5)
+    preds = _predictions(rng, LABELS, 0.75)
+    ci = bootstrap_ci(LABELS, preds, accuracy, n_resamples=400, strata=LABELS, seed=9)
+    # independent re-computation: the same draws (500 per batch), scored one by one
+    rows = stratified_resamples(LABELS, 400, np.random.default_rng(9))
+    values = [accuracy(LABELS[r], preds[r]) for r in rows]
+    assert (ci.low, ci.high) == pytest.approx(tuple(np.percentile(values, [2.5, 97.5])))
+    vectorized = bootstrap_ci(LABELS, preds, lambda y, p: np.mean(y == p, axis=-1),
+                              n_resamples=400, strata=LABELS, seed=9, vectorized=True)
+    assert (vectorized.low, vectorized.high) == pytest.approx((ci.low, ci.high))
+    with pytest.raises(ValueError, match="not both"):
+        bootstrap_ci(LABELS, preds, accuracy, strata=LABELS, groups=np.arange(200))
+    with pytest.raises(ValueError, match="percentile"):
+        bootstrap_ci(LABELS, preds, accuracy, strata=LABELS, method="BCa")

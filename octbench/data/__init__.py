@@ -40,10 +40,15 @@ OCT_CLASSES = ("CNV", "DME", "DRUSEN", "NORMAL")
 
 @dataclass(frozen=True)
 class Split:
-    """One split: ``images`` uint8 (N, H, W) and ``labels`` int64 (N,)."""
+    """One split: ``images`` uint8 (N, H, W), ``labels`` int64 (N,) and optional ``groups``.
+
+    ``groups`` (int64 (N,), or None) numbers the group of each image, e.g. its patient: images
+    of one patient are not independent, so the report can resample whole groups.
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
+    groups: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -133,7 +138,7 @@ def from_arrays(
             f"(expected keys {', '.join(expected)}; found {', '.join(sorted(arrays)) or 'none'})."
         )
     names = _given_class_names(arrays, class_names, origin)
-    checked = {}
+    checked, groups = {}, {}
     size = None
     for s in SPLITS:
         images, labels = np.asarray(arrays[f"{s}_images"]), np.asarray(arrays[f"{s}_labels"])
@@ -166,12 +171,14 @@ def from_arrays(
             problems.append(f"{s}_labels range over [{labels.min()}, {labels.max()}]; "
                             f"expected {expect}")
         checked[s] = (images, labels)
+        groups[s] = _groups(arrays, s, len(labels), problems)
     if problems:
         raise DataError(f"{origin} is not a valid dataset: " + "; ".join(problems) + ".")
     names = names or tuple(str(i) for i in range(max(int(lab.max()) for _, lab in
                                                      checked.values()) + 1))
     _check_every_class_trains(checked, names, origin)
-    splits = {s: Split(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))
+    splits = {s: Split(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)),
+                       groups[s])
               for s, (images, labels) in checked.items()}
     return OCTData(
         name=name,
@@ -182,6 +189,22 @@ def from_arrays(
         fingerprint=fingerprint or arrays_fingerprint(arrays),
         **splits,
     )
+
+
+def _groups(arrays: Mapping[str, np.ndarray], split: str, n: int,
+            problems: list[str]) -> np.ndarray | None:
+    """The optional ``<split>_groups`` entry (e.g. patient ids) as group numbers 0..G-1."""
+    key = f"{split}_groups"
+    if key not in arrays:
+        return None
+    values = np.asarray(arrays[key])
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if values.ndim != 1 or values.dtype.kind not in "iuUS" or len(values) != n:
+        problems.append(f"{key} has shape {values.shape} and dtype {values.dtype}; expected one "
+                        f"integer or string group id (e.g. a patient id) per image, shape ({n},)")
+        return None
+    return np.unique(values, return_inverse=True)[1].astype(np.int64).reshape(-1)
 
 
 def _given_class_names(arrays: Mapping[str, np.ndarray], class_names, origin: str

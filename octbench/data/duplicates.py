@@ -132,5 +132,6 @@ def _drop(data, repeats: dict[str, list[int]]):
         if not keep.any():
             raise DataError(f"{data.name}: every {split} image repeats an earlier one; "
                             "nothing would be left after dropping duplicates.")
-        splits[split] = Split(part.images[keep], part.labels[keep])
+        splits[split] = Split(part.images[keep], part.labels[keep],
+                              None if part.groups is None else part.groups[keep.numpy()])
     return dataclasses.replace(data, **splits)

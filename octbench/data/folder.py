@@ -14,6 +14,7 @@ import functools
 import hashlib
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 #: Cached arrays from an older preprocessing are not reused: bump when it changes.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: test_groups (patient ids) from Kermany file names
 _LISTED_BAD_FILES = 20
 
 
@@ -167,7 +168,7 @@ def _build(layout: dict, root: Path, *, size: int, skip_bad: bool, val_fraction:
     with tqdm(total=total, unit="scan", desc=f"preprocessing {root} ({size} px)",
               disable=None, leave=False) as bar:
         for split, classes in layout.items():
-            images, labels = [], []
+            images, labels, patients = [], [], []
             for name, files in classes.items():
                 for file in files:
                     bar.update()
@@ -177,9 +178,12 @@ def _build(layout: dict, root: Path, *, size: int, skip_bad: bool, val_fraction:
                         bad.append((file, str(error)))
                         continue
                     labels.append(class_names.index(name))
+                    patients.append(patient_id(file))
             arrays[f"{split}_images"] = np.stack(images) if images else np.zeros(
                 (0, size, size), np.uint8)
             arrays[f"{split}_labels"] = np.asarray(labels, dtype=np.int64)
+            if split == "test" and patients and None not in patients:
+                arrays["test_groups"] = np.asarray(patients, dtype=str)
     if bad and not skip_bad:
         shown = "; ".join(f"{file.relative_to(root)}" for file, _ in bad[:_LISTED_BAD_FILES])
         more = f" and {len(bad) - _LISTED_BAD_FILES} more" if len(bad) > _LISTED_BAD_FILES else ""
@@ -195,6 +199,17 @@ def _build(layout: dict, root: Path, *, size: int, skip_bad: bool, val_fraction:
     arrays["class_names"] = np.array(class_names)
     arrays["skipped_files"] = np.array([str(f.relative_to(root)) for f, _ in bad], dtype=str)
     return arrays
+
+
+#: Kermany et al.'s OCT file names: CLASS-PATIENT-SCAN, e.g. CNV-451136-1.jpeg.
+_KERMANY_NAME = re.compile(r"^[A-Za-z]+-(\d+)-\d+$")
+
+
+def patient_id(file: Path) -> str | None:
+    """The patient of a scan named as in Kermany et al. (``CNV-451136-1.jpeg`` -> ``451136``),
+    or None for any other name; the report resamples a patient's scans together."""
+    match = _KERMANY_NAME.match(file.stem)
+    return match.group(1) if match else None
 
 
 def _stratified_val(images: np.ndarray, labels: np.ndarray, *, val_fraction: float, seed: int

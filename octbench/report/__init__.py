@@ -8,7 +8,13 @@ from the stored test predictions, so tables, intervals, tests and exports agree:
 * mean ± std over seeds, and a 95% bootstrap interval over the test items, pooled over seeds;
 * the difference of each strategy to the baseline strategy, with a paired bootstrap test over
   the test items, Holm-adjusted over the comparisons of each metric;
-* per-class recall and F1, device throughput and CPU parity.
+* per-class recall and F1, device throughput and CPU parity;
+* rankings of every configuration of a setup across seeds (Friedman, Nemenyi CD diagram,
+  effect sizes), calibration before/after temperature scaling, and how each group was trained.
+
+Published OCTMNIST results come from ``published.yaml`` (data, with sources and protocols) and
+stand beside runs only when trained the same way. The bootstrap resamples within classes by
+default (``report.bootstrap.stratify``: ``class``, ``groups`` or ``none``).
 
 A report never raises on thin data (no runs, failed runs, one seed, NaN metrics): what cannot
 be computed reads "n/a", and a warning in the report says why.
@@ -17,7 +23,9 @@ Modules: :mod:`~octbench.report.collect` (records -> :class:`ReportData`),
 :mod:`~octbench.report.tables` (main, comparison, per-class and device tables as DataFrames),
 :mod:`~octbench.report.markdown` (the sections of ``report.md``), :mod:`~octbench.report.export`
 (``runs.csv``, medmnist files), :mod:`~octbench.report.build` (:func:`build_report`, figures)
-and :mod:`~octbench.report.summary` (the terminal summary). The report must not import tuning or
+and :mod:`~octbench.report.summary` (the terminal summary); :mod:`~octbench.report.published`,
+:mod:`~octbench.report.ranking` and :mod:`~octbench.report.calibration` compute what
+:mod:`octbench.report.sections` renders. The report must not import tuning or
 optuna at module level: it finds a study by its files.
 """
 

@@ -19,9 +19,15 @@ import pandas as pd
 
 from octbench.errors import OctbenchError
 from octbench.fileio import atomic_write_text, confined, writable_folder
+from octbench.rankings import MIN_BLOCKS
+from octbench.report.calibration import calibration_table, reliability_curves
 from octbench.report.collect import GroupKey, ReportData, _groups, _number, collect
 from octbench.report.export import export_medmnist, runs_frame
 from octbench.report.markdown import render_markdown
+from octbench.report.ranking import SetupRanking, rank_setups
+from octbench.report.sections.calibration import calibration_section
+from octbench.report.sections.ranking import ranking_section
+from octbench.report.sections.recipe import recipe_section
 from octbench.report.tables import compare_to_baseline, device_table, main_table, per_class_table
 
 #: More resamples than this change no printed digit and take minutes to hours.
@@ -33,7 +39,7 @@ log = logging.getLogger(__name__)
 def build_report(source: str | Path, out: str | Path = "reports", *,
                  formats: Sequence[str] = ("md",), baseline: str | None = None,
                  n_resamples: int = 2000, study: str | Path | None = None,
-                 allow_mixed_data: bool = False) -> list[Path]:
+                 allow_mixed_data: bool = False, stratify: str | None = None) -> list[Path]:
     """Write the report of an experiment to ``<out>/<experiment>/``.
 
     Args:
@@ -46,6 +52,9 @@ def build_report(source: str | Path, out: str | Path = "reports", *,
         study: an Optuna study folder whose figures to include (default: :func:`find_study`).
         allow_mixed_data: report runs made on data of different fingerprints together
             (otherwise refused, naming them).
+        stratify: how the bootstrap resamples test items: ``class`` (within each class),
+            ``groups`` (whole groups, e.g. patients) or ``none``; default the YAML's
+            ``report.bootstrap.stratify``, else ``class``.
 
     Returns:
         Every path written: report, figures (PNG and SVG), CSV, exported files.
@@ -64,12 +73,16 @@ def build_report(source: str | Path, out: str | Path = "reports", *,
         raise OctbenchError(f"the number of bootstrap resamples must be an int from 100 to "
                             f"{MAX_RESAMPLES:,}. Got {n_resamples!r} instead; 2000 is a good "
                             "default.")
+    if stratify not in (None, "class", "groups", "none"):
+        raise OctbenchError(f"the bootstrap's stratify must be class, groups or none. Got "
+                            f"{stratify!r} instead.")
     start = time.perf_counter()
 
     def step(what: str) -> None:  # the report can take half a minute: say what it is doing
         log.info("report: %s (%.0f s so far)", what, time.perf_counter() - start)
 
-    data = collect(source, baseline=baseline, allow_mixed_data=allow_mixed_data)
+    data = collect(source, baseline=baseline, allow_mixed_data=allow_mixed_data,
+                   stratify=stratify)
     folder = confined(out, data.name)  # everything below is written inside <out>/<name>/
     writable_folder(folder, "report folder")  # before any figure is drawn
     written = []
@@ -82,6 +95,8 @@ def build_report(source: str | Path, out: str | Path = "reports", *,
         step(f"bootstrap intervals and paired tests ({n_resamples} resamples)")
         comparisons = compare_to_baseline(data, n_resamples=n_resamples)
         table = main_table(data, n_resamples=n_resamples, comparisons=comparisons)
+        rankings = rank_setups(data)
+        calibration = calibration_table(data)
         per_class = per_class_table(data)
         devices = device_table(data)
         figure_dir = folder / "figures"
@@ -89,7 +104,7 @@ def build_report(source: str | Path, out: str | Path = "reports", *,
         for old in [*figure_dir.glob("*.png"), *figure_dir.glob("*.svg")]:
             old.unlink()  # a figure of a previous report must not linger
         step("drawing figures")
-        figures = (_make_figures(data, table, devices, figure_dir, data.warnings)
+        figures = (_make_figures(data, table, devices, figure_dir, data.warnings, rankings)
                    if data.runs else [])
         tuning = _study_figures(study, data, figure_dir)
         robust_figures, robust_lines = _robustness(data, figure_dir)
@@ -97,7 +112,10 @@ def build_report(source: str | Path, out: str | Path = "reports", *,
                                per_class=per_class, devices=devices, figures=figures,
                                n_resamples=n_resamples, study_figures=tuning,
                                study=_study_summary(study, data) if tuning else None,
-                               robustness=robust_lines)
+                               robustness=robust_lines,
+                               sections={"ranking": ranking_section(data, rankings),
+                                         "calibration": calibration_section(data, calibration),
+                                         "recipe": recipe_section(data)})
         path = folder / "report.md"
         atomic_write_text(path, text)
         drawn = [*(p for p, _ in figures), *(p for p, _ in robust_figures), *tuning]
@@ -190,7 +208,8 @@ def _group_label(data: ReportData) -> Callable[[GroupKey], str]:
 
 
 def _make_figures(data: ReportData, table: pd.DataFrame, devices: pd.DataFrame,
-                  folder: Path, warnings: list[str]) -> list[tuple[Path, str]]:
+                  folder: Path, warnings: list[str],
+                  rankings: Sequence[SetupRanking] = ()) -> list[tuple[Path, str]]:
     from octbench import figures
 
     size = data.dataset.get("size", "?")
@@ -230,6 +249,25 @@ def _make_figures(data: ReportData, table: pd.DataFrame, devices: pd.DataFrame,
          "Training and evaluation throughput (images per second) per model and device; "
          "higher is faster."),
     ]
+    curves = [{**c, "label": label((c["model"], c["strategy"], c["setup"]))
+               + f" ({c['seeds']} seed{'s' if c['seeds'] > 1 else ''})"}
+              for c in reliability_curves(data)]
+    jobs.append(("reliability.png", lambda p: figures.reliability(
+        curves, f"{prefix}Reliability before and after temperature scaling ({source})", p),
+        "Reliability diagrams per group, test items pooled over seeds: accuracy against mean "
+        "confidence in 15 confidence bins, before (dashed) and after (solid) temperature "
+        "scaling fitted on validation; the dotted diagonal is perfect calibration."))
+    drawable = [r for r in rankings
+                if len(r.seeds) >= MIN_BLOCKS and not np.isnan(r.ranking.mean_ranks).any()]
+    for n, item in enumerate(drawable):
+        name = "ranking_cd.png" if len(drawable) == 1 else f"ranking_cd_{n + 1}.png"
+        where = f" ({item.setup})" if len(drawable) > 1 else ""
+        jobs.append((name, lambda p, r=item.ranking, w=where: figures.critical_difference(
+            r.names, r.mean_ranks, r.critical_difference, r.cliques(),
+            f"{prefix}Mean rank on test macro-F1 over {len(r.values)} seeds{w}", p),
+            "Critical-difference diagram: each configuration's mean rank over the seeds "
+            "(1 = best, left); configurations joined by a thick bar are within Nemenyi's "
+            f"critical difference (the CD bar) of each other{where}."))
     for name, draw, caption in jobs:
         try:
             path = draw(folder / name)

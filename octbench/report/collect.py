@@ -118,12 +118,14 @@ class Run:
         test: scalar test metrics (NaN where undefined), ``per_class`` and ``confusion``.
         labels: test labels ``(N,)`` from ``predictions.npz``, or None when not stored.
         scores: test scores ``(N, K)``, or None.
+        groups: test group numbers ``(N,)`` (e.g. patients), when the data had them.
     """
 
     record: RunRecord
     test: dict
     labels: np.ndarray | None = None
     scores: np.ndarray | None = None
+    groups: np.ndarray | None = None
 
     @property
     def key(self) -> GroupKey:
@@ -157,6 +159,8 @@ class ReportData:
     expected: int | None = None
     strategy_order: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: how the bootstrap resamples test items: "class" (within classes), "groups" or "none"
+    stratify: str = "class"
 
     @property
     def dataset(self) -> dict:
@@ -204,7 +208,7 @@ class ReportData:
 
 
 def collect(source: str | Path, *, baseline: str | None = None,
-            allow_mixed_data: bool = False) -> ReportData:
+            allow_mixed_data: bool = False, stratify: str | None = None) -> ReportData:
     """Load the records of ``source`` and the test predictions of its complete runs.
 
     Args:
@@ -212,6 +216,8 @@ def collect(source: str | Path, *, baseline: str | None = None,
         baseline: the strategy to compare with; default the YAML's ``report.baseline``, else
             ``none`` when present, else the first strategy.
         allow_mixed_data: keep records of different data fingerprints (with a warning).
+        stratify: the bootstrap's resampling scheme (``class``, ``groups``, ``none``); default
+            the YAML's ``report.bootstrap.stratify``, else ``class``.
 
     Raises:
         OctbenchError: if ``source`` is neither a YAML nor a folder, or its records come from
@@ -227,6 +233,7 @@ def collect(source: str | Path, *, baseline: str | None = None,
         config = load_config(source)
         order = [s.label for s in config.strategies]
         baseline = baseline or config.report.baseline
+        stratify = stratify or config.report.bootstrap.stratify
     store = ResultsStore(folder)
     records = [r for r in store.records(warn=warnings) if r.kind == "run"
                and (run_ids is None or r.run_id in run_ids)]
@@ -255,7 +262,8 @@ def collect(source: str | Path, *, baseline: str | None = None,
         warnings.append(f"the baseline strategy '{baseline}' has no complete run; differences "
                         "to it cannot be computed (choose another with --baseline)")
     return ReportData(name, folder, records, runs, baseline,
-                      len(run_ids) if run_ids is not None else None, order, warnings)
+                      len(run_ids) if run_ids is not None else None, order, warnings,
+                      stratify or "class")
 
 
 def _comparable(dataset: dict) -> dict:
@@ -286,7 +294,14 @@ def _load_run(store: ResultsStore, record: RunRecord, class_names: Sequence[str]
         warnings.append(f"run {record.run_id}: its test predictions cannot be scored ({error}); "
                         "its stored metrics are shown, without intervals or tests")
         return Run(record, stored)
-    return Run(record, {k: _number(v) for k, v in test.items()}, labels, scores)
+    groups = arrays.get("test_groups")
+    if groups is not None:
+        groups = np.asarray(groups).reshape(-1)
+        if len(groups) != len(labels) or groups.dtype.kind not in "iu":
+            warnings.append(f"run {record.run_id}: its test_groups do not fit its {len(labels)} "
+                            "test items; resampled without groups")
+            groups = None
+    return Run(record, {k: _number(v) for k, v in test.items()}, labels, scores, groups)
 
 
 def _number(value):

@@ -19,6 +19,7 @@ import pandas as pd
 
 from octbench.metrics import METRICS
 from octbench.report.collect import DEFAULT_CLASSES, UNKNOWN_FINGERPRINT, ReportData, dataset_label
+from octbench.report.published import protocol_differences, published
 from octbench.report.tables import (
     CI_METRICS,
     COMPARE_METRICS,
@@ -34,23 +35,6 @@ ALPHA = 0.05
 MIN_SEEDS = 3
 #: A std across seeds above this (in metric units) means seeds disagree enough to warn.
 LARGE_STD = 0.03
-
-#: Published OCTMNIST test results (official split), by the image size they were trained on.
-#: MedMNIST v2's "224" models saw the 28 px images upsampled, so they belong to 28 px.
-PUBLISHED = (
-    (28, "ResNet-18 (28)", 0.743, 0.943, "MedMNIST v2 (Yang et al., 2023)"),
-    (28, "ResNet-50 (28)", 0.762, 0.952, "MedMNIST v2 (Yang et al., 2023)"),
-    (28, "ResNet-50 (224, upsampled from 28 px)", 0.776, 0.958, "MedMNIST v2 (Yang et al., 2023)"),
-    (28, "Google AutoML Vision", 0.771, 0.963, "MedMNIST v2 (Yang et al., 2023)"),
-    (28, "ResNet-18, ImageNet-pretrained (28)", 0.691, math.nan,
-     "MedMNIST+ (Doerrich et al., 2024), mean of 3 seeds"),
-    (28, "VGG16, ImageNet-pretrained (28)", 0.775, math.nan,
-     "MedMNIST+ (Doerrich et al., 2024), mean of 3 seeds"),
-    (128, "VGG16, ImageNet-pretrained (128)", 0.905, math.nan,
-     "MedMNIST+ (Doerrich et al., 2024), mean of 3 seeds"),
-)
-
-
 
 _MD_SPECIAL = re.compile(r"([\\`*|\[\]<>#])|((?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
 
@@ -145,13 +129,18 @@ def render_markdown(data: ReportData, *, table: pd.DataFrame, comparisons: pd.Da
                     per_class: pd.DataFrame, devices: pd.DataFrame,
                     figures: Sequence[tuple[Path, str]], n_resamples: int,
                     study_figures: Sequence[Path] = (), study: dict | None = None,
-                    robustness: Sequence[str] = ()) -> str:
+                    robustness: Sequence[str] = (),
+                    sections: dict[str, list[str]] | None = None) -> str:
     """The whole report as markdown (figures are linked relative to the report).
 
     ``study`` (from ``octbench.tuning.study_summary``) adds the tuning study's section; a
     results folder that holds only a study gets a report about the study alone.
     ``robustness`` is the robustness section's markdown (``report.sections.robustness``).
+    ``sections`` holds other rendered sections of :mod:`octbench.report.sections` by name
+    (``ranking``, ``calibration``, ``recipe``), placed after the comparisons, after the
+    per-class section and before the reading notes.
     """
+    sections = sections or {}
     study_only = not data.records and study is not None
     synthetic = data.synthetic or bool(study and study.get("synthetic"))
     out = [f"# octbench report: {md_escape(data.name)}", ""]
@@ -182,7 +171,11 @@ def render_markdown(data: ReportData, *, table: pd.DataFrame, comparisons: pd.Da
     if data.runs:
         out += ["", *_results_section(data, table, n_resamples)]
         out += ["", *_comparison_section(data, comparisons, n_resamples)]
+        if sections.get("ranking"):
+            out += ["", *sections["ranking"]]
         out += ["", *_per_class_section(data, per_class)]
+        if sections.get("calibration"):
+            out += ["", *sections["calibration"]]
         out += ["", *_device_section(data, devices)]
         if robustness:
             out += ["", *robustness]
@@ -191,6 +184,8 @@ def render_markdown(data: ReportData, *, table: pd.DataFrame, comparisons: pd.Da
     out += ["", *_figure_section(data, figures, study_figures, study)]
     if not study_only:
         out += ["", *_problem_section(data)]
+    if not study_only and sections.get("recipe"):
+        out += ["", *sections["recipe"]]
     if not study_only:  # the method notes explain test tables, which a study has none of
         out += ["", *_method_section(data, n_resamples)]
     return "\n".join(out).rstrip() + "\n"
@@ -386,7 +381,7 @@ def _cell(row, metric: str, best: float) -> str:
     return f"{text}<br>{ci}"
 
 
-def _key_columns(data: ReportData, frame: pd.DataFrame) -> tuple[list[str], Callable]:
+def key_columns(data: ReportData, frame: pd.DataFrame) -> tuple[list[str], Callable]:
     """Headers and a row -> cells function for model / strategy / setup (shown when varied)."""
     columns = [c for c in ("model", "strategy", "setup")
                if c == "strategy" or frame[c].nunique() > 1]
@@ -405,7 +400,7 @@ def _key_columns(data: ReportData, frame: pd.DataFrame) -> tuple[list[str], Call
 
 def _results_section(data: ReportData, table: pd.DataFrame, n_resamples: int) -> list[str]:
     out = ["## Results on the test split" + _synthetic_tag(data), ""]
-    headers, cells = _key_columns(data, table)
+    headers, cells = key_columns(data, table)
     best = {m: _best(table[f"{m}_mean"].tolist(), m) for m in TABLE_METRICS}
     delta_header = f"Δ Macro-F1 vs {md_escape(data.baseline)}"
     dagger = False
@@ -470,6 +465,7 @@ def _synthetic_octmnist(data: ReportData) -> bool:
 
 
 def _published_section(data: ReportData, table: pd.DataFrame) -> list[str]:
+    """Published OCTMNIST results: beside ours when trained the same way, else apart."""
     sizes = data.real_octmnist_sizes
     names = {r.dataset.get("name") for r in data.records}
     if not _synthetic_octmnist(data) and "octmnist" not in names:
@@ -477,36 +473,73 @@ def _published_section(data: ReportData, table: pd.DataFrame) -> list[str]:
     if data.synthetic:
         return ["Published OCTMNIST results are not shown: these results come from synthetic "
                 "data, and the two are not comparable."]
-    published = [p for p in PUBLISHED if p[0] in sizes]
-    if not published:
-        if {r.dataset.get("name") for r in data.records} != {"octmnist"}:
-            why = "the data are not OCTMNIST"
-        elif not sizes:
-            why = "the test split is not OCTMNIST's official one (250 per class)"
-        else:
-            why = f"octbench knows no published result at {', '.join(map(str, sizes))} px"
+    if not sizes:
+        why = ("the data are not OCTMNIST" if names != {"octmnist"} else
+               "the test split is not OCTMNIST's official one (250 per class)")
         return [f"Published OCTMNIST results are not shown: {why}."]
-    size_of = {run.key: run.record.dataset.get("size") for run in data.runs}
-    rows = []
-    for size in sizes:  # ours and theirs side by side, one image size after another
-        theirs = [p for p in published if p[0] == size]
-        ours = [r for r in table.itertuples()
-                if size_of.get((r.model, r.strategy, r.setup)) == size]
-        rows += [[str(size), f"ours: {_name(r.model, r.strategy)}"
-                  + (f" ({md_escape(r.setup)})" if table.setup.nunique() > 1 else ""),
-                  f"{fmt(r.accuracy_mean)} ± {fmt(r.accuracy_std)}",
-                  f"{fmt(r.macro_auc_mean)} ± {fmt(r.macro_auc_std)}",
-                  f"this report ({r.seeds} seeds)"] for r in ours]
-        rows += [[str(size), f"*{name}*", fmt(acc), fmt(auc), source]
-                 for _, name, acc, auc, source in theirs]
-    missing = [str(size) for size in sizes if not any(p[0] == size for p in published)]
-    note = ([f"octbench knows no published result at {', '.join(missing)} px."]
-            if missing else [])
-    return ["**Published results on OCTMNIST (official test split)** beside ours, at the same "
-            "image size (accuracy and macro AUC, the metrics the papers report; MedMNIST+ "
-            "reports accuracy only):", "",
-            md_table(["Size (px)", "Method", "Accuracy", "Macro AUC", "Source"], rows,
-                     align=["r", "l", "r", "r", "l"]), *(["", *note] if note else [])]
+    catalogue = published()
+    record_of = {run.key: run.record for run in data.runs}
+    ours = [(r, record_of[(r.model, r.strategy, r.setup)]) for r in table.itertuples()
+            if (r.model, r.strategy, r.setup) in record_of]
+    same, apart = [], []
+    for row in catalogue["rows"]:
+        differences = [protocol_differences(row, record) for _, record in ours]
+        if not all(differences):  # trained like at least one of our run groups
+            same.append(row)
+        else:
+            apart.append((row, sorted({d for found in differences for d in found})))
+    label = {sid: f"{md_escape(sid.replace('_', ' '))} [{i + 1}]"
+             for i, sid in enumerate(catalogue["sources"])}
+    out = ["**Published results on OCTMNIST (official test split).** Accuracy and macro AUC, "
+           "the metrics the papers report. A published row stands beside ours only when it "
+           "was trained the same way (image size, input size and channels, pretrained, mode, "
+           "optimiser, epochs, augmentation); a number from another protocol is not a "
+           "baseline for these runs.", ""]
+    rows = [[f"ours: {_name(r.model, r.strategy)}"
+             + (f" ({md_escape(r.setup)})" if table.setup.nunique() > 1 else ""),
+             str(record.dataset.get("size", "?")), f"{fmt(r.accuracy_mean)} ± "
+             f"{fmt(r.accuracy_std)}", f"{fmt(r.macro_auc_mean)} ± {fmt(r.macro_auc_std)}",
+             f"this report ({r.seeds} seeds)"] for r, record in ours]
+    rows += [[f"*{md_escape(row['method'])}*", str(row["size"]), fmt(row["accuracy"]),
+              fmt(row.get("auc")), label[row["source"]]] for row in same]
+    out += [md_table(["Method", "Size (px)", "Accuracy", "Macro AUC", "Source"], rows,
+                     align=["l", "r", "r", "r", "l"]), ""]
+    if not same:
+        out += ["No published row was trained under the protocol of these runs.", ""]
+    if apart:
+        out += ["**Different protocol** (not comparable with the runs above; shown for "
+                "orientation, with how each differs from them — published vs ours):", "",
+                md_table(["Method", "Size (px)", "Accuracy", "Macro AUC", "Source",
+                          "Differs in"],
+                         [[md_escape(row["method"]), str(row["size"]), fmt(row["accuracy"]),
+                           fmt(row.get("auc")), label[row["source"]],
+                           md_escape("; ".join(found))] for row, found in apart],
+                         align=["l", "r", "r", "r", "l", "l"]), ""]
+    for sid, source in catalogue["sources"].items():
+        protocol = "; ".join(f"{k} {v}" for k, v in source["protocol"].items())
+        out.append(f"{label[sid]} {md_escape(source['citation'])} Protocol: "
+                   f"{md_escape(protocol)}.")
+    out += ["", "Rows with AUC n/a: the source quoted here gives accuracy only. Rows the "
+            "table lacks (and why) are listed in `octbench/report/published.yaml`."]
+    return out
+
+
+#: Seed differences smaller than this are rounding: the two runs scored the same.
+_SAME = 1e-12
+
+
+def seed_wording(row) -> str:
+    """What the across-seed test can say: a Holm p, or why there is none (in words)."""
+    differences = [d for d in (row.get("seed_differences") or []) if not math.isnan(d)]
+    if not differences:
+        return "n/a (no paired seed)"
+    if len(differences) == 1:
+        return "untestable with one seed"
+    if all(abs(d) < _SAME for d in differences):
+        return f"identical on every seed ({len(differences)} seeds)"
+    if np.ptp(differences) < _SAME:
+        return f"the same difference on every seed ({len(differences)} seeds; t undefined)"
+    return fmt_p(row.seed_t_p_holm, "Holm p")
 
 
 def _verdict(row) -> str:
@@ -514,11 +547,16 @@ def _verdict(row) -> str:
     p, seed_p = row[f"{PRIMARY}_p_holm"], row.seed_t_p_holm
     if math.isnan(p):
         return "n/a"
+    seeds = seed_wording(row)
     if not p < ALPHA:
-        return "not significant"
+        return "identical on every seed" if seeds.startswith("identical") else "not significant"
     direction = "better" if row[f"{PRIMARY}_delta"] > 0 else "worse"
     if seed_p < ALPHA:
         return direction
+    if seeds == "untestable with one seed":
+        return f"{direction} on the test items; across seeds untestable with one seed"
+    if seeds.startswith("the same difference"):
+        return f"{direction} on the test items, by the same amount on every seed"
     # Significant on the test items but not across seeds: the gap may be luck of these seeds.
     return f"{direction} on the test items, not confirmed across seeds"
 
@@ -530,7 +568,7 @@ def _comparison_section(data: ReportData, comparisons: pd.DataFrame,
     if comparisons.empty:
         return out + [f"n/a: no strategy other than {md_code(data.baseline)} has complete "
                       "runs beside a complete baseline run of the same model and setup."]
-    headers, cells = _key_columns(data, comparisons)
+    headers, cells = key_columns(data, comparisons)
     rows = []
     for _, row in comparisons.iterrows():
         deltas = []
@@ -543,9 +581,7 @@ def _comparison_section(data: ReportData, comparisons: pd.DataFrame,
                 text += " not significant"
             deltas.append(text)
         verdict = _verdict(row)
-        seed_p = row.seed_t_p_holm
-        seed_text = (fmt_p(seed_p, "Holm p") if not math.isnan(seed_p)
-                     else f"n/a ({row.seeds} paired seed(s))")
+        seed_text = seed_wording(row)
         rows.append([*cells(row), str(row.seeds), *deltas, seed_text, verdict])
     out.append(md_table([*headers, "Paired seeds", *[f"Δ {METRIC_LABELS[m]}"
                                                    for m in COMPARE_METRICS],
@@ -560,7 +596,9 @@ def _comparison_section(data: ReportData, comparisons: pd.DataFrame,
             "(Holm-adjusted), which asks whether the gain survives retraining; with 3 seeds it "
             "has little power. **Verdict:** *better* or *worse* only when both tests agree; "
             "*not confirmed across seeds* when the test items show a difference that the "
-            "seeds do not (the seeds' spread could explain it); \"not significant\" means the "
+            "seeds do not (the seeds' spread could explain it); *untestable with one seed* when "
+            "only one seed is paired; *identical on every seed* when both score exactly the "
+            "same on each seed; \"not significant\" means the "
             f"adjusted p ≥ {ALPHA}: the data do not show a difference, not that there is none."]
     return out
 
@@ -569,7 +607,7 @@ def _per_class_section(data: ReportData, per_class: pd.DataFrame) -> list[str]:
     out = ["## Per-class recall and F1" + _synthetic_tag(data), ""]
     counts = (data.dataset.get("class_counts") or {}).get("train")
     names = data.class_names
-    headers, cells = _key_columns(data, per_class)
+    headers, cells = key_columns(data, per_class)
     for stat, title in (("recall", "Recall (sensitivity)"), ("f1", "F1")):
         best = {n: _best(per_class[f"{stat}_{n}_mean"].tolist(), "macro_f1") for n in names}
         rows = []
@@ -721,6 +759,21 @@ def _problem_section(data: ReportData) -> list[str]:
     return out
 
 
+def bootstrap_scheme(data: ReportData) -> str:
+    """The bootstrap's resampling scheme in words (``report.bootstrap.stratify``)."""
+    if data.stratify == "none":
+        return ("items resampled freely (`report.bootstrap.stratify: none`): the class counts "
+                "vary between resamples.")
+    if data.stratify == "groups" and all(r.groups is not None for r in data.runs):
+        return ("whole groups of test items resampled (`report.bootstrap.stratify: groups`, a "
+                "cluster bootstrap over the data's `test_groups`, e.g. patients): items of one "
+                "group are not independent.")
+    return ("stratified by class (`report.bootstrap.stratify: class`): each resample draws, "
+            "within every class, as many items as the test split has, so the class counts stay "
+            "fixed (a balanced test split stays balanced) and accuracy and balanced accuracy "
+            "keep their relation on every resample.")
+
+
 def _method_section(data: ReportData, n_resamples: int) -> list[str]:
     return [
         "## How to read this report", "",
@@ -734,6 +787,7 @@ def _method_section(data: ReportData, n_resamples: int) -> list[str]:
         f"- **Confidence intervals**: 95% percentile bootstrap over the test items "
         f"({n_resamples:,} resamples), pooled over seeds. They describe the uncertainty due to "
         "the finite test set; the std describes the seeds.",
+        f"- **Resampling scheme** (intervals and paired tests): {bootstrap_scheme(data)}",
         "- **Significance**: paired bootstrap test over the test items against the baseline "
         "strategy, Holm–Bonferroni-adjusted per metric over all comparisons; a paired t test "
         f"across seeds as a second opinion. α = {ALPHA}. With {n_resamples:,} resamples the "

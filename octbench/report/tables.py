@@ -44,6 +44,22 @@ def _stack(runs: Sequence[Run], metric: str) -> tuple[np.ndarray, np.ndarray] | 
     return labels, np.stack(values)
 
 
+def resampling(data: ReportData, runs: Sequence[Run], labels: np.ndarray) -> dict:
+    """The bootstrap's design for these runs' test items: ``strata`` (class), ``groups`` or
+    neither (``data.stratify`` none). Groups must be the same for every run, else the classes
+    stratify and a warning says so."""
+    if data.stratify == "none":
+        return {}
+    if data.stratify == "groups":
+        groups = runs[0].groups if runs else None
+        if groups is not None and all(r.groups is not None and len(r.groups) == len(groups)
+                                      and (r.groups == groups).all() for r in runs):
+            return {"groups": groups}
+        _warn_once(data, "report.bootstrap.stratify is 'groups' but the test predictions hold "
+                   "no (or differing) test_groups; resampled within classes instead")
+    return {"strata": labels}
+
+
 # ---------------------------------------------------------------------------------------------
 # Tables (numbers): DataFrames with one row per group
 
@@ -78,7 +94,7 @@ def main_table(data: ReportData, *, n_resamples: int = 2000,
                            "different test items, so they cannot be pooled; no interval")
             if stacked is not None and not math.isnan(mean):
                 interval = bootstrap_ci(*stacked, metric_fn(metric, k), n_resamples=n_resamples,
-                                        vectorized=True)
+                                        vectorized=True, **resampling(data, runs, stacked[0]))
                 low, high = interval.low, interval.high
             row.update({f"{metric}_mean": mean, f"{metric}_std": std, f"{metric}_low": low,
                         f"{metric}_high": high, f"{metric}_values": values})
@@ -110,7 +126,8 @@ def compare_to_baseline(data: ReportData, *, n_resamples: int = 2000) -> pd.Data
     (mean over paired seeds of A - baseline), ``<metric>_p`` (paired bootstrap over the test
     items, the same items for both and for every seed) and ``<metric>_p_holm`` (Holm-adjusted
     over all comparisons of that metric). For :data:`PRIMARY` also the across-seed paired t test
-    (``seed_t_p``, ``seed_t_p_holm``) and Wilcoxon signed-rank (``seed_wilcoxon_p``).
+    (``seed_t_p``, ``seed_t_p_holm``) and Wilcoxon signed-rank (``seed_wilcoxon_p``), and the
+    per-seed differences (``seed_differences``).
     """
     groups = _groups(data.runs)
     k = len(data.class_names)
@@ -134,11 +151,14 @@ def compare_to_baseline(data: ReportData, *, n_resamples: int = 2000) -> pd.Data
                           and (sa[0] == sb[0]).all())
             if seeds and same_items and not math.isnan(delta):
                 p = paired_bootstrap_test(sa[0], sa[1], sb[1], metric_fn(metric, k),
-                                          n_resamples=n_resamples, vectorized=True).p_value
+                                          n_resamples=n_resamples, vectorized=True,
+                                          **resampling(data, [*a, *b], sa[0])).p_value
             row.update({f"{metric}_delta": delta, f"{metric}_p": p})
         seed_level = seed_test([x.test[PRIMARY] for x in a], [y.test[PRIMARY] for y in b])
         row.update(seed_t_p=seed_level["paired_t"].p_value,
-                   seed_wilcoxon_p=seed_level["wilcoxon"].p_value)
+                   seed_wilcoxon_p=seed_level["wilcoxon"].p_value,
+                   seed_differences=[x.test[PRIMARY] - y.test[PRIMARY]
+                                     for x, y in zip(a, b, strict=True)])
         rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:

@@ -1,0 +1,103 @@
+"""The published OCTMNIST table: every row held against a copy of its source text, complete
+protocols, and rows beside a run only when the protocol matches."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from test_report import build, dataset, no_figures, write_run  # noqa: F401 (a fixture)
+
+from octbench.report.published import (
+    PROTOCOL_KEYS,
+    protocol_differences,
+    published,
+    row_protocol,
+)
+from octbench.results import ResultsStore, RunRecord
+
+SOURCES = yaml.safe_load((Path(__file__).parent / "data" / "published_sources.yaml").read_text())
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _numbers(text: str) -> set[float]:
+    """Every decimal in a text, as a fraction: ``.743``, ``0.958`` and ``69.1`` (percent)."""
+    found = set()
+    for match in re.findall(r"\d*\.\d+", text):
+        value = float(match)
+        found.add(round(value / 100 if value > 1 else value, 4))
+    return found
+
+
+@pytest.mark.parametrize("row", published()["rows"], ids=lambda r: r["method"])
+def test_every_row_is_copied_from_its_source_text(row: dict) -> None:
+    copies = [_flat(c["text"]) for c in SOURCES[row["source"]]]
+    quoted = _flat(row["quoted_as"])
+    assert any(quoted in copy for copy in copies), f"{quoted!r} is not in the source copy"
+    numbers = _numbers(quoted)
+    assert round(row["accuracy"], 4) in numbers
+    assert row["auc"] is None or round(row["auc"], 4) in numbers
+    assert 0 < row["accuracy"] < 1 and (row["auc"] is None or 0.5 < row["auc"] < 1)
+
+
+def test_every_source_is_cited_with_a_complete_protocol_held_against_its_code() -> None:
+    data = published()
+    assert {r["source"] for r in data["rows"]} == set(data["sources"])
+    for sid, source in data["sources"].items():
+        assert "doi" in source["citation"].lower() or "arxiv" in source["citation"].lower()
+        protocol = source["protocol"]
+        for key in ("channels", "input", "pretrained", "optimizer", "lr", "epochs",
+                    "augmentation"):
+            assert key in protocol, f"{sid} protocol lacks {key}"
+        code = _flat(SOURCES["protocols"][sid]["text"])
+        assert f"{protocol['lr']}" in code or f"{protocol['lr']:g}" in code
+        assert re.match(r"\d+", str(protocol["epochs"])).group() in code
+        assert protocol["optimizer"] in code.lower()
+    plus = data["sources"]["medmnist_plus"]["protocol"]
+    assert "zero-padded to 224" in plus["input"] and plus["channels"].startswith("3")
+    assert "Pad" in SOURCES["protocols"]["medmnist_plus"]["text"]
+    assert "as_rgb=True" in SOURCES["protocols"]["medmnist_plus"]["text"]
+    assert "Resize((224, 224))" in SOURCES["protocols"]["medmnist_v2"]["text"]
+
+
+def _record(**train) -> RunRecord:
+    return RunRecord(run_id="r", experiment="e", status="complete", model="resnet18_28",
+                     strategy="none", seed=0, device="cpu",
+                     dataset={"name": "octmnist", "size": train.pop("size", 28)},
+                     model_init={"weights": train.pop("weights", "random")},
+                     config={"train": {"optimizer": "adam", "epochs": 100, **train}})
+
+
+def test_protocol_differences_name_every_mismatch() -> None:
+    resnet18 = next(r for r in published()["rows"] if r["method"] == "ResNet-18 (28)")
+    assert protocol_differences(resnet18, _record()) == []
+    assert protocol_differences(resnet18, _record(epochs=15)) == ["epochs 100 vs 15"]
+    assert protocol_differences(resnet18, _record(augment=["hflip"])) == [
+        "augmentation none vs hflip"]
+    plus = next(r for r in published()["rows"] if r["size"] == 128)
+    found = protocol_differences(plus, _record(size=128, weights="timm", optimizer="adamw",
+                                               mode="linear_probe"))
+    # MedMNIST+ pads to 224 px and feeds 3 channels; its scheme is not stated for this row
+    assert found == ["input size 224 vs 128", "channels 3 vs 1", "mode unknown vs linear_probe"]
+    assert set(row_protocol(plus)) == set(PROTOCOL_KEYS)
+
+
+@pytest.mark.usefixtures("no_figures")
+def test_a_row_stands_beside_runs_only_when_trained_the_same_way(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "results" / "real")
+    for seed in range(3):
+        write_run(store, seed=seed, data=dataset("octmnist", 28, synthetic=False, test=250),
+                  config={"train": {"optimizer": "adam", "epochs": 100}})
+    text = build(store.root, tmp_path)
+    section = text[text.index("**Published results on OCTMNIST"):]
+    beside, apart = section.split("**Different protocol**")
+    assert "| *ResNet-18 (28)* | 28 | 0.743 | 0.943 | medmnist v2 [1] |" in beside
+    assert "| *ResNet-50 (28)* | 28 | 0.762 | 0.952 |" in beside
+    assert "ResNet-50 (224, upsampled from 28 px)" in apart and "input size 224 vs 28" in apart
+    assert "Google AutoML Vision" in apart and "VGG16" in apart
+    assert "Doerrich" in section and "Yang J" in section

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from octbench.augment import build_augmenter
-from octbench.config import Component, ExperimentConfig, TrainConfig, fingerprint
+from octbench.config import MAX_THREADS, Component, ExperimentConfig, TrainConfig, fingerprint
 from octbench.data import OCTData, check_available, data_fingerprint
 from octbench.devices import check_precision, describe, resolve_device
 from octbench.engine import (
@@ -228,6 +228,23 @@ class Shard:
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
+
+
+class GridIds(frozenset):
+    """The run ids of a grid's runs at every thread count an executor may give them (where
+    the config leaves ``train.threads`` open, the count is part of each id); ``runs`` is the
+    number of runs in the grid."""
+
+    runs: int
+
+
+def grid_ids(specs: list[RunSpec]) -> GridIds:
+    """The ids :func:`with_threads` can give ``specs``, with 1 to MAX_THREADS threads, and
+    their ids as configured (records made before the thread count was part of the id)."""
+    ids = GridIds({spec.run_id for threads in range(1, MAX_THREADS + 1)
+                   for spec in with_threads(specs, threads)} | {spec.run_id for spec in specs})
+    ids.runs = len(specs)
+    return ids
 
 
 def with_threads(specs: list[RunSpec], threads: int) -> list[RunSpec]:

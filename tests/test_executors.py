@@ -12,6 +12,7 @@ from octbench import cli
 from octbench.config import parse_config
 from octbench.errors import OctbenchError
 from octbench.executors import LocalExecutor, RayExecutor
+from octbench.report import collect, load_records
 from octbench.results import COMPLETE, ResultsStore
 from octbench.runner import Shard, expand_grid, run_experiment, with_threads
 
@@ -176,6 +177,10 @@ def test_the_thread_count_is_part_of_a_run_and_its_id(tmp_path, oct_npz, restore
     assert sorted(records) == [1, 2]
     assert all(r.hardware["threads"] == t for t, r in records.items())
     assert records[1].run_id != records[2].run_id
+    # A report of the YAML finds the grid's runs whatever their thread count.
+    path = write_yaml(tmp_path / "grid.yaml", raw)
+    assert {r.run_id for r in load_records(path)[2]} == {r.run_id for r in records.values()}
+    assert collect(path).expected == 1
     explicit = parse_config({**raw, "train": {**raw["train"], "threads": 1}})
     again = run_experiment(explicit, quiet=True, say=lambda _: None,
                            executor=LocalExecutor(cpus_per_run=2))

@@ -39,11 +39,11 @@ def resolve_source(source: str | Path) -> tuple[str, Path, set[str] | None]:
     source = Path(source)
     if source.suffix in (".yaml", ".yml"):
         from octbench.config import load_config
-        from octbench.runner import expand_grid
+        from octbench.runner import expand_grid, grid_ids
 
         config = load_config(source)
         folder = Path(config.results_dir) / config.name
-        return config.name, folder, {spec.run_id for spec in expand_grid(config)}
+        return config.name, folder, grid_ids(expand_grid(config))  # at any thread count
     if source.is_dir():
         # The real folder's name: `results/tiny/..` is `results`, never a `..` to write to.
         return source.resolve().name, source, None
@@ -255,7 +255,7 @@ def collect(source: str | Path, *, baseline: str | None = None,
         warnings.append(f"the baseline strategy '{baseline}' has no complete run; differences "
                         "to it cannot be computed (choose another with --baseline)")
     return ReportData(name, folder, records, runs, baseline,
-                      len(run_ids) if run_ids is not None else None, order, warnings)
+                      run_ids.runs if run_ids is not None else None, order, warnings)
 
 
 def _comparable(dataset: dict) -> dict:

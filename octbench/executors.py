@@ -13,6 +13,16 @@ results folder, so a task that Ray retries after its worker died (node loss, pre
 resumes from its last completed epoch on whichever node it lands. A run that fails for its own
 reasons (NaN, a model error) comes back as a FAILED record and is never retried.
 
+Ray is started (or joined) once per executor and kept for every dataset of a sweep. Workers
+report when a run starts and each epoch through the same actor, so the driver prints progress as
+for local runs; each run's worker output comes back as its ``run.log``. A worker process keeps
+the last dataset it used (and its device copy) for the next run on the same data; GPU tasks get
+a fresh process each (CUDA binds a process to one GPU). When runs wait for resources and none
+trains, the driver says what they ask and what the cluster has.
+
+Over ~450 lines: one idea (how pending runs are trained) until the planned split into
+``executors/`` (base, local, ray) lands.
+
 Must not import at module level: ray (an optional extra, imported when a Ray executor starts),
 the CLI, report or tuning.
 """

@@ -378,6 +378,11 @@ def train_on_worker(spec: RunSpec, boxed_data: list, keeper, plugins: str) -> Ru
     return result
 
 
+def _import_octbench() -> None:
+    """A no-op task whose worker process imports what a run needs."""
+    import octbench.runner  # noqa: F401
+
+
 def _node_name() -> str:
     try:
         import ray
@@ -436,6 +441,8 @@ class RayExecutor:
         self._connected = False
         self._keeper = None
         self._remote_functions: dict = {}
+        self._warmed = False
+        self._warming: list = []
         #: run id -> (worker pid, whether that run loaded the data): what each task reported
         self.workers: dict[str, tuple[int, bool]] = {}
         #: run id -> seconds from submitting its task to the run starting on a worker
@@ -503,6 +510,10 @@ class RayExecutor:
         """Shut down the Ray instance this executor started (one that was there stays)."""
         self._keeper = None
         self._remote_functions.clear()
+        self._warmed = False
+        for ref in self._warming:  # still queued when the grid stopped early (--on-stuck exit)
+            self._ray.cancel(ref)
+        self._warming = []
         if self._started:
             self._ray.shutdown()
         self._started = self._connected = False
@@ -514,6 +525,7 @@ class RayExecutor:
                 ) -> Iterator[tuple[RunSpec, Outcome]]:
         progress = progress or GridProgress([s.train.epochs for s in pending], enabled=False)
         ray = self._ray
+        self._warm_up(pending)
         payload, dataset = self._data_payload(data)
         keeper = self._start_keeper(store)
         plugins = os.environ.get("OCTBENCH_PLUGINS", "")
@@ -577,6 +589,21 @@ class RayExecutor:
         finally:
             for claim in claims.values():
                 claim.__exit__(None, None, None)
+
+    def _warm_up(self, pending: list[RunSpec]) -> None:
+        """Have the CPU workers import octbench (torch: seconds) while the driver loads the
+        data; Ray then reuses these processes for the runs. Once per executor."""
+        if self._warmed:
+            return
+        self._warmed = True
+        cpu_runs = [spec for spec in pending if not self._resources(spec)["num_gpus"]]
+        if not cpu_runs:
+            return  # GPU runs get a fresh process each: nothing to warm
+        slots = int(self._ray.cluster_resources().get("CPU", 0)
+                    // self._resources(cpu_runs[0])["num_cpus"])
+        task = self._task(_import_octbench, cpu_runs[0])
+        # Not waited for: a run may start before its worker is warm.
+        self._warming = [task.remote() for _ in range(min(len(cpu_runs), slots))]
 
     def _resources(self, spec: RunSpec) -> dict:
         """The Ray resources a run's task asks for."""

@@ -77,7 +77,8 @@ def plan_experiment(config: ExperimentConfig, *, shard: Shard | None = None,
     """Check data and results folder and estimate the grid's time (or a shard's); create nothing.
 
     ``threads``: the executor's thread count per run, which is part of the run ids of runs whose
-    config leaves ``train.threads`` open (see :func:`octbench.runner.with_threads`).
+    config leaves ``train.threads`` open (see :func:`octbench.runner.with_threads`); default:
+    the local executor's (all cores).
 
     Raises:
         DataError: the data cannot be loaded (the same message as the real run).
@@ -97,8 +98,11 @@ def plan_experiment(config: ExperimentConfig, *, shard: Shard | None = None,
     data += "; content fingerprint " + ", ".join(dict.fromkeys(s.data_fingerprint for s in specs))
     if shard is not None:
         specs = shard.select(specs)
-    if threads is not None:
-        specs = with_threads(specs, threads)
+    if threads is None:
+        import torch
+
+        threads = torch.get_num_threads()  # as LocalExecutor's default
+    specs = with_threads(specs, threads)
     for spec in specs:
         per_epoch = past.get(_timing_key(spec.config()))
         estimate = None if per_epoch is None else per_epoch * spec.train.epochs

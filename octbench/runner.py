@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from octbench.augment import build_augmenter
-from octbench.config import MAX_THREADS, Component, ExperimentConfig, TrainConfig, fingerprint
+from octbench.config import Component, ExperimentConfig, TrainConfig, fingerprint
 from octbench.data import OCTData, check_available, data_fingerprint
 from octbench.devices import check_precision, describe, resolve_device
 from octbench.engine import (
@@ -230,21 +230,24 @@ class Shard:
         return f"{self.index}/{self.count}"
 
 
-class GridIds(frozenset):
-    """The run ids of a grid's runs at every thread count an executor may give them (where
-    the config leaves ``train.threads`` open, the count is part of each id); ``runs`` is the
-    number of runs in the grid."""
+class GridIds:
+    """Which records belong to a grid. Where the config leaves ``train.threads`` open, the
+    executor's thread count is part of each run's id (:func:`with_threads`), so a record
+    belongs when its id is the grid's id at the record's thread count, or the id as configured
+    (records made before the thread count was part of the id)."""
 
-    runs: int
+    def __init__(self, specs: list[RunSpec]):
+        self.specs = specs
+        self.runs = len(specs)  # the number of runs in the grid
+        self._ids: dict[int | None, set[str]] = {None: {spec.run_id for spec in specs}}
 
-
-def grid_ids(specs: list[RunSpec]) -> GridIds:
-    """The ids :func:`with_threads` can give ``specs``, with 1 to MAX_THREADS threads, and
-    their ids as configured (records made before the thread count was part of the id)."""
-    ids = GridIds({spec.run_id for threads in range(1, MAX_THREADS + 1)
-                   for spec in with_threads(specs, threads)} | {spec.run_id for spec in specs})
-    ids.runs = len(specs)
-    return ids
+    def holds(self, record: RunRecord) -> bool:
+        threads = (record.config.get("train") or {}).get("threads")
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+            threads = None
+        if threads not in self._ids:
+            self._ids[threads] = {spec.run_id for spec in with_threads(self.specs, threads)}
+        return record.run_id in self._ids[threads] or record.run_id in self._ids[None]
 
 
 def with_threads(specs: list[RunSpec], threads: int) -> list[RunSpec]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import pytest
@@ -14,7 +15,7 @@ from octbench.errors import OctbenchError
 from octbench.executors import LocalExecutor, RayExecutor
 from octbench.report import collect, load_records
 from octbench.results import COMPLETE, ResultsStore
-from octbench.runner import Shard, expand_grid, run_experiment, with_threads
+from octbench.runner import GridIds, Shard, expand_grid, run_experiment, with_threads
 
 
 def big_grid(tmp_path, oct_npz, **changes):
@@ -181,6 +182,12 @@ def test_the_thread_count_is_part_of_a_run_and_its_id(tmp_path, oct_npz, restore
     path = write_yaml(tmp_path / "grid.yaml", raw)
     assert {r.run_id for r in load_records(path)[2]} == {r.run_id for r in records.values()}
     assert collect(path).expected == 1
+    # Also at a thread count this machine could not give (a big Ray node's), and not otherwise.
+    grid = GridIds(expand_grid(config))
+    big = with_threads(expand_grid(config), 64)[0]
+    record = dataclasses.replace(records[1], run_id=big.run_id, config=big.config())
+    assert grid.holds(record) and grid.runs == 1
+    assert not grid.holds(dataclasses.replace(record, config=records[2].config))
     explicit = parse_config({**raw, "train": {**raw["train"], "threads": 1}})
     again = run_experiment(explicit, quiet=True, say=lambda _: None,
                            executor=LocalExecutor(cpus_per_run=2))

@@ -58,6 +58,7 @@ from octbench.runner import (
     INTERRUPTED_MESSAGE,
     RunSpec,
     check_buildable,
+    default_threads,
     execute_run,
     stopped_record,
 )
@@ -108,11 +109,9 @@ class LocalExecutor:
     """
 
     def __init__(self, *, cpus_per_run: int | None = None):
-        import torch
-
         _check_cpus(cpus_per_run)
         self.cpus_per_run = cpus_per_run
-        self.threads = cpus_per_run or torch.get_num_threads()  # default: all cores
+        self.threads = cpus_per_run or default_threads()
         self._checked: tuple[Component, object] | None = None  # the last data checked, loaded
 
     def check(self, pending: list[RunSpec], data: Component) -> None:

@@ -86,11 +86,11 @@ def plan_experiment(config: ExperimentConfig, *, shard: Shard | None = None,
     """
     from octbench.data import check_available
     from octbench.results import ResultsStore
-    from octbench.runner import distinct_data, expand_grid, with_threads
+    from octbench.runner import configured_grid, default_threads, distinct_data, with_threads
 
     data = "; ".join(dict.fromkeys(check_available(d.name, **d.params)
                                    for d in distinct_data(config)))
-    specs = expand_grid(config)  # after the checks: run ids need the data's fingerprint
+    specs = configured_grid(config)  # after the checks: run ids need the data's fingerprint
     store = ResultsStore(Path(config.results_dir) / config.name)
     results = check_writable(store.root)
     past = past_epoch_seconds(Path(config.results_dir))
@@ -98,11 +98,7 @@ def plan_experiment(config: ExperimentConfig, *, shard: Shard | None = None,
     data += "; content fingerprint " + ", ".join(dict.fromkeys(s.data_fingerprint for s in specs))
     if shard is not None:
         specs = shard.select(specs)
-    if threads is None:
-        import torch
-
-        threads = torch.get_num_threads()  # as LocalExecutor's default
-    specs = with_threads(specs, threads)
+    specs = with_threads(specs, threads or default_threads())
     for spec in specs:
         per_epoch = past.get(_timing_key(spec.config()))
         estimate = None if per_epoch is None else per_epoch * spec.train.epochs

@@ -127,13 +127,25 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_.=" else "-" for c in text).strip("-")
 
 
-def expand_grid(config: ExperimentConfig) -> list[RunSpec]:
+def expand_grid(config: ExperimentConfig, *, threads: int | None = None) -> list[RunSpec]:
     """All runs of an experiment: sweep combination x model x strategy x seed x device, in
     that nesting order.
 
     Each run's id includes its data's content fingerprint, which this computes once per dataset
-    setting (e.g. hashes the npz file; see :func:`octbench.data.data_fingerprint`).
+    setting (e.g. hashes the npz file; see :func:`octbench.data.data_fingerprint`), and its
+    thread count: ``train.threads``, or where the config leaves it open ``threads`` (the
+    executor's count per run; default: the local executor's, :func:`default_threads`).
     """
+    return with_threads(configured_grid(config), threads or default_threads())
+
+
+def default_threads() -> int:
+    """Torch threads per run of the local executor: all cores (torch's own default)."""
+    return torch.get_num_threads()
+
+
+def configured_grid(config: ExperimentConfig) -> list[RunSpec]:
+    """The grid as configured: :func:`expand_grid` without a thread count filled in."""
     fingerprints: dict[str, str] = {}
 
     def fingerprint_of(data: Component) -> str:
@@ -231,7 +243,9 @@ class Shard:
 
 
 class GridIds:
-    """Which records belong to a grid. Where the config leaves ``train.threads`` open, the
+    """Which records belong to a grid (``specs``: :func:`configured_grid`).
+
+    Where the config leaves ``train.threads`` open, the
     executor's thread count is part of each run's id (:func:`with_threads`), so a record
     belongs when its id is the grid's id at the record's thread count, or the id as configured
     (records made before the thread count was part of the id)."""
@@ -244,7 +258,7 @@ class GridIds:
     def holds(self, record: RunRecord) -> bool:
         threads = (record.config.get("train") or {}).get("threads")
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-            threads = None
+            threads = default_threads()  # a record that does not say: as expand_grid does
         if threads not in self._ids:
             self._ids[threads] = {spec.run_id for spec in with_threads(self.specs, threads)}
         return record.run_id in self._ids[threads] or record.run_id in self._ids[None]
@@ -300,7 +314,7 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
     for data in distinct_data(config):
         check_available(data.name, **data.params)
     executor = executor or LocalExecutor()
-    specs = expand_grid(config)
+    specs = configured_grid(config)
     if shard is not None:  # dealt by the ids as configured: the same slices on every machine
         total = len(specs)
         specs = shard.select(specs)

@@ -15,7 +15,14 @@ from octbench.errors import OctbenchError
 from octbench.executors import LocalExecutor, RayExecutor
 from octbench.report import collect, load_records
 from octbench.results import COMPLETE, ResultsStore
-from octbench.runner import GridIds, Shard, expand_grid, run_experiment, with_threads
+from octbench.runner import (
+    GridIds,
+    Shard,
+    configured_grid,
+    expand_grid,
+    run_experiment,
+    with_threads,
+)
 
 
 def big_grid(tmp_path, oct_npz, **changes):
@@ -183,8 +190,10 @@ def test_the_thread_count_is_part_of_a_run_and_its_id(tmp_path, oct_npz, restore
     assert {r.run_id for r in load_records(path)[2]} == {r.run_id for r in records.values()}
     assert collect(path).expected == 1
     # Also at a thread count this machine could not give (a big Ray node's), and not otherwise.
-    grid = GridIds(expand_grid(config))
-    big = with_threads(expand_grid(config), 64)[0]
+    grid = GridIds(configured_grid(config))
+    big = expand_grid(config, threads=64)[0]
+    assert big.train.threads == 64 and big.run_id not in {r.run_id for r in records.values()}
+    assert expand_grid(config)[0].train.threads == torch.get_num_threads()  # local default
     record = dataclasses.replace(records[1], run_id=big.run_id, config=big.config())
     assert grid.holds(record) and grid.runs == 1
     assert not grid.holds(dataclasses.replace(record, config=records[2].config))

@@ -43,11 +43,11 @@ def resolve_source(source: str | Path) -> tuple[str, Path, GridIds | None]:
     source = Path(source)
     if source.suffix in (".yaml", ".yml"):
         from octbench.config import load_config
-        from octbench.runner import GridIds, expand_grid
+        from octbench.runner import GridIds, configured_grid
 
         config = load_config(source)
         folder = Path(config.results_dir) / config.name
-        return config.name, folder, GridIds(expand_grid(config))  # at any thread count
+        return config.name, folder, GridIds(configured_grid(config))  # at any thread count
     if source.is_dir():
         # The real folder's name: `results/tiny/..` is `results`, never a `..` to write to.
         return source.resolve().name, source, None

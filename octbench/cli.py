@@ -415,20 +415,9 @@ def _png_path(text: str) -> str:
 def _load_data_source(source: str, settings: list[str], **defaults):
     """A dataset from a registry name + ``--set`` values, an .npz file, an image folder or an
     experiment YAML; ``defaults`` fill parameters of an .npz file or folder left unset."""
-    from octbench.config import load_config, parse_data
-    from octbench.data import load_dataset
+    from octbench.api import load_data
 
-    params = dict(_load_settings(settings))
-    if source.endswith((".yaml", ".yml")):
-        component = load_config(source).data
-        component = parse_data({"name": component.name, **component.params, **params})
-    elif source.endswith(".npz"):
-        component = parse_data({"name": "npz", "path": source, **params})
-    elif Path(source).is_dir():
-        component = parse_data({"name": "folder", "path": source, **defaults, **params})
-    else:
-        component = parse_data({"name": source, **params})
-    return load_dataset(component.name, **component.params)
+    return load_data(source, defaults=defaults, **dict(_load_settings(settings)))
 
 
 def cmd_tune(args) -> int:
@@ -565,19 +554,27 @@ def cmd_evaluate(args) -> int:
     n = sum(report["dataset"]["class_counts"])
     print(f"{predictor.source} on {data.name} {args.split} ({n:,} images, "
           f"{report['dataset']['fingerprint'][:19]}):")
-    print("  " + "  ".join(f"{name} {metrics[key]:.4f}" for key, name in (
+    print("  " + "  ".join(f"{name} {metrics[key]:.4f}".replace("nan", "n/a") for key, name in (
         ("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"),
         ("macro_f1", "macro-F1"), ("macro_auc", "macro AUC"), ("ece", "ECE"))))
     width = max(len(name) for name in metrics["per_class"])
     print(f"  {'class':<{width}}  precision  recall      F1  support")
     for name, row in metrics["per_class"].items():
-        print(f"  {name:<{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  "
-              f"{row['f1']:6.3f}  {row['support']:7,}")
+        print(f"  {name:<{width}}  {_fixed(row['precision'], 9)}  {_fixed(row['recall'], 6)}  "
+              f"{_fixed(row['f1'], 6)}  {row['support']:7,}")
+    if metrics.get("absent_classes"):
+        print(f"  n/a: {', '.join(metrics['absent_classes'])} absent from the {args.split} split; "
+              "macro-F1, balanced accuracy and macro AUC average over the classes present.")
     if args.out:
         text = json.dumps(nan_to_none(report), indent=2, sort_keys=True, allow_nan=False)
         atomic_write_text(args.out, text + "\n")
         print(f"wrote {args.out}")
     return 0
+
+
+def _fixed(value: float | None, width: int) -> str:
+    """A per-class value to 3 decimals, or n/a (None: a class absent from the split)."""
+    return f"{'n/a':>{width}}" if value is None else f"{value:{width}.3f}"
 
 
 def cmd_list(args) -> int:

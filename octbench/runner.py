@@ -53,6 +53,8 @@ from octbench.models import (
     freeze_all_but_head,
     input_normalization,
     timm_name,
+    use_cosine_head,
+    weights_fit_problem,
 )
 from octbench.paths import values_label
 from octbench.plan import check_writable
@@ -433,21 +435,28 @@ def check_buildable(pending: list[RunSpec], data: OCTData) -> None:
     """
     counts = data.train.class_counts(data.num_classes)
     problems = []
+    cosine = set()  # strategies whose loss needs a cosine classifier head (LDAM)
     for strategy in {spec.strategy.label: spec.strategy for spec in pending}.values():
         try:
-            build_strategy(strategy.name, counts, **strategy.params)
+            if build_strategy(strategy.name, counts, **strategy.params).cosine_head:
+                cosine.add(strategy.label)
         except (OctbenchError, TypeError, ValueError) as error:
             problems.append(f"strategy {strategy.label}: {error}")
     for model in {spec.model.label: spec.model for spec in pending}.values():
         try:
             with torch.device("meta"):  # no memory, no initialisation: sizes are checked only
-                build_model(model.name, num_classes=data.num_classes, in_chans=1,
-                            img_size=data.size,  # weights are checked before, not loaded here
-                            **{k: v for k, v in model.params.items() if k != "pretrained"})
+                built = build_model(model.name, num_classes=data.num_classes, in_chans=1,
+                                    img_size=data.size,  # a weights file is matched below
+                                    **{k: v for k, v in model.params.items() if k != "pretrained"})
+                if any(s.model == model and s.strategy.label in cosine for s in pending):
+                    use_cosine_head(built)
+            problem = weights_fit_problem(model.name, model.params, built)
         except (OctbenchError, TypeError, ValueError) as error:
-            problems.append(f"model {model.label}: {error}")
+            problem = str(error)
         except Exception:  # noqa: BLE001 - a layer that cannot live on "meta": the run will tell
             continue
+        if problem:
+            problems.append(f"model {model.label}: {problem}")
     if problems:
         raise ConfigError(problems, None)
 
@@ -529,6 +538,9 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
     class_counts = data.train.class_counts(data.num_classes)
     model = build_model(spec.model.name, num_classes=data.num_classes, in_chans=1,
                         img_size=data.size, **spec.model.params)
+    strategy = build_strategy(spec.strategy.name, class_counts, **spec.strategy.params)
+    if strategy.cosine_head:
+        use_cosine_head(model)
     normalize = input_normalization(spec.model.name, spec.model.params)
     model_init = {**describe_weights(spec.model.name, spec.model.params, model),
                   "normalization": {"mean": normalize[0], "std": normalize[1]}, "mode": cfg.mode}
@@ -536,7 +548,6 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
     model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    strategy = build_strategy(spec.strategy.name, class_counts, **spec.strategy.params)
     criterion = strategy.criterion.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(trainable, cfg.optimizer, lr=cfg.lr,
@@ -664,8 +675,13 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
         "model": state["best"], "model_config": spec.config()["model"],
         "class_names": list(data.class_names), "img_size": data.size,
         "logit_offset": strategy.logit_offset, "epoch": state["best_epoch"],
+        "cosine_head": strategy.cosine_head,
         "normalization": list(normalize),
         "provenance": provenance(data, normalize),
+        # How evaluation fed the model, so evaluate / predict rebuild its inputs bit for bit.
+        "inputs": {"normalization": list(normalize), "in_chans": 1, "img_size": int(data.size),
+                   "channels_last": bool(cfg.channels_last), "precision": cfg.precision,
+                   "eval_batch_size": int(eval_batch)},
     })
     history = state["history"]
     train_seconds = sum(h["train_seconds"] for h in history)

@@ -29,6 +29,8 @@ from octbench.errors import OctbenchError
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 #: More worker processes than this only oversubscribes the machine.
 MAX_WORKERS = 4 * (os.cpu_count() or 1)
+#: Most runs in one stack (`run --stack`): memory grows with it.
+MAX_STACK = 64
 PLUGINS_VARIABLE = "OCTBENCH_PLUGINS"
 
 
@@ -99,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "four runs on each GPU; default 1)")
     run.add_argument("--cpus-per-run", type=int, metavar="N",
                      help="CPUs (torch threads) per run (default 1 with Ray, all here)")
+    run.add_argument("--stack", type=_int_between(1, MAX_STACK), metavar="N",
+                     help="train up to N runs that share model, data, device and train "
+                          "settings together as one stacked model, one record each (1 = off, "
+                          "the default; try 12 on a GPU)")
     run.add_argument("--shard", metavar="K/N|auto|auto/N",
                      help="train only the K-th of N disjoint slices of the grid (sizes differ "
                           "by at most one run), K counting from 1; auto: from a SLURM array "
@@ -328,7 +334,8 @@ def cmd_run(args) -> int:
     config = load_config(args.config)
     if args.dry_run:
         for shard in shards:
-            _dry_run(config, shard, executor.threads)
+            _dry_run(config, shard, executor.threads, stack=args.stack,
+                     local=args.executor == "local")
         return 0
     shard = shards[0]
     from octbench.runner import run_experiment
@@ -349,8 +356,8 @@ def cmd_run(args) -> int:
     return 0 if summary.ok else EXIT_FAILED
 
 
-def _dry_run(config, shard, threads: int) -> None:
-    """Print what ``run`` would do (for one shard, when given)."""
+def _dry_run(config, shard, threads: int, *, stack: int | None, local: bool) -> None:
+    """Print what ``run`` would do (for one shard, when given); locally, how runs stack."""
     from octbench.plan import plan_experiment
 
     plan = plan_experiment(config, shard=shard, threads=threads)
@@ -364,12 +371,22 @@ def _dry_run(config, shard, threads: int) -> None:
               "(models x strategies x seeds x devices)")
     for line in plan.lines():
         print(line)
+    if local and plan.pending:
+        from octbench.runner import expand_grid
+        from octbench.stacked_runs import describe_stacks
+
+        todo = {run.run_id for run in plan.pending}
+        print(describe_stacks([s for s in expand_grid(config, threads=threads)
+                               if s.run_id in todo], stack))
 
 
 def _make_executor(args):
     """The executor the run options ask for; options that need Ray are refused without it."""
     from octbench.executors import LocalExecutor, RayExecutor
 
+    if args.executor == "ray" and args.stack is not None:
+        raise OctbenchError("--stack trains stacks in this process: it needs --executor local "
+                            "(the default); drop --stack to use Ray.")
     if args.executor == "ray":
         stuck = {} if args.stuck_after is None else {"stuck_after": args.stuck_after * 60}
         return RayExecutor(address=args.address, gpus_per_run=args.gpus_per_run,
@@ -380,7 +397,7 @@ def _make_executor(args):
         if value is not None:
             raise OctbenchError(f"{option} needs --executor ray; add it, or drop {option} to "
                                 "train here, one run at a time.")
-    return LocalExecutor(cpus_per_run=args.cpus_per_run)
+    return LocalExecutor(cpus_per_run=args.cpus_per_run, stack=args.stack)
 
 
 SCAN_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")

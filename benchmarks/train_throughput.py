@@ -12,8 +12,12 @@
 (e) octbench fp32 + flip + affine: (b) with ``train.augment: [hflip, affine]`` (per-image
     random flips and affine warps on the device);
 (f) pure compute bf16: the model of (c) under bf16 autocast on one pre-normalised batch reused
-    (the ceiling for (c)).
-Prints the median images/s of each, the ratios b/a, c/a, b/d, e/b and c/f, and the peak RSS.
+    (the ceiling for (c));
+(g) octbench fp32 + medmnist_c: (b) with ``train.augment: [medmnist_c]`` (MedMNIST-C's random
+    corruption per image, medmnistc's own code on the host, synchronously); only with the
+    robustness extra installed.
+Prints the median images/s of each, the ratios b/a, c/a, b/d, e/b, g/b and c/f, and the peak
+RSS.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from _common import (
 from octbench.augment import build_augmenter
 from octbench.devices import autocast
 from octbench.engine import to_input, train_one_epoch
+from octbench.errors import OctbenchError
 from octbench.models import build_model
 from octbench.strategies import build_strategy
 
@@ -117,6 +122,10 @@ def main() -> None:
                  "(d) pure compute": compute_run("fp32"),
                  "(e) fp32 + flip + affine": octbench_run("fp32", True, ["hflip", "affine"]),
                  "(f) pure compute bf16": compute_run("bf16")}
+    try:
+        pipelines["(g) fp32 + medmnist_c"] = octbench_run("fp32", True, ["medmnist_c"])
+    except OctbenchError as error:  # the robustness extra is missing
+        print(f"(g) skipped: {error}")
     if device.type == "mps" or (device.type == "cuda" and not torch.cuda.is_bf16_supported()):
         del pipelines["(c) octbench bf16"]  # no bf16 autocast there
         del pipelines["(f) pure compute bf16"]
@@ -130,6 +139,9 @@ def main() -> None:
     e = rates["(e) fp32 + flip + affine"]
     print(f"  b/a = {b / a:.2f}   b/d = {b / d:.2f}   e/b = {e / b:.2f} "
           f"(augmentation overhead {b / e - 1:.0%})", end="")
+    if "(g) fp32 + medmnist_c" in rates:
+        g = rates["(g) fp32 + medmnist_c"]
+        print(f"   g/b = {g / b:.2f} (medmnist_c overhead {b / g - 1:.0%})", end="")
     if "(c) octbench bf16" in rates:
         c, f = rates["(c) octbench bf16"], rates["(f) pure compute bf16"]
         print(f"   c/a = {c / a:.2f}   c/f = {c / f:.2f}")

@@ -259,6 +259,27 @@ def speckle_noise(*, std: float = 0.1, p: float = 1.0) -> Transform:
     return transform
 
 
+@AUGMENTATIONS.register()
+def medmnist_c() -> Transform:
+    """MedMNIST-C's training augmentation (Di Salvo et al. 2024, ``AugMedMNISTC``): each image
+    gets one of OCTMNIST's six corruptions, or none, with a random severity.
+
+    It is ``medmnistc``'s own code (PIL, OpenCV, ImageMagick), so it runs on the host, image by
+    image, at the training size; the batch goes to the host and back. Needs the robustness
+    extra (:mod:`octbench.robustness.corruptions`).
+    """
+    from octbench.robustness.corruptions import random_corruptions, require_medmnistc
+
+    require_medmnistc()
+
+    def transform(x, labels, rng):
+        seed = int(torch.randint(2**31, (1,), generator=rng.host))
+        images = (x[:, 0] * 255).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
+        corrupted = torch.from_numpy(random_corruptions(images, seed=seed))
+        return corrupted.to(device=x.device, dtype=x.dtype).div_(255).unsqueeze(1), None, 1.0
+    return transform
+
+
 def _partner(x: torch.Tensor, rng: Random) -> torch.Tensor:
     return torch.randperm(len(x), generator=rng.device, device=x.device)
 

@@ -153,6 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", choices=("train", "val", "test"), default="test")
     evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                           help="a dataset parameter, e.g. --set skip_bad=true (repeatable)")
+    evaluate.add_argument("--corruptions", metavar="medmnist_c|NAME,...",
+                          help="also score the test split under MedMNIST-C corruptions (all six "
+                               "with medmnist_c); stored in the run's record when DATA are its "
+                               "own (pip install \"octbench[robustness]\")")
+    evaluate.add_argument("--severities", default="1,2,3,4,5", metavar="S,...",
+                          help="with --corruptions: severity levels 1-5 (default all)")
+    evaluate.add_argument("--corruption-seed", type=_int_between(0, 2**32 - 1), default=0,
+                          metavar="N", help="with --corruptions: seed of the corrupted sets")
     evaluate.add_argument("--results-dir", default="results", help="where to look for run ids")
     evaluate.add_argument("--out", metavar="FILE.json", help="also write the metrics as JSON")
     evaluate.set_defaults(handler=cmd_evaluate)
@@ -437,6 +445,24 @@ def _load_data_source(source: str, settings: list[str], **defaults):
     return load_data(source, defaults=defaults, **dict(_load_settings(settings)))
 
 
+def _data_component(source: str, settings: list[str], **defaults):
+    """The validated dataset choice of ``evaluate`` (as :func:`octbench.api.load_data` makes
+    it): corrupted evaluation needs its parameters to load the 224-px scans."""
+    from octbench.config import load_config, parse_data
+
+    params = dict(_load_settings(settings))
+    if source.endswith((".yaml", ".yml")):
+        component = load_config(source).data
+        component = parse_data({"name": component.name, **component.params, **params})
+    elif source.endswith(".npz"):
+        component = parse_data({"name": "npz", "path": source, **params})
+    elif Path(source).is_dir():
+        component = parse_data({"name": "folder", "path": source, **defaults, **params})
+    else:
+        component = parse_data({"name": source, **params})
+    return component
+
+
 def cmd_tune(args) -> int:
     from octbench.tuning import load_tune_config, run_worker, tune
 
@@ -556,12 +582,15 @@ def cmd_predict(args) -> int:
 def cmd_evaluate(args) -> int:
     import json
 
+    from octbench.data import load_dataset
     from octbench.fileio import atomic_write_text
     from octbench.predict import evaluate_checkpoint, load_predictor
     from octbench.results import nan_to_none
 
+    plan = _corruption_plan(args)
     predictor = load_predictor(args.run, args.results_dir)
-    data = _load_data_source(args.data, args.set, size=predictor.img_size)
+    component = _data_component(args.data, args.set, size=predictor.img_size)
+    data = load_dataset(component.name, **component.params)
     if data.synthetic or predictor.synthetic:
         which = " and ".join(w for w, s in (("the model's training data", predictor.synthetic),
                                              ("these data", data.synthetic)) if s)
@@ -582,11 +611,78 @@ def cmd_evaluate(args) -> int:
     if metrics.get("absent_classes"):
         print(f"  n/a: {', '.join(metrics['absent_classes'])} absent from the {args.split} split; "
               "macro-F1, balanced accuracy and macro AUC average over the classes present.")
+    if plan is not None:
+        report["robustness"] = _evaluate_corrupted(predictor, data, plan, metrics,
+                                                   component.params)
     if args.out:
         text = json.dumps(nan_to_none(report), indent=2, sort_keys=True, allow_nan=False)
         atomic_write_text(args.out, text + "\n")
         print(f"wrote {args.out}")
     return 0
+
+
+def _corruption_plan(args):
+    """The corrupted sets ``evaluate --corruptions`` asks for (None without it); checked before
+    anything is loaded."""
+    if args.corruptions is None:
+        return None
+    from octbench.config import parse_corruptions
+    from octbench.corrupted_eval import CorruptionPlan
+    from octbench.robustness import SEVERITIES
+    from octbench.robustness.corruptions import require_medmnistc
+
+    value = args.corruptions if args.corruptions in ("medmnist_c", "none") else [
+        n.strip() for n in args.corruptions.split(",") if n.strip()]
+    names, problems = parse_corruptions(value, "--corruptions")
+    try:
+        severities = sorted({int(s) for s in args.severities.split(",")})
+    except ValueError:
+        severities = []
+    if not severities or not set(severities) <= set(SEVERITIES):
+        problems.append(f"--severities must list levels from 1 to 5, e.g. 1,3,5; got "
+                        f"{args.severities!r}")
+    if args.split != "test":
+        problems.append("--corruptions scores the test split (as MedMNIST-C); drop --split")
+    if problems or not names:
+        raise OctbenchError("; ".join(problems) or "--corruptions names no corruption; give "
+                            "medmnist_c or names such as pixelate,speckle_noise")
+    require_medmnistc()
+    return CorruptionPlan(names, tuple(severities), args.corruption_seed)
+
+
+def _evaluate_corrupted(predictor, data, plan, clean: dict, data_params: dict) -> dict:
+    """Score and print the corrupted sets; store them in the run's record when the data are
+    the run's own (resumable through the run folder's partial file)."""
+    import dataclasses
+
+    from octbench.corrupted_eval import PARTIAL, SAMPLES
+    from octbench.predict import evaluate_corrupted_checkpoint, own_record
+
+    owned = own_record(predictor, data)
+    run_dir = owned[0].run_dir(owned[1].run_id) if owned else None
+    section = evaluate_corrupted_checkpoint(
+        predictor, data, plan, clean=clean, data_params=data_params,
+        partial=run_dir / PARTIAL if run_dir else None,
+        samples=run_dir / SAMPLES if run_dir else None)
+    section["timing"]["clean_eval_seconds"] = None
+    label = {"medmnist_c": "MedMNIST-C protocol (224 px)",
+             "adapted": f"adapted protocol: corrupted at 224 px, resized to {data.size} px",
+             "synthetic": "SYNTHETIC data, adapted protocol",
+             "generic": "own data: generic corruptions with OCTMNIST's severities"}
+    print(f"corrupted test sets ({label[section['protocol']]}):")
+    for name, cells in section["cells"].items():
+        values = "  ".join(f"s{s} {m['macro_f1']:.3f}" for s, m in cells.items())
+        print(f"  {name:<17} macro-F1  {values}")
+    mean = section["summary"]["mean"]
+    extra = (f", BE {mean['be']:.3f}, rBE {mean['rbe']:.3f}" if section["normalised"]
+             else f", balanced error {mean['error']:.3f} ({mean['error_drop']:+.3f} from clean)")
+    print(f"  mean corrupted macro-F1 {mean['macro_f1']:.4f}{extra}")
+    if owned:
+        store, record = owned
+        store.write(dataclasses.replace(record, robustness=section))
+        store.remove(record.run_id, PARTIAL)
+        print(f"stored in {store.run_dir(record.run_id) / store.RECORD}")
+    return section
 
 
 def _fixed(value: float | None, width: int) -> str:

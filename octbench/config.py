@@ -116,6 +116,24 @@ class ReportConfig:
 
 
 @dataclass(frozen=True)
+class EvaluateConfig:
+    """Extra evaluation of each finished run: ``evaluate: {corruptions: medmnist_c}``.
+
+    ``corruptions`` names MedMNIST-C corruptions (``medmnist_c`` for all six of OCTMNIST), each
+    scored at ``severities`` on a test set corrupted with ``seed``. It does not change training,
+    so it is not part of run ids.
+    """
+
+    corruptions: tuple[str, ...] = ()
+    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    seed: int = field(default=0, metadata=check(Interval(0, 2**32 - 1)))
+
+    def to_dict(self) -> dict:
+        return {"corruptions": list(self.corruptions), "severities": list(self.severities),
+                "seed": self.seed}
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """A whole experiment: the grid models x strategies x seeds x devices on one dataset."""
 
@@ -130,6 +148,7 @@ class ExperimentConfig:
     results_dir: str = "results"
     #: (dotted path, values) pairs whose Cartesian product multiplies the grid
     sweep: tuple[tuple[str, tuple], ...] = ()
+    evaluate: EvaluateConfig = EvaluateConfig()
 
     def to_dict(self) -> dict:
         """Plain data that :func:`parse_config` turns back into an equal config."""
@@ -145,6 +164,7 @@ class ExperimentConfig:
             "report": dataclasses.asdict(self.report),
             "results_dir": self.results_dir,
             **sweep,
+            **({"evaluate": self.evaluate.to_dict()} if self.evaluate.corruptions else {}),
         }
 
     def replace(self, **changes) -> ExperimentConfig:
@@ -563,6 +583,7 @@ def parse_config(raw: dict, source: str | None = None) -> ExperimentConfig:
     if not isinstance(results_dir, str) or not results_dir:
         problems.append(f"'results_dir' must be a folder path. Got {results_dir!r} instead.")
     sweep = _parse_sweep(problems, raw["sweep"], raw) if "sweep" in raw else ()
+    evaluate = _parse_evaluate(problems, raw.get("evaluate"))
     if train.mode == "linear_probe":
         problems += [
             f"models[{index}] ({item.label}): train.mode linear_probe trains only the "
@@ -575,7 +596,8 @@ def parse_config(raw: dict, source: str | None = None) -> ExperimentConfig:
         raise ConfigError(problems, source)
     return ExperimentConfig(name=name, data=data, models=models, strategies=strategies,
                             seeds=tuple(seeds), devices=tuple(devices), train=train,
-                            report=report, results_dir=results_dir, sweep=sweep)
+                            report=report, results_dir=results_dir, sweep=sweep,
+                            evaluate=evaluate)
 
 
 #: Top-level keys a sweep cannot vary, and why.
@@ -589,6 +611,8 @@ NOT_SWEPT = {
     "name": "one experiment has one name",
     "results_dir": "one experiment has one results folder",
     "report": "report options do not change training",
+    "evaluate": "corrupted evaluation does not change training; list what to score under "
+                "evaluate:",
     "sweep": "a sweep cannot sweep itself",
 }
 #: Combinations validated together (beyond each value alone) when the sweep has at most this many.
@@ -700,6 +724,50 @@ def _parse_augment(problems, raw) -> tuple[Component, ...]:
         problems.append("train.augment lists both mixup and cutmix; a batch is mixed once, so "
                         "keep one of them.")
     return augment
+
+
+def parse_corruptions(value, path: str = "evaluate.corruptions") -> tuple[tuple[str, ...], list]:
+    """``medmnist_c`` (all six), ``none``, a name, or a list of names -> (names, problems)."""
+    from octbench.robustness import CORRUPTIONS
+
+    if value in (None, "none", []):
+        return (), []
+    if value == "medmnist_c":
+        return CORRUPTIONS, []
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        return (), [f"{path} must be medmnist_c, or a list of corruption names "
+                    f"({', '.join(CORRUPTIONS)}). Got {value!r} instead."]
+    problems = [f"{path}: unknown corruption '{n}'.{did_you_mean(n, list(CORRUPTIONS))} "
+                f"Choose from medmnist_c (all), {', '.join(CORRUPTIONS)}."
+                for n in names if n not in CORRUPTIONS]
+    if len(set(names)) != len(names):
+        problems.append(f"{path} lists a corruption twice: {names}.")
+    return tuple(dict.fromkeys(names)), problems
+
+
+def _parse_evaluate(problems, raw) -> EvaluateConfig:
+    from octbench.robustness import SEVERITIES
+
+    if raw is None:
+        return EvaluateConfig()
+    if not isinstance(raw, dict):
+        problems.append(f"evaluate must be a mapping, e.g. evaluate: {{corruptions: medmnist_c}}."
+                        f" Got {raw!r} instead.")
+        return EvaluateConfig()
+    raw = dict(raw)
+    corruptions, found = parse_corruptions(raw.pop("corruptions", None))
+    problems.extend(found)
+    severities = raw.pop("severities", list(SEVERITIES))
+    if (not isinstance(severities, list) or not severities
+            or not all(s in SEVERITIES and isinstance(s, int) for s in severities)
+            or len(set(severities)) != len(severities)):
+        problems.append(f"evaluate.severities must be a list of distinct levels from "
+                        f"{', '.join(map(str, SEVERITIES))}. Got {severities!r} instead.")
+        severities = list(SEVERITIES)
+    section = _parse_section(problems, raw, EvaluateConfig, "evaluate")
+    return dataclasses.replace(section, corruptions=corruptions,
+                               severities=tuple(sorted(severities)))
 
 
 def parse_data(raw: str | dict) -> Component:

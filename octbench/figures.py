@@ -192,6 +192,65 @@ def throughput(frame: pd.DataFrame, title: str, path: Path) -> Path | None:
     return save_figure(fig, path)
 
 
+def severity_curves(frame: pd.DataFrame, title: str, path: Path) -> Path | None:
+    """One panel per corruption: the metric against severity (0 = clean), one line per label.
+
+    ``frame`` has columns ``label, corruption, severity, value`` (one row per seed; the line is
+    the mean, the band the seeds' range).
+    """
+    import seaborn as sns
+
+    frame = frame.dropna(subset=["value"])
+    if frame.empty:
+        return None
+    _theme()
+    corruptions = list(dict.fromkeys(frame["corruption"]))
+    columns = min(3, len(corruptions))
+    rows = math.ceil(len(corruptions) / columns)
+    fig = Figure(figsize=(PAGE_WIDTH, 0.6 + 2.0 * rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, columns, sharex=True, sharey=True)).ravel()
+    order = list(dict.fromkeys(frame["label"]))
+    for ax, corruption in zip(axes, corruptions, strict=False):
+        sns.lineplot(frame[frame["corruption"] == corruption], x="severity", y="value",
+                     hue="label", hue_order=order, ax=ax, marker="o", palette=PALETTE,
+                     errorbar=("pi", 100), legend=ax is axes[0])
+        ax.set_title(corruption.replace("_", " "))
+        ax.set_xlabel("severity (0 = clean)")
+        ax.set_ylabel("test macro-F1")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    for ax in axes[len(corruptions):]:
+        ax.set_visible(False)
+    if axes[0].get_legend() is not None:
+        sns.move_legend(axes[0], "lower left", title=None, frameon=False, fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)
+
+
+def image_strip(clean: np.ndarray, images: np.ndarray, rows: Sequence[str],
+                columns: Sequence[str], title: str, path: Path) -> Path | None:
+    """A grid of gray uint8 images: ``images[i, j]`` in row ``rows[i]``, column ``columns[j]``,
+    with the clean image as the first column."""
+    if images.size == 0:
+        return None
+    n_rows, n_cols = images.shape[:2]
+    fig = Figure(figsize=(min(PAGE_WIDTH, 1.1 * (n_cols + 1) + 1.2), 0.5 + 1.1 * n_rows),
+                 layout="constrained")
+    axes = np.asarray(fig.subplots(n_rows, n_cols + 1, squeeze=False))
+    for i in range(n_rows):
+        for j in range(n_cols + 1):
+            ax = axes[i, j]
+            ax.imshow(clean if j == 0 else images[i, j - 1], cmap="gray", vmin=0, vmax=255,
+                      interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title("clean" if j == 0 else columns[j - 1], fontsize=8)
+            if j == 0:
+                ax.set_ylabel(rows[i].replace("_", " "), fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)
+
+
 #: Fewer complete trials than this give no importance figure: fANOVA on a handful of points
 #: draws confident-looking bars from noise.
 MIN_IMPORTANCE_TRIALS = 8

@@ -17,13 +17,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from octbench.corrupted_eval import CorruptionPlan, evaluate_corruptions
 from octbench.data import OCTData
 from octbench.data.preprocess import load_scan
 from octbench.engine import Predictions, evaluate
 from octbench.errors import DataError, OctbenchError
 from octbench.metrics import compute_metrics
 from octbench.models import build_model, use_cosine_head
-from octbench.results import ResultsStore, UnsafeCheckpoint, load_checkpoint
+from octbench.results import ResultsStore, RunRecord, UnsafeCheckpoint, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -272,3 +273,36 @@ def evaluate_checkpoint(predictor: Predictor, data: OCTData, split: str = "test"
         "dataset": {k: v for k, v in data.describe().items() if k != "class_counts"}
         | {"class_counts": data.class_counts()[split]},
     }
+
+
+def own_record(predictor: Predictor, data: OCTData) -> tuple[ResultsStore, RunRecord] | None:
+    """The complete run record beside the checkpoint, if these data are the run's own (same
+    content fingerprint); None for a loose checkpoint, other data or an unreadable record."""
+    run_dir = predictor.source.parent
+    store = ResultsStore(run_dir.parent)
+    try:
+        record = store.read(run_dir.name)
+    except (OSError, ValueError, OctbenchError):
+        return None
+    if (record is None or record.status != "complete"
+            or record.dataset.get("fingerprint") != data.fingerprint):
+        return None
+    return store, record
+
+
+def evaluate_corrupted_checkpoint(predictor: Predictor, data: OCTData, plan: CorruptionPlan, *,
+                                  clean: dict, data_params: dict | None = None,
+                                  partial: Path | None = None,
+                                  samples: Path | None = None) -> dict:
+    """Score a trained checkpoint on the corrupted test sets of ``plan``, on the CPU: the
+    ``robustness`` section of a run record (:func:`octbench.corrupted_eval.evaluate_corruptions`).
+    """
+    check_compatible(predictor, data)
+    labels = _label_map(predictor, data)[data.test.labels]
+    model = predictor.model.to(memory_format=torch.channels_last)
+    return evaluate_corruptions(model, data, plan, clean=clean, data_params=data_params,
+                                normalize=predictor.normalize,
+                                logit_offset=predictor.logit_offset, labels=labels,
+                                class_names=predictor.class_names, channels_last=True,
+                                partial=partial, samples=samples)
+

@@ -91,6 +91,8 @@ class RunRecord:
     created_utc: str = ""
     error: str | None = None
     kind: str = "run"  # "run", or "trial" for tuning trials
+    #: corrupted evaluation (MedMNIST-C), versioned on its own (its ``version``); {} if none
+    robustness: dict = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     @property

@@ -32,7 +32,8 @@ import numpy as np
 import torch
 
 from octbench.augment import build_augmenter
-from octbench.config import Component, ExperimentConfig, TrainConfig, fingerprint
+from octbench.config import Component, EvaluateConfig, ExperimentConfig, TrainConfig, fingerprint
+from octbench.corrupted_eval import PARTIAL, SAMPLES, CorruptionPlan, evaluate_corruptions
 from octbench.data import OCTData, check_available, data_fingerprint
 from octbench.devices import check_precision, describe, resolve_device
 from octbench.engine import (
@@ -69,6 +70,7 @@ from octbench.results import (
     RunRecord,
     StorageError,
 )
+from octbench.robustness.corruptions import require_medmnistc
 from octbench.strategies import build_strategy
 
 if TYPE_CHECKING:
@@ -95,6 +97,8 @@ class RunSpec:
     sweep: dict = field(default_factory=dict)
     #: The data's content fingerprint (:func:`octbench.data.data_fingerprint`): new data, new id.
     data_fingerprint: str = ""
+    #: Corrupted test sets to score at the end (``evaluate.corruptions``); not part of the id.
+    corruptions: CorruptionPlan | None = None
 
     def config(self) -> dict:
         """The run's resolved configuration, stored in its record and hashed into its id."""
@@ -158,13 +162,20 @@ def configured_grid(config: ExperimentConfig) -> list[RunSpec]:
 
     return [
         RunSpec(config.name, cell.data, model, strategy, seed, device, cell.train, values,
-                fingerprint_of(cell.data))
+                fingerprint_of(cell.data), corruption_plan(cell.evaluate))
         for values, cell in config.variants()
         for model in cell.models
         for strategy in cell.strategies
         for seed in cell.seeds
         for device in cell.devices
     ]
+
+
+def corruption_plan(evaluate: EvaluateConfig) -> CorruptionPlan | None:
+    """The corrupted evaluation an experiment asks for, or None."""
+    if not evaluate.corruptions:
+        return None
+    return CorruptionPlan(evaluate.corruptions, evaluate.severities, evaluate.seed)
 
 
 @dataclass(frozen=True)
@@ -313,6 +324,9 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
     # fingerprint, which may take a while to compute), and bad or missing data before the folder
     # is created.
     check_writable(store.root)
+    if config.evaluate.corruptions or any(
+            a.name == "medmnist_c" for _, cell in config.variants() for a in cell.train.augment):
+        require_medmnistc()  # a missing extra fails now, not after training
     for data in distinct_data(config):
         check_available(data.name, **data.params)
     executor = executor or LocalExecutor()
@@ -331,6 +345,7 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
             store.clear_stale_lock(spec.run_id)  # likewise; `prepare` is skipped when all done
         else:
             pending.append(spec)
+    _hint_unscored(store, [s for s in specs if s.run_id in set(summary.already_complete)], say)
     if not pending:
         say(f"All {len(specs)} runs of '{config.name}' are already complete in {store.root}; "
             "nothing to train.")
@@ -376,15 +391,37 @@ def _train_pending(groups: list[tuple[Component, list[RunSpec]]], pending: list[
             summary.completed.append(spec.run_id)
             test = outcome.metrics["test"]
             tag = " [synthetic data]" if outcome.synthetic else ""
-            say(f"{head}: test acc {test['accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f} "
-                f"(best epoch {outcome.best_epoch}, {outcome.timing['train_seconds']:.0f} s)"
-                f"{tag}")
+            corrupted = outcome.robustness.get("summary", {}).get("mean", {}).get("macro_f1")
+            robust = (f", corrupted macro-F1 {corrupted:.3f}" if corrupted is not None else "")
+            say(f"{head}: test acc {test['accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f}"
+                f"{robust} (best epoch {outcome.best_epoch}, "
+                f"{outcome.timing['train_seconds']:.0f} s){tag}")
         elif outcome.status == SKIPPED:
             summary.skipped.append((spec.run_id, outcome.error))
             say(f"{head}: skipped: {outcome.error}")
         else:
             summary.failed.append((spec.run_id, outcome.error))
             say(f"{head}: FAILED: {outcome.error}")
+
+
+def _hint_unscored(store: ResultsStore, complete: list[RunSpec],
+                   say: Callable[[str], None]) -> None:
+    """Say which complete runs lack the corrupted evaluation the YAML now asks for (it is not
+    part of run ids, so they are not retrained) and how to score them."""
+    unscored = []
+    for spec in complete:
+        if spec.corruptions is None:
+            continue
+        record = store.read(spec.run_id)
+        if record is not None and not record.robustness.get("cells"):
+            unscored.append(spec)
+    if unscored:
+        plan = unscored[0].corruptions
+        say(f"{len(unscored)} complete run(s) have no corrupted evaluation (evaluate."
+            "corruptions was added after they ran; it does not retrain them). Score each with "
+            f"`python -m octbench evaluate --run {store.run_dir(unscored[0].run_id)} "
+            f"EXPERIMENT.yaml --corruptions {','.join(plan.corruptions)} --severities "
+            f"{','.join(map(str, plan.severities))} --corruption-seed {plan.seed}`.")
 
 
 def _data_key(data: Component) -> str:
@@ -741,6 +778,17 @@ def complete_run(run: RunSetup, data: OCTData, store: ResultsStore, device: torc
                       test_labels=test_pred.labels)
         eval_seconds += test_seconds
         eval_images += len(test_pred.labels)
+    robustness = {}
+    if evaluate_test and spec.corruptions is not None:
+        # Each scored cell is saved at once: an interrupted run resumes here (its last epoch is
+        # checkpointed) and scores only the cells left.
+        robustness = evaluate_corruptions(
+            model, data, spec.corruptions, clean=metrics["test"], data_params=spec.data.params,
+            normalize=run.normalize, logit_offset=run.strategy.logit_offset, device=device,
+            batch_size=eval_batch, precision=cfg.precision, channels_last=cfg.channels_last,
+            partial=store.run_dir(spec.run_id) / PARTIAL,
+            samples=store.run_dir(spec.run_id) / SAMPLES)
+        robustness["timing"]["clean_eval_seconds"] = test_seconds
     store.save_predictions(spec.run_id, **arrays)
     store.save_state(spec.run_id, ResultsStore.BEST, {
         "model": state["best"], "model_config": spec.config()["model"],
@@ -767,8 +815,10 @@ def complete_run(run: RunSetup, data: OCTData, store: ResultsStore, device: torc
             "eval_images_per_s": eval_images / eval_seconds if eval_seconds else None,
             **(timing or {}),
         },
+        **({"robustness": robustness} if robustness else {}),
     )
     store.remove(spec.run_id, ResultsStore.RESUME)
+    store.remove(spec.run_id, PARTIAL)
     return record
 
 

@@ -13,9 +13,31 @@ from octbench.errors import ConfigError
 from octbench.results import ResultsStore
 from octbench.runner import run_experiment
 
-NAMES = AUGMENTATIONS.names()
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 MIXING = {"mixup", "cutmix"}
+
+
+def _robustness_extra_missing() -> str | None:
+    try:
+        import cv2  # noqa: F401
+        import medmnistc  # noqa: F401
+        import wand.image  # noqa: F401
+    except ImportError as error:
+        return f"robustness extra not installed ({error})"
+    return None
+
+
+#: Augmentations that need an extra skip (with the reason) where it is missing.
+NEEDS_EXTRA = {"medmnist_c": _robustness_extra_missing}
+
+
+def with_extras(names) -> list:
+    return [pytest.param(n, marks=[pytest.mark.extras, pytest.mark.skipif(
+        NEEDS_EXTRA[n]() is not None, reason=str(NEEDS_EXTRA[n]()))]) if n in NEEDS_EXTRA else n
+            for n in names]
+
+
+NAMES = with_extras(AUGMENTATIONS.names())
 
 
 def batch(device="cpu", n=16, size=28):
@@ -51,7 +73,7 @@ def test_deterministic_by_seed(name):
     assert not torch.equal(first[0], first[1])
 
 
-@pytest.mark.parametrize("name", sorted(set(NAMES) - MIXING))
+@pytest.mark.parametrize("name", with_extras(sorted(set(AUGMENTATIONS.names()) - MIXING)))
 def test_parameters_are_drawn_per_image(name):
     """One image repeated 16 times comes out in several versions: random per image, not per
     batch, as torchvision's v2 transforms would be."""

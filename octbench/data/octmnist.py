@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from octbench.data import (
     AVAILABILITY_CHECKS,
     DATASETS,
@@ -102,3 +104,24 @@ def octmnist(*, size: int = 28, root: str | None = None, download: bool = False)
         source={"path": str(path), "md5": md5, "url": url},
         fingerprint=f"md5:{md5}",
     )
+
+
+def octmnist_test_split(*, size: int = 224, root: str | None = None
+                        ) -> tuple[np.ndarray, np.ndarray, str]:
+    """Only OCTMNIST's test split at ``size`` px: ``(images (N, S, S) uint8, labels (N,),
+    fingerprint)``, without loading the training images (97,477 of them are 4.9 GB at 224 px).
+
+    Raises:
+        DataError: the file is missing or fails its MD5 check.
+    """
+    from torchvision.datasets.utils import check_integrity
+
+    path, url, md5 = octmnist_file(size, root)
+    if not path.is_file():
+        raise DataError(_missing_message(path, url, md5, f"{path} does not exist"))
+    if not check_integrity(str(path), md5):
+        raise DataError(f"{path} fails its MD5 check (expected {md5}): the file is corrupt or "
+                        f"not the official OCTMNIST. Delete it and download {url} again.")
+    with np.load(path, allow_pickle=False) as npz:
+        images, labels = npz["test_images"], npz["test_labels"]
+    return images, labels.reshape(-1).astype(np.int64), f"md5:{md5}"

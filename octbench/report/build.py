@@ -92,13 +92,15 @@ def build_report(source: str | Path, out: str | Path = "reports", *,
         figures = (_make_figures(data, table, devices, figure_dir, data.warnings)
                    if data.runs else [])
         tuning = _study_figures(study, data, figure_dir)
+        robust_figures, robust_lines = _robustness(data, figure_dir)
         text = render_markdown(data, table=table, comparisons=comparisons,
                                per_class=per_class, devices=devices, figures=figures,
                                n_resamples=n_resamples, study_figures=tuning,
-                               study=_study_summary(study, data) if tuning else None)
+                               study=_study_summary(study, data) if tuning else None,
+                               robustness=robust_lines)
         path = folder / "report.md"
         atomic_write_text(path, text)
-        drawn = [*(p for p, _ in figures), *tuning]
+        drawn = [*(p for p, _ in figures), *(p for p, _ in robust_figures), *tuning]
         written[:0] = [path, *(f for p in drawn for f in (p, p.with_suffix(".svg"))
                                if f.is_file())]
     return written
@@ -157,6 +159,36 @@ def _study_summary(study: str | Path | None, data: ReportData) -> dict | None:
         return None
 
 
+def _robustness(data: ReportData, figure_dir: Path) -> tuple[list, list[str]]:
+    """The robustness section's figures and markdown (none without corrupted runs)."""
+    from octbench.report.sections import robustness
+
+    table = robustness.robustness_table(data)
+    if table.empty:
+        return [], []
+    prefix = "SYNTHETIC DATA (not OCTMNIST) — " if data.synthetic else ""
+    try:
+        figures = robustness.draw_figures(data, figure_dir, _group_label(data), prefix)
+    except Exception as error:  # a figure must never cost the whole report
+        data.warnings.append(f"robustness figures could not be drawn: "
+                             f"{type(error).__name__}: {error}")
+        figures = []
+    return figures, robustness.render_section(data, table, figures)
+
+
+def _group_label(data: ReportData) -> Callable[[GroupKey], str]:
+    """``model / strategy / setup``, leaving out what every group shares."""
+    groups = _groups(data.runs)
+    multi_model = len({k[0] for k in groups}) > 1
+    multi_setup = len({k[2] for k in groups}) > 1
+
+    def label(key: GroupKey) -> str:
+        model, strategy, setup = key
+        parts = ([model] if multi_model else []) + [strategy] + ([setup] if multi_setup else [])
+        return " / ".join(parts)
+    return label
+
+
 def _make_figures(data: ReportData, table: pd.DataFrame, devices: pd.DataFrame,
                   folder: Path, warnings: list[str]) -> list[tuple[Path, str]]:
     from octbench import figures
@@ -167,14 +199,7 @@ def _make_figures(data: ReportData, table: pd.DataFrame, devices: pd.DataFrame,
     dataset = f"{size} px" if data.synthetic else f"{name}, {size} px"
     source = f"test split, {dataset}"
     groups = _groups(data.runs)
-    multi_model = len({k[0] for k in groups}) > 1
-    multi_setup = len({k[2] for k in groups}) > 1
-
-    def label(key: GroupKey) -> str:
-        model, strategy, setup = key
-        parts = ([model] if multi_model else []) + [strategy] + ([setup] if multi_setup else [])
-        return " / ".join(parts)
-
+    label = _group_label(data)
     made = []
     panels = []
     for key, runs in groups.items():

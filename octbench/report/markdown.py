@@ -144,11 +144,13 @@ def _synthetic_tag(data: ReportData) -> str:
 def render_markdown(data: ReportData, *, table: pd.DataFrame, comparisons: pd.DataFrame,
                     per_class: pd.DataFrame, devices: pd.DataFrame,
                     figures: Sequence[tuple[Path, str]], n_resamples: int,
-                    study_figures: Sequence[Path] = (), study: dict | None = None) -> str:
+                    study_figures: Sequence[Path] = (), study: dict | None = None,
+                    robustness: Sequence[str] = ()) -> str:
     """The whole report as markdown (figures are linked relative to the report).
 
     ``study`` (from ``octbench.tuning.study_summary``) adds the tuning study's section; a
     results folder that holds only a study gets a report about the study alone.
+    ``robustness`` is the robustness section's markdown (``report.sections.robustness``).
     """
     study_only = not data.records and study is not None
     synthetic = data.synthetic or bool(study and study.get("synthetic"))
@@ -182,6 +184,8 @@ def render_markdown(data: ReportData, *, table: pd.DataFrame, comparisons: pd.Da
         out += ["", *_comparison_section(data, comparisons, n_resamples)]
         out += ["", *_per_class_section(data, per_class)]
         out += ["", *_device_section(data, devices)]
+        if robustness:
+            out += ["", *robustness]
     if study is not None:
         out += ["", *_study_section(study)]
     out += ["", *_figure_section(data, figures, study_figures, study)]

@@ -1,0 +1,1 @@
+"""One module per report section (new sections land here)."""

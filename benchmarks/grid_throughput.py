@@ -82,6 +82,7 @@ def main() -> None:
     results = tempfile.mkdtemp(prefix="octbench-grid-")
     runs = 4 * len(args.seeds)
     rows = []
+    delays = []  # (packing, seconds from submitting each task to its run starting on a worker)
     cuda = args.device.startswith("cuda")
     # Outside the timings: generating (caching) the synthetic set and starting CUDA.
     load_dataset("synthetic", scale=args.scale)
@@ -129,6 +130,7 @@ def main() -> None:
             ray.shutdown()
             rows.append((f"ray, {packing} per {args.device} ({threads} thread(s) each)", wall,
                          macro_f1(results, name), ray_start, None, images(results, name)))
+            delays.append((packing, list(executor.start_delays.values())))  # start order
 
     print(f"grid: {args.model} x 4 strategies x {len(args.seeds)} seeds = {runs} runs, "
           f"{args.epochs} epochs, synthetic scale {args.scale} (SYNTHETIC DATA), device "
@@ -147,6 +149,12 @@ def main() -> None:
             print(f"Ray overhead per run: ({wall:.1f} - {sequential:.1f} s) / {runs} runs = "
                   f"{(wall - sequential) / runs:+.2f} s; starting Ray itself (not in the wall "
                   f"times): {ray_start:.1f} s")
+    for packing, waits in delays:  # the first tasks pay for worker start-up and imports
+        if waits:
+            print(f"Ray {packing} per {args.device}: task submitted -> run started on a worker: "
+                  f"first run {waits[0]:.1f} s (worker start-up, imports); median "
+                  f"{sorted(waits)[len(waits) // 2]:.1f} s, max {max(waits):.1f} s (queued runs "
+                  "include their wait for a free slot)")
 
 
 if __name__ == "__main__":

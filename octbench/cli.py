@@ -105,9 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="train up to N runs that share model, data, device and train "
                           "settings together as one stacked model, one record each (1 = off, "
                           "the default; try 12 on a GPU)")
-    run.add_argument("--shard", metavar="K/N",
-                     help="train only the K-th of N disjoint slices of the grid, K counting "
-                          "from 1 (e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
+    run.add_argument("--shard", metavar="K/N|auto|auto/N",
+                     help="train only the K-th of N disjoint slices of the grid (sizes differ "
+                          "by at most one run), K counting from 1; auto: from a SLURM array "
+                          "job's $SLURM_ARRAY_TASK_ID, _MIN and _COUNT; auto/N: N slices, K = "
+                          "$SLURM_ARRAY_TASK_ID (--array=1-N; a resubmitted subset works); with "
+                          "--dry-run, all/N lists every slice")
+    run.add_argument("--stuck-after", type=float, metavar="MINUTES",
+                     help="with --executor ray: when runs wait this long for resources and none "
+                          "trains, say what they ask and what the cluster has (default 10)")
+    run.add_argument("--on-stuck", choices=("wait", "exit"), default=None,
+                     help="with --executor ray: then keep waiting (default) or stop with exit "
+                          "code 2")
     run.set_defaults(handler=cmd_run)
 
     tune = commands.add_parser("tune", help="tune hyperparameters with Optuna (validation only)",
@@ -327,31 +336,20 @@ def cmd_run(args) -> int:
     from octbench.config import load_config
     from octbench.runner import Shard
 
-    shard = Shard.parse(args.shard) if args.shard is not None else None
+    every_shard = args.dry_run and (args.shard or "").startswith("all/")
+    if every_shard:
+        count = Shard.parse(f"1/{args.shard[4:]}").count
+        shards = [Shard(k, count) for k in range(1, count + 1)]
+    else:
+        shards = [Shard.parse(args.shard) if args.shard is not None else None]
     executor = _make_executor(args)
     config = load_config(args.config)
     if args.dry_run:
-        from octbench.plan import plan_experiment
-
-        plan = plan_experiment(config, shard=shard)
-        print(f"{config.name}: {len(plan.runs)} runs on data '{config.data.label}'"
-              + (f" (shard {shard})" if shard is not None else ""))
-        if config.sweep:  # the grid is multiplied by every combination of the swept values
-            cell = (len(config.models) * len(config.strategies) * len(config.seeds)
-                    * len(config.devices))
-            print(f"sweep: {' x '.join(f'{p} {list(v)}' for p, v in config.sweep)} = "
-                  f"{len(config.variants())} combinations of {cell} runs "
-                  "(models x strategies x seeds x devices)")
-        for line in plan.lines():
-            print(line)
-        if args.executor == "local" and plan.pending:
-            from octbench.runner import expand_grid
-            from octbench.stacked_runs import describe_stacks
-
-            todo = {run.run_id for run in plan.pending}
-            print(describe_stacks([s for s in expand_grid(config) if s.run_id in todo],
-                                  args.stack))
+        for shard in shards:
+            _dry_run(config, shard, executor.threads, stack=args.stack,
+                     local=args.executor == "local")
         return 0
+    shard = shards[0]
     from octbench.runner import run_experiment
 
     # flush: under nohup or SLURM stdout is a file, and each finished run should show at once.
@@ -370,6 +368,30 @@ def cmd_run(args) -> int:
     return 0 if summary.ok else EXIT_FAILED
 
 
+def _dry_run(config, shard, threads: int, *, stack: int | None, local: bool) -> None:
+    """Print what ``run`` would do (for one shard, when given); locally, how runs stack."""
+    from octbench.plan import plan_experiment
+
+    plan = plan_experiment(config, shard=shard, threads=threads)
+    print(f"{config.name}: {len(plan.runs)} runs on data '{config.data.label}'"
+          + (f" (shard {shard})" if shard is not None else ""))
+    if config.sweep:  # the grid is multiplied by every combination of the swept values
+        cell = (len(config.models) * len(config.strategies) * len(config.seeds)
+                * len(config.devices))
+        print(f"sweep: {' x '.join(f'{p} {list(v)}' for p, v in config.sweep)} = "
+              f"{len(config.variants())} combinations of {cell} runs "
+              "(models x strategies x seeds x devices)")
+    for line in plan.lines():
+        print(line)
+    if local and plan.pending:
+        from octbench.runner import expand_grid
+        from octbench.stacked_runs import describe_stacks
+
+        todo = {run.run_id for run in plan.pending}
+        print(describe_stacks([s for s in expand_grid(config, threads=threads)
+                               if s.run_id in todo], stack))
+
+
 def _make_executor(args):
     """The executor the run options ask for; options that need Ray are refused without it."""
     from octbench.executors import LocalExecutor, RayExecutor
@@ -378,9 +400,12 @@ def _make_executor(args):
         raise OctbenchError("--stack trains stacks in this process: it needs --executor local "
                             "(the default); drop --stack to use Ray.")
     if args.executor == "ray":
+        stuck = {} if args.stuck_after is None else {"stuck_after": args.stuck_after * 60}
         return RayExecutor(address=args.address, gpus_per_run=args.gpus_per_run,
-                           cpus_per_run=args.cpus_per_run)
-    for option, value in (("--address", args.address), ("--gpus-per-run", args.gpus_per_run)):
+                           cpus_per_run=args.cpus_per_run, exit_when_stuck=args.on_stuck == "exit",
+                           **stuck)
+    for option, value in (("--address", args.address), ("--gpus-per-run", args.gpus_per_run),
+                          ("--stuck-after", args.stuck_after), ("--on-stuck", args.on_stuck)):
         if value is not None:
             raise OctbenchError(f"{option} needs --executor ray; add it, or drop {option} to "
                                 "train here, one run at a time.")

@@ -13,6 +13,16 @@ results folder, so a task that Ray retries after its worker died (node loss, pre
 resumes from its last completed epoch on whichever node it lands. A run that fails for its own
 reasons (NaN, a model error) comes back as a FAILED record and is never retried.
 
+Ray is started (or joined) once per executor and kept for every dataset of a sweep. Workers
+report when a run starts and each epoch through the same actor, so the driver prints progress as
+for local runs; each run's worker output comes back as its ``run.log``. A worker process keeps
+the last dataset it used (and its device copy) for the next run on the same data; GPU tasks get
+a fresh process each (CUDA binds a process to one GPU). When runs wait for resources and none
+trains, the driver says what they ask and what the cluster has.
+
+Over ~450 lines: one idea (how pending runs are trained) until the planned split into
+``executors/`` (base, local, ray) lands.
+
 Must not import at module level: ray (an optional extra, imported when a Ray executor starts),
 the CLI, report or tuning.
 """
@@ -24,7 +34,9 @@ import io
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -32,7 +44,7 @@ from typing import Protocol
 from octbench.config import Component
 from octbench.data import OCTData, load_dataset
 from octbench.errors import OctbenchError
-from octbench.progress import GridProgress
+from octbench.progress import GridProgress, RunProgress
 from octbench.results import (
     COMPLETE,
     FAILED,
@@ -46,6 +58,7 @@ from octbench.runner import (
     INTERRUPTED_MESSAGE,
     RunSpec,
     check_buildable,
+    default_threads,
     execute_run,
     stopped_record,
 )
@@ -70,6 +83,10 @@ RAY_INSTALL = 'pip install "octbench[ray]"  (or, in a checkout: pip install -e "
 class Executor(Protocol):
     """Trains pending runs; see the module docstring."""
 
+    #: torch threads per run, for runs whose config leaves ``train.threads`` open; part of
+    #: their run ids (:func:`octbench.runner.with_threads`).
+    threads: int
+
     def check(self, pending: list[RunSpec], data: Component) -> None:
         """Refuse impossible settings (raise OctbenchError) before anything is written."""
 
@@ -78,9 +95,11 @@ class Executor(Protocol):
                 ) -> Iterator[tuple[RunSpec, Outcome]]:
         """Train ``pending`` and yield ``(spec, outcome)`` for each run as it finishes.
 
-        ``progress`` hears when each run starts (and, where the run trains in this process,
-        each epoch) and ends.
+        ``progress`` hears when each run starts, each epoch, and when it ends.
         """
+
+    def close(self) -> None:
+        """Release what the executor holds (a Ray connection) once the whole grid is done."""
 
 
 class LocalExecutor:
@@ -93,6 +112,7 @@ class LocalExecutor:
     def __init__(self, *, cpus_per_run: int | None = None, stack: int | None = None):
         _check_cpus(cpus_per_run)
         self.cpus_per_run = cpus_per_run
+        self.threads = cpus_per_run or default_threads()
         self.stack = stack  # most runs per stack (octbench.stacked_runs); None: per device
         self._checked: tuple[Component, object] | None = None  # the last data checked, loaded
 
@@ -109,10 +129,6 @@ class LocalExecutor:
                 quiet: bool, progress: GridProgress | None = None
                 ) -> Iterator[tuple[RunSpec, Outcome]]:
         progress = progress or GridProgress([s.train.epochs for s in pending], enabled=False)
-        if self.cpus_per_run:
-            import torch
-
-            torch.set_num_threads(self.cpus_per_run)  # train.threads, when set, still wins
         if self._checked is not None and self._checked[0] == data:
             loaded = self._checked[1]
         else:
@@ -138,6 +154,9 @@ class LocalExecutor:
             finally:
                 run_progress.finished()
             yield spec, outcome
+
+    def close(self) -> None:
+        self._checked = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,6 +200,13 @@ class RunResult:
     best: bytes | None = None
     resumed_after: int | None = None
     node: str = ""
+    #: the worker's output (stdout, stderr, octbench's log) while it ran this run
+    log: str = ""
+    #: other files of the run's folder (the traceback): name -> content, None to remove it
+    files: dict = field(default_factory=dict)
+    #: the worker process, and whether this run loaded the data into it (else: reused)
+    pid: int = 0
+    loaded_data: bool = False
 
 
 class RelayStore:
@@ -194,6 +220,7 @@ class RelayStore:
         self.predictions: dict = {}
         self.best: bytes | None = None
         self.resumed_after: int | None = None
+        self.files: dict[str, bytes | None] = {}
 
     def load_state(self, run_id: str, name: str) -> dict | None:
         import ray
@@ -218,6 +245,9 @@ class RelayStore:
         else:
             self.best = buffer.getvalue()
 
+    def save_bytes(self, run_id: str, name: str, blob: bytes) -> None:
+        self.files[name] = blob
+
     def save_predictions(self, run_id: str, **arrays) -> None:
         self.predictions = arrays
 
@@ -225,10 +255,12 @@ class RelayStore:
         node = _node_name()
         if record.hardware:  # which Ray node trained it: the report's device table stays true
             record = dataclasses.replace(record, hardware={**record.hardware, "ray_node": node})
-        self.result = RunResult(record, self.predictions, self.best, self.resumed_after, node)
+        self.result = RunResult(record, self.predictions, self.best, self.resumed_after, node,
+                                files=self.files)
 
     def remove(self, run_id: str, name: str) -> None:
-        pass  # the driver removes the resume checkpoint once the record is written
+        if name != ResultsStore.RESUME:  # the driver removes that once the record is written
+            self.files[name] = None
 
     def is_complete(self, run_id: str) -> bool:
         return self.result is not None and self.result.record.status == COMPLETE
@@ -238,10 +270,12 @@ class RelayStore:
 
 
 class CheckpointKeeper:
-    """Ray actor on the driver's node: keeps each run's epoch checkpoint in the results folder."""
+    """Ray actor on the driver's node: keeps each run's epoch checkpoint in the results folder
+    and holds the workers' progress events (a run started, an epoch ended) for the driver."""
 
     def __init__(self, root: str):
         self.store = ResultsStore(root)
+        self.events: list[tuple] = []
 
     def load(self, run_id: str) -> bytes | None:
         return self.store.load_bytes(run_id, ResultsStore.RESUME)
@@ -249,21 +283,111 @@ class CheckpointKeeper:
     def save(self, run_id: str, blob: bytes) -> None:
         self.store.save_bytes(run_id, ResultsStore.RESUME, blob)
 
+    def set_root(self, root: str) -> None:
+        self.store = ResultsStore(root)
 
-def train_on_worker(spec: RunSpec, data: OCTData | Component, keeper, threads: int,
-                    plugins: str) -> RunResult:
-    """Body of the Ray task: one run, its failures returned as a FAILED record."""
-    import torch
+    def report(self, run_id: str, kind: str, details: dict) -> None:
+        self.events.append((run_id, kind, details))
+
+    def drain(self) -> list[tuple]:
+        events, self.events = self.events, []
+        return events
+
+
+class RelayProgress:
+    """A run's progress inside a Ray task: each epoch's line goes to the driver, which prints
+    it as a local run's (the workers' own output is captured into the run's log)."""
+
+    def __init__(self, keeper, run_id: str):
+        self.keeper, self.run_id = keeper, run_id
+        self.started: float | None = None
+
+    @contextmanager
+    def epoch(self, epoch: int, epochs: int, images: int):
+        self.started = time.perf_counter()
+        yield _NoCount()
+
+    def epoch_done(self, epoch: int, epochs: int, **details) -> None:
+        import ray
+
+        wall = time.perf_counter() - self.started if self.started is not None else None
+        # Waited for, so every event of a run reaches the keeper before the run's result.
+        ray.get(self.keeper.report.remote(
+            self.run_id, "epoch", {"epoch": epoch, "epochs": epochs, "wall": wall, **details}))
+
+
+class _NoCount:
+    def update(self, n: int = 1) -> None:
+        pass
+
+
+#: The data the last run in this worker process used: ``(fingerprint, OCTData)``. Runs on the
+#: same data reuse it and its copy on the device (``runner._on_device``) instead of fetching it.
+_WORKER_DATA: list = []
+
+
+def _worker_data(spec: RunSpec, payload) -> tuple[OCTData, bool]:
+    """The run's data, and whether it was loaded now (False: reused from an earlier run)."""
+    import ray
+
+    key = spec.data_fingerprint or repr(payload)
+    if _WORKER_DATA and _WORKER_DATA[0][0] == key:
+        return _WORKER_DATA[0][1], False
+    _WORKER_DATA.clear()  # one dataset per worker: the previous one can be freed first
+    if isinstance(payload, Component):
+        data = load_dataset(payload.name, **payload.params)
+    else:
+        data = ray.get(payload)
+    _WORKER_DATA.append((key, data))
+    return data, True
+
+
+@contextmanager
+def _captured_output() -> Iterator[io.StringIO]:
+    """stdout, stderr and octbench's log (INFO and up) into one buffer, while a run trains."""
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("octbench")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        with redirect_stdout(buffer), redirect_stderr(buffer):
+            yield buffer
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def train_on_worker(spec: RunSpec, boxed_data: list, keeper, plugins: str) -> RunResult:
+    """Body of the Ray task: one run, its failures returned as a FAILED record.
+
+    ``boxed_data`` holds the data's object reference (or, for big files, what to load) inside a
+    list, so Ray does not fetch the data before this looks in the worker's cache.
+    """
+    import ray
 
     from octbench.cli import load_plugins
 
     load_plugins(plugins)
-    torch.set_num_threads(threads)  # train.threads, when set, still wins
-    if isinstance(data, Component):
-        data = load_dataset(data.name, **data.params)
+    node = _node_name()
+    # Waited for: the driver's "start" line comes when the run really starts.
+    ray.get(keeper.report.remote(spec.run_id, "start", {"node": node}))
     relay = RelayStore(spec.run_id, keeper)
-    execute_run(spec, data, relay, quiet=True)  # every ending writes a record to the relay
-    return relay.result
+    with _captured_output() as output:
+        print(f"octbench run {spec.run_id} on Ray node {node}, process {os.getpid()}, "
+              f"started {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
+        data, loaded = _worker_data(spec, boxed_data[0])
+        execute_run(spec, data, relay, quiet=True, progress=RelayProgress(keeper, spec.run_id))
+    result = relay.result  # every ending writes a record to the relay
+    result.log, result.pid, result.loaded_data = output.getvalue(), os.getpid(), loaded
+    return result
+
+
+def _import_octbench() -> None:
+    """A no-op task whose worker process imports what a run needs."""
+    import octbench.runner  # noqa: F401
 
 
 def _node_name() -> str:
@@ -280,28 +404,57 @@ def _node_has_file(data: Component) -> tuple[str, str, bool]:
     return _node_name(), str(path), path is not None and path.is_file()
 
 
+#: Default of ``--stuck-after``: minutes without any run starting or ending, while runs wait
+#: for resources and none is training, before the driver says why.
+STUCK_AFTER_MINUTES = 10.0
+
+
 class RayExecutor:
     """One Ray task per run on a local Ray instance or an existing cluster.
+
+    Ray is started (or joined) once per executor and kept until :meth:`close`, across every
+    dataset of a sweep over data settings.
 
     Args:
         address: ``auto``, ``HOST:PORT`` of a running cluster, or None to start a local
             instance with this machine's CPUs and GPUs.
         gpus_per_run: GPUs each GPU run reserves (0 < F <= 1; 0.25 packs four runs on a GPU).
             Default: 1 for runs on ``cuda``/``auto`` when the cluster has GPUs.
-        cpus_per_run: CPUs each run reserves; also its torch thread count. Default 1.
+        cpus_per_run: CPUs each run reserves and its torch thread count (unless the config
+            sets ``train.threads``). Default 1.
+        stuck_after: seconds without a run starting or ending while runs wait for resources
+            and none trains, before the driver says what they ask and what the cluster has.
+        exit_when_stuck: then stop with an OctbenchError (exit 2) instead of waiting on.
     """
 
     def __init__(self, *, address: str | None = None, gpus_per_run: float | None = None,
-                 cpus_per_run: int | None = None):
+                 cpus_per_run: int | None = None,
+                 stuck_after: float = STUCK_AFTER_MINUTES * 60, exit_when_stuck: bool = False):
         if gpus_per_run is not None and not 0 < gpus_per_run <= 1:
             raise OctbenchError(
                 f"--gpus-per-run must be a share of one GPU in (0, 1], e.g. 0.25 for four runs "
                 f"per GPU; got {gpus_per_run:g}.")
         _check_cpus(cpus_per_run)
+        if not stuck_after > 0:
+            raise OctbenchError(f"--stuck-after must be a number of minutes > 0; got "
+                                f"{stuck_after / 60:g}.")
         self.address = address
         self.gpus_per_run = gpus_per_run
         self.cpus_per_run = cpus_per_run
+        self.threads = cpus_per_run or 1
+        self.stuck_after = stuck_after
+        self.exit_when_stuck = exit_when_stuck
         self._started = False
+        self._connected = False
+        self._keeper = None
+        self._remote_functions: dict = {}
+        self._warmed = False
+        self._warming: list = []
+        #: run id -> (worker pid, whether that run loaded the data): what each task reported
+        self.workers: dict[str, tuple[int, bool]] = {}
+        #: run id -> seconds from submitting its task to the run starting on a worker
+        #: (scheduling, starting or reusing a worker process, imports): Ray's overhead per run
+        self.start_delays: dict[str, float] = {}
 
     # -- before anything is written ------------------------------------------------------------
 
@@ -310,18 +463,20 @@ class RayExecutor:
         nodes = [n for n in self._ray.nodes() if n.get("Alive")]
         gpus = sum(n["Resources"].get("GPU", 0) for n in nodes)
         most_cpus = max((n["Resources"].get("CPU", 0) for n in nodes), default=0)
+        threads = self.cpus_per_run or max(
+            (spec.train.threads or self.threads for spec in pending), default=1)
         if self.gpus_per_run is not None and not gpus:
-            self._disconnect()
+            self.close()
             raise OctbenchError(
                 f"--gpus-per-run {self.gpus_per_run:g}: the Ray cluster ({self._where()}) has no "
                 "GPU, so no run could start; drop --gpus-per-run to train on CPUs, or add GPU "
                 "nodes.")
-        if (self.cpus_per_run or 1) > most_cpus:
-            self._disconnect()
+        if threads > most_cpus:
+            self.close()
             raise OctbenchError(
-                f"--cpus-per-run {self.cpus_per_run or 1}: no node of the Ray cluster "
-                f"({self._where()}) has that many CPUs (the largest has {most_cpus:g}); "
-                f"choose --cpus-per-run {max(int(most_cpus), 1)} or less.")
+                f"--cpus-per-run {threads}: no node of the Ray cluster ({self._where()}) has "
+                f"that many CPUs (the largest has {most_cpus:g}); choose --cpus-per-run "
+                f"{max(int(most_cpus), 1)} or less (and train.threads no larger).")
         self._gpus = gpus
         path = data_file(data)
         self._big_data = (path is not None and path.is_file()
@@ -330,17 +485,21 @@ class RayExecutor:
             try:
                 self._check_nodes_have(data)
             except OctbenchError:
-                self._disconnect()
+                self.close()
                 raise
 
     def _where(self) -> str:
         return f"at {self.address}" if self.address else "started here"
 
     def _connect(self) -> None:
+        if self._connected:
+            return
         ray = self._ray = import_ray()
-        if self.address and self.address != "auto" and not self.address.startswith("ray://"):
-            _check_reachable(self.address)  # ray.init would wait for minutes
+        if self.address and not self.address.startswith("ray://"):
+            # Checked here, within seconds: ray.init would wait for minutes, or for ever.
+            _check_reachable(self.address, _resolve_address(self.address))
         if ray.is_initialized():  # e.g. a test or a notebook that set Ray up itself
+            self._connected = True
             return
         if self.address:
             _use_cluster_token()
@@ -352,74 +511,146 @@ class RayExecutor:
                 f"cannot connect to a Ray cluster at --address {self.address} ({error}); start "
                 "one with `ray start --head` (then --address auto on that machine), give the "
                 "head's HOST:PORT, or leave out --address to start Ray here.") from None
-        self._started = True
+        self._started = self._connected = True
 
-    def _disconnect(self) -> None:
+    def close(self) -> None:
+        """Shut down the Ray instance this executor started (one that was there stays)."""
+        self._keeper = None
+        self._remote_functions.clear()
+        self._warmed = False
+        for ref in self._warming:  # still queued when the grid stopped early (--on-stuck exit)
+            self._ray.cancel(ref)
+        self._warming = []
         if self._started:
             self._ray.shutdown()
-            self._started = False
+        self._started = self._connected = False
 
     # -- training ------------------------------------------------------------------------------
 
     def execute(self, pending: list[RunSpec], data: Component, store: ResultsStore, *,
                 quiet: bool, progress: GridProgress | None = None
                 ) -> Iterator[tuple[RunSpec, Outcome]]:
-        # Runs train on Ray workers: the driver reports when each starts and ends, not epochs.
         progress = progress or GridProgress([s.train.epochs for s in pending], enabled=False)
-        started = {}
         ray = self._ray
+        self._warm_up(pending)
+        payload, dataset = self._data_payload(data)
+        keeper = self._start_keeper(store)
+        plugins = os.environ.get("OCTBENCH_PLUGINS", "")
+        claims, running, numbers, started, by_id, submitted = {}, {}, {}, {}, {}, {}
         try:
-            payload, dataset = self._data_payload(data)
-            keeper = self._start_keeper(store)
-            task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(train_on_worker)
-            threads = self.cpus_per_run or 1
-            plugins = os.environ.get("OCTBENCH_PLUGINS", "")
-            claims, running = {}, {}
-            try:
-                for number, spec in enumerate(pending, 1):
-                    claim = store.claim(spec.run_id)
-                    try:
-                        claim.__enter__()
-                    except RunLocked as busy:
-                        yield spec, busy
-                        continue
-                    if store.is_complete(spec.run_id):
-                        claim.__exit__(None, None, None)
-                        yield spec, None
-                        continue
-                    claims[spec.run_id] = claim
-                    gpus = self._gpus_for(spec)
-                    ref = task.options(num_cpus=threads, num_gpus=gpus).remote(
-                        spec, payload, keeper, threads, plugins)
-                    running[ref] = spec
-                    started[spec.run_id] = progress.start_run(number, spec.run_id, spec.device)
-                while running:
-                    ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
-                    if not ready:
-                        continue
-                    spec = running.pop(ready[0])
-                    record = self._finish(spec, ready[0], store, dataset)
-                    claims.pop(spec.run_id).__exit__(None, None, None)
-                    started.pop(spec.run_id).finished()
-                    yield spec, record
-            except BaseException:
-                # Ctrl-C / SIGTERM (or a full disk): stop the tasks, say which runs stopped.
-                for ref, spec in running.items():
-                    ray.cancel(ref, force=True)
-                    if not store.is_complete(spec.run_id):
-                        store.write(stopped_record(spec, INTERRUPTED, INTERRUPTED_MESSAGE,
-                                                   dataset=dataset))
-                raise
-            finally:
-                for claim in claims.values():
+            for number, spec in enumerate(pending, 1):
+                claim = store.claim(spec.run_id)
+                try:
+                    claim.__enter__()
+                except RunLocked as busy:
+                    yield spec, busy
+                    continue
+                if store.is_complete(spec.run_id):
                     claim.__exit__(None, None, None)
+                    yield spec, None
+                    continue
+                claims[spec.run_id] = claim
+                numbers[spec.run_id], by_id[spec.run_id] = number, spec
+                ref = self._task(train_on_worker, spec).remote(spec, [payload], keeper, plugins)
+                running[ref] = spec
+                submitted[spec.run_id] = time.monotonic()
+            quiet_since = time.monotonic()
+            while running:
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+                for run_id, kind, details in ray.get(keeper.drain.remote()):
+                    quiet_since = time.monotonic()
+                    if kind == "start" and run_id not in started:
+                        self.start_delays[run_id] = time.monotonic() - submitted[run_id]
+                        device = by_id[run_id].device
+                        started[run_id] = progress.start_run(
+                            numbers[run_id], run_id, f"{device}, Ray node {details['node']}")
+                    elif kind == "epoch" and run_id in started:
+                        started[run_id].epoch_done(**details)
+                if not ready:
+                    if time.monotonic() - quiet_since > self.stuck_after and \
+                            not set(started) & {s.run_id for s in running.values()}:
+                        self._stuck(running, time.monotonic() - quiet_since)
+                        quiet_since = time.monotonic()
+                    continue
+                quiet_since = time.monotonic()
+                spec = running.pop(ready[0])
+                record = self._finish(spec, ready[0], store, dataset)
+                claims.pop(spec.run_id).__exit__(None, None, None)
+                run_progress = started.pop(spec.run_id, None)
+                if run_progress is None:  # it never started (Ray gave up on it)
+                    run_progress = RunProgress(progress, numbers[spec.run_id] - 1)
+                run_progress.finished()
+                yield spec, record
+        except _Stuck:
+            for ref in running:  # none of them started: nothing to record
+                ray.cancel(ref, force=True)
+            raise
+        except BaseException:
+            # Ctrl-C / SIGTERM (or a full disk): stop the tasks, say which runs stopped.
+            for ref, spec in running.items():
+                ray.cancel(ref, force=True)
+                if not store.is_complete(spec.run_id):
+                    store.write(stopped_record(spec, INTERRUPTED, INTERRUPTED_MESSAGE,
+                                               dataset=dataset))
+            raise
         finally:
-            self._disconnect()
+            for claim in claims.values():
+                claim.__exit__(None, None, None)
 
-    def _gpus_for(self, spec: RunSpec) -> float:
-        if spec.device == "cpu" or not self._gpus:
-            return 0  # a cuda run without GPUs is recorded as skipped, as it is locally
-        return self.gpus_per_run or 1
+    def _warm_up(self, pending: list[RunSpec]) -> None:
+        """Have the CPU workers import octbench (torch: seconds) while the driver loads the
+        data; Ray then reuses these processes for the runs. Once per executor."""
+        if self._warmed:
+            return
+        self._warmed = True
+        cpu_runs = [spec for spec in pending if not self._resources(spec)["num_gpus"]]
+        if not cpu_runs:
+            return  # GPU runs get a fresh process each: nothing to warm
+        slots = int(self._ray.cluster_resources().get("CPU", 0)
+                    // self._resources(cpu_runs[0])["num_cpus"])
+        task = self._task(_import_octbench, cpu_runs[0])
+        # Not waited for: a run may start before its worker is warm.
+        self._warming = [task.remote() for _ in range(min(len(cpu_runs), slots))]
+
+    def _resources(self, spec: RunSpec) -> dict:
+        """The Ray resources a run's task asks for."""
+        gpus = 0
+        if spec.device != "cpu" and self._gpus:  # else a cuda run is recorded as skipped
+            gpus = self.gpus_per_run or 1
+        return {"num_cpus": self.cpus_per_run or spec.train.threads or self.threads,
+                "num_gpus": gpus}
+
+    def _task(self, function, spec: RunSpec):
+        """``function`` as the Ray task of ``spec``. A GPU task gets a fresh worker process
+        (max_calls 1): CUDA binds a process to the GPU it first used, and Ray reuses worker
+        processes, so a reused one would train on another task's GPU. CPU workers are reused
+        (and keep their data)."""
+        resources = self._resources(spec)
+        gpu = resources["num_gpus"] > 0
+        key = (function, gpu)
+        if key not in self._remote_functions:
+            self._remote_functions[key] = self._ray.remote(
+                max_retries=MAX_RETRIES, retry_exceptions=False,
+                **({"max_calls": 1} if gpu else {}))(function)
+        return self._remote_functions[key].options(**resources)
+
+    def _stuck(self, running: dict, seconds: float) -> None:
+        """Say why the waiting runs do not start; raise _Stuck if told to stop then."""
+        ray = self._ray
+        asked = self._resources(next(iter(running.values())))
+        asked = {"CPU": asked["num_cpus"], "GPU": asked["num_gpus"]}
+        total, free = ray.cluster_resources(), ray.available_resources()
+        have = ", ".join(f"{name} {free.get(name, 0):g} free of {total.get(name, 0):g}"
+                         for name in ("CPU", "GPU"))
+        alive = sum(1 for n in ray.nodes() if n.get("Alive"))
+        message = (
+            f"{len(running)} run(s) have waited {seconds / 60:.1f} min for Ray to start them and "
+            f"none is training: each asks {', '.join(f'{k} {v:g}' for k, v in asked.items())}; "
+            f"the Ray cluster ({self._where()}, {alive} node(s) alive) has {have}. Add or "
+            "restart nodes, lower --cpus-per-run / --gpus-per-run, or free what holds them")
+        if self.exit_when_stuck:
+            raise _Stuck(message + "; rerun to train the missing runs.")
+        log.warning("%s; still waiting (--on-stuck exit stops instead).", message)
 
     def _data_payload(self, data: Component) -> tuple[object, dict]:
         """The driver's data in the object store, or, for big files, what each worker loads."""
@@ -448,13 +679,19 @@ class RayExecutor:
                 "copy it to the same path there (or use a shared filesystem) and rerun.")
 
     def _start_keeper(self, store: ResultsStore):
+        """The keeper actor, started once and kept for every dataset of the grid."""
+        root = str(store.root.absolute())
+        if self._keeper is not None:
+            self._ray.get(self._keeper.set_root.remote(root))
+            return self._keeper
         ray = self._ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         here = ray.get_runtime_context().get_node_id()
         actor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(CheckpointKeeper)
-        return actor.options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)
-                             ).remote(str(store.root.absolute()))
+        self._keeper = actor.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote(root)
+        return self._keeper
 
     def _finish(self, spec: RunSpec, ref, store: ResultsStore, dataset: dict) -> RunRecord:
         """Write what a finished task sent back; a task Ray gave up on becomes FAILED."""
@@ -462,15 +699,29 @@ class RayExecutor:
         try:
             result: RunResult = ray.get(ref)
         except ray.exceptions.RayError as error:
-            reason = str(error).strip().splitlines()[0]
-            record = stopped_record(
-                spec, FAILED, f"the Ray task failed (retried up to {MAX_RETRIES} times when its "
-                f"worker died): {reason}", dataset=dataset)
+            lines = str(error).strip().splitlines() or [type(error).__name__]
+            if isinstance(error, ray.exceptions.RayTaskError):  # raised outside the run itself
+                message = f"the Ray task raised {lines[-1]}"
+            else:
+                message = (f"the Ray task failed (retried up to {MAX_RETRIES} times when its "
+                           f"worker died): {lines[0]}")
+            record = stopped_record(spec, FAILED, message, dataset=dataset)
+            store.save_bytes(spec.run_id, ResultsStore.TRACEBACK, str(error).encode())
             store.write(record)
             return record
+        self.workers[spec.run_id] = (result.pid, result.loaded_data)
         if result.resumed_after:
             log.info("%s resumed after epoch %d on %s", spec.run_id, result.resumed_after,
                      result.node)
+        if result.log:
+            store.save_bytes(spec.run_id, ResultsStore.LOG, result.log.encode())
+        for name, blob in result.files.items():
+            if name not in (ResultsStore.TRACEBACK,):  # the only other file a run writes
+                continue
+            if blob is None:
+                store.remove(spec.run_id, name)
+            else:
+                store.save_bytes(spec.run_id, name, blob)
         if result.record.status == COMPLETE:
             store.save_predictions(spec.run_id, **result.predictions)
             store.save_bytes(spec.run_id, ResultsStore.BEST, result.best)
@@ -478,6 +729,10 @@ class RayExecutor:
         if result.record.status == COMPLETE:
             store.remove(spec.run_id, ResultsStore.RESUME)
         return result.record
+
+
+class _Stuck(OctbenchError):
+    """Runs wait for resources that the Ray cluster does not have (``--on-stuck exit``)."""
 
 
 def _use_cluster_token() -> None:
@@ -492,15 +747,70 @@ def _use_cluster_token() -> None:
     maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
-def _check_reachable(address: str) -> None:
-    host, _, port = address.rpartition(":")
+#: Seconds each step of the address check may take (TCP connect, then the gRPC greeting).
+CONNECT_TIMEOUT = 5.0
+
+#: What an HTTP/2 (gRPC) client sends first: the preface and an empty SETTINGS frame.
+_HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def _resolve_address(address: str) -> str:
+    """HOST:PORT of ``--address`` (``auto``: the cluster `ray start` last started here)."""
+    if address != "auto":
+        return address
+    from ray._private.services import canonicalize_bootstrap_address
+
     try:
-        with socket.create_connection((host, int(port)), timeout=5):
-            return
+        resolved = canonicalize_bootstrap_address("auto")
+    except (ConnectionError, ValueError):
+        resolved = None
+    if not resolved:
+        raise OctbenchError(
+            "--address auto: no Ray cluster is running on this machine (Ray records none); "
+            "start one here with `ray start --head`, give the head's HOST:PORT as --address, "
+            "or leave out --address to start Ray just for this run.")
+    return resolved
+
+
+def _check_reachable(address: str, resolved: str) -> None:
+    """Refuse within 2 x CONNECT_TIMEOUT an address where no Ray head answers: nothing listens,
+    packets are dropped, or a server that is not Ray's (it does not speak gRPC) listens."""
+    shown = address if address == resolved else f"{address} (= {resolved})"
+    host, _, port = resolved.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)),
+                                      timeout=CONNECT_TIMEOUT) as connection:
+            connection.sendall(_HTTP2_HELLO)
+            reply = b""
+            while len(reply) < 9:  # a gRPC server answers with its SETTINGS frame
+                chunk = connection.recv(9 - len(reply))
+                if not chunk:
+                    break
+                reply += chunk
+    except TimeoutError:
+        reply = None
     except (OSError, ValueError) as error:
         reason = getattr(error, "strerror", None) or error
-    raise OctbenchError(
-        f"cannot reach a Ray cluster at --address {address} ({reason}); start its head with "
-        "`ray start --head --port PORT`, check HOST:PORT and the firewall, or leave out "
-        "--address to start Ray here.")
+        raise OctbenchError(
+            f"cannot reach a Ray cluster at --address {shown} ({reason}); start its head with "
+            "`ray start --head --port PORT`, check HOST:PORT and the firewall, or leave out "
+            "--address to start Ray here.") from None
+    if reply is None and not _connected_before_timeout(host, port):
+        raise OctbenchError(
+            f"no answer from --address {shown} within {CONNECT_TIMEOUT:g} s (packets dropped?); "
+            "check HOST:PORT, that the head is up (`ray status` there) and that the firewall "
+            "lets this machine in, or leave out --address to start Ray here.")
+    if reply is None or len(reply) < 9 or reply[3] != 4:
+        raise OctbenchError(
+            f"something listens at --address {shown}, but it is not a Ray cluster (it does not "
+            "answer as Ray's GCS server does); check the port: `ray start --head` prints the "
+            "address to use (port 6379 unless --port was given).")
 
+
+def _connected_before_timeout(host: str, port: str) -> bool:
+    # Only to word the message: a connect that timed out vs a server that stayed silent.
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT):
+            return True
+    except OSError:
+        return False

@@ -72,8 +72,13 @@ class Plan:
         return out
 
 
-def plan_experiment(config: ExperimentConfig, *, shard: Shard | None = None) -> Plan:
+def plan_experiment(config: ExperimentConfig, *, shard: Shard | None = None,
+                    threads: int | None = None) -> Plan:
     """Check data and results folder and estimate the grid's time (or a shard's); create nothing.
+
+    ``threads``: the executor's thread count per run, which is part of the run ids of runs whose
+    config leaves ``train.threads`` open (see :func:`octbench.runner.with_threads`); default:
+    the local executor's (all cores).
 
     Raises:
         DataError: the data cannot be loaded (the same message as the real run).
@@ -81,19 +86,20 @@ def plan_experiment(config: ExperimentConfig, *, shard: Shard | None = None) -> 
     """
     from octbench.data import check_available
     from octbench.results import ResultsStore
-    from octbench.runner import distinct_data, expand_grid
+    from octbench.runner import configured_grid, default_threads, distinct_data, with_threads
 
     data = "; ".join(dict.fromkeys(check_available(d.name, **d.params)
                                    for d in distinct_data(config)))
-    specs = expand_grid(config)  # after the checks: run ids need the data's fingerprint
+    specs = configured_grid(config)  # after the checks: run ids need the data's fingerprint
     store = ResultsStore(Path(config.results_dir) / config.name)
     results = check_writable(store.root)
     past = past_epoch_seconds(Path(config.results_dir))
     runs = []
     data += "; content fingerprint " + ", ".join(dict.fromkeys(s.data_fingerprint for s in specs))
+    if shard is not None:
+        specs = shard.select(specs)
+    specs = with_threads(specs, threads or default_threads())
     for spec in specs:
-        if shard is not None and not shard.holds(spec.run_id):
-            continue
         per_epoch = past.get(_timing_key(spec.config()))
         estimate = None if per_epoch is None else per_epoch * spec.train.epochs
         runs.append(PlannedRun(spec.run_id, store.is_complete(spec.run_id), estimate))

@@ -111,10 +111,16 @@ class RunProgress:
             yield _Heartbeat(self.grid.write, f"  {desc}", images, self.grid.heartbeat)
 
     def epoch_done(self, epoch: int, epochs: int, *, images: int, train_seconds: float,
-                   loss: float, metric: str, value: float, stopping: bool = False) -> None:
-        """Print the epoch's line; ``stopping``: early stopping ends the run after it."""
+                   loss: float, metric: str, value: float, stopping: bool = False,
+                   wall: float | None = None) -> None:
+        """Print the epoch's line; ``stopping``: early stopping ends the run after it.
+
+        ``wall``: the epoch's wall time when it was measured elsewhere (a Ray worker).
+        """
         grid = self.grid
-        wall = time.perf_counter() - self.started if self.started is not None else train_seconds
+        if wall is None:
+            wall = (time.perf_counter() - self.started if self.started is not None
+                    else train_seconds)
         grid.epoch_seconds.append(wall)
         grid.epochs_left[self.index] = 0 if stopping else max(epochs - epoch - 1, 0)
         if not grid.epoch_lines:

@@ -176,6 +176,8 @@ class ResultsStore:
 
     RECORD, PREDICTIONS, BEST, RESUME, LOCK = (
         "record.json", "predictions.npz", "best.pt", "resume.pt", ".lock")
+    #: A FAILED run's full traceback; a Ray worker's output while it ran the run.
+    TRACEBACK, LOG = "traceback.txt", "run.log"
 
     def __init__(self, root: str | Path):
         self.root = Path(root)

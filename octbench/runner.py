@@ -15,16 +15,16 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import functools
-import hashlib
 import itertools
 import json
 import logging
+import os
 import platform
 import random
 import subprocess
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -134,13 +134,25 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_.=" else "-" for c in text).strip("-")
 
 
-def expand_grid(config: ExperimentConfig) -> list[RunSpec]:
+def expand_grid(config: ExperimentConfig, *, threads: int | None = None) -> list[RunSpec]:
     """All runs of an experiment: sweep combination x model x strategy x seed x device, in
     that nesting order.
 
     Each run's id includes its data's content fingerprint, which this computes once per dataset
-    setting (e.g. hashes the npz file; see :func:`octbench.data.data_fingerprint`).
+    setting (e.g. hashes the npz file; see :func:`octbench.data.data_fingerprint`), and its
+    thread count: ``train.threads``, or where the config leaves it open ``threads`` (the
+    executor's count per run; default: the local executor's, :func:`default_threads`).
     """
+    return with_threads(configured_grid(config), threads or default_threads())
+
+
+def default_threads() -> int:
+    """Torch threads per run of the local executor: all cores (torch's own default)."""
+    return torch.get_num_threads()
+
+
+def configured_grid(config: ExperimentConfig) -> list[RunSpec]:
+    """The grid as configured: :func:`expand_grid` without a thread count filled in."""
     fingerprints: dict[str, str] = {}
 
     def fingerprint_of(data: Component) -> str:
@@ -171,23 +183,34 @@ def corruption_plan(evaluate: EvaluateConfig) -> CorruptionPlan | None:
 class Shard:
     """The ``index``-th of ``count`` disjoint slices of a grid; ``index`` counts from 1.
 
-    A run belongs to the slice given by a hash of its id, so the same run always lands in the
-    same slice, whatever order the grid is expanded in or which other runs exist.
+    The grid's run ids are sorted and dealt round-robin, so the slices differ in size by at most
+    one run and do not depend on the order the grid was written in. Adding runs to a grid may
+    move other runs to another slice: harmless, as complete runs are skipped and every run is
+    claimed with a lock, whichever slice holds it.
     """
 
     index: int
     count: int
 
     @classmethod
-    def parse(cls, text: str) -> Shard:
-        """``"K/N"`` with 1 <= K <= N, e.g. ``"$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT"``.
+    def parse(cls, text: str, environ: Mapping[str, str] | None = None) -> Shard:
+        """``"K/N"`` with 1 <= K <= N, or ``"auto"`` / ``"auto/N"`` inside a SLURM array job.
+
+        ``auto`` reads ``SLURM_ARRAY_TASK_ID``, ``SLURM_ARRAY_TASK_MIN`` and
+        ``SLURM_ARRAY_TASK_COUNT``: task ``MIN`` is shard 1 of ``COUNT``, e.g. ``--array=0-3``
+        or ``--array=1-4`` for 4 shards. ``auto/N`` fixes the number of shards and takes
+        ``SLURM_ARRAY_TASK_ID`` as K (``--array=1-N``), so resubmitting some tasks
+        (``--array=3,5``) trains the same slices as the first submission.
 
         Raises:
-            OctbenchError: not two integers K/N with 1 <= K <= N.
+            OctbenchError: not K/N with 1 <= K <= N, or ``auto`` outside a fitting array job.
         """
+        if text.strip() == "auto" or text.strip().startswith("auto/"):
+            return cls._from_slurm(text.strip(), os.environ if environ is None else environ)
         index, slash, count = text.partition("/")
         if not (slash and index.strip().isdigit() and count.strip().isdigit()):
-            raise OctbenchError(f"--shard must look like K/N (e.g. --shard 2/4), got {text!r}")
+            raise OctbenchError(f"--shard must look like K/N (e.g. --shard 2/4) or auto, "
+                                f"got {text!r}")
         index, count = int(index), int(count)
         if not 1 <= index <= count:
             raise OctbenchError(
@@ -195,12 +218,74 @@ class Shard:
                 "so a SLURM array for N shards is `#SBATCH --array=1-N`.")
         return cls(index, count)
 
-    def holds(self, run_id: str) -> bool:
-        digest = hashlib.sha256(run_id.encode()).digest()
-        return int.from_bytes(digest[:8], "big") % self.count == self.index - 1
+    @classmethod
+    def _from_slurm(cls, text: str, environ: Mapping[str, str]) -> Shard:
+        names = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX",
+                 "SLURM_ARRAY_TASK_COUNT")
+        values = {name: environ.get(name, "").strip() for name in names}
+        if not values["SLURM_ARRAY_TASK_ID"].isdigit():
+            raise OctbenchError(
+                f"--shard {text} reads $SLURM_ARRAY_TASK_ID, which is not set here (got "
+                f"{values['SLURM_ARRAY_TASK_ID']!r}); use it in a SLURM array job "
+                "(`#SBATCH --array=1-N`), or give the slice as --shard K/N.")
+        task = int(values["SLURM_ARRAY_TASK_ID"])
+        _, slash, count = text.partition("/")
+        if slash:
+            if not count.strip().isdigit():
+                raise OctbenchError(f"--shard {text}: N must be a whole number, e.g. auto/4")
+            return cls.parse(f"{task}/{count}")  # task ids are shard numbers: --array=1-N
+        if not all(values[name].isdigit() for name in names[1:]):
+            raise OctbenchError(
+                "--shard auto needs $SLURM_ARRAY_TASK_MIN, _MAX and _COUNT, which SLURM sets in "
+                "array jobs; they are not all set here; give --shard auto/N or K/N instead.")
+        low, high, count = (int(values[name]) for name in names[1:])
+        if high - low + 1 != count:  # --array=3,5: a resubmission of some of the tasks
+            raise OctbenchError(
+                f"--shard auto: this array job holds {count} task(s) between {low} and {high} "
+                f"(e.g. a resubmission of some of them), so the number of shards is unknown; "
+                f"give it: --shard auto/N with task ids 1..N (`#SBATCH --array=1-N`).")
+        return cls(task - low + 1, count)
+
+    def select(self, specs: list[RunSpec]) -> list[RunSpec]:
+        """This slice's runs, in grid order."""
+        ranked = sorted(range(len(specs)), key=lambda i: specs[i].run_id)
+        mine = {i for rank, i in enumerate(ranked) if rank % self.count == self.index - 1}
+        return [spec for i, spec in enumerate(specs) if i in mine]
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
+
+
+class GridIds:
+    """Which records belong to a grid (``specs``: :func:`configured_grid`).
+
+    Where the config leaves ``train.threads`` open, the
+    executor's thread count is part of each run's id (:func:`with_threads`), so a record
+    belongs when its id is the grid's id at the record's thread count, or the id as configured
+    (records made before the thread count was part of the id)."""
+
+    def __init__(self, specs: list[RunSpec]):
+        self.specs = specs
+        self.runs = len(specs)  # the number of runs in the grid
+        self._ids: dict[int | None, set[str]] = {None: {spec.run_id for spec in specs}}
+
+    def holds(self, record: RunRecord) -> bool:
+        threads = (record.config.get("train") or {}).get("threads")
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+            threads = default_threads()  # a record that does not say: as expand_grid does
+        if threads not in self._ids:
+            self._ids[threads] = {spec.run_id for spec in with_threads(self.specs, threads)}
+        return record.run_id in self._ids[threads] or record.run_id in self._ids[None]
+
+
+def with_threads(specs: list[RunSpec], threads: int) -> list[RunSpec]:
+    """The specs with ``train.threads`` set to ``threads`` where the config left it open.
+
+    The thread count changes a run's numbers (the order of floating-point sums), so it is part
+    of the run's config and id: runs trained with different thread counts never share an id.
+    """
+    return [spec if spec.train.threads else
+            replace(spec, train=replace(spec.train, threads=threads)) for spec in specs]
 
 
 @dataclass
@@ -245,11 +330,13 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
         require_medmnistc()  # a missing extra fails now, not after training
     for data in distinct_data(config):
         check_available(data.name, **data.params)
-    specs = expand_grid(config)
-    if shard is not None:
+    executor = executor or LocalExecutor()
+    specs = configured_grid(config)
+    if shard is not None:  # dealt by the ids as configured: the same slices on every machine
         total = len(specs)
-        specs = [spec for spec in specs if shard.holds(spec.run_id)]
+        specs = shard.select(specs)
         say(f"Shard {shard} holds {len(specs)} of the {total} runs of '{config.name}'.")
+    specs = with_threads(specs, executor.threads)
     summary = RunSummary()
     pending = []
     for spec in specs:
@@ -272,10 +359,20 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
     # created.
     groups = _by_data(pending)  # a sweep over data settings: one dataset after another
     check_pretrained_weights(config, pending)
-    executor = executor or LocalExecutor()
-    for data, specs in groups:
-        executor.check(specs, data)
-    store.prepare()
+    try:
+        for data, specs in groups:
+            executor.check(specs, data)
+        store.prepare()
+        _train_pending(groups, pending, store, executor, summary, quiet=quiet, say=say,
+                       progress=progress)
+    finally:
+        executor.close()  # e.g. Ray, started once for every dataset of a sweep
+    return summary
+
+
+def _train_pending(groups: list[tuple[Component, list[RunSpec]]], pending: list[RunSpec],
+                   store: ResultsStore, executor: Executor, summary: RunSummary, *, quiet: bool,
+                   say: Callable[[str], None], progress: GridProgress | None) -> None:
     if progress is None:
         progress = GridProgress([spec.train.epochs for spec in pending], enabled=not quiet)
     number = {spec.run_id: n for n, spec in enumerate(pending, 1)}
@@ -306,7 +403,6 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
         else:
             summary.failed.append((spec.run_id, outcome.error))
             say(f"{head}: FAILED: {outcome.error}")
-    return summary
 
 
 def _hint_unscored(store: ResultsStore, complete: list[RunSpec],
@@ -418,6 +514,8 @@ def execute_run(spec: RunSpec, data: OCTData, store: ResultsStore, *, quiet: boo
         check_precision(device, spec.train.precision)
     except DeviceUnavailable as reason:
         return finish(SKIPPED, str(reason))
+    if spec.train.threads:  # before describing the hardware, which records the thread count
+        torch.set_num_threads(spec.train.threads)
     finish.base["hardware"] = describe(device)
     try:
         if progress is None:
@@ -438,6 +536,8 @@ def execute_run(spec: RunSpec, data: OCTData, store: ResultsStore, *, quiet: boo
             log.warning("run %s: cleanup after completion failed: %s", spec.run_id, error)
             return store.read(spec.run_id)
         log.debug("run %s failed", spec.run_id, exc_info=True)
+        # The record keeps the error's last line; the whole traceback goes beside it.
+        store.save_bytes(spec.run_id, ResultsStore.TRACEBACK, traceback.format_exc().encode())
         return finish(FAILED, failure_detail(error))
 
 
@@ -458,6 +558,8 @@ class RecordWriter:
         record = RunRecord(status=status, error=error, created_utc=_utc_now(), **self.base,
                            **fields)
         self.store.write(record)
+        if status != FAILED:  # an earlier attempt's traceback no longer describes this run
+            self.store.remove(record.run_id, ResultsStore.TRACEBACK)
         return record
 
 
@@ -504,8 +606,6 @@ def setup_run(spec: RunSpec, data: OCTData, store: ResultsStore,
     checkpoint when there is one (restoring the random states too)."""
     cfg = spec.train
     check_fingerprint(data, spec.data_fingerprint)  # e.g. another file on a Ray node
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     seed_everything(spec.seed, deterministic=cfg.deterministic)
     class_counts = data.train.class_counts(data.num_classes)
     model = build_model(spec.model.name, num_classes=data.num_classes, in_chans=1,

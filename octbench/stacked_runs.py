@@ -234,6 +234,8 @@ def _model_problem(spec: RunSpec, data: OCTData) -> str | None:
 
 def _set_up(spec, data, store, device, progress, number) -> _Member:
     finish = RecordWriter(spec, data, store)
+    if spec.train.threads:  # as execute_run: the record's hardware names the thread count
+        torch.set_num_threads(spec.train.threads)
     finish.base["hardware"] = describe(device)
     run_progress = progress.start_run(number, spec.run_id, spec.device)
     try:

@@ -9,6 +9,7 @@ by the local executor: Ray runs must equal it run for run (``deterministic: true
 from __future__ import annotations
 
 import faulthandler
+import io
 import logging
 import os
 import signal
@@ -27,6 +28,7 @@ from conftest import (
     cli_env,
     experiment,
     leftovers,
+    make_npz,
     run_cli,
     run_outcome,
     start_cli,
@@ -34,10 +36,11 @@ from conftest import (
 )
 
 from octbench import cli, executors, runner
-from octbench.config import parse_config
+from octbench.config import Component, parse_config
 from octbench.data import data_fingerprint
+from octbench.progress import GridProgress
 from octbench.results import COMPLETE, INTERRUPTED, ResultsStore
-from octbench.runner import run_experiment
+from octbench.runner import expand_grid, run_experiment
 
 ray = pytest.importorskip("ray", reason="the Ray executor needs the [ray] extra (.ci/run has it)")
 pytestmark = pytest.mark.extras  # .ci/run's second phase selects these
@@ -55,18 +58,32 @@ def watchdog():
 
 @pytest.fixture(scope="module")
 def ray_instance():
-    """One local Ray instance for the module; executors find it initialised and reuse it."""
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             logging_level=logging.WARNING)
+    """One local Ray instance for the module; executors find it initialised and reuse it.
+
+    Its two GPUs are Ray's fake ones (a resource count): tasks that ask for them get
+    CUDA_VISIBLE_DEVICES set by Ray, which is all the GPU binding tests need.
+    """
+    # Its workers import the test plugins that `run` subprocesses name in $OCTBENCH_PLUGINS.
+    path = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PLUGINS), path]))
+    try:
+        ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False,
+                 log_to_driver=False, logging_level=logging.WARNING)
+    finally:
+        if path is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = path
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
 
 def grid_config(home: Path, data: Path, **changes) -> dict:
     """2 strategies x 1 seed, 4 epochs of a tiny CNN: a few seconds per run on 2 cores."""
-    return experiment(home, data, strategies=["none", "oversample"],
-                      train={"epochs": 4, "batch_size": 64, "lr": 2.0e-3, "schedule": "cosine",
-                             "deterministic": True, "threads": 1}, **changes)
+    return experiment(home, data, **{
+        "strategies": ["none", "oversample"],
+        "train": {"epochs": 4, "batch_size": 64, "lr": 2.0e-3, "schedule": "cosine",
+                  "deterministic": True, "threads": 1}, **changes})
 
 
 def outcome(root: Path) -> dict[str, dict]:
@@ -117,18 +134,37 @@ def ray_workers_running() -> list[int]:
 
 def test_ray_records_equal_the_local_executors(tmp_path, oct_npz, reference, ray_instance,
                                                restore_torch):
-    config = parse_config(grid_config(tmp_path, oct_npz))
-    messages = []
-    summary = run_experiment(config, quiet=True, say=messages.append,
-                             executor=executors.RayExecutor())
+    """The reference sets train.threads: 1; here it is left open, so Ray's default (1 thread
+    per run) is written into each run's config: the same ids, and the same records, as local.
+    Progress comes from the workers: a start line when a run starts, then its epochs."""
+    raw = grid_config(tmp_path, oct_npz)
+    del raw["train"]["threads"]
+    config = parse_config(raw)
+    messages, lines = [], io.StringIO()
+    executor = executors.RayExecutor()
+    progress = GridProgress([4, 4], stream=lines, tty=False)
+    summary = run_experiment(config, quiet=True, say=messages.append, executor=executor,
+                             progress=progress)
     assert summary.ok and len(summary.completed) == 2, messages
     root = tmp_path / "results" / "tiny"
     assert outcome(root) == reference
     assert leftovers(root) == []
     for record in ResultsStore(root).records():  # the node that trained it is recorded
         assert record.hardware["type"] == "cpu" and record.hardware["ray_node"]
-        assert record.hardware["threads"] == 1
+        assert record.hardware["threads"] == record.config["train"]["threads"] == 1
+        log_file = root / record.run_id / ResultsStore.LOG
+        assert log_file.read_text().startswith(f"octbench run {record.run_id} on Ray node ")
     assert any("[synthetic data]" in m for m in messages)
+    # Each worker process fetched the data once, whatever number of runs it trained.
+    pids = {pid for pid, _ in executor.workers.values()}
+    assert sum(loaded for _, loaded in executor.workers.values()) == len(pids) >= 1
+    text = lines.getvalue().splitlines()
+    for run_id in outcome(root):
+        start = [i for i, line in enumerate(text) if f"start {run_id} on cpu, Ray node" in line]
+        assert len(start) == 1, text
+    assert sum("epoch 4/4:" in line for line in text) == 2, text
+    first_epoch = next(i for i, line in enumerate(text) if "epoch 1/4:" in line)
+    assert "start" in text[0] and first_epoch > 0
 
 
 def test_worker_killed_mid_run_resumes_from_its_epoch_checkpoint(tmp_path, oct_npz, reference,
@@ -163,6 +199,8 @@ def test_worker_killed_mid_run_resumes_from_its_epoch_checkpoint(tmp_path, oct_n
     assert len(resumed) == 1, resumed
     epoch = int(resumed[0].split("resumed after epoch ")[1].split()[0])
     assert 1 <= epoch < 4  # not from epoch 0
+    run_id = resumed[0].split()[0]  # its log is the second attempt's, which says it resumed
+    assert f"resuming {run_id} after epoch {epoch}" in (root / run_id / "run.log").read_text()
     assert outcome(root) == reference  # no duplicate, partial or different record
     assert leftovers(root) == []
 
@@ -194,8 +232,14 @@ def test_driver_interrupted_then_rerun_finishes_exactly_the_missing_runs(tmp_pat
     assert leftovers(root) == []
 
 
-def test_impossible_resources_exit_2_and_write_nothing(tmp_path, oct_npz, ray_instance, capsys):
+def test_impossible_resources_exit_2_and_write_nothing(tmp_path, oct_npz, ray_instance, capsys,
+                                                      monkeypatch):
     path = write_yaml(tmp_path / "tiny.yaml", grid_config(tmp_path, oct_npz))
+    # The module's instance has (fake) GPUs: here the cluster reports its nodes without them.
+    nodes = ray.nodes
+    monkeypatch.setattr(ray, "nodes", lambda: [
+        {**n, "Resources": {k: v for k, v in n["Resources"].items() if k != "GPU"}}
+        for n in nodes()])
     for options, expect in ((["--gpus-per-run", "0.25"], "has no GPU"),
                             (["--cpus-per-run", "64"], "no node of the Ray cluster")):
         code = cli.main(["run", str(path), "--executor", "ray", *options])
@@ -320,3 +364,223 @@ def test_two_node_cluster_worker_without_the_data_file(tmp_path, oct_npz, refere
         if node is not None:
             _stop(node)
         _stop(head)
+
+
+# ---------------------------------------------------------------------------------------------
+# sweeps over data settings: Ray is started (or joined) once per `run` and kept up
+
+
+def _local_outcome(home: Path, config: dict) -> dict:
+    threads = torch.get_num_threads()
+    try:
+        summary = run_experiment(parse_config({**config, "results_dir": str(home / "results")}),
+                                 quiet=True, say=lambda _: None)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(False)
+    assert summary.ok
+    return outcome(home / "results" / config["name"])
+
+
+def test_sweep_over_data_size_finishes_on_ray_with_the_local_records(tmp_path, ray_instance):
+    """Before, Ray was shut down after the first dataset and the next one hung for ever."""
+    config = experiment(tmp_path, Path("unused"), strategies=["none"],
+                        data={"name": "synthetic", "scale": 0.005, "cache": False},
+                        sweep={"data.size": [28, 64]},
+                        train={"epochs": 2, "batch_size": 64, "deterministic": True,
+                               "threads": 1})
+    path = write_yaml(tmp_path / "sweep.yaml", config)
+    done = run_cli(["run", str(path), "--executor", "ray", "--address", ray_instance],
+                   cli_env(tmp_path), timeout=WAIT)
+    assert done.returncode == 0, done.stderr
+    assert "2 trained, 0 already complete" in done.stdout
+    got = outcome(tmp_path / "results" / "tiny")
+    assert got == _local_outcome(tmp_path / "local", config)
+    assert {e["config"]["data"]["size"] for e in got.values()} == {28, 64}
+
+
+def test_sweep_over_data_path_finishes_on_ray_and_failures_keep_their_traceback(
+        tmp_path, oct_npz, ray_instance):
+    """Two data files, a model that trains and one that raises (test plugin): the trained runs
+    equal the local ones; the failed ones keep the whole traceback beside their record."""
+    other = make_npz(tmp_path / "other.npz", seed=1)
+    config = grid_config(tmp_path, oct_npz, strategies=["none"],
+                         sweep={"data.path": [str(oct_npz), str(other)]})
+    config["train"]["epochs"] = 2
+    good = dict(config)
+    config["models"] = [*config["models"], {"name": "faulty_cnn", "fault": "raise", "after": 3}]
+    path = write_yaml(tmp_path / "sweep.yaml", config)
+    done = run_cli(["run", str(path), "--executor", "ray", "--address", ray_instance],
+                   cli_env(tmp_path, "octbench_faulty_models"), timeout=WAIT)
+    assert done.returncode == 1, done.stderr
+    assert "2 trained, 0 already complete, 0 skipped, 2 failed" in done.stdout
+    root = tmp_path / "results" / "tiny"
+    got = outcome(root)
+    expected = _local_outcome(tmp_path / "local", good)
+    assert {k: got[k] for k in expected} == expected
+    for record in ResultsStore(root).records():
+        trace = root / record.run_id / ResultsStore.TRACEBACK
+        assert (root / record.run_id / ResultsStore.LOG).is_file()
+        if record.status == COMPLETE:
+            assert not trace.exists()
+            continue
+        assert record.error == "RuntimeError: injected fault in faulty_cnn.forward"
+        text = trace.read_text()
+        assert text.startswith("Traceback (most recent call last)")
+        assert "in forward" in text and "in train_one_epoch" in text  # the frames, not a line
+
+
+# ---------------------------------------------------------------------------------------------
+# GPUs (Ray's fake ones) and a cluster that cannot start the runs
+
+
+def test_gpu_runs_never_land_in_a_process_bound_to_another_gpu(tmp_path, oct_npz, ray_instance):
+    """CUDA binds a process to the GPU it first used; Ray reuses worker processes. With the
+    executor's options for a GPU run (0.25 GPU each on 2 GPUs), each task must see the devices
+    its process first saw: a process never serves two GPU tasks."""
+    executor = executors.RayExecutor(gpus_per_run=0.25)
+    executor.check([], Component("npz", {"path": str(oct_npz)}))
+    spec = expand_grid(parse_config(grid_config(tmp_path, oct_npz, devices=["cuda"])))[0]
+    assert executor._resources(spec) == {"num_cpus": 1, "num_gpus": 0.25}
+
+    def probe(_):
+        import os
+        import time
+
+        seen = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        first = os.environ.setdefault("OCTBENCH_TEST_FIRST_GPU", seen)  # what CUDA would keep
+        time.sleep(0.2)
+        return os.getpid(), first, seen
+
+    task = executor._task(probe, spec)  # as train_on_worker is sent for this run
+    results = ray.get([task.remote(i) for i in range(8)])
+    assert all(first == seen for _, first, seen in results), results
+    assert {seen for _, _, seen in results} <= {"0", "1"}
+    assert len({pid for pid, _, _ in results}) == 8  # a fresh process for every GPU task
+    cpu_spec = expand_grid(parse_config(grid_config(tmp_path, oct_npz)))[0]
+    cpu_task = executor._task(probe, cpu_spec)
+    pids = {pid for pid, _, _ in ray.get([cpu_task.remote(i) for i in range(4)])}
+    assert len(pids) < 4  # CPU workers are reused (and keep their data)
+
+
+@pytest.fixture
+def cpus_taken(ray_instance):
+    """An actor holding both CPUs of the module's instance, so no run can start."""
+    @ray.remote(num_cpus=2)
+    class Holder:
+        def ready(self):
+            return True
+
+    holder = Holder.remote()
+    ray.get(holder.ready.remote())
+    yield holder
+    ray.kill(holder)
+
+
+def test_runs_that_cannot_start_are_explained_and_exit_2_on_request(tmp_path, oct_npz,
+                                                                    cpus_taken, capsys):
+    path = write_yaml(tmp_path / "tiny.yaml", grid_config(tmp_path, oct_npz))
+    started = time.monotonic()
+    code = cli.main(["run", str(path), "--executor", "ray", "--stuck-after", "0.02",
+                     "--on-stuck", "exit"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert "2 run(s) have waited" in err and "none is training: each asks CPU 1, GPU 0" in err
+    assert "CPU 0 free of 2" in err and "1 node(s) alive" in err
+    assert time.monotonic() - started < 60
+    assert not list((tmp_path / "results" / "tiny").glob("*/record.json"))  # nothing recorded
+
+
+def test_runs_that_cannot_start_are_explained_then_waited_for(tmp_path, oct_npz, cpus_taken,
+                                                              restore_torch):
+    """The default: say why, keep waiting. The test frees the CPUs when the message comes."""
+    config = parse_config(grid_config(tmp_path, oct_npz, strategies=["none"]))
+    told = []
+
+    class FreeOnMessage(logging.Handler):
+        def emit(self, record):
+            if "have waited" in record.getMessage() and not told:
+                told.append(record.getMessage())
+                ray.kill(cpus_taken)
+
+    handler = FreeOnMessage()
+    logging.getLogger("octbench").addHandler(handler)
+    try:
+        summary = run_experiment(config, quiet=True, say=lambda _: None,
+                                 executor=executors.RayExecutor(stuck_after=1.0))
+    finally:
+        logging.getLogger("octbench").removeHandler(handler)
+    assert len(told) == 1 and "still waiting (--on-stuck exit stops instead)" in told[0]
+    assert summary.ok and len(summary.completed) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# --address that leads nowhere: exit 2 within seconds, naming the address
+
+
+def _run_address(tmp_path, oct_npz, address, capsys) -> tuple[int, str, float]:
+    path = write_yaml(tmp_path / "tiny.yaml", grid_config(tmp_path, oct_npz))
+    started = time.monotonic()
+    code = cli.main(["run", str(path), "--executor", "ray", "--address", address])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and not (tmp_path / "results").exists()
+    assert len([line for line in err.splitlines() if "error:" in line]) == 1, err
+    return code, err, time.monotonic() - started
+
+
+def test_address_auto_without_a_cluster_exits_2(tmp_path, oct_npz, capsys, monkeypatch):
+    from ray._private import services
+
+    # Ray looks for clusters by process name: other Ray instances on this machine (another test
+    # run's) must not count, so the search finds none, or a record of a cluster long gone.
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(services, "find_gcs_addresses", lambda: [])
+    monkeypatch.setattr(services, "find_bootstrap_address", lambda temp_dir: None)
+    code, err, seconds = _run_address(tmp_path, oct_npz, "auto", capsys)
+    assert code == 2 and "--address auto: no Ray cluster is running on this machine" in err
+    assert "`ray start --head`" in err and seconds < 30
+    port = _free_port()
+    monkeypatch.setattr(services, "find_bootstrap_address", lambda temp_dir: f"127.0.0.1:{port}")
+    code, err, seconds = _run_address(tmp_path, oct_npz, "auto", capsys)
+    assert code == 2 and "--address auto (= " in err and f":{port})" in err
+    assert "Connection refused" in err and seconds < 30
+
+
+def test_address_of_a_server_that_is_not_ray_exits_2(tmp_path, oct_npz, capsys):
+    from http.server import HTTPServer, SimpleHTTPRequestHandler
+
+    server = HTTPServer(("127.0.0.1", 0), SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        address = f"127.0.0.1:{server.server_address[1]}"
+        code, err, seconds = _run_address(tmp_path, oct_npz, address, capsys)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 2 and f"something listens at --address {address}, but it is not a Ray" in err
+    assert "check the port" in err and seconds < 30
+
+
+def test_address_that_drops_packets_exits_2(tmp_path, oct_npz, capsys):
+    """A listening socket whose accept queue is full drops new connection requests (Linux)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        fillers = []
+        try:
+            for _ in range(3):  # fill the queue; later SYNs go unanswered
+                filler = socket.socket()
+                filler.settimeout(1)
+                try:
+                    filler.connect(server.getsockname())
+                except OSError:
+                    pass
+                fillers.append(filler)
+            code, err, seconds = _run_address(tmp_path, oct_npz, address, capsys)
+        finally:
+            for filler in fillers:
+                filler.close()
+    assert code == 2 and f"--address {address}" in err
+    assert "no answer from" in err or "it is not a Ray cluster" in err
+    assert seconds <= 2 * executors.CONNECT_TIMEOUT + 5

@@ -305,6 +305,15 @@ def test_failing_runs_are_recorded_and_the_grid_goes_on(tmp_path, oct_npz):
     assert "injected fault" in errors["faulty_cnn(after=12,fault=raise)"]
     for error in errors.values():
         assert error.splitlines()[0] in first.stderr
+    # Each failed run keeps its whole traceback beside the record (the record: its last line).
+    for record in store.records():
+        trace = store.run_dir(record.run_id) / ResultsStore.TRACEBACK
+        if record.status != "failed":
+            assert not trace.exists()
+            continue
+        text = trace.read_text()
+        assert text.startswith("Traceback (most recent call last)")
+        assert record.error.splitlines()[-1] in text and "in train_one_epoch" in text
     # The runs that failed in epoch 2 keep their epoch-1 checkpoint for the rerun.
     assert leftovers(store.root) == sorted(
         f"{r.run_id}/resume.pt" for r in store.records() if "after=12" in r.model)
@@ -315,6 +324,7 @@ def test_failing_runs_are_recorded_and_the_grid_goes_on(tmp_path, oct_npz):
     assert second.stderr.count("resuming") == 2  # the two runs that had finished epoch 1
     assert {r.status for r in store.records()} == {COMPLETE}
     assert leftovers(store.root) == []
+    assert not list(store.root.glob(f"*/{ResultsStore.TRACEBACK}"))  # gone once complete
 
 
 # ---------------------------------------------------------------------------------------------

@@ -443,3 +443,37 @@ def test_a_trial_is_never_pruned_at_its_last_step(in_tmp, oct_npz, epochs, seeds
     trial = study.trials[0]
     assert trial.state.name == state
     assert len(trial.intermediate_values) == reported
+
+
+@pytest.mark.slow  # two tuning processes, ~40 s on the 2-core build machine
+def test_worker_killed_on_another_host_is_failed_by_heartbeat_and_retried(tmp_path, oct_npz):
+    """Two hosts share a journal file. The worker posing as host 'elsewhere' is SIGKILLed in its
+    first trial (after epoch 1's checkpoint, fault plugin); its process id means nothing here,
+    so only the heartbeat tells it died. The worker here fails the stale trial, retries it and
+    finishes the study's trial count (before: it counted the dead trial and stopped short)."""
+    path = write_yaml(tmp_path / "tune.yaml", tune_dict(tmp_path, oct_npz, n_trials=2))
+    root = tmp_path / "results" / "tiny-tune"
+    root.mkdir(parents=True)
+    storage = f"journal:{(root / 'journal.log').resolve()}"
+    heartbeat = {"OCTBENCH_TEST_HEARTBEAT": "1:3"}
+    elsewhere = cli_env(tmp_path, "octbench_elsewhere", "octbench_faults", **heartbeat,
+                        OCTBENCH_TEST_HOST="elsewhere",
+                        OCTBENCH_FAULT="after-replace:resume.pt:1:KILL")
+    killed = subprocess.run([sys.executable, "-m", "octbench", "-q", "tune", str(path),
+                             "--storage", storage], cwd=tmp_path, env=elsewhere,
+                            capture_output=True, text=True, timeout=240)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    study = load(tmp_path)
+    assert states(study) == ["RUNNING"]
+    assert study.trials[0].user_attrs["octbench_worker"].startswith("elsewhere|")
+    time.sleep(3 + 1)  # the dead worker's last heartbeat is now older than the grace period
+    here = subprocess.run([sys.executable, "-m", "octbench", "-q", "tune", str(path),
+                           "--storage", storage], cwd=tmp_path,
+                          env=cli_env(tmp_path, "octbench_elsewhere", **heartbeat),
+                          capture_output=True, text=True, timeout=240)
+    assert here.returncode == 0, here.stdout + here.stderr
+    study = load(tmp_path)
+    assert sorted(states(study)) == ["COMPLETE", "COMPLETE", "FAIL"]
+    retry = next(t for t in study.trials if t.system_attrs.get("failed_trial") == 0)
+    assert retry.state.name == "COMPLETE" and retry.params == study.trials[0].params
+    assert all(t.system_attrs.get("octbench_heartbeat") for t in study.trials)

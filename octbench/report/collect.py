@@ -15,6 +15,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from octbench.metrics import METRICS, compute_metrics
 from octbench.paths import values_label
 from octbench.results import COMPLETE, ResultsStore, RunRecord
 
+if TYPE_CHECKING:
+    from octbench.runner import GridIds
+
 DEFAULT_CLASSES = ("CNV", "DME", "DRUSEN", "NORMAL")
 OCTMNIST_TEST = [250, 250, 250, 250]  # the official, balanced test split
 
@@ -30,8 +34,8 @@ GroupKey = tuple[str, str, str]  # (model, strategy, setup)
 
 
 
-def resolve_source(source: str | Path) -> tuple[str, Path, set[str] | None]:
-    """Turn an experiment YAML or a results folder into (name, folder, run ids or None).
+def resolve_source(source: str | Path) -> tuple[str, Path, GridIds | None]:
+    """Turn an experiment YAML or a results folder into (name, folder, its grid's ids or None).
 
     From a YAML only the runs of its current grid are reported (a changed config gets new run
     ids); from a folder every record in it is.
@@ -39,11 +43,11 @@ def resolve_source(source: str | Path) -> tuple[str, Path, set[str] | None]:
     source = Path(source)
     if source.suffix in (".yaml", ".yml"):
         from octbench.config import load_config
-        from octbench.runner import expand_grid
+        from octbench.runner import GridIds, configured_grid
 
         config = load_config(source)
         folder = Path(config.results_dir) / config.name
-        return config.name, folder, {spec.run_id for spec in expand_grid(config)}
+        return config.name, folder, GridIds(configured_grid(config))  # at any thread count
     if source.is_dir():
         # The real folder's name: `results/tiny/..` is `results`, never a `..` to write to.
         return source.resolve().name, source, None
@@ -61,7 +65,7 @@ def load_records(source: str | Path, warnings: list[str] | None = None, *,
     """
     name, folder, run_ids = resolve_source(source)
     records = [r for r in ResultsStore(folder).records(warn=warnings) if r.kind == "run"
-               and (run_ids is None or r.run_id in run_ids)]
+               and (run_ids is None or run_ids.holds(r))]
     check_one_dataset(records, folder, allow_mixed=allow_mixed_data, warnings=warnings)
     return name, folder, records
 
@@ -236,7 +240,7 @@ def collect(source: str | Path, *, baseline: str | None = None,
         stratify = stratify or config.report.bootstrap.stratify
     store = ResultsStore(folder)
     records = [r for r in store.records(warn=warnings) if r.kind == "run"
-               and (run_ids is None or r.run_id in run_ids)]
+               and (run_ids is None or run_ids.holds(r))]
     check_one_dataset(records, folder, allow_mixed=allow_mixed_data, warnings=warnings)
     for strategy in sorted({r.strategy for r in records} - set(order)):
         order.append(strategy)
@@ -262,7 +266,7 @@ def collect(source: str | Path, *, baseline: str | None = None,
         warnings.append(f"the baseline strategy '{baseline}' has no complete run; differences "
                         "to it cannot be computed (choose another with --baseline)")
     return ReportData(name, folder, records, runs, baseline,
-                      len(run_ids) if run_ids is not None else None, order, warnings,
+                      run_ids.runs if run_ids is not None else None, order, warnings,
                       stratify or "class")
 
 

@@ -30,8 +30,9 @@ feed the pruner. Completed runs are stored as run records (``kind="trial"``) und
 
 Storage: a SQLite file ``results/<study>/study.db`` by default; with ``workers > 1`` an Optuna
 journal file ``results/<study>/journal.log`` (SQLite is not safe for several processes); any
-Optuna RDB URL (``postgresql://...``) for several machines. Dead trials are never left RUNNING:
-RDB storages record heartbeats and fail trials whose heartbeat stops; on every storage a
+Optuna RDB URL (``postgresql://...``), or a journal file on a filesystem they share, for several
+machines. Dead trials are never left RUNNING: RDB and journal storages record heartbeats and fail
+trials whose heartbeat stops (a worker on another host that was killed); on every storage a
 RUNNING trial whose worker process on *this* machine no longer exists is failed at once. Either
 way Optuna's ``RetryHeartbeatStaleTrialCallback`` queues the trial again with its parameters, and
 the retry resumes the killed run from its last epoch checkpoint.

@@ -15,10 +15,12 @@ import json
 import logging
 import os
 import socket
+import time
 import warnings
 from pathlib import Path
 
 import optuna
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import TrialState
 
 from octbench.errors import OctbenchError
@@ -27,7 +29,8 @@ from octbench.tuning.space import TuneConfig, make_pruner, make_sampler
 
 log = logging.getLogger(__name__)
 
-#: RDB heartbeats: a trial whose worker stopped beating for GRACE seconds is failed and retried.
+#: Heartbeats (RDB and journal storages): a trial whose worker stopped beating for GRACE seconds
+#: is failed and retried, whichever host the worker ran on.
 HEARTBEAT_INTERVAL_S, HEARTBEAT_GRACE_S = 10, 60
 #: A killed trial is retried with the same parameters at most this many times.
 MAX_RETRY = 2
@@ -65,7 +68,7 @@ def _is_dead(trial: optuna.trial.FrozenTrial) -> bool:
     parts = str(trial.user_attrs.get(OWNER_ATTR, "")).split("|")
     if len(parts) == 4 and parts[3] == str(trial.number) and parts[1].isdigit():
         host, pid, start, _ = parts
-        # Another machine's trial: only its heartbeat (RDB storages) can tell.
+        # Another machine's trial: only its heartbeat can tell.
         return host == socket.gethostname() and not _alive(int(pid), start)
     # Not claimed yet: just asked for (claimed within milliseconds) or abandoned long ago.
     started = trial.datetime_start
@@ -86,7 +89,7 @@ def _fail_dead_trials(study: optuna.Study) -> list[int]:
     The rule: a trial's worker records ``host|pid|start time|trial number`` when it starts the
     trial. A RUNNING trial whose worker is on this machine and no longer runs (killed,
     crashed, or a reused pid) is dead; so is one never claimed for UNCLAIMED_GRACE_S. Trials of
-    other machines are left to the RDB heartbeat (``fail_stale_trials``, checked here too).
+    other machines are left to the heartbeat (``fail_stale_trials``, checked here too).
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -105,6 +108,45 @@ def _fail_dead_trials(study: optuna.Study) -> list[int]:
         log.info("trial %d was left RUNNING by a dead worker: failed it and queued a retry",
                  trial.number)
     return failed
+
+
+#: Trial system attribute: the UTC time (seconds since the epoch) of its worker's last heartbeat.
+HEARTBEAT_ATTR = "octbench_heartbeat"
+
+
+class HeartbeatJournalStorage(optuna.storages.JournalStorage, BaseHeartbeat):
+    """Optuna's journal storage with Optuna's heartbeat protocol (which only its RDB storage
+    implements): a worker's heartbeat thread stamps its RUNNING trial every
+    ``heartbeat_interval`` seconds, and a trial not stamped for ``grace_period`` seconds is
+    stale, so ``fail_stale_trials`` fails and retries it, whichever host its worker was on.
+
+    The stamps are the workers' clocks: hosts sharing a journal need synchronised clocks
+    (NTP), to well within the grace period.
+    """
+
+    def __init__(self, backend, *, heartbeat_interval: int | None = None,
+                 grace_period: int | None = None):
+        super().__init__(backend)
+        self.heartbeat_interval = heartbeat_interval or HEARTBEAT_INTERVAL_S
+        self.grace_period = grace_period or HEARTBEAT_GRACE_S
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # failed as stale by another worker meanwhile: its retry is queued
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        now = time.time()
+        return [trial._trial_id for trial in self.get_all_trials(
+                    study_id, deepcopy=False, states=(TrialState.RUNNING,))
+                if now - trial.system_attrs.get(HEARTBEAT_ATTR, now) > self.grace_period]
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self.heartbeat_interval
+
+    def get_heartbeat_stale_trial_callback(self):
+        return _retry_callback()
 
 
 def _mask(spec: str) -> str:
@@ -133,7 +175,7 @@ def open_storage(spec: str) -> optuna.storages.BaseStorage:
             if not path.parent.is_dir():
                 raise OSError(f"folder {path.parent} does not exist")
             backend = optuna.storages.journal.JournalFileBackend(str(path))
-            return optuna.storages.JournalStorage(backend)
+            return HeartbeatJournalStorage(backend)
         engine_kwargs = {}
         if spec.startswith(("postgresql", "mysql")):
             engine_kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}

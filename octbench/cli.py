@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import os
 import re
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -73,6 +75,31 @@ def _verbosity_options() -> argparse.ArgumentParser:
     return options
 
 
+def _setting(text: str) -> tuple[str, object]:
+    """An argparse type: ``KEY=VALUE`` in one word, the value read as YAML (like in a file)."""
+    from octbench.config import parse_scalar
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} must look like KEY=VALUE in one word, e.g. --set scale=0.1 or "
+            "--set train.epochs=1")
+    try:
+        return key.strip(), parse_scalar(value)
+    except OctbenchError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
+
+
+_setting.__name__ = "KEY=VALUE"  # argparse names the type in its messages
+
+
+def _overrides_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", action="append", default=[], type=_setting, metavar="KEY=VALUE",
+                        help="change one setting of the YAML without editing it, e.g. --set "
+                             "train.epochs=1 --set data.scale=0.01 --set seeds=[0] (repeatable; "
+                             "validated like the file, part of the run ids)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     verbosity = _verbosity_options()
     common = dict(parents=[verbosity], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -102,10 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--shard", metavar="K/N",
                      help="train only the K-th of N disjoint slices of the grid, K counting "
                           "from 1 (e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
+    _overrides_option(run)
     run.set_defaults(handler=cmd_run)
 
-    tune = commands.add_parser("tune", help="tune hyperparameters with Optuna (validation only)",
-                               **common)
+    tune = commands.add_parser(
+        "tune", help="tune hyperparameters with Optuna (validation only)", **common,
+        description="Search the hyperparameters of a tuning YAML with Optuna, judged on the "
+                    "validation split only (the test split is never touched); rerun to resume "
+                    "the study. Writes the best experiment to experiments/generated/.")
     tune.add_argument("config", help="tuning YAML, e.g. experiments/tune.yaml")
     tune.add_argument("--workers", type=_int_between(1, MAX_WORKERS), default=1, metavar="N",
                       help="worker processes on this machine (default 1; N > 1 shares the "
@@ -114,14 +145,22 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Optuna storage: an RDB URL (postgresql://..., sqlite:///...) or "
                            "journal:PATH (default: results/<study>/study.db, or journal.log "
                            "with --workers)")
+    tune.add_argument("--n-trials", type=_int_between(1, 100_000), metavar="N",
+                      help="trials to run, overriding the YAML's n_trials (e.g. 2 for a quick "
+                           "look)")
+    _overrides_option(tune)
     tune.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set for spawned workers
     tune.set_defaults(handler=cmd_tune)
 
-    predict = commands.add_parser("predict", help="classify raw OCT scans with a trained run",
-                                  **common)
+    predict = commands.add_parser(
+        "predict", help="classify raw OCT scans with a trained run", **common,
+        description="Classify raw OCT scans (PNG / JPEG / TIFF files, or folders of them) with "
+                    "a trained run's checkpoint, preprocessed like its training data; prints "
+                    "each file's class and probabilities.")
     predict.add_argument("--run", required=True, metavar="RUN_ID|CHECKPOINT",
                          help="a run id (or unique prefix), a run folder, or a best.pt file")
-    predict.add_argument("scans", nargs="+", metavar="SCAN", help="PNG / JPEG / TIFF files")
+    predict.add_argument("scans", nargs="+", metavar="SCAN",
+                         help="PNG / JPEG / TIFF files, or folders holding them")
     predict.add_argument("--results-dir", default="results", help="where to look for run ids")
     predict.add_argument("--json", action="store_true", help="print JSON instead of text")
     predict.set_defaults(handler=cmd_predict)
@@ -137,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "or a dataset name")
     evaluate.add_argument("--split", choices=("train", "val", "test"), default="test")
     evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                          type=_setting,
                           help="a dataset parameter, e.g. --set skip_bad=true (repeatable)")
     evaluate.add_argument("--results-dir", default="results", help="where to look for run ids")
     evaluate.add_argument("--out", metavar="FILE.json", help="also write the metrics as JSON")
@@ -148,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = dict(nargs="?", default="synthetic",
                   help="a dataset name (synthetic, octmnist, npz, folder), an .npz file, an "
                        "image folder or an experiment YAML (default: synthetic)")
-    setter = dict(action="append", default=[], metavar="KEY=VALUE",
+    setter = dict(action="append", default=[], metavar="KEY=VALUE", type=_setting,
                   help="a dataset parameter, e.g. --set scale=0.1 (repeatable)")
     info = actions.add_parser("info", help="per-split class counts and imbalance ratios",
                               **common)
@@ -176,9 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--set", **setter)
     synth.set_defaults(handler=cmd_data_synth)
 
-    listing = commands.add_parser("list", help="list registered models, strategies or datasets",
-                                  **common)
-    listing.add_argument("what", choices=("models", "strategies", "datasets"))
+    listing = commands.add_parser(
+        "list", help="list registered models, strategies, datasets or augmentations", **common,
+        description="List what an experiment YAML can name, with each entry's parameters and "
+                    "their defaults; `list models --timm NAME` searches timm's model names.")
+    listing.add_argument("what", choices=("models", "strategies", "datasets", "augmentations"))
+    listing.add_argument("--timm", metavar="PATTERN",
+                         help="with models: timm model names containing PATTERN (or matching a "
+                              "wildcard such as 'resnet*'), usable as timm:<name>")
     listing.set_defaults(handler=cmd_list)
 
     export = commands.add_parser("export", help="send results to tracking tools (MLflow)",
@@ -224,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--allow-mixed-data", action="store_true",
                         help="report runs made on different data (content fingerprints) in "
                              "one table; refused otherwise")
+    _overrides_option(report)
     report.set_defaults(handler=cmd_report)
     return parser
 
@@ -305,13 +351,37 @@ def load_plugins(names: str | None = None) -> list[str]:
     return loaded
 
 
+def load_experiment(path: str, settings: list[tuple[str, object]]):
+    """The experiment YAML with ``--set`` values applied, validated.
+
+    What needs no model code (keys, names, devices, train values) is checked first, before
+    torch is imported, so that a typo is reported at once rather than after seconds of imports.
+    """
+    from octbench.catalog import cached_catalog
+    from octbench.config import check_plain, read_config
+
+    raw = read_config(path, dict(settings))
+    listing = cached_catalog()  # the names, if `list` or an earlier run cached them
+    known = None if listing is None else {
+        "model": [e["name"] for e in listing["models"]], "timm": listing["timm"],
+        "strategy": [e["name"] for e in listing["strategies"]],
+        "dataset": [e["name"] for e in listing["datasets"]]}
+    check_plain(raw, path, known=known)
+    from octbench.config import parse_config
+
+    return parse_config(raw, source=path)
+
+
 def cmd_run(args) -> int:
-    from octbench.config import load_config
+    config = load_experiment(args.config, args.set)
     from octbench.runner import Shard
 
     shard = Shard.parse(args.shard) if args.shard is not None else None
     executor = _make_executor(args)
-    config = load_config(args.config)
+    if args.executor == "local":  # Ray's workers may have devices that this machine lacks
+        from octbench.devices import check_devices
+
+        check_devices(config.devices)
     if args.dry_run:
         from octbench.plan import plan_experiment
 
@@ -341,7 +411,8 @@ def cmd_run(args) -> int:
     for run_id, error in summary.failed:
         print(f"  failed: {run_id}: {error}", file=sys.stderr)
     if summary.completed or summary.already_complete:
-        print(f"Next: python -m octbench report {args.config}")
+        settings = "".join(f" --set {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in args.set)
+        print(f"Next: python -m octbench report {shlex.quote(args.config)}{settings}")
     return 0 if summary.ok else EXIT_FAILED
 
 
@@ -388,13 +459,13 @@ def _png_path(text: str) -> str:
     return text
 
 
-def _load_data_source(source: str, settings: list[str], **defaults):
+def _load_data_source(source: str, settings: list[tuple[str, object]], **defaults):
     """A dataset from a registry name + ``--set`` values, an .npz file, an image folder or an
     experiment YAML; ``defaults`` fill parameters of an .npz file or folder left unset."""
     from octbench.config import load_config, parse_data
     from octbench.data import load_dataset
 
-    params = dict(_load_settings(settings))
+    params = dict(settings)
     if source.endswith((".yaml", ".yml")):
         component = load_config(source).data
         component = parse_data({"name": component.name, **component.params, **params})
@@ -463,7 +534,7 @@ def cmd_data_synth(args) -> int:
     if not args.out.endswith(".npz"):
         raise OctbenchError(f"--out {args.out} must end in .npz (a MedMNIST-format file)")
     writable_folder(Path(args.out).parent, "--out folder")
-    params = dict(_load_settings(args.set))
+    params = dict(args.set)
     component = parse_data({"name": "synthetic", **params})
     params = {k: v for k, v in component.params.items() if k != "cache"}
     start = time.perf_counter()
@@ -474,19 +545,6 @@ def cmd_data_synth(args) -> int:
     sizes = ", ".join(f"{s} {len(arrays[f'{s}_labels']):,}" for s in ("train", "val", "test"))
     print(f"wrote {args.out}: synthetic OCT data ({sizes}) generated in {seconds:.1f} s")
     return 0
-
-
-def _load_settings(settings: list[str]):
-    from octbench.config import parse_scalar
-
-    for item in settings:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise OctbenchError(f"--set {item!r} must look like KEY=VALUE, e.g. --set scale=0.1")
-        try:
-            yield key, parse_scalar(value)
-        except OctbenchError as error:
-            raise OctbenchError(f"--set {item!r}: {error}") from None
 
 
 def cmd_predict(args) -> int:
@@ -559,18 +617,39 @@ def cmd_evaluate(args) -> int:
 def cmd_list(args) -> int:
     from octbench.catalog import catalog
 
-    entries = catalog()[args.what]
-    if args.what == "models":
-        for entry in entries:
+    listing = catalog()
+    if args.timm is not None:
+        return _list_timm(listing["timm"], args.timm, args.what)
+    entries = listing[args.what]
+    width = max(len(entry["name"]) for entry in entries) + 2
+    for entry in entries:
+        if args.what == "models":
             parameters = (f"{entry['parameters']:>12,} parameters" if entry.get("error") is None
                           else f"cannot build ({entry['error']})")
-            print(f"{entry['name']:<22} {parameters} (28 px, 4 classes)  {entry['summary']}")
-        print("timm:<name>            any timm model, e.g. timm:efficientnet_b0 "
-              "(random init, in_chans=1)")
-    else:
-        width = 18 if args.what == "strategies" else 12
-        for entry in entries:
-            print(f"{entry['name']:<{width}} {entry['summary']}")
+            print(f"{entry['name']:<{width}}{parameters} (28 px, 4 classes)  {entry['summary']}")
+        else:
+            print(f"{entry['name']:<{width}}{entry['summary']}")
+        if entry.get("settings"):
+            print(f"{'':<{width}}parameters: {entry['settings']}")
+    if args.what == "models":
+        print(f"{'timm:<name>':<{width}}any of timm's {len(listing['timm']):,} models, e.g. "
+              "timm:efficientnet_b0 (random init, in_chans=1); search with --timm NAME")
+    return 0
+
+
+def _list_timm(names: list[str], pattern: str, what: str) -> int:
+    import fnmatch
+
+    if what != "models":
+        raise OctbenchError(f"--timm searches model names; use `octbench list models --timm "
+                            f"{pattern}`.")
+    wildcard = pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"
+    found = [name for name in names if fnmatch.fnmatch(name, wildcard.lower())]
+    if not found:
+        raise OctbenchError(f"no timm model name matches '{pattern}'; try a shorter part of the "
+                            "name, e.g. --timm resnet or --timm 'efficientnet*'.")
+    for name in found:
+        print(f"timm:{name}")
     return 0
 
 

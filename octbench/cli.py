@@ -411,8 +411,7 @@ def cmd_run(args) -> int:
     for run_id, error in summary.failed:
         print(f"  failed: {run_id}: {error}", file=sys.stderr)
     if summary.completed or summary.already_complete:
-        settings = "".join(f" --set {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in args.set)
-        print(f"Next: python -m octbench report {shlex.quote(args.config)}{settings}")
+        print(f"Next: {_command('report', args.config, args.set)}")
     return 0 if summary.ok else EXIT_FAILED
 
 
@@ -481,7 +480,10 @@ def _load_data_source(source: str, settings: list[tuple[str, object]], **default
 def cmd_tune(args) -> int:
     from octbench.tuning import load_tune_config, run_worker, tune
 
-    config = load_tune_config(args.config)
+    overrides = dict(args.set)
+    if args.n_trials is not None:
+        overrides["n_trials"] = args.n_trials
+    config = load_tune_config(args.config, overrides)
     if args.worker is not None:
         run_worker(config, storage=args.storage, index=args.worker, workers=args.workers,
                    quiet=args.quiet)
@@ -654,16 +656,36 @@ def _list_timm(names: list[str], pattern: str, what: str) -> int:
 
 
 def cmd_report(args) -> int:
-    from octbench.report import build_report, print_summary
+    from octbench.report import build_report, load_records, print_summary
 
-    print_summary(args.source, allow_mixed_data=args.allow_mixed_data)
+    source = args.source
+    if source.endswith((".yaml", ".yml")):
+        source = load_experiment(source, args.set)
+    elif args.set:
+        raise OctbenchError("--set changes an experiment YAML; give the YAML (e.g. "
+                            "experiments/quickstart.yaml) instead of a results folder.")
+    name, folder, records = load_records(source, allow_mixed_data=args.allow_mixed_data)
+    if not records and not (Path(folder) / "study.json").is_file():
+        run = (_command("run", args.source, args.set) if source is not args.source
+               else "python -m octbench run EXPERIMENT.yaml")
+        raise OctbenchError(f"no run records of '{name}' in {folder}, so there is nothing to "
+                            f"report; train first (`{run}`), or check the path.")
+    if not args.quiet:
+        print_summary(source, allow_mixed_data=args.allow_mixed_data)
     formats = ("md", "csv") if args.format == "all" else (args.format,)
-    written = build_report(args.source, args.out, formats=formats, baseline=args.baseline,
+    written = build_report(source, args.out, formats=formats, baseline=args.baseline,
                            n_resamples=args.resamples, study=args.study,
                            allow_mixed_data=args.allow_mixed_data)
-    for path in written:
+    for path in written if not args.quiet else written[:1]:  # -q: the report itself only
         print(f"wrote {path}")
     return 0
+
+
+def _command(verb: str, config: str, settings: list[tuple[str, object]]) -> str:
+    """The command line that runs ``verb`` on ``config`` with the same ``--set`` values."""
+    words = ["python", "-m", "octbench", verb, config]
+    words += [word for key, value in settings for word in ("--set", f"{key}={json.dumps(value)}")]
+    return shlex.join(words)
 
 
 def cmd_export_mlflow(args) -> int:

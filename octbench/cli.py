@@ -554,8 +554,9 @@ def cmd_predict(args) -> int:
 
     from octbench.predict import load_predictor, predict_files
 
+    scans = _scan_files(args.scans)
     predictor = load_predictor(args.run, args.results_dir)
-    results = predict_files(predictor, args.scans)
+    results = predict_files(predictor, scans)
     # The training data's nature goes first, where nobody can miss it (stderr under --json,
     # whose rows carry it as the `synthetic` field).
     banner = predictor.trained_on()
@@ -581,6 +582,26 @@ def cmd_predict(args) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     return 0
+
+
+def _scan_files(paths: list[str]) -> list[str]:
+    """The scan files named, a folder standing for the scan files below it (links are not
+    followed: a folder may come from someone else)."""
+    files = []
+    for path in paths:
+        if not Path(path).is_dir():
+            files.append(path)
+            continue
+        found = sorted(str(Path(folder) / name)
+                       for folder, _, names in os.walk(path)  # followlinks=False
+                       for name in names if name.lower().endswith(SCAN_SUFFIXES)
+                       and not (Path(folder) / name).is_symlink())
+        if not found:
+            raise OctbenchError(f"the folder {path} holds no scan files "
+                                f"({', '.join(SCAN_SUFFIXES)}); give scan files or a folder of "
+                                "them.")
+        files.extend(found)
+    return files
 
 
 def cmd_evaluate(args) -> int:

@@ -215,12 +215,10 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError([f"file {path} does not exist; check the path"], None)
     try:
-        raw = yaml.load(path.read_text(), Loader=_StrictLoader)
+        text = path.read_text()
+        raw = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error)
-        raise ConfigError([f"YAML syntax error{where}: {problem}"], str(path)) from None
+        raise ConfigError([yaml_problem(error, text)], str(path)) from None
     except UnicodeDecodeError:
         raise ConfigError(["the file is not UTF-8 text"], str(path)) from None
     if raw is None:
@@ -231,6 +229,32 @@ def read_yaml(path: str | Path) -> dict:
             str(path),
         )
     return raw
+
+
+#: PyYAML's words for a line indented wrongly (it cannot say "indentation" itself).
+_INDENTATION_PROBLEMS = ("expected <block end>", "mapping values are not allowed",
+                         "did not find expected key", "could not find expected ':'")
+
+
+def yaml_problem(error: yaml.YAMLError, text: str) -> str:
+    """A YAML syntax error as one line: where, the line itself, and the likely fix."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error)
+    if mark is None:
+        return f"YAML syntax error: {problem}"
+    lines = text.splitlines()
+    line = lines[mark.line] if mark.line < len(lines) else ""
+    where = f"YAML syntax error at line {mark.line + 1}, column {mark.column + 1}"
+    indent = line[:len(line) - len(line.lstrip())]
+    if "\t" in indent or "'\\t'" in problem:
+        fix = "the line is indented with a tab; YAML allows only spaces, so replace the tab"
+    elif problem.startswith(_INDENTATION_PROBLEMS):
+        fix = ("check the indentation of this line and the ones above it: the keys of one "
+               "section start in the same column (spaces only), and a value holding ': ' needs "
+               "quotes")
+    else:
+        return f"{where}: {problem} ({line.strip()!r})"
+    return f"{where} ({line.strip()!r}): {fix} (YAML says: {problem})"
 
 
 def parse_scalar(text: str):

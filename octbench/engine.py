@@ -195,9 +195,17 @@ def train_one_epoch(
     mean_loss = (total / max(len(order), 1)).item()
     seconds = time.perf_counter() - start
     if not np.isfinite(mean_loss):
-        raise NonFiniteLoss(f"the training loss became {mean_loss}; lower the learning rate "
-                            "or use precision fp32")
+        raise NonFiniteLoss(f"the training loss became {mean_loss}; "
+                            + nonfinite_loss_fix(precision))
     return {"loss": mean_loss, "images": len(order), "seconds": seconds}
+
+
+def nonfinite_loss_fix(precision: str) -> str:
+    """What to try after a NaN or infinite loss; fp32 is suggested only when not used already."""
+    fix = "lower the learning rate (train.lr)"
+    if precision != "fp32":
+        return f"{fix} or use precision fp32 (instead of {precision})"
+    return f"{fix}, or check the data for extreme values"
 
 
 def _capturable(optimizer: torch.optim.Optimizer) -> bool:

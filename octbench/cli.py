@@ -710,7 +710,7 @@ def _command(verb: str, config: str, settings: list[tuple[str, object]]) -> str:
 
 
 def cmd_export_mlflow(args) -> int:
-    from octbench.export_mlflow import default_tracking_uri, export_mlflow
+    from octbench.export_mlflow import default_tracking_uri, export_mlflow, redacted
 
     summary = export_mlflow(args.results, tracking_uri=args.tracking_uri,
                             experiment=args.experiment)
@@ -721,7 +721,7 @@ def cmd_export_mlflow(args) -> int:
     if summary.unreadable:
         parts.append(f"{len(summary.unreadable)} unreadable (skipped)")
     uri = args.tracking_uri or default_tracking_uri()
-    print(f"{', '.join(parts)} to {uri}")
+    print(f"{', '.join(parts)} to {redacted(uri)}")
     if args.tracking_uri is None:
         print(f"See them with: mlflow ui --backend-store-uri {uri}")
     return 0

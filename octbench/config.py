@@ -498,8 +498,9 @@ def _json(value) -> str:
     return json.dumps(plain(value), sort_keys=True, default=str)
 
 
-def _with_defaults(registry: Registry, data_params=()):
-    """A component with every default filled in: ``focal`` == ``{name: focal, gamma: 2.0}``."""
+def with_defaults(registry: Registry, data_params=()):
+    """A function giving a component with every default filled in, as a plain mapping:
+    ``focal`` == ``{name: focal, gamma: 2.0, alpha: None}``."""
     def canonical(component: Component) -> dict:
         if component.name not in registry:  # e.g. timm:<name>, whose defaults timm owns
             return {"name": component.name, **component.params}
@@ -653,12 +654,12 @@ def parse_config(raw: dict, source: str | None = None) -> ExperimentConfig:
                                 known=check_model_name, external=external_parameter_problems)
 
     models = _parse_list(problems, raw.get("models"), "models", model,
-                         canonical=_with_defaults(MODELS, DATA_PARAMS))
+                         canonical=with_defaults(MODELS, DATA_PARAMS))
     strategies = _parse_list(
         problems, raw.get("strategies", ["none"]), "strategies",
         lambda item, path: _parse_component(problems, item, path, STRATEGIES,
                                             data_params=("class_counts",)),
-        canonical=_with_defaults(STRATEGIES, ("class_counts",)),
+        canonical=with_defaults(STRATEGIES, ("class_counts",)),
     )
     train, report = plain["train"], plain["report"]
     if plain["augment"]:

@@ -511,6 +511,8 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
             "train_seconds": stats["seconds"], "train_images": stats["images"],
             "val_seconds": val_seconds,
             **{f"val_{k}": v for k, v in val_metrics.items() if k in METRICS},
+            # when the epoch ended: tracking tools plot curves against real time
+            "time_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
         })
         improved = state["best_value"] is None or (
             value > state["best_value"] if direction == "max" else value < state["best_value"])

@@ -142,7 +142,7 @@ def restore_torch():
 
 
 #: Per-epoch history fields that measure the machine's speed, not the run's result.
-TIMING = {"train_seconds", "val_seconds"}
+TIMING = {"train_seconds", "val_seconds", "time_utc"}  # when and how long: not the outcome
 
 
 def run_outcome(root: Path, fields: tuple[str, ...]) -> dict[str, dict]:

@@ -430,6 +430,9 @@ def _make_executor(args):
 
 
 SCAN_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+#: The synthetic set's scale `data show` draws from: enough of the rarest class for 64 per class
+#: (the test split is always full size).
+SHOW_SCALE = {"test": 0.01, "train": 0.01, "val": 0.1}
 
 
 def _int_between(low: int, high: int):
@@ -518,9 +521,15 @@ def cmd_data_show(args) -> int:
     if args.scans:
         raise OctbenchError("data show takes one dataset, or scan files (.png, .jpeg, .tif) "
                             f"only; got {' '.join(scans)}")
-    data = _load_data_source(args.source, args.set)
+    settings = list(args.set)
+    sampled = args.source == "synthetic" and "scale" not in dict(settings)
+    if sampled:  # a few thumbnails need no full-size set (109,309 images, a minute or more)
+        settings.append(("scale", SHOW_SCALE[args.split]))
+    data = _load_data_source(args.source, settings)
     path = save_sample_grid(data, args.out, per_class=args.per_class, split=args.split)
-    print(f"saved {path}" + (" (synthetic data)" if data.synthetic else ""))
+    print(f"saved {path}" + (" (synthetic data" + (
+        f", drawn from a {SHOW_SCALE[args.split]:.0%} scale set; --set scale=1 for the full one)"
+        if sampled else ")") if data.synthetic else ""))
     return 0
 
 
@@ -698,7 +707,11 @@ def cmd_report(args) -> int:
                            n_resamples=args.resamples, study=args.study,
                            allow_mixed_data=args.allow_mixed_data)
     for path in written if not args.quiet else written[:1]:  # -q: the report itself only
-        print(f"wrote {path}")
+        print(f"wrote {path}" + (f" ({Path(path).stat().st_size:,} bytes)" if args.verbose else ""))
+    if args.verbose:
+        statuses = sorted({r.status for r in records})
+        print(f"from {len(records)} run record(s) in {folder} ("
+              + ", ".join(f"{sum(r.status == s for r in records)} {s}" for s in statuses) + ")")
     return 0
 
 

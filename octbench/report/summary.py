@@ -54,13 +54,18 @@ def print_summary(source: str | Path, *, allow_mixed_data: bool = False) -> None
     if table.empty:
         print("no complete runs yet.")
         return
-    header = f"{'model':<22} {'strategy':<22} {'setup':<12}" + "".join(
-        f" {m:>18}" for m in SUMMARY_METRICS) + "  seeds"
-    print(header)
-    for (model, strategy, setup), row in table.iterrows():
+    # columns as wide as their longest entry: long model names do not shift the numbers
+    keys = list(table.index)
+    widths = [max([len(title), *(len(str(key[i])) for key in keys)])
+              for i, title in enumerate(("model", "strategy", "setup"))]
+    header = " ".join(f"{t:<{w}}" for t, w in zip(("model", "strategy", "setup"), widths,
+                                                 strict=True))
+    print(header + "".join(f" {m:>18}" for m in SUMMARY_METRICS) + "  seeds")
+    for key, row in table.iterrows():
         cells = "".join(f" {_mean_std(row[(m, 'mean')], row[(m, 'std')]):>18}"
                         for m in SUMMARY_METRICS)
-        print(f"{model:<22} {strategy:<22} {setup:<12}{cells}  {int(row[('seeds', '')])}")
+        names = " ".join(f"{str(k):<{w}}" for k, w in zip(key, widths, strict=True))
+        print(f"{names}{cells}  {int(row[('seeds', '')])}")
     if any(r.synthetic for r in records):
         print("SYNTHETIC DATA: these numbers come from octbench's generated scans, not OCTMNIST.")
     if table["seeds"].min() < 3:

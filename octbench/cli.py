@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--shard", metavar="K/N",
                      help="train only the K-th of N disjoint slices of the grid, K counting "
                           "from 1 (e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
+    run.add_argument("--mlflow", metavar="URI",
+                     help="also log the complete runs to this MLflow tracking URI when the grid "
+                          "ends (as `export mlflow`; checked before training)")
     _overrides_option(run)
     run.set_defaults(handler=cmd_run)
 
@@ -382,6 +385,10 @@ def cmd_run(args) -> int:
         from octbench.devices import check_devices
 
         check_devices(config.devices)
+    if args.mlflow:
+        from octbench.export_mlflow import check_tracking
+
+        check_tracking(args.mlflow)
     if args.dry_run:
         from octbench.plan import plan_experiment
 
@@ -410,6 +417,13 @@ def cmd_run(args) -> int:
     )
     for run_id, error in summary.failed:
         print(f"  failed: {run_id}: {error}", file=sys.stderr)
+    if args.mlflow and (summary.completed or summary.already_complete):
+        from octbench.export_mlflow import export_mlflow, redacted
+
+        exported = export_mlflow(Path(config.results_dir) / config.name,
+                                 tracking_uri=args.mlflow)
+        print(f"MLflow: {len(exported.exported)} run(s) logged, {len(exported.already)} "
+              f"already there, at {redacted(args.mlflow)}")
     if summary.completed or summary.already_complete:
         print(f"Next: {_command('report', args.config, args.set)}")
     return 0 if summary.ok else EXIT_FAILED

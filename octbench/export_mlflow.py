@@ -87,6 +87,16 @@ def export_mlflow(results_dir: str | Path, *, tracking_uri: str | None = None,
     return summary
 
 
+def check_tracking(tracking_uri: str) -> None:
+    """Ask the tracking store one question, so that an unreachable one fails before training.
+
+    Raises:
+        OctbenchError: MLflow is missing, or the store does not answer (within ~30 s).
+    """
+    with _http_limits(), _unreachable_as_error(tracking_uri):
+        _client(tracking_uri).search_experiments(max_results=1)
+
+
 def redacted(uri: str) -> str:
     """The URI with any password replaced by ``***`` (``http://user:***@host``; a lone
     ``http://TOKEN@host`` may be a token, so it goes whole), for messages.

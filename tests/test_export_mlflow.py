@@ -12,7 +12,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import experiment, write_yaml
+import yaml
+from conftest import experiment, tree_digest, write_yaml
 
 from octbench import cli
 from octbench.results import ResultsStore
@@ -228,3 +229,29 @@ def test_redacted_hides_passwords_only(uri, shown):
     from octbench.export_mlflow import redacted
 
     assert redacted(uri) == shown
+
+
+def test_run_logs_to_mlflow_when_the_grid_ends(results, server, capsys):
+    """`run --mlflow URI`: the tracking server is asked first; complete runs are logged once."""
+    from mlflow.tracking import MlflowClient
+
+    config = results.parents[1] / "exp.yaml"
+    assert cli.main(["run", str(config), "--mlflow", server]) == 0  # all complete already
+    assert "MLflow: 2 run(s) logged, 0 already there" in capsys.readouterr().out
+    experiment = MlflowClient(server).get_experiment_by_name("tiny")
+    assert len(MlflowClient(server).search_runs([experiment.experiment_id])) == 2
+    assert cli.main(["run", str(config), "--mlflow", server]) == 0
+    assert "MLflow: 0 run(s) logged, 2 already there" in capsys.readouterr().out
+
+
+def test_run_with_a_dead_tracking_server_fails_before_training(results, tmp_path, capsys):
+    config = results.parents[1] / "more.yaml"
+    spec = yaml.safe_load((results.parents[1] / "exp.yaml").read_text())
+    write_yaml(config, {**spec, "seeds": [5]})  # a run that is not trained yet
+    before = tree_digest(results)
+    assert cli.main(["run", str(config), "--mlflow",
+                     "http://bob:pa55@127.0.0.1:1"]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "cannot export to the MLflow tracking server http://bob:***@127.0.0.1:1" in err
+    assert "pa55" not in err
+    assert tree_digest(results) == before  # nothing trained, nothing written

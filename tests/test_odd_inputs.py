@@ -87,7 +87,7 @@ ROWS = [
     Odd("long-name", lambda t, d: ["run", _yaml(t, d, name="n" * 300)],
         ("at most 100 characters", "(300 characters)")),
     Odd("set-bad-yaml", lambda t, d: ["data", "info", "--set", "scale=[0.1"],
-        ("--set 'scale=[0.1': value '[0.1' is not valid YAML", "quote it")),
+        ("argument --set: 'scale=[0.1': value '[0.1' is not valid YAML", "quote it")),
     Odd("resamples-huge", lambda t, d: ["report", str(t / "results" / "tiny"),
                                         "--resamples", "1000000000"],
         ("bootstrap resamples must be an int from 100 to 100,000. Got 1000000000",)),

@@ -354,7 +354,7 @@ def load_plugins(names: str | None = None) -> list[str]:
     return loaded
 
 
-def load_experiment(path: str, settings: list[tuple[str, object]]):
+def _load_experiment(path: str, settings: list[tuple[str, object]]):
     """The experiment YAML with ``--set`` values applied, validated.
 
     What needs no model code (keys, names, devices, train values) is checked first, before
@@ -376,7 +376,7 @@ def load_experiment(path: str, settings: list[tuple[str, object]]):
 
 
 def cmd_run(args) -> int:
-    config = load_experiment(args.config, args.set)
+    config = _load_experiment(args.config, args.set)
     from octbench.runner import Shard
 
     shard = Shard.parse(args.shard) if args.shard is not None else None
@@ -704,7 +704,7 @@ def cmd_report(args) -> int:
 
     source = args.source
     if source.endswith((".yaml", ".yml")):
-        source = load_experiment(source, args.set)
+        source = _load_experiment(source, args.set)
     elif args.set:
         raise OctbenchError("--set changes an experiment YAML; give the YAML (e.g. "
                             "experiments/quickstart.yaml) instead of a results folder.")

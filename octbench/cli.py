@@ -701,7 +701,10 @@ def _list_timm(names: list[str], pattern: str, what: str) -> int:
 
 def cmd_report(args) -> int:
     from octbench.report import build_report, load_records, print_summary
+    from octbench.report.build import check_options
 
+    formats = ("md", "csv") if args.format == "all" else (args.format,)
+    check_options(formats, args.resamples)
     source = args.source
     if source.endswith((".yaml", ".yml")):
         source = _load_experiment(source, args.set)
@@ -716,7 +719,6 @@ def cmd_report(args) -> int:
                             f"report; train first (`{run}`), or check the path.")
     if not args.quiet:
         print_summary(source, allow_mixed_data=args.allow_mixed_data)
-    formats = ("md", "csv") if args.format == "all" else (args.format,)
     written = build_report(source, args.out, formats=formats, baseline=args.baseline,
                            n_resamples=args.resamples, study=args.study,
                            allow_mixed_data=args.allow_mixed_data)

@@ -128,7 +128,9 @@ def test_tune_set_and_n_trials(tmp_path, oct_npz):
     # the base's data keep their name and path; only the set key changes
     assert config.base["data"] == {"name": "npz", "path": str(oct_npz), "synthetic": False}
     assert load_tune_config(path).base["train"]["epochs"] == 3  # the files are unchanged
-    with pytest.raises(Exception, match="train.epochs must be >= 1"):
+    from octbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train.epochs must be >= 1"):
         load_tune_config(path, {"train.epochs": 0})
 
 

@@ -498,14 +498,22 @@ def _json(value) -> str:
     return json.dumps(plain(value), sort_keys=True, default=str)
 
 
+def component_defaults(registry: Registry, name: str, data_params=()) -> dict:
+    """The default of each parameter of a registry entry, except those the data supply; ``{}``
+    for a name outside the registry (``timm:<name>``, whose defaults timm owns)."""
+    if name not in registry:
+        return {}
+    return {k: p.default for k, p in registry.parameters(name).items()
+            if k not in data_params and p.default is not p.empty}
+
+
 def with_defaults(registry: Registry, data_params=()):
-    """A function giving a component with every default filled in, as a plain mapping:
-    ``focal`` == ``{name: focal, gamma: 2.0, alpha: None}``."""
+    """A function giving a component with every default filled in, as a plain mapping whose
+    numbers compare as floats: ``focal`` == ``{name: focal, gamma: 2.0, alpha: None}``."""
     def canonical(component: Component) -> dict:
         if component.name not in registry:  # e.g. timm:<name>, whose defaults timm owns
             return {"name": component.name, **component.params}
-        defaults = {k: p.default for k, p in registry.parameters(component.name).items()
-                    if k not in data_params and p.default is not p.empty}
+        defaults = component_defaults(registry, component.name, data_params)
         values = {**defaults, **component.params}
         # 2 and 2.0 are the same value for a float parameter
         return {"name": component.name,

@@ -298,7 +298,7 @@ def _epoch_times(history: list[dict], end: int) -> list[int]:
 def resolved_config(record: dict) -> dict:
     """The record's config with every default of its model, strategy and data filled in
     (``model.dropout``, ``data.size``, ...), as :mod:`octbench.config` resolves them."""
-    from octbench.config import Component, with_defaults
+    from octbench.config import component_defaults
     from octbench.data import DATASETS
     from octbench.models import DATA_PARAMS, MODELS
     from octbench.strategies import STRATEGIES
@@ -309,9 +309,8 @@ def resolved_config(record: dict) -> dict:
         entry = config.get(key)
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             continue
-        params = {k: v for k, v in entry.items() if k != "name"}
         # a name unknown here (a plugin's, timm's) is kept as recorded
-        config[key] = with_defaults(registry, skip)(Component(entry["name"], params))
+        config[key] = {**component_defaults(registry, entry["name"], skip), **entry}
     return config
 
 

@@ -255,3 +255,18 @@ def test_run_with_a_dead_tracking_server_fails_before_training(results, tmp_path
     assert "cannot export to the MLflow tracking server http://bob:***@127.0.0.1:1" in err
     assert "pa55" not in err
     assert tree_digest(results) == before  # nothing trained, nothing written
+
+
+def test_resolved_config_fills_every_default_and_keeps_numbers_as_written():
+    from octbench.export_mlflow import resolved_config
+
+    config = resolved_config({"config": {
+        "data": {"name": "synthetic", "scale": 0.1}, "model": {"name": "reference_cnn"},
+        "strategy": {"name": "focal", "gamma": 1}, "train": {"epochs": 3}}})
+    assert config["data"] == {"name": "synthetic", "scale": 0.1, "size": 28, "test_scale": 1.0,
+                              "seed": 0, "difficulty": 1.0, "label_noise": 0.0, "cache": True}
+    assert config["model"] == {"name": "reference_cnn", "width": 1.0, "dropout": 0.5}
+    assert config["strategy"] == {"name": "focal", "gamma": 1, "alpha": None}
+    assert config["train"] == {"epochs": 3}
+    timm = {"name": "timm:resnet18", "drop_rate": 0.1}  # timm owns its defaults: as recorded
+    assert resolved_config({"config": {"model": timm}})["model"] == timm

@@ -717,8 +717,7 @@ def cmd_report(args) -> int:
                else "python -m octbench run EXPERIMENT.yaml")
         raise OctbenchError(f"no run records of '{name}' in {folder}, so there is nothing to "
                             f"report; train first (`{run}`), or check the path.")
-    if not args.quiet:
-        print_summary(source, allow_mixed_data=args.allow_mixed_data)
+    print_summary(source, allow_mixed_data=args.allow_mixed_data, full=not args.quiet)
     written = build_report(source, args.out, formats=formats, baseline=args.baseline,
                            n_resamples=args.resamples, study=args.study,
                            allow_mixed_data=args.allow_mixed_data)

@@ -93,12 +93,14 @@ def test_run_report_and_next_command_with_set(tmp_path, oct_npz, capsys, restore
     err = capsys.readouterr().err
     assert "no run records of 'tiny'" in err and "nothing to report" in err
     assert not (tmp_path / "reports").exists()
-    # -q: the report is written and its path is the only line printed
+    # -q: no table, and the report's path is the only "wrote" line (and the last line)
     argv = ["-q", "report", str(path), *sets, "--out", str(tmp_path / "reports"),
             "--resamples", "100"]
     assert cli.main(argv) == 0
-    out = capsys.readouterr().out
-    assert out.splitlines() == [f"wrote {tmp_path / 'reports' / 'tiny' / 'report.md'}"]
+    lines = capsys.readouterr().out.splitlines()
+    assert [line for line in lines if line.startswith("wrote ")] == lines[-1:] == [
+        f"wrote {tmp_path / 'reports' / 'tiny' / 'report.md'}"]
+    assert not any(line.startswith(("model ", "reference_cnn")) for line in lines)
     assert (tmp_path / "reports" / "tiny" / "report.md").is_file()
 
 

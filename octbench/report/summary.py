@@ -33,8 +33,10 @@ def summary_table(records: list[RunRecord]) -> pd.DataFrame:
     return table
 
 
-def print_summary(source: str | Path, *, allow_mixed_data: bool = False) -> None:
-    """Print mean ± std per (model, strategy, device and precision) to the terminal."""
+def print_summary(source: str | Path, *, allow_mixed_data: bool = False,
+                  full: bool = True) -> None:
+    """Print mean ± std per (model, strategy, device and precision) to the terminal;
+    ``full=False`` (``-q``): only the warnings and the line that says what was found."""
     warnings: list[str] = []
     name, folder, records = load_records(source, warnings, allow_mixed_data=allow_mixed_data)
     for warning in warnings:
@@ -50,6 +52,8 @@ def print_summary(source: str | Path, *, allow_mixed_data: bool = False) -> None
     counts = pd.Series([r.status for r in records]).value_counts().to_dict()
     print(f"{name}: test metrics on {', '.join(datasets)} "
           f"({', '.join(f'{n} {s}' for s, n in counts.items())})")
+    if not full:
+        return
     table = summary_table(records)
     if table.empty:
         print("no complete runs yet.")

@@ -31,6 +31,8 @@ from octbench.errors import OctbenchError
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 #: More worker processes than this only oversubscribes the machine.
 MAX_WORKERS = 4 * (os.cpu_count() or 1)
+#: Most runs in one stack (`run --stack`): memory grows with it.
+MAX_STACK = 64
 PLUGINS_VARIABLE = "OCTBENCH_PLUGINS"
 
 
@@ -126,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "four runs on each GPU; default 1)")
     run.add_argument("--cpus-per-run", type=int, metavar="N",
                      help="CPUs (torch threads) per run (default 1 with Ray, all here)")
+    run.add_argument("--stack", type=_int_between(1, MAX_STACK), metavar="N",
+                     help="train up to N runs that share model, data, device and train "
+                          "settings together as one stacked model, one record each (1 = off, "
+                          "the default; try 12 on a GPU)")
     run.add_argument("--shard", metavar="K/N",
                      help="train only the K-th of N disjoint slices of the grid, K counting "
                           "from 1 (e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
@@ -403,6 +409,13 @@ def cmd_run(args) -> int:
                   "(models x strategies x seeds x devices)")
         for line in plan.lines():
             print(line)
+        if args.executor == "local" and plan.pending:
+            from octbench.runner import expand_grid
+            from octbench.stacked_runs import describe_stacks
+
+            todo = {run.run_id for run in plan.pending}
+            print(describe_stacks([s for s in expand_grid(config) if s.run_id in todo],
+                                  args.stack))
         return 0
     from octbench.runner import run_experiment
 
@@ -433,6 +446,9 @@ def _make_executor(args):
     """The executor the run options ask for; options that need Ray are refused without it."""
     from octbench.executors import LocalExecutor, RayExecutor
 
+    if args.executor == "ray" and args.stack is not None:
+        raise OctbenchError("--stack trains stacks in this process: it needs --executor local "
+                            "(the default); drop --stack to use Ray.")
     if args.executor == "ray":
         return RayExecutor(address=args.address, gpus_per_run=args.gpus_per_run,
                            cpus_per_run=args.cpus_per_run)
@@ -440,7 +456,7 @@ def _make_executor(args):
         if value is not None:
             raise OctbenchError(f"{option} needs --executor ray; add it, or drop {option} to "
                                 "train here, one run at a time.")
-    return LocalExecutor(cpus_per_run=args.cpus_per_run)
+    return LocalExecutor(cpus_per_run=args.cpus_per_run, stack=args.stack)
 
 
 SCAN_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -478,20 +494,9 @@ def _png_path(text: str) -> str:
 def _load_data_source(source: str, settings: list[tuple[str, object]], **defaults):
     """A dataset from a registry name + ``--set`` values, an .npz file, an image folder or an
     experiment YAML; ``defaults`` fill parameters of an .npz file or folder left unset."""
-    from octbench.config import load_config, parse_data
-    from octbench.data import load_dataset
+    from octbench.api import load_data
 
-    params = dict(settings)
-    if source.endswith((".yaml", ".yml")):
-        component = load_config(source).data
-        component = parse_data({"name": component.name, **component.params, **params})
-    elif source.endswith(".npz"):
-        component = parse_data({"name": "npz", "path": source, **params})
-    elif Path(source).is_dir():
-        component = parse_data({"name": "folder", "path": source, **defaults, **params})
-    else:
-        component = parse_data({"name": source, **params})
-    return load_dataset(component.name, **component.params)
+    return load_data(source, defaults=defaults, **dict(settings))
 
 
 def cmd_tune(args) -> int:
@@ -645,19 +650,27 @@ def cmd_evaluate(args) -> int:
     n = sum(report["dataset"]["class_counts"])
     print(f"{predictor.source} on {data.name} {args.split} ({n:,} images, "
           f"{report['dataset']['fingerprint'][:19]}):")
-    print("  " + "  ".join(f"{name} {metrics[key]:.4f}" for key, name in (
+    print("  " + "  ".join(f"{name} {metrics[key]:.4f}".replace("nan", "n/a") for key, name in (
         ("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"),
         ("macro_f1", "macro-F1"), ("macro_auc", "macro AUC"), ("ece", "ECE"))))
     width = max(len(name) for name in metrics["per_class"])
     print(f"  {'class':<{width}}  precision  recall      F1  support")
     for name, row in metrics["per_class"].items():
-        print(f"  {name:<{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  "
-              f"{row['f1']:6.3f}  {row['support']:7,}")
+        print(f"  {name:<{width}}  {_fixed(row['precision'], 9)}  {_fixed(row['recall'], 6)}  "
+              f"{_fixed(row['f1'], 6)}  {row['support']:7,}")
+    if metrics.get("absent_classes"):
+        print(f"  n/a: {', '.join(metrics['absent_classes'])} absent from the {args.split} split; "
+              "macro-F1, balanced accuracy and macro AUC average over the classes present.")
     if args.out:
         text = json.dumps(nan_to_none(report), indent=2, sort_keys=True, allow_nan=False)
         atomic_write_text(args.out, text + "\n")
         print(f"wrote {args.out}")
     return 0
+
+
+def _fixed(value: float | None, width: int) -> str:
+    """A per-class value to 3 decimals, or n/a (None: a class absent from the split)."""
+    return f"{'n/a':>{width}}" if value is None else f"{value:{width}.3f}"
 
 
 def cmd_list(args) -> int:

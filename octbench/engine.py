@@ -183,21 +183,19 @@ def train_one_epoch(
 
     synchronize(device)
     start = time.perf_counter()
-    eager = batches
-    if graphed:
-        replayed = _replay_graph(step, batches[:full], optimizer, device, progress)
-        eager = batches[replayed:]
-    for index in eager:
-        optimizer.zero_grad(set_to_none=True)
-        step(index)
-        if progress is not None:
-            progress.update(len(index))
+    run_steps(step, batches, graphed=graphed, full=full, optimizer=optimizer, device=device,
+              progress=progress)
     mean_loss = (total / max(len(order), 1)).item()
     seconds = time.perf_counter() - start
+    check_finite_loss(mean_loss, precision)
+    return {"loss": mean_loss, "images": len(order), "seconds": seconds}
+
+
+def check_finite_loss(mean_loss: float, precision: str = "fp32") -> None:
+    """Raise NonFiniteLoss when an epoch's mean training loss is NaN or infinite."""
     if not np.isfinite(mean_loss):
         raise NonFiniteLoss(f"the training loss became {mean_loss}; "
                             + nonfinite_loss_fix(precision))
-    return {"loss": mean_loss, "images": len(order), "seconds": seconds}
 
 
 def nonfinite_loss_fix(precision: str) -> str:
@@ -208,12 +206,29 @@ def nonfinite_loss_fix(precision: str) -> str:
     return f"{fix}, or check the data for extreme values"
 
 
+def run_steps(step, batches: list[torch.Tensor], *, graphed: bool, full: int, optimizer,
+              device: torch.device, progress, count=len) -> None:
+    """Call ``step(index)`` for each batch: the first ``full`` (full-size) batches replayed as
+    a CUDA graph when ``graphed``, the rest eagerly; ``count(index)`` images per batch go to
+    ``progress``."""
+    eager = batches
+    if graphed:
+        replayed = _replay_graph(step, batches[:full], optimizer, device, progress, count)
+        eager = batches[replayed:]
+    for index in eager:
+        optimizer.zero_grad(set_to_none=True)
+        step(index)
+        if progress is not None:
+            progress.update(count(index))
+
+
 def _capturable(optimizer: torch.optim.Optimizer) -> bool:
     # Adam's step count must live on the GPU inside a graph; SGD keeps no count.
     return all(group.get("capturable", True) for group in optimizer.param_groups)
 
 
-def _replay_graph(step, batches: list[torch.Tensor], optimizer, device, progress) -> int:
+def _replay_graph(step, batches: list[torch.Tensor], optimizer, device, progress,
+                  count=len) -> int:
     """Run ``batches`` (all full size): warm-up steps eagerly, the rest as CUDA graph replays.
 
     Returns how many batches were trained (all of them, or only the warm-up steps when the
@@ -226,7 +241,7 @@ def _replay_graph(step, batches: list[torch.Tensor], optimizer, device, progress
             optimizer.zero_grad(set_to_none=True)
             step(index, cache=False)
             if progress is not None:
-                progress.update(len(index))
+                progress.update(count(index))
     torch.cuda.current_stream(device).wait_stream(side)
     static_index = batches[GRAPH_WARMUP_STEPS].clone()
     graph = torch.cuda.CUDAGraph()
@@ -241,7 +256,7 @@ def _replay_graph(step, batches: list[torch.Tensor], optimizer, device, progress
         static_index.copy_(index)
         graph.replay()
         if progress is not None:
-            progress.update(len(index))
+            progress.update(count(index))
     return len(batches)
 
 

@@ -18,14 +18,18 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-KINDS = ("models", "strategies", "datasets")
-CATALOG_VERSION = 2  # bump when the cached layout changes
+KINDS = ("models", "strategies", "datasets", "augmentations", "timm")
+CATALOG_VERSION = 3  # bump when the cached layout changes
+#: Factory arguments that come from the data, not from the YAML (never listed).
+FROM_DATA = ("num_classes", "in_chans", "img_size", "class_counts")
 
 
 def catalog(*, use_cache: bool = True) -> dict[str, list[dict]]:
-    """Every registered model, strategy and dataset: ``{kind: [{name, summary, ...}]}``.
+    """Every registered model, strategy, dataset and augmentation, and timm's model names:
+    ``{kind: [{name, summary, settings, ...}]}`` (``timm``: a list of names, empty without timm).
 
-    Models carry ``parameters``: trainable parameters at 28 px, 1 channel, 4 classes.
+    Models carry ``parameters``: trainable parameters at 28 px, 1 channel, 4 classes; every
+    entry carries ``settings``: its YAML parameters with their defaults, as text.
 
     Example:
         >>> [entry["name"] for entry in catalog()["strategies"]][:2]  # doctest: +SKIP
@@ -33,14 +37,11 @@ def catalog(*, use_cache: bool = True) -> dict[str, list[dict]]:
     """
     if not use_cache or os.environ.get("OCTBENCH_PLUGINS", "").strip():
         return build_catalog()
+    cached = cached_catalog()
+    if cached is not None:
+        return cached
+    listing = build_catalog()  # missing, damaged or stale: rebuild
     path = _cache_path()
-    try:
-        cached = json.loads(path.read_text())
-        if set(cached) == set(KINDS):
-            return cached
-    except (OSError, ValueError):
-        pass  # missing or damaged: rebuild
-    listing = build_catalog()
     try:
         from octbench.fileio import atomic_write_text
 
@@ -50,20 +51,53 @@ def catalog(*, use_cache: bool = True) -> dict[str, list[dict]]:
     return listing
 
 
-def build_catalog() -> dict[str, list[dict]]:
+def cached_catalog() -> dict[str, list] | None:
+    """The cached listing if it is there and current, else None; never builds it (no torch)."""
+    if os.environ.get("OCTBENCH_PLUGINS", "").strip():
+        return None
+    try:
+        cached = json.loads(_cache_path().read_text())
+    except (OSError, ValueError):
+        return None
+    return cached if isinstance(cached, dict) and set(cached) == set(KINDS) else None
+
+
+def build_catalog() -> dict[str, list]:
     """The listing, from the registries themselves (imports torch and builds each model)."""
+    from octbench.augment import AUGMENTATIONS
     from octbench.data import DATASETS
     from octbench.models import MODELS
     from octbench.strategies import STRATEGIES
 
-    models = [{"name": name, "summary": _summary(MODELS.get(name)), **_parameters(name)}
-              for name in MODELS.names()]
-    return {
-        "models": models,
-        "strategies": [{"name": n, "summary": _summary(STRATEGIES.get(n))}
-                       for n in STRATEGIES.names()],
-        "datasets": [{"name": n, "summary": _summary(DATASETS.get(n))} for n in DATASETS.names()],
-    }
+    def entries(registry, **extra):
+        return [{"name": name, "summary": _summary(registry.get(name)),
+                 "settings": _settings(registry, name),
+                 **{key: make(name) for key, make in extra.items()}}
+                for name in registry.names()]
+
+    listing = {"models": [{**entry, **_parameters(entry["name"])} for entry in entries(MODELS)]}
+    listing.update(strategies=entries(STRATEGIES), datasets=entries(DATASETS),
+                   augmentations=entries(AUGMENTATIONS), timm=_timm_names())
+    return listing
+
+
+def _settings(registry, name: str) -> str:
+    """``gamma=2.0, alpha=None``: the YAML parameters of an entry with their defaults."""
+    parameters = [p for key, p in registry.parameters(name).items() if key not in FROM_DATA]
+    return ", ".join(p.name if p.default is p.empty else f"{p.name}={_shown(p.default)}"
+                     for p in parameters)
+
+
+def _shown(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else repr(value)
+
+
+def _timm_names() -> list[str]:
+    try:
+        import timm
+    except ImportError:  # timm is a dependency, but a listing should not need it
+        return []
+    return timm.list_models()
 
 
 def model_parameters(name: str, **params) -> int:
@@ -91,8 +125,9 @@ def _parameters(name: str) -> dict:
 
 
 def _summary(fn) -> str:
-    lines = (fn.__doc__ or "").strip().splitlines()
-    return lines[0] if lines else ""
+    """The first docstring line, without reStructuredText's double backticks."""
+    paragraph = (fn.__doc__ or "").strip().split("\n\n")[0]
+    return " ".join(paragraph.split()).replace("``", "")
 
 
 def _cache_path() -> Path:

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import os
 import re
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -75,6 +77,31 @@ def _verbosity_options() -> argparse.ArgumentParser:
     return options
 
 
+def _setting(text: str) -> tuple[str, object]:
+    """An argparse type: ``KEY=VALUE`` in one word, the value read as YAML (like in a file)."""
+    from octbench.config import parse_scalar
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} must look like KEY=VALUE in one word, e.g. --set scale=0.1 or "
+            "--set train.epochs=1")
+    try:
+        return key.strip(), parse_scalar(value)
+    except OctbenchError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
+
+
+_setting.__name__ = "KEY=VALUE"  # argparse names the type in its messages
+
+
+def _overrides_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", action="append", default=[], type=_setting, metavar="KEY=VALUE",
+                        help="change one setting of the YAML without editing it, e.g. --set "
+                             "train.epochs=1 --set data.scale=0.01 --set seeds=[0] (repeatable; "
+                             "validated like the file, part of the run ids)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     verbosity = _verbosity_options()
     common = dict(parents=[verbosity], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -117,10 +144,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--on-stuck", choices=("wait", "exit"), default=None,
                      help="with --executor ray: then keep waiting (default) or stop with exit "
                           "code 2")
+    run.add_argument("--mlflow", metavar="URI",
+                     help="also log the complete runs to this MLflow tracking URI when the grid "
+                          "ends (as `export mlflow`; checked before training)")
+    _overrides_option(run)
     run.set_defaults(handler=cmd_run)
 
-    tune = commands.add_parser("tune", help="tune hyperparameters with Optuna (validation only)",
-                               **common)
+    tune = commands.add_parser(
+        "tune", help="tune hyperparameters with Optuna (validation only)", **common,
+        description="Search the hyperparameters of a tuning YAML with Optuna, judged on the "
+                    "validation split only (the test split is never touched); rerun to resume "
+                    "the study. Writes the best experiment to experiments/generated/.")
     tune.add_argument("config", help="tuning YAML, e.g. experiments/tune.yaml")
     tune.add_argument("--workers", type=_int_between(1, MAX_WORKERS), default=1, metavar="N",
                       help="worker processes on this machine (default 1; N > 1 shares the "
@@ -129,14 +163,22 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Optuna storage: an RDB URL (postgresql://..., sqlite:///...) or "
                            "journal:PATH (default: results/<study>/study.db, or journal.log "
                            "with --workers)")
+    tune.add_argument("--n-trials", type=_int_between(1, 100_000), metavar="N",
+                      help="trials to run, overriding the YAML's n_trials (e.g. 2 for a quick "
+                           "look)")
+    _overrides_option(tune)
     tune.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set for spawned workers
     tune.set_defaults(handler=cmd_tune)
 
-    predict = commands.add_parser("predict", help="classify raw OCT scans with a trained run",
-                                  **common)
+    predict = commands.add_parser(
+        "predict", help="classify raw OCT scans with a trained run", **common,
+        description="Classify raw OCT scans (PNG / JPEG / TIFF files, or folders of them) with "
+                    "a trained run's checkpoint, preprocessed like its training data; prints "
+                    "each file's class and probabilities.")
     predict.add_argument("--run", required=True, metavar="RUN_ID|CHECKPOINT",
                          help="a run id (or unique prefix), a run folder, or a best.pt file")
-    predict.add_argument("scans", nargs="+", metavar="SCAN", help="PNG / JPEG / TIFF files")
+    predict.add_argument("scans", nargs="+", metavar="SCAN",
+                         help="PNG / JPEG / TIFF files, or folders holding them")
     predict.add_argument("--results-dir", default="results", help="where to look for run ids")
     predict.add_argument("--json", action="store_true", help="print JSON instead of text")
     predict.set_defaults(handler=cmd_predict)
@@ -152,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "or a dataset name")
     evaluate.add_argument("--split", choices=("train", "val", "test"), default="test")
     evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                          type=_setting,
                           help="a dataset parameter, e.g. --set skip_bad=true (repeatable)")
     evaluate.add_argument("--corruptions", metavar="medmnist_c|NAME,...",
                           help="also score the test split under MedMNIST-C corruptions (all six "
@@ -171,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = dict(nargs="?", default="synthetic",
                   help="a dataset name (synthetic, octmnist, npz, folder), an .npz file, an "
                        "image folder or an experiment YAML (default: synthetic)")
-    setter = dict(action="append", default=[], metavar="KEY=VALUE",
+    setter = dict(action="append", default=[], metavar="KEY=VALUE", type=_setting,
                   help="a dataset parameter, e.g. --set scale=0.1 (repeatable)")
     info = actions.add_parser("info", help="per-split class counts and imbalance ratios",
                               **common)
@@ -199,9 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--set", **setter)
     synth.set_defaults(handler=cmd_data_synth)
 
-    listing = commands.add_parser("list", help="list registered models, strategies or datasets",
-                                  **common)
-    listing.add_argument("what", choices=("models", "strategies", "datasets"))
+    listing = commands.add_parser(
+        "list", help="list registered models, strategies, datasets or augmentations", **common,
+        description="List what an experiment YAML can name, with each entry's parameters and "
+                    "their defaults; `list models --timm NAME` searches timm's model names.")
+    listing.add_argument("what", choices=("models", "strategies", "datasets", "augmentations"))
+    listing.add_argument("--timm", metavar="PATTERN",
+                         help="with models: timm model names containing PATTERN (or matching a "
+                              "wildcard such as 'resnet*'), usable as timm:<name>")
     listing.set_defaults(handler=cmd_list)
 
     export = commands.add_parser("export", help="send results to tracking tools (MLflow)",
@@ -251,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how the bootstrap resamples test items: within each class, whole "
                              "groups (test_groups, e.g. patients) or freely (default: the YAML's "
                              "report.bootstrap.stratify, else class)")
+    _overrides_option(report)
     report.set_defaults(handler=cmd_report)
     return parser
 
@@ -332,8 +381,29 @@ def load_plugins(names: str | None = None) -> list[str]:
     return loaded
 
 
+def _load_experiment(path: str, settings: list[tuple[str, object]]):
+    """The experiment YAML with ``--set`` values applied, validated.
+
+    What needs no model code (keys, names, devices, train values) is checked first, before
+    torch is imported, so that a typo is reported at once rather than after seconds of imports.
+    """
+    from octbench.catalog import cached_catalog
+    from octbench.config import check_plain, read_config
+
+    raw = read_config(path, dict(settings))
+    listing = cached_catalog()  # the names, if `list` or an earlier run cached them
+    known = None if listing is None else {
+        "model": [e["name"] for e in listing["models"]], "timm": listing["timm"],
+        "strategy": [e["name"] for e in listing["strategies"]],
+        "dataset": [e["name"] for e in listing["datasets"]]}
+    check_plain(raw, path, known=known)
+    from octbench.config import parse_config
+
+    return parse_config(raw, source=path)
+
+
 def cmd_run(args) -> int:
-    from octbench.config import load_config
+    config = _load_experiment(args.config, args.set)
     from octbench.runner import Shard
 
     every_shard = args.dry_run and (args.shard or "").startswith("all/")
@@ -343,7 +413,14 @@ def cmd_run(args) -> int:
     else:
         shards = [Shard.parse(args.shard) if args.shard is not None else None]
     executor = _make_executor(args)
-    config = load_config(args.config)
+    if args.executor == "local":  # Ray's workers may have devices that this machine lacks
+        from octbench.devices import check_devices
+
+        check_devices(config.devices)
+    if args.mlflow:
+        from octbench.export_mlflow import check_tracking
+
+        check_tracking(args.mlflow)
     if args.dry_run:
         for shard in shards:
             _dry_run(config, shard, executor.threads, stack=args.stack,
@@ -363,8 +440,15 @@ def cmd_run(args) -> int:
     )
     for run_id, error in summary.failed:
         print(f"  failed: {run_id}: {error}", file=sys.stderr)
+    if args.mlflow and (summary.completed or summary.already_complete):
+        from octbench.export_mlflow import export_mlflow, redacted
+
+        exported = export_mlflow(Path(config.results_dir) / config.name,
+                                 tracking_uri=args.mlflow)
+        print(f"MLflow: {len(exported.exported)} run(s) logged, {len(exported.already)} "
+              f"already there, at {redacted(args.mlflow)}")
     if summary.completed or summary.already_complete:
-        print(f"Next: python -m octbench report {args.config}")
+        print(f"Next: {_command('report', args.config, args.set)}")
     return 0 if summary.ok else EXIT_FAILED
 
 
@@ -413,6 +497,9 @@ def _make_executor(args):
 
 
 SCAN_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+#: The synthetic set's scale `data show` draws from: enough of the rarest class for 64 per class
+#: (the test split is always full size).
+SHOW_SCALE = {"test": 0.01, "train": 0.01, "val": 0.1}
 
 
 def _int_between(low: int, high: int):
@@ -441,20 +528,20 @@ def _png_path(text: str) -> str:
     return text
 
 
-def _load_data_source(source: str, settings: list[str], **defaults):
+def _load_data_source(source: str, settings: list[tuple[str, object]], **defaults):
     """A dataset from a registry name + ``--set`` values, an .npz file, an image folder or an
     experiment YAML; ``defaults`` fill parameters of an .npz file or folder left unset."""
     from octbench.api import load_data
 
-    return load_data(source, defaults=defaults, **dict(_load_settings(settings)))
+    return load_data(source, defaults=defaults, **dict(settings))
 
 
-def _data_component(source: str, settings: list[str], **defaults):
+def _data_component(source: str, settings: list[tuple[str, object]], **defaults):
     """The validated dataset choice of ``evaluate`` (as :func:`octbench.api.load_data` makes
     it): corrupted evaluation needs its parameters to load the 224-px scans."""
     from octbench.config import load_config, parse_data
 
-    params = dict(_load_settings(settings))
+    params = dict(settings)
     if source.endswith((".yaml", ".yml")):
         component = load_config(source).data
         component = parse_data({"name": component.name, **component.params, **params})
@@ -470,7 +557,10 @@ def _data_component(source: str, settings: list[str], **defaults):
 def cmd_tune(args) -> int:
     from octbench.tuning import load_tune_config, run_worker, tune
 
-    config = load_tune_config(args.config)
+    overrides = dict(args.set)
+    if args.n_trials is not None:
+        overrides["n_trials"] = args.n_trials
+    config = load_tune_config(args.config, overrides)
     if args.worker is not None:
         run_worker(config, storage=args.storage, index=args.worker, workers=args.workers,
                    quiet=args.quiet)
@@ -505,9 +595,15 @@ def cmd_data_show(args) -> int:
     if args.scans:
         raise OctbenchError("data show takes one dataset, or scan files (.png, .jpeg, .tif) "
                             f"only; got {' '.join(scans)}")
-    data = _load_data_source(args.source, args.set)
+    settings = list(args.set)
+    sampled = args.source == "synthetic" and "scale" not in dict(settings)
+    if sampled:  # a few thumbnails need no full-size set (109,309 images, a minute or more)
+        settings.append(("scale", SHOW_SCALE[args.split]))
+    data = _load_data_source(args.source, settings)
     path = save_sample_grid(data, args.out, per_class=args.per_class, split=args.split)
-    print(f"saved {path}" + (" (synthetic data)" if data.synthetic else ""))
+    print(f"saved {path}" + (" (synthetic data" + (
+        f", drawn from a {SHOW_SCALE[args.split]:.0%} scale set; --set scale=1 for the full one)"
+        if sampled else ")") if data.synthetic else ""))
     return 0
 
 
@@ -523,7 +619,7 @@ def cmd_data_synth(args) -> int:
     if not args.out.endswith(".npz"):
         raise OctbenchError(f"--out {args.out} must end in .npz (a MedMNIST-format file)")
     writable_folder(Path(args.out).parent, "--out folder")
-    params = dict(_load_settings(args.set))
+    params = dict(args.set)
     component = parse_data({"name": "synthetic", **params})
     params = {k: v for k, v in component.params.items() if k != "cache"}
     start = time.perf_counter()
@@ -536,26 +632,14 @@ def cmd_data_synth(args) -> int:
     return 0
 
 
-def _load_settings(settings: list[str]):
-    from octbench.config import parse_scalar
-
-    for item in settings:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise OctbenchError(f"--set {item!r} must look like KEY=VALUE, e.g. --set scale=0.1")
-        try:
-            yield key, parse_scalar(value)
-        except OctbenchError as error:
-            raise OctbenchError(f"--set {item!r}: {error}") from None
-
-
 def cmd_predict(args) -> int:
     import json
 
     from octbench.predict import load_predictor, predict_files
 
+    scans = _scan_files(args.scans)
     predictor = load_predictor(args.run, args.results_dir)
-    results = predict_files(predictor, args.scans)
+    results = predict_files(predictor, scans)
     # The training data's nature goes first, where nobody can miss it (stderr under --json,
     # whose rows carry it as the `synthetic` field).
     banner = predictor.trained_on()
@@ -583,6 +667,26 @@ def cmd_predict(args) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     return 0
+
+
+def _scan_files(paths: list[str]) -> list[str]:
+    """The scan files named, a folder standing for the scan files below it (links are not
+    followed: a folder may come from someone else)."""
+    files = []
+    for path in paths:
+        if not Path(path).is_dir():
+            files.append(path)
+            continue
+        found = sorted(str(Path(folder) / name)
+                       for folder, _, names in os.walk(path)  # followlinks=False
+                       for name in names if name.lower().endswith(SCAN_SUFFIXES)
+                       and not (Path(folder) / name).is_symlink())
+        if not found:
+            raise OctbenchError(f"the folder {path} holds no scan files "
+                                f"({', '.join(SCAN_SUFFIXES)}); give scan files or a folder of "
+                                "them.")
+        files.extend(found)
+    return files
 
 
 def cmd_evaluate(args) -> int:
@@ -699,36 +803,82 @@ def _fixed(value: float | None, width: int) -> str:
 def cmd_list(args) -> int:
     from octbench.catalog import catalog
 
-    entries = catalog()[args.what]
-    if args.what == "models":
-        for entry in entries:
+    listing = catalog()
+    if args.timm is not None:
+        return _list_timm(listing["timm"], args.timm, args.what)
+    entries = listing[args.what]
+    width = max(len(entry["name"]) for entry in entries) + 2
+    for entry in entries:
+        if args.what == "models":
             parameters = (f"{entry['parameters']:>12,} parameters" if entry.get("error") is None
                           else f"cannot build ({entry['error']})")
-            print(f"{entry['name']:<22} {parameters} (28 px, 4 classes)  {entry['summary']}")
-        print("timm:<name>            any timm model, e.g. timm:efficientnet_b0 "
-              "(random init, in_chans=1)")
-    else:
-        width = 18 if args.what == "strategies" else 12
-        for entry in entries:
-            print(f"{entry['name']:<{width}} {entry['summary']}")
+            print(f"{entry['name']:<{width}}{parameters} (28 px, 4 classes)  {entry['summary']}")
+        else:
+            print(f"{entry['name']:<{width}}{entry['summary']}")
+        if entry.get("settings"):
+            print(f"{'':<{width}}parameters: {entry['settings']}")
+    if args.what == "models":
+        print(f"{'timm:<name>':<{width}}any of timm's {len(listing['timm']):,} models, e.g. "
+              "timm:efficientnet_b0 (random init, in_chans=1); search with --timm NAME")
+    return 0
+
+
+def _list_timm(names: list[str], pattern: str, what: str) -> int:
+    import fnmatch
+
+    if what != "models":
+        raise OctbenchError(f"--timm searches model names; use `octbench list models --timm "
+                            f"{pattern}`.")
+    wildcard = pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"
+    found = [name for name in names if fnmatch.fnmatch(name, wildcard.lower())]
+    if not found:
+        raise OctbenchError(f"no timm model name matches '{pattern}'; try a shorter part of the "
+                            "name, e.g. --timm resnet or --timm 'efficientnet*'.")
+    for name in found:
+        print(f"timm:{name}")
     return 0
 
 
 def cmd_report(args) -> int:
-    from octbench.report import build_report, print_summary
+    from octbench.report import build_report, load_records, print_summary
+    from octbench.report.build import check_options
 
-    print_summary(args.source, allow_mixed_data=args.allow_mixed_data)
     formats = ("md", "csv") if args.format == "all" else (args.format,)
-    written = build_report(args.source, args.out, formats=formats, baseline=args.baseline,
+    check_options(formats, args.resamples)
+    source = args.source
+    if source.endswith((".yaml", ".yml")):
+        source = _load_experiment(source, args.set)
+    elif args.set:
+        raise OctbenchError("--set changes an experiment YAML; give the YAML (e.g. "
+                            "experiments/quickstart.yaml) instead of a results folder.")
+    name, folder, records = load_records(source, allow_mixed_data=args.allow_mixed_data)
+    if not records and not (Path(folder) / "study.json").is_file():
+        run = (_command("run", args.source, args.set) if source is not args.source
+               else "python -m octbench run EXPERIMENT.yaml")
+        raise OctbenchError(f"no run records of '{name}' in {folder}, so there is nothing to "
+                            f"report; train first (`{run}`), or check the path.")
+    print_summary(source, allow_mixed_data=args.allow_mixed_data, full=not args.quiet)
+    written = build_report(source, args.out, formats=formats, baseline=args.baseline,
                            n_resamples=args.resamples, study=args.study,
                            allow_mixed_data=args.allow_mixed_data, stratify=args.stratify)
-    for path in written:
-        print(f"wrote {path}")
+    for path in written if not args.quiet else written[:1]:  # -q: the report itself only
+        print(f"wrote {path}" + (f" ({Path(path).stat().st_size:,} bytes)" if args.verbose else ""))
+    if args.verbose:
+        statuses = sorted({r.status for r in records})
+        print(f"from {len(records)} run record(s) in {folder} ("
+              + ", ".join(f"{sum(r.status == s for r in records)} {s}" for s in statuses) + ")")
     return 0
 
 
+def _command(verb: str, config: str, settings: list[tuple[str, object]]) -> str:
+    """The command line that runs ``verb`` on ``config`` with the same ``--set`` values."""
+    words = ["python", "-m", "octbench", verb, config]
+    words += [word for key, value in settings for word in ("--set", f"{key}={json.dumps(value)}")]
+    return shlex.join(words)
+
+
 def cmd_export_mlflow(args) -> int:
-    from octbench.export_mlflow import default_tracking_uri, export_mlflow
+    from octbench.export_mlflow import default_tracking_uri, export_mlflow, redacted
 
     summary = export_mlflow(args.results, tracking_uri=args.tracking_uri,
                             experiment=args.experiment)
@@ -739,7 +889,7 @@ def cmd_export_mlflow(args) -> int:
     if summary.unreadable:
         parts.append(f"{len(summary.unreadable)} unreadable (skipped)")
     uri = args.tracking_uri or default_tracking_uri()
-    print(f"{', '.join(parts)} to {uri}")
+    print(f"{', '.join(parts)} to {redacted(uri)}")
     if args.tracking_uri is None:
         print(f"See them with: mlflow ui --backend-store-uri {uri}")
     return 0

@@ -31,6 +31,7 @@ from octbench.registry import Interval, Registry, did_you_mean, is_finite
 #: Folder-safe names, short enough for any file system once run ids are appended.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 DEVICE_PATTERN = re.compile(r"^(cpu|mps|auto|cuda(:\d+)?)$")
+DEVICE_NAMES = ["cpu", "cuda", "mps", "auto"]
 
 # Upper bounds for values that could otherwise exhaust the machine (or overflow numpy).
 MAX_EPOCHS = 10_000
@@ -247,12 +248,10 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError([f"file {path} does not exist; check the path"], None)
     try:
-        raw = yaml.load(path.read_text(), Loader=_StrictLoader)
+        text = path.read_text()
+        raw = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error)
-        raise ConfigError([f"YAML syntax error{where}: {problem}"], str(path)) from None
+        raise ConfigError([yaml_problem(error, text)], str(path)) from None
     except UnicodeDecodeError:
         raise ConfigError(["the file is not UTF-8 text"], str(path)) from None
     if raw is None:
@@ -263,6 +262,32 @@ def read_yaml(path: str | Path) -> dict:
             str(path),
         )
     return raw
+
+
+#: PyYAML's words for a line indented wrongly (it cannot say "indentation" itself).
+_INDENTATION_PROBLEMS = ("expected <block end>", "mapping values are not allowed",
+                         "did not find expected key", "could not find expected ':'")
+
+
+def yaml_problem(error: yaml.YAMLError, text: str) -> str:
+    """A YAML syntax error as one line: where, the line itself, and the likely fix."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error)
+    if mark is None:
+        return f"YAML syntax error: {problem}"
+    lines = text.splitlines()
+    line = lines[mark.line] if mark.line < len(lines) else ""
+    where = f"YAML syntax error at line {mark.line + 1}, column {mark.column + 1}"
+    indent = line[:len(line) - len(line.lstrip())]
+    if "\t" in indent or "'\\t'" in problem:
+        fix = "the line is indented with a tab; YAML allows only spaces, so replace the tab"
+    elif problem.startswith(_INDENTATION_PROBLEMS):
+        fix = ("check the indentation of this line and the ones above it: the keys of one "
+               "section start in the same column (spaces only), and a value holding ': ' needs "
+               "quotes")
+    else:
+        return f"{where}: {problem} ({line.strip()!r})"
+    return f"{where} ({line.strip()!r}): {fix} (YAML says: {problem})"
 
 
 def parse_scalar(text: str):
@@ -279,17 +304,51 @@ def parse_scalar(text: str):
                             "true/false, a name, or quote it") from None
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
-    """Load and validate an experiment YAML.
+def load_config(path: str | Path,
+                overrides: typing.Mapping[str, Any] | None = None) -> ExperimentConfig:
+    """Load and validate an experiment YAML, with ``--set`` style ``overrides`` applied first.
+
+    Overrides are ``{dotted.path: value}`` (``train.epochs``, ``data.scale``, ``model.width``,
+    ``seeds``); they are validated like the same values written in the file, and so are part of
+    each run's identity.
 
     Example:
-        >>> config = load_config("experiments/quickstart.yaml")
-        >>> config.data.name
-        'synthetic'
+        >>> config = load_config("experiments/quickstart.yaml", {"train.epochs": 1})
+        >>> config.data.name, config.train.epochs
+        ('synthetic', 1)
     """
+    return parse_config(read_config(path, overrides), source=str(path))
+
+
+def read_config(path: str | Path, overrides: typing.Mapping[str, Any] | None = None) -> dict:
+    """An experiment YAML as a plain mapping, ``name`` defaulted to the file name and
+    ``overrides`` applied; not validated yet (:func:`parse_config` does that)."""
     raw = read_yaml(path)
     raw.setdefault("name", Path(path).stem)
-    return parse_config(raw, source=str(path))
+    return apply_overrides(raw, overrides, str(path)) if overrides else raw
+
+
+def apply_overrides(raw: dict, overrides: typing.Mapping[str, Any],
+                    source: str | None = None) -> dict:
+    """A copy of the mapping ``raw`` with each ``{dotted.path: value}`` set (``--set``).
+
+    A component written as a bare name (``data: synthetic``) becomes ``{name: synthetic}`` when
+    a path goes below it, so ``data.scale=0.1`` works on either spelling.
+
+    Raises:
+        ConfigError: a path goes below a value (``train.lr.x``).
+    """
+    from octbench.paths import PathError, apply_values
+
+    raw = dict(raw)
+    for path in overrides:
+        head = path.partition(".")[0]
+        if "." in path and isinstance(raw.get(head), str):
+            raw[head] = {"name": raw[head]}
+    try:
+        return apply_values(raw, overrides)
+    except PathError as error:
+        raise ConfigError([f"--set {error}"], source) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -472,13 +531,22 @@ def _json(value) -> str:
     return json.dumps(plain(value), sort_keys=True, default=str)
 
 
-def _with_defaults(registry: Registry, data_params=()):
-    """A component with every default filled in: ``focal`` == ``{name: focal, gamma: 2.0}``."""
+def component_defaults(registry: Registry, name: str, data_params=()) -> dict:
+    """The default of each parameter of a registry entry, except those the data supply; ``{}``
+    for a name outside the registry (``timm:<name>``, whose defaults timm owns)."""
+    if name not in registry:
+        return {}
+    return {k: p.default for k, p in registry.parameters(name).items()
+            if k not in data_params and p.default is not p.empty}
+
+
+def with_defaults(registry: Registry, data_params=()):
+    """A function giving a component with every default filled in, as a plain mapping whose
+    numbers compare as floats: ``focal`` == ``{name: focal, gamma: 2.0, alpha: None}``."""
     def canonical(component: Component) -> dict:
         if component.name not in registry:  # e.g. timm:<name>, whose defaults timm owns
             return {"name": component.name, **component.params}
-        defaults = {k: p.default for k, p in registry.parameters(component.name).items()
-                    if k not in data_params and p.default is not p.empty}
+        defaults = component_defaults(registry, component.name, data_params)
         values = {**defaults, **component.params}
         # 2 and 2.0 are the same value for a float parameter
         return {"name": component.name,
@@ -499,20 +567,51 @@ def _resolved_device(device: str) -> str:
 TOP_LEVEL = {f.name for f in dataclasses.fields(ExperimentConfig)}
 
 
-def parse_config(raw: dict, source: str | None = None) -> ExperimentConfig:
-    """Validate a plain mapping (e.g. from YAML) into an :class:`ExperimentConfig`."""
-    from octbench.metrics import METRICS
-    from octbench.models import (
-        DATA_PARAMS,
-        MODELS,
-        check_model_name,
-        external_parameter_problems,
-        no_pretrained_message,
-        timm_name,
-    )
-    from octbench.strategies import STRATEGIES
+def check_plain(raw: dict, source: str | None = None, *,
+                known: typing.Mapping[str, list[str]] | None = None) -> None:
+    """Raise the problems of the parts of a config that need no model code (fast: no torch).
+
+    The CLI calls it before :func:`parse_config`, so a typo in a key, a name, a device or a
+    train value is reported in well under a second instead of after importing torch.
+    ``known`` lists the names of each kind (``model``, ``strategy``, ``dataset``, ``timm``),
+    e.g. from the cached ``octbench list`` catalog; without it names are not checked here.
+    Parameters of models, strategies and datasets are checked by :func:`parse_config` only.
+
+    Raises:
+        ConfigError: every problem found.
+    """
+    from octbench.registry import unknown_model_message, unknown_name_message
 
     problems: list[str] = []
+    _parse_plain(problems, raw, resolve_devices=False)
+    for key, kind in (("data", "dataset"), ("models", "model"), ("strategies", "strategy")):
+        if not known or kind not in known:
+            continue
+        entries = raw.get(key)
+        entries = entries if isinstance(entries, list) else [entries]
+        for index, entry in enumerate(entries):
+            name = entry.get("name") if isinstance(entry, dict) else entry
+            if not isinstance(name, str):
+                continue  # parse_config says what shape an entry must have
+            path = key if key == "data" else f"{key}[{index}]"
+            if kind == "model" and name.startswith("timm:") and not known.get("timm"):
+                problem = None  # no list of timm's names to check against
+            elif kind == "model":
+                problem = unknown_model_message(name, known["model"], known["timm"])
+            elif name not in known[kind]:
+                problem = unknown_name_message(kind, name, known[kind])
+            else:
+                problem = None
+            if problem:
+                problems.append(f"{path}: {problem}")
+    if problems:
+        raise ConfigError(problems, source)
+
+
+def _parse_plain(problems: list[str], raw: dict, *, resolve_devices: bool = True) -> dict:
+    """Check what needs no registry: top-level keys, name, seeds, devices, the train and report
+    sections and results_dir. ``resolve_devices``: compare ``auto`` with the device it picks
+    here (imports torch)."""
     section_fields = {
         "train": {f.name for f in dataclasses.fields(TrainConfig)},
         "report": {f.name for f in dataclasses.fields(ReportConfig)},
@@ -533,6 +632,57 @@ def parse_config(raw: dict, source: str | None = None) -> ExperimentConfig:
         problems.append(f"'name' must be a folder-safe name (letters, digits, '_', '.', '-'; "
                         f"at most 100 characters). Got {shown} instead.")
 
+    def seed(item, path):
+        return _check_value(problems, path, item, int, Interval(0, MAX_SEED))
+
+    def device(item, path):
+        if not isinstance(item, str) or not DEVICE_PATTERN.match(item):
+            hint = did_you_mean(item, DEVICE_NAMES) if isinstance(item, str) else ""
+            problems.append(f"{path} must be one of cpu, cuda, cuda:N, mps, auto. "
+                            f"Got {item!r} instead.{hint}")
+            return None
+        return item
+
+    seeds = _parse_list(problems, raw.get("seeds", [0, 1, 2]), "seeds", seed)
+    devices = _parse_list(problems, raw.get("devices", ["cpu"]), "devices", device,
+                          canonical=_resolved_device if resolve_devices else None)
+    raw_train = raw.get("train")
+    augment_raw = None
+    if isinstance(raw_train, dict):  # augment holds registry entries, checked like models
+        raw_train = dict(raw_train)
+        augment_raw = raw_train.pop("augment", None)
+    train = _parse_section(problems, raw_train, TrainConfig, "train")
+    raw_report = raw.get("report")
+    bootstrap_raw = None
+    if isinstance(raw_report, dict):  # a nested section, validated on its own
+        raw_report = dict(raw_report)
+        bootstrap_raw = raw_report.pop("bootstrap", None)
+    report = _parse_section(problems, raw_report, ReportConfig, "report")
+    if bootstrap_raw is not None:
+        report = dataclasses.replace(report, bootstrap=_parse_section(
+            problems, bootstrap_raw, BootstrapConfig, "report.bootstrap"))
+    results_dir = raw.get("results_dir", "results")
+    if not isinstance(results_dir, str) or not results_dir:
+        problems.append(f"'results_dir' must be a folder path. Got {results_dir!r} instead.")
+    return {"name": name, "seeds": seeds, "devices": devices, "train": train,
+            "augment": augment_raw, "report": report, "results_dir": results_dir}
+
+
+def parse_config(raw: dict, source: str | None = None) -> ExperimentConfig:
+    """Validate a plain mapping (e.g. from YAML) into an :class:`ExperimentConfig`."""
+    from octbench.metrics import METRICS
+    from octbench.models import (
+        DATA_PARAMS,
+        MODELS,
+        check_model_name,
+        external_parameter_problems,
+        no_pretrained_message,
+        timm_name,
+    )
+    from octbench.strategies import STRATEGIES
+
+    problems: list[str] = []
+    plain = _parse_plain(problems, raw)
     if "data" not in raw:
         problems.append("'data' is required, e.g. data: {name: synthetic, scale: 0.05}.")
         data = None
@@ -552,44 +702,16 @@ def parse_config(raw: dict, source: str | None = None) -> ExperimentConfig:
                                 known=check_model_name, external=external_parameter_problems)
 
     models = _parse_list(problems, raw.get("models"), "models", model,
-                         canonical=_with_defaults(MODELS, DATA_PARAMS))
+                         canonical=with_defaults(MODELS, DATA_PARAMS))
     strategies = _parse_list(
         problems, raw.get("strategies", ["none"]), "strategies",
         lambda item, path: _parse_component(problems, item, path, STRATEGIES,
                                             data_params=("class_counts",)),
-        canonical=_with_defaults(STRATEGIES, ("class_counts",)),
+        canonical=with_defaults(STRATEGIES, ("class_counts",)),
     )
-
-    def seed(item, path):
-        return _check_value(problems, path, item, int, Interval(0, MAX_SEED))
-
-    def device(item, path):
-        if not isinstance(item, str) or not DEVICE_PATTERN.match(item):
-            problems.append(f"{path} must be one of cpu, cuda, cuda:N, mps, auto. "
-                            f"Got {item!r} instead.")
-            return None
-        return item
-
-    seeds = _parse_list(problems, raw.get("seeds", [0, 1, 2]), "seeds", seed)
-    devices = _parse_list(problems, raw.get("devices", ["cpu"]), "devices", device,
-                          canonical=_resolved_device)
-    raw_train = raw.get("train")
-    augment_raw = None
-    if isinstance(raw_train, dict):  # augment holds registry entries, checked like models
-        raw_train = dict(raw_train)
-        augment_raw = raw_train.pop("augment", None)
-    train = _parse_section(problems, raw_train, TrainConfig, "train")
-    if augment_raw:
-        train = dataclasses.replace(train, augment=_parse_augment(problems, augment_raw))
-    raw_report = raw.get("report")
-    bootstrap_raw = None
-    if isinstance(raw_report, dict):  # a nested section, validated on its own
-        raw_report = dict(raw_report)
-        bootstrap_raw = raw_report.pop("bootstrap", None)
-    report = _parse_section(problems, raw_report, ReportConfig, "report")
-    if bootstrap_raw is not None:
-        report = dataclasses.replace(report, bootstrap=_parse_section(
-            problems, bootstrap_raw, BootstrapConfig, "report.bootstrap"))
+    train, report = plain["train"], plain["report"]
+    if plain["augment"]:
+        train = dataclasses.replace(train, augment=_parse_augment(problems, plain["augment"]))
     if train.select_on not in METRICS:
         problems.append(f"train.select_on must be a validation metric, one of "
                         f"{', '.join(METRICS)}. Got {train.select_on!r} instead."
@@ -600,11 +722,10 @@ def parse_config(raw: dict, source: str | None = None) -> ExperimentConfig:
     elif strategies and report.baseline not in {s.label for s in strategies}:
         problems.append(f"report.baseline '{report.baseline}' is not among the strategies "
                         f"({', '.join(s.label for s in strategies)}); name one of them.")
-    results_dir = raw.get("results_dir", "results")
-    if not isinstance(results_dir, str) or not results_dir:
-        problems.append(f"'results_dir' must be a folder path. Got {results_dir!r} instead.")
     sweep = _parse_sweep(problems, raw["sweep"], raw) if "sweep" in raw else ()
     evaluate = _parse_evaluate(problems, raw.get("evaluate"))
+    name, seeds, devices, results_dir = (plain[k] for k in ("name", "seeds", "devices",
+                                                             "results_dir"))
     if train.mode == "linear_probe":
         problems += [
             f"models[{index}] ({item.label}): train.mode linear_probe trains only the "

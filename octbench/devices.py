@@ -51,6 +51,24 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
+def check_devices(devices) -> None:
+    """Refuse, before anything trains, devices of an experiment that this machine lacks.
+
+    Raises:
+        DeviceUnavailable: naming each missing device and the fix (``auto`` or ``cpu``).
+    """
+    missing = []
+    for spec in devices:
+        try:
+            resolve_device(spec)
+        except DeviceUnavailable as error:
+            missing.append(str(error))
+    if missing:
+        raise DeviceUnavailable(
+            f"{'; '.join(missing)}. Nothing was trained. Use devices: [auto] (the best device "
+            "here) or [cpu], e.g. --set devices=[cpu], or run on a machine that has it.")
+
+
 def check_precision(device: torch.device, precision: str) -> None:
     """Raise DeviceUnavailable when ``precision`` cannot run on ``device``."""
     if precision == "fp16" and device.type == "cpu":

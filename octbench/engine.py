@@ -187,15 +187,23 @@ def train_one_epoch(
               progress=progress)
     mean_loss = (total / max(len(order), 1)).item()
     seconds = time.perf_counter() - start
-    check_finite_loss(mean_loss)
+    check_finite_loss(mean_loss, precision)
     return {"loss": mean_loss, "images": len(order), "seconds": seconds}
 
 
-def check_finite_loss(mean_loss: float) -> None:
+def check_finite_loss(mean_loss: float, precision: str = "fp32") -> None:
     """Raise NonFiniteLoss when an epoch's mean training loss is NaN or infinite."""
     if not np.isfinite(mean_loss):
-        raise NonFiniteLoss(f"the training loss became {mean_loss}; lower the learning rate "
-                            "or use precision fp32")
+        raise NonFiniteLoss(f"the training loss became {mean_loss}; "
+                            + nonfinite_loss_fix(precision))
+
+
+def nonfinite_loss_fix(precision: str) -> str:
+    """What to try after a NaN or infinite loss; fp32 is suggested only when not used already."""
+    fix = "lower the learning rate (train.lr)"
+    if precision != "fp32":
+        return f"{fix} or use precision fp32 (instead of {precision})"
+    return f"{fix}, or check the data for extreme values"
 
 
 def run_steps(step, batches: list[torch.Tensor], *, graphed: bool, full: int, optimizer,

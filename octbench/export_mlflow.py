@@ -1,9 +1,15 @@
 """Export a results folder to MLflow: ``python -m octbench export mlflow RESULTS_DIR``.
 
 Each complete run becomes one MLflow run in the MLflow experiment named like the octbench
-experiment: its resolved config as params, every epoch's curves as metric steps (epochs 1-based),
-the selected checkpoint's final validation and test metrics, tags (model, strategy, seed, device,
-synthetic, ...), and ``record.json``, ``predictions.npz`` and ``best.pt`` as artifacts.
+experiment: its resolved config as params (every default filled in, e.g. ``model.dropout``),
+every epoch's curves as metric steps (epochs 1-based, each at the time its epoch ended), the
+selected checkpoint's final metrics (``best/val_macro_f1``: a key of its own, so that MLflow's
+runs table shows the chosen epoch's value and not the curve's last point; ``test_macro_f1``),
+tags (model, strategy, seed, device, synthetic, ...), and ``record.json``,
+``predictions.npz`` and ``best.pt`` as artifacts.
+
+A tracking server that does not answer fails within about half a minute (connect and request
+timeouts, few retries) with one message; a password in the URI is never printed.
 
 Exporting again does not duplicate: a run already exported (found by its ``octbench.run_id`` tag)
 is skipped; a half-finished earlier export of it is replaced. The default store is a local
@@ -13,9 +19,12 @@ is skipped; a half-finished earlier export of it is replaced. The default store 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +34,12 @@ log = logging.getLogger(__name__)
 
 RUN_ID_TAG = "octbench.run_id"
 ARTIFACTS = ("record.json", "predictions.npz", "best.pt")
+#: The selected checkpoint's metrics whose key the per-epoch curves use too get this prefix.
+BEST_PREFIX = "best/"
+#: MLflow's HTTP settings while exporting: a dead server fails in ~30 s, not minutes.
+HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0"}
 
 
 @dataclass
@@ -57,17 +72,76 @@ def export_mlflow(results_dir: str | Path, *, tracking_uri: str | None = None,
         ... # doctest: +SKIP
     """
     folders = _run_folders(Path(results_dir))
-    client = _client(tracking_uri)
-    local_root = _artifact_root(tracking_uri or default_tracking_uri())
+    uri = tracking_uri or default_tracking_uri()
     summary = ExportSummary()
     experiments: dict[str, str] = {}
     from octbench.progress import counting
 
-    with counting(len(folders), "exporting to MLflow", unit="runs") as progress:
-        for folder in folders:
-            _export_one(client, folder, summary, experiments, experiment, local_root)
-            progress.update(1)
+    with _http_limits(), _unreachable_as_error(uri):
+        client = _client(tracking_uri)
+        local_root = _artifact_root(uri)
+        with counting(len(folders), "exporting to MLflow", unit="runs") as progress:
+            for folder in folders:
+                _export_one(client, folder, summary, experiments, experiment, local_root)
+                progress.update(1)
     return summary
+
+
+def check_tracking(tracking_uri: str) -> None:
+    """Ask the tracking store one question, so that an unreachable one fails before training.
+
+    Raises:
+        OctbenchError: MLflow is missing, or the store does not answer (within ~30 s).
+    """
+    with _http_limits(), _unreachable_as_error(tracking_uri):
+        _client(tracking_uri).search_experiments(max_results=1)
+
+
+def redacted(uri: str) -> str:
+    """The URI with any password replaced by ``***`` (``http://user:***@host``; a lone
+    ``http://TOKEN@host`` may be a token, so it goes whole), for messages.
+
+    Example:
+        >>> redacted("https://me:s3cret@mlflow.example.org/")
+        'https://me:***@mlflow.example.org/'
+    """
+    return re.sub(r"://([^/@:]*)(:[^/@]*)?@",
+                  lambda m: f"://{m[1]}:***@" if m[2] else "://***@", uri)
+
+
+@contextlib.contextmanager
+def _http_limits():
+    """MLflow's HTTP timeout and retries, bounded while exporting (a value the user set in the
+    environment wins), then restored."""
+    saved = {key: os.environ.get(key) for key in HTTP_SETTINGS}
+    for key, value in HTTP_SETTINGS.items():
+        os.environ.setdefault(key, value)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def _unreachable_as_error(uri: str):
+    """A tracking server that refuses, times out or answers with an error: one OctbenchError."""
+    from mlflow.exceptions import MlflowException
+    from requests.exceptions import RequestException
+
+    try:
+        yield
+    except (MlflowException, RequestException) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        reason = redacted(reason if len(reason) <= 300 else reason[:300] + "...")
+        raise OctbenchError(
+            f"cannot export to the MLflow tracking server {redacted(uri)}: {reason}. Check that "
+            "the server runs and the URI is right (e.g. `mlflow server --port 5000` and "
+            "--tracking-uri http://127.0.0.1:5000), or omit --tracking-uri to write a local "
+            "mlruns/ store. Runs exported so far stay; rerun to export the rest.") from None
 
 
 def _artifact_root(tracking_uri: str) -> Path | None:
@@ -94,8 +168,9 @@ def _client(tracking_uri: str | None):
         return MlflowClient(tracking_uri=tracking_uri)
     except Exception as error:  # noqa: BLE001 - MLflow raises many kinds for a bad URI
         raise OctbenchError(
-            f"cannot open the MLflow tracking store {tracking_uri} ({error}); give a reachable "
-            "--tracking-uri such as sqlite:///mlruns/mlflow.db or http://HOST:5000."
+            f"cannot open the MLflow tracking store {redacted(tracking_uri)} "
+            f"({redacted(str(error))}); give a reachable --tracking-uri such as "
+            "sqlite:///mlruns/mlflow.db or http://HOST:5000."
         ) from None
 
 
@@ -180,28 +255,63 @@ def _tags(record: dict) -> dict[str, str]:
 def _log_values(client, mlflow_run_id: str, record: dict, start: int) -> None:
     from mlflow.entities import Metric, Param
 
-    params = [Param(key, str(value)[:6000]) for key, value in _flatten(record.get("config", {}))]
+    params = [Param(key, str(value)[:6000]) for key, value in _flatten(resolved_config(record))]
+    history = record.get("history") or []
+    curve_keys = {key for entry in history for key in entry}
+    end = _millis(record.get("created_utc"))
     metrics = []
-    for entry in record.get("history") or []:
+    for entry, when in zip(history, _epoch_times(history, end), strict=True):
         step = int(entry.get("epoch", 0))
         for key, value in entry.items():
             if key != "epoch" and _number(value):
-                metrics.append(Metric(key, float(value), start, step))
+                metrics.append(Metric(key, float(value), when, step))
     final_step = int(record.get("best_epoch") or 0)
     for split, values in (record.get("metrics") or {}).items():
         for key, value in _flatten(values):
             if _number(value):
-                metrics.append(Metric(f"{split}_{key}".replace(".", "_"), float(value), start,
-                                      final_step))
+                name = f"{split}_{key}".replace(".", "_")
+                name = BEST_PREFIX + name if name in curve_keys else name
+                metrics.append(Metric(name, float(value), end, final_step))
     extras = {**(record.get("timing") or {}), "best_epoch": record.get("best_epoch"),
               "parameters": record.get("parameters")}
-    metrics += [Metric(key, float(value), start, final_step)
+    metrics += [Metric(key, float(value), end, final_step)
                 for key, value in extras.items() if _number(value)]
     # MLflow limits one batch to 1000 metrics and 100 params.
     for i in range(0, len(params), 100):
         client.log_batch(mlflow_run_id, params=params[i:i + 100])
     for i in range(0, len(metrics), 1000):
         client.log_batch(mlflow_run_id, metrics=metrics[i:i + 1000])
+
+
+def _epoch_times(history: list[dict], end: int) -> list[int]:
+    """When each epoch ended (ms): recorded in ``time_utc``, else counted back from the record's
+    time by the epochs' train and validation seconds (records made before ``time_utc``)."""
+    times, later = [], 0.0
+    for entry in reversed(history):
+        recorded = entry.get("time_utc")
+        times.append(_millis(recorded) if recorded else end - int(later * 1000))
+        later += sum(float(entry.get(key) or 0) for key in ("train_seconds", "val_seconds")
+                     if _number(entry.get(key)))
+    return times[::-1]
+
+
+def resolved_config(record: dict) -> dict:
+    """The record's config with every default of its model, strategy and data filled in
+    (``model.dropout``, ``data.size``, ...), as :mod:`octbench.config` resolves them."""
+    from octbench.config import component_defaults
+    from octbench.data import DATASETS
+    from octbench.models import DATA_PARAMS, MODELS
+    from octbench.strategies import STRATEGIES
+
+    config = dict(record.get("config") or {})
+    for key, registry, skip in (("model", MODELS, DATA_PARAMS), ("data", DATASETS, ()),
+                                ("strategy", STRATEGIES, ("class_counts",))):
+        entry = config.get(key)
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            continue
+        # a name unknown here (a plugin's, timm's) is kept as recorded
+        config[key] = {**component_defaults(registry, entry["name"], skip), **entry}
+    return config
 
 
 def _flatten(value, prefix: str = ""):

@@ -116,7 +116,11 @@ def training_curves(curves: pd.DataFrame, title: str, path: Path) -> Path | None
     if "selected" in curves and curves["selected"].any():
         colours = dict(zip(order, sns.color_palette(PALETTE, len(order)), strict=False))
         chosen = curves[curves["selected"].astype(bool)]
-        right.scatter(chosen["epoch"], chosen["val_macro_f1"], marker="*", s=90, zorder=5,
+        # Several labels often select the same epoch: spread their stars a little sideways.
+        shift = {label: (i - (len(order) - 1) / 2) * min(0.3 / max(len(order) - 1, 1), 0.12)
+                 for i, label in enumerate(order)}
+        right.scatter(chosen["epoch"] + chosen["label"].map(shift), chosen["val_macro_f1"],
+                      marker="*", s=90, zorder=5,
                       c=[colours[label] for label in chosen["label"]], edgecolor="black",
                       linewidth=0.6, label="selected epoch")
         right.legend()  # rebuilt so that it shows the star too
@@ -149,8 +153,11 @@ def interval_plot(frame: pd.DataFrame, metric_label: str, title: str, path: Path
         ax.scatter(seeds, [y[i]] * len(seeds), color=colors[i], s=18, alpha=0.8, zorder=3)
         ax.scatter([row["mean"]], [y[i]], color=colors[i], marker="D", s=60, zorder=4,
                    edgecolor="black", linewidth=0.8)
+        # on a white box, above the baseline's dashed line, which would cross it
         ax.annotate(f"{row['mean']:.3f}", (row["mean"], y[i]), xytext=(0, 7),
-                    textcoords="offset points", ha="center", fontsize=7)
+                    textcoords="offset points", ha="center", fontsize=7, zorder=5,
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
+                          "alpha": 0.9})
         if row["baseline"]:
             ax.axvline(row["mean"], color="grey", ls="--", lw=1, zorder=1)
     ax.set_yticks(y, [f"{lab} (baseline)" if b else lab
@@ -359,7 +366,9 @@ def _study_curves(trials, best, metric: str, title: str, path: Path) -> Path | N
                 ls="-" if kind == "complete" else "--", lw=1, alpha=0.8,
                 label=None if kind in seen else kind)
         seen.add(kind)
-    return _finish_study_axes(fig, ax, "epoch (with k seeds: seed after seed)", metric, title, path)
+    # with seeds_per_trial k > 1 a trial reports k x epochs steps, one seed after the other
+    return _finish_study_axes(fig, ax, "epoch (a trial of k seeds: seed 2's epochs follow "
+                              "seed 1's)", metric, title, path)
 
 
 def _study_importance(study, n_complete: int, title: str, path: Path) -> Path | None:

@@ -1,6 +1,7 @@
 """What ``run`` would do, without doing it: ``run --dry-run``.
 
-Checks that the data can be loaded and the results folder written (creating nothing), lists which
+Checks that the data can be loaded, the results folder written and the pretrained weights of the
+runs left found (fetching them if they can be fetched; creating nothing else), lists which
 runs are complete, and estimates the training time of the others from past records of the same
 model, data, device and batch settings found anywhere under the results folder.
 
@@ -86,7 +87,13 @@ def plan_experiment(config: ExperimentConfig, *, shard: Shard | None = None,
     """
     from octbench.data import check_available
     from octbench.results import ResultsStore
-    from octbench.runner import configured_grid, default_threads, distinct_data, with_threads
+    from octbench.runner import (
+        check_pretrained_weights,
+        configured_grid,
+        default_threads,
+        distinct_data,
+        with_threads,
+    )
 
     data = "; ".join(dict.fromkeys(check_available(d.name, **d.params)
                                    for d in distinct_data(config)))
@@ -103,6 +110,9 @@ def plan_experiment(config: ExperimentConfig, *, shard: Shard | None = None,
         per_epoch = past.get(_timing_key(spec.config()))
         estimate = None if per_epoch is None else per_epoch * spec.train.epochs
         runs.append(PlannedRun(spec.run_id, store.is_complete(spec.run_id), estimate))
+    # As the run would: missing pretrained weights fail now, not after the dry run said "to do".
+    pending = {run.run_id for run in runs if not run.complete}
+    check_pretrained_weights(config, [spec for spec in specs if spec.run_id in pending])
     return Plan(data, results, runs)
 
 

@@ -190,7 +190,7 @@ def counting(total: int, desc: str, *, unit: str = "images", interval: float = 1
 
 
 def single_run(epochs: int, *, quiet: bool = True) -> RunProgress:
-    """Progress of a run outside a grid (a tuning trial): a bar on a terminal, else nothing."""
-    grid = GridProgress([epochs], enabled=not quiet and interactive(sys.stderr),
-                        epoch_lines=False)
+    """Progress of a run outside a grid (a tuning trial): a line per epoch (and a bar on a
+    terminal, a heartbeat line in a log file), so that a long trial is never silent."""
+    grid = GridProgress([epochs], enabled=not quiet)
     return RunProgress(grid, 0)

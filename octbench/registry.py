@@ -84,10 +84,57 @@ def is_finite(value: Any) -> bool:
     return True
 
 
+#: What people write for a name that spelling alone would not lead to (no letters in common).
+SYNONYMS = {"learning_rate": "lr", "learningrate": "lr", "gpu": "cuda", "gpus": "cuda",
+            "num_epochs": "epochs", "n_epochs": "epochs", "batch": "batch_size",
+            "bs": "batch_size", "wd": "weight_decay", "loss": "strategies"}
+
+
 def did_you_mean(name: str, choices: list[str]) -> str:
-    """Return ' Did you mean 'x'?' for the closest choice, or '' when none is close."""
+    """Return ' Did you mean 'x'?' for the closest choice, or '' when none is close.
+
+    Example:
+        >>> did_you_mean("learning_rate", ["epochs", "lr"])
+        " Did you mean 'lr'?"
+    """
+    synonym = SYNONYMS.get(name.lower())
+    if synonym in choices:
+        return f" Did you mean '{synonym}'?"
     close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
     return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def unknown_name_message(kind: str, name: str, names: list[str]) -> str:
+    """"unknown model 'x'. Did you mean 'y'? Choices: ..." for a name missing from ``names``."""
+    return f"unknown {kind} '{name}'.{did_you_mean(name, names)} Choices: {', '.join(names)}."
+
+
+TIMM_PREFIX = "timm:"
+
+
+def unknown_model_message(name: str, registered: list[str], timm_names: list[str]) -> str | None:
+    """The problem with a model name, or None when it exists: a registered name, or
+    ``timm:<name>`` with a name timm knows. A bare timm name is pointed to its ``timm:`` form.
+
+    Example:
+        >>> "'timm:resnet18'" in unknown_model_message("resnet18", ["resnet18_28"], ["resnet18"])
+        True
+    """
+    if name.startswith(TIMM_PREFIX):
+        inner = name[len(TIMM_PREFIX):]
+        if inner in timm_names:
+            return None
+        return (f"unknown timm model '{inner}'.{did_you_mean(inner, timm_names)} "
+                "`octbench list models --timm NAME` searches timm's model names.")
+    if name in registered:
+        return None
+    close = difflib.get_close_matches(name, registered, n=1, cutoff=0.6)
+    suggestions = [f"'{close[0]}'"] if close else []
+    if name in timm_names:
+        suggestions.append(f"'timm:{name}' (timm's {name})")
+    hint = f" Did you mean {', or '.join(suggestions)}?" if suggestions else ""
+    return (f"unknown model '{name}'.{hint} Choices: {', '.join(registered)}, or timm:<name> "
+            "(`octbench list models --timm NAME` searches).")
 
 
 class Registry:
@@ -127,10 +174,7 @@ class Registry:
             raise OctbenchError(self.unknown_message(name)) from None
 
     def unknown_message(self, name: str) -> str:
-        return (
-            f"unknown {self.kind} '{name}'.{did_you_mean(name, self.names())} "
-            f"Choices: {', '.join(self.names())}."
-        )
+        return unknown_name_message(self.kind, name, self.names())
 
     def names(self) -> list[str]:
         return sorted(self._entries)

@@ -446,12 +446,25 @@ def _by_data(specs: list[RunSpec]) -> list[tuple[Component, list[RunSpec]]]:
 def check_pretrained_weights(config: ExperimentConfig, specs: list[RunSpec]) -> None:
     """Fetch or find timm's pretrained weights of every model that asks for them, before any
     run trains: offline without a cache, this fails with how to fill it (OctbenchError)."""
+    # by the specs, not config.models: a sweep over model.pretrained sets it per cell
+    needed = {spec.model.label: spec.model for spec in specs
+              if spec.model.params.get("pretrained") is True}
+    if not needed:
+        return
     from octbench.models.timm_models import ensure_pretrained_weights
 
-    needed = [spec.model for spec in specs if spec.model.params.get("pretrained") is True]
-    for index, model in enumerate(config.models):
-        if model in needed:
+    # The hub client logs each retry as a warning; octbench's own message (raised) says it all.
+    noisy = [logging.getLogger(name) for name in ("huggingface_hub", "urllib3", "timm")]
+    levels = [logger.level for logger in noisy]
+    for logger in noisy:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        for model in needed.values():
+            index = next((i for i, m in enumerate(config.models) if m.name == model.name), 0)
             ensure_pretrained_weights(timm_name(model.name), f"models[{index}] ({model.label})")
+    finally:
+        for logger, level in zip(noisy, levels, strict=True):
+            logger.setLevel(level)
 
 
 def check_fingerprint(data: OCTData, expected: str) -> None:
@@ -689,6 +702,8 @@ def end_epoch(run: RunSetup, store: ResultsStore, data: OCTData, *, stats: dict,
         "train_seconds": stats["seconds"], "train_images": stats["images"],
         "val_seconds": val_seconds,
         **{f"val_{k}": v for k, v in val_metrics.items() if k in METRICS},
+        # when the epoch ended: tracking tools plot curves against real time
+        "time_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
     })
     direction = METRICS[cfg.select_on]
     improved = state["best_value"] is None or (

@@ -329,7 +329,7 @@ def _stacked_epoch(active, stacked, optimizer, orders, data, store, device, trai
     for i, member in enumerate(active):
         run = member.run
         try:  # a diverged member fails as it would alone; the others' weights never mix
-            check_finite_loss(stats["losses"][i])
+            check_finite_loss(stats["losses"][i], cfg.precision)
         except Exception as error:
             member.record = member.finish(FAILED, failure_detail(error))
             member.progress.finished()

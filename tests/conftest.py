@@ -96,6 +96,16 @@ def cli_env(tmp_path: Path, *plugins: str, **extra: str) -> dict[str, str]:
     return env
 
 
+def imports_torch(code: str, tmp_path: Path) -> bool:
+    """Whether running ``code`` in a fresh interpreter (project root, private cache) imports
+    torch; the code must not fail."""
+    probe = f"import sys\n{code}\nprint('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=cli_env(tmp_path),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1] == "True"
+
+
 def _command(args: list[str], quiet: bool) -> list[str]:
     return [sys.executable, "-m", "octbench", *(["-q"] if quiet else []), *args]
 
@@ -142,7 +152,7 @@ def restore_torch():
 
 
 #: Per-epoch history fields that measure the machine's speed, not the run's result.
-TIMING = {"train_seconds", "val_seconds"}
+TIMING = {"train_seconds", "val_seconds", "time_utc"}  # when and how long: not the outcome
 
 
 def run_outcome(root: Path, fields: tuple[str, ...]) -> dict[str, dict]:

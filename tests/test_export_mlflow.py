@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import experiment, write_yaml
+import yaml
+from conftest import experiment, tree_digest, write_yaml
 
 from octbench import cli
 from octbench.results import ResultsStore
@@ -63,7 +70,10 @@ def test_export_round_trip_and_idempotence(results, tmp_path, capsys):
         assert params["strategy.name"] == record.config["strategy"]["name"]
         assert params["train.epochs"] == "2" and params["model.width"] == "0.25"
         assert metrics["test_macro_f1"] == pytest.approx(record.metrics["test"]["macro_f1"])
-        assert metrics["val_accuracy"] == pytest.approx(record.metrics["val"]["accuracy"])
+        # the selected checkpoint's value has its own key; the curve keeps one point per epoch
+        assert metrics["best/val_accuracy"] == pytest.approx(record.metrics["val"]["accuracy"])
+        assert "val_accuracy" not in record.metrics["val"] or len(client.get_metric_history(
+            run.info.run_id, "val_accuracy")) == len(record.history)
         losses = client.get_metric_history(run.info.run_id, "train_loss")
         assert sorted((m.step, m.value) for m in losses) == [
             (h["epoch"], pytest.approx(h["train_loss"])) for h in record.history]
@@ -82,3 +92,182 @@ def test_export_of_a_missing_folder_is_a_usage_error(tmp_path, capsys):
     assert code == cli.EXIT_USAGE
     assert "is not a results folder" in capsys.readouterr().err
     assert not (tmp_path / "m.db").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Against a real `mlflow server` over HTTP (one per module)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``mlflow server`` on a free local port, with its own store; stopped after the module."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    log = (root / "server.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+         "--artifacts-destination", str(root / "artifacts")],
+        cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120  # a loaded 2-core machine needs a while
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text()}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def test_export_over_http_keeps_curve_and_selected_value_apart(results, server, capsys):
+    """MLflow's runs table and order_by use the selected checkpoint's value; the curve has one
+    point per epoch, each at its own time; params hold the resolved defaults."""
+    from mlflow.tracking import MlflowClient
+
+    records = {r.run_id: r for r in ResultsStore(results).records() if r.status == "complete"}
+    assert cli.main(["export", "mlflow", str(results), "--tracking-uri", server,
+                     "--experiment", "over-http"]) == 0
+    assert "exported 2 run(s)" in capsys.readouterr().out
+    client = MlflowClient(server)
+    experiment = client.get_experiment_by_name("over-http")
+    ordered = client.search_runs([experiment.experiment_id],
+                                 order_by=["metrics.`best/val_macro_f1` DESC"])
+    best_values = [records[r.data.tags["octbench.run_id"]].metrics["val"]["macro_f1"]
+                   for r in ordered]
+    assert best_values == sorted(best_values, reverse=True) and len(ordered) == 2
+    for run in ordered:
+        record = records[run.data.tags["octbench.run_id"]]
+        selected = record.metrics["val"]["macro_f1"]
+        assert run.data.metrics["best/val_macro_f1"] == pytest.approx(selected)
+        curve = client.get_metric_history(run.info.run_id, "val_macro_f1")
+        assert sorted((m.step, m.value) for m in curve) == [
+            (h["epoch"], pytest.approx(h["val_macro_f1"])) for h in record.history]
+        assert curve[0].timestamp != curve[-1].timestamp  # each epoch at its own time
+        times = [m.timestamp for m in sorted(curve, key=lambda m: m.step)]
+        assert times == sorted(times)
+        params = run.data.params
+        # defaults nobody wrote in the YAML (reference_cnn's dropout, npz's class_names)
+        assert params["model.dropout"] == "0.5" and params["model.width"] == "0.25"
+        assert params["data.class_names"] == "None" and params["train.epochs"] == "2"
+        assert params["strategy.name"] == record.strategy.split("(")[0]
+
+
+def test_export_to_a_dead_server_fails_fast_without_the_password(results, tmp_path):
+    """Nothing listens on port 1: one line, exit 2, the password never shown, in seconds."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "octbench", "export", "mlflow", str(results),
+                           "--tracking-uri", "http://alice:s3cr3t@127.0.0.1:1"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    seconds = time.monotonic() - start
+    assert done.returncode == 2, done.stderr
+    assert "s3cr3t" not in done.stdout + done.stderr
+    assert "http://alice:***@127.0.0.1:1" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert seconds < 60  # mostly imports on a loaded machine; it was ~280 s of retries
+
+
+def test_export_to_a_server_that_never_answers_times_out(results, tmp_path):
+    """A port that accepts connections and says nothing: the request timeout ends it."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+           "MLFLOW_HTTP_REQUEST_TIMEOUT": "2"}  # the user's setting wins over octbench's 10 s
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        uri = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        start = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "octbench", "export", "mlflow",
+                               str(results), "--tracking-uri", uri], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+        seconds = time.monotonic() - start
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"cannot export to the MLflow tracking server {uri}" in done.stderr
+    assert seconds < 45  # 2 tries x 2 s plus start-up; never MLflow's default 7 retries x 120 s
+
+
+def test_http_limits_are_bounded_and_restored(monkeypatch):
+    from octbench import export_mlflow
+
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT", raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # the user's own setting
+    with export_mlflow._http_limits():
+        assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "10"
+        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"
+    assert "MLFLOW_HTTP_REQUEST_TIMEOUT" not in os.environ
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"
+    # worst case with octbench's settings: (retries + 1) x timeout + backoff, about half a minute
+    timeout, retries = (int(export_mlflow.HTTP_SETTINGS[k]) for k in (
+        "MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES"))
+    assert (retries + 1) * timeout <= 30
+
+
+@pytest.mark.parametrize(("uri", "shown"), [
+    ("https://me:pw@host:5000/x", "https://me:***@host:5000/x"),
+    ("http://host:5000", "http://host:5000"),
+    ("postgresql://u:p%40ss@db/mlflow", "postgresql://u:***@db/mlflow"),
+    ("http://t0ken@host/a@b", "http://***@host/a@b"),
+])
+def test_redacted_hides_passwords_only(uri, shown):
+    from octbench.export_mlflow import redacted
+
+    assert redacted(uri) == shown
+
+
+def test_run_logs_to_mlflow_when_the_grid_ends(results, server, capsys):
+    """`run --mlflow URI`: the tracking server is asked first; complete runs are logged once."""
+    from mlflow.tracking import MlflowClient
+
+    config = results.parents[1] / "exp.yaml"
+    assert cli.main(["run", str(config), "--mlflow", server]) == 0  # all complete already
+    assert "MLflow: 2 run(s) logged, 0 already there" in capsys.readouterr().out
+    experiment = MlflowClient(server).get_experiment_by_name("tiny")
+    assert len(MlflowClient(server).search_runs([experiment.experiment_id])) == 2
+    assert cli.main(["run", str(config), "--mlflow", server]) == 0
+    assert "MLflow: 0 run(s) logged, 2 already there" in capsys.readouterr().out
+
+
+def test_run_with_a_dead_tracking_server_fails_before_training(results, tmp_path, capsys):
+    config = results.parents[1] / "more.yaml"
+    spec = yaml.safe_load((results.parents[1] / "exp.yaml").read_text())
+    write_yaml(config, {**spec, "seeds": [5]})  # a run that is not trained yet
+    before = tree_digest(results)
+    assert cli.main(["run", str(config), "--mlflow",
+                     "http://bob:pa55@127.0.0.1:1"]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "cannot export to the MLflow tracking server http://bob:***@127.0.0.1:1" in err
+    assert "pa55" not in err
+    assert tree_digest(results) == before  # nothing trained, nothing written
+
+
+def test_resolved_config_fills_every_default_and_keeps_numbers_as_written():
+    from octbench.export_mlflow import resolved_config
+
+    config = resolved_config({"config": {
+        "data": {"name": "synthetic", "scale": 0.1}, "model": {"name": "reference_cnn"},
+        "strategy": {"name": "focal", "gamma": 1}, "train": {"epochs": 3}}})
+    assert config["data"] == {"name": "synthetic", "scale": 0.1, "size": 28, "test_scale": 1.0,
+                              "seed": 0, "difficulty": 1.0, "label_noise": 0.0, "cache": True}
+    assert config["model"] == {"name": "reference_cnn", "width": 1.0, "dropout": 0.5}
+    assert config["strategy"] == {"name": "focal", "gamma": 1, "alpha": None}
+    assert config["train"] == {"epochs": 3}
+    timm = {"name": "timm:resnet18", "drop_rate": 0.1}  # timm owns its defaults: as recorded
+    assert resolved_config({"config": {"model": timm}})["model"] == timm

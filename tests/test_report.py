@@ -678,3 +678,24 @@ def test_seed_wording_for_identical_one_and_constant_differences() -> None:
     assert _verdict(row([0.01, 0.03], p=0.01, seed_p=0.2, delta=0.02)) == (
         "better on the test items, not confirmed across seeds")
     assert seed_wording(row([])) == "n/a (no paired seed)"
+
+
+def test_terminal_summary_columns_stay_aligned_with_long_names(tmp_path, capsys):
+    from octbench.report import print_summary
+
+    store = ResultsStore(tmp_path / "demo")
+    long_name = "timm:efficientnet_b0(pretrained=True,drop_rate=0.2)"
+    for model in ("cnn", long_name):
+        write_run(store, model=model, strategy="none")
+    print_summary(tmp_path / "demo")
+    lines = [line for line in capsys.readouterr().out.splitlines()
+             if line.startswith(("model ", "cnn ", long_name))]
+    assert len(lines) == 3
+    # every column starts (names) or ends (numbers) where its header does, whatever the length
+    # of the model name
+    header, *rows = lines
+    for title in ("strategy", "setup"):
+        start = header.index(title)
+        assert all(row[start - 1] == " " and row[start] != " " for row in rows), title
+    edge = re.search(r"\baccuracy\b", header).end()
+    assert all(row[edge - 1] != " " and row[edge] == " " for row in rows)

@@ -12,13 +12,12 @@ from __future__ import annotations
 from torch import nn
 
 from octbench.errors import OctbenchError
-from octbench.registry import Registry, did_you_mean
+from octbench.registry import TIMM_PREFIX, Registry, unknown_model_message
 
 MODELS = Registry("model")
 
 #: Factory arguments supplied by the data, not by the user.
 DATA_PARAMS = ("num_classes", "in_chans", "img_size")
-TIMM_PREFIX = "timm:"
 
 
 def timm_name(name: str) -> str | None:
@@ -28,17 +27,11 @@ def timm_name(name: str) -> str | None:
 
 def check_model_name(name: str) -> str | None:
     """Return a problem message for an unknown model name, or None when it exists."""
-    inner = timm_name(name)
-    if inner is None:
-        return None if name in MODELS else MODELS.unknown_message(name)
+    if name in MODELS:
+        return None
     import timm
 
-    if timm.is_model(inner):
-        return None
-    return (
-        f"unknown timm model '{inner}'.{did_you_mean(inner, timm.list_models())} "
-        "See timm.list_models() for the choices."
-    )
+    return unknown_model_message(name, MODELS.names(), timm.list_models())
 
 
 def external_parameter_problems(name: str, params: dict, path: str) -> list[str]:

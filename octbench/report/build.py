@@ -36,6 +36,20 @@ MAX_RESAMPLES = 100_000
 log = logging.getLogger(__name__)
 
 
+def check_options(formats, n_resamples, stratify=None) -> None:
+    """Refuse report options out of range (OctbenchError), before any record is read."""
+    unknown = set(formats) - {"md", "csv"}
+    if unknown or not formats:
+        raise OctbenchError(f"report formats must be among md, csv. Got {sorted(formats)!r}.")
+    if not isinstance(n_resamples, int) or not 100 <= n_resamples <= MAX_RESAMPLES:
+        raise OctbenchError(f"the number of bootstrap resamples must be an int from 100 to "
+                            f"{MAX_RESAMPLES:,}. Got {n_resamples!r} instead; 2000 is a good "
+                            "default.")
+    if stratify not in (None, "class", "groups", "none"):
+        raise OctbenchError(f"the bootstrap's stratify must be class, groups or none. Got "
+                            f"{stratify!r} instead.")
+
+
 def build_report(source: str | Path, out: str | Path = "reports", *,
                  formats: Sequence[str] = ("md",), baseline: str | None = None,
                  n_resamples: int = 2000, study: str | Path | None = None,
@@ -66,16 +80,7 @@ def build_report(source: str | Path, out: str | Path = "reports", *,
         >>> build_report("experiments/quickstart.yaml")  # doctest: +SKIP
         [PosixPath('reports/quickstart/report.md')]
     """
-    unknown = set(formats) - {"md", "csv"}
-    if unknown or not formats:
-        raise OctbenchError(f"report formats must be among md, csv. Got {sorted(formats)!r}.")
-    if not isinstance(n_resamples, int) or not 100 <= n_resamples <= MAX_RESAMPLES:
-        raise OctbenchError(f"the number of bootstrap resamples must be an int from 100 to "
-                            f"{MAX_RESAMPLES:,}. Got {n_resamples!r} instead; 2000 is a good "
-                            "default.")
-    if stratify not in (None, "class", "groups", "none"):
-        raise OctbenchError(f"the bootstrap's stratify must be class, groups or none. Got "
-                            f"{stratify!r} instead.")
+    check_options(formats, n_resamples, stratify)
     start = time.perf_counter()
 
     def step(what: str) -> None:  # the report can take half a minute: say what it is doing

@@ -25,6 +25,7 @@ from octbench.paths import values_label
 from octbench.results import COMPLETE, ResultsStore, RunRecord
 
 if TYPE_CHECKING:
+    from octbench.config import ExperimentConfig
     from octbench.runner import GridIds
 
 DEFAULT_CLASSES = ("CNV", "DME", "DRUSEN", "NORMAL")
@@ -34,20 +35,31 @@ GroupKey = tuple[str, str, str]  # (model, strategy, setup)
 
 
 
-def resolve_source(source: str | Path) -> tuple[str, Path, GridIds | None]:
-    """Turn an experiment YAML or a results folder into (name, folder, its grid's ids or None).
+def experiment_of(source) -> ExperimentConfig | None:
+    """The experiment a report source names: the config itself (e.g. loaded with ``--set``
+    values), a YAML file's, or None for a results folder."""
+    from octbench.config import ExperimentConfig, load_config
 
-    From a YAML only the runs of its current grid are reported (a changed config gets new run
-    ids); from a folder every record in it is.
+    if isinstance(source, ExperimentConfig):
+        return source
+    return load_config(source) if Path(source).suffix in (".yaml", ".yml") else None
+
+
+def resolve_source(source: str | Path | ExperimentConfig
+                   ) -> tuple[str, Path, GridIds | None]:
+    """Turn an experiment (YAML or config) or a results folder into (name, folder, its grid's
+    ids or None).
+
+    From an experiment only the runs of its current grid are reported (a changed config gets
+    new run ids); from a folder every record in it is.
     """
-    source = Path(source)
-    if source.suffix in (".yaml", ".yml"):
-        from octbench.config import load_config
+    config = experiment_of(source)
+    if config is not None:
         from octbench.runner import GridIds, configured_grid
 
-        config = load_config(source)
         folder = Path(config.results_dir) / config.name
         return config.name, folder, GridIds(configured_grid(config))  # at any thread count
+    source = Path(source)
     if source.is_dir():
         # The real folder's name: `results/tiny/..` is `results`, never a `..` to write to.
         return source.resolve().name, source, None
@@ -228,13 +240,10 @@ def collect(source: str | Path, *, baseline: str | None = None,
             different data and ``allow_mixed_data`` is False.
     """
     warnings: list[str] = []
-    source = Path(source)
     name, folder, run_ids = resolve_source(source)
     order: list[str] = []
     if run_ids is not None:
-        from octbench.config import load_config
-
-        config = load_config(source)
+        config = experiment_of(source)
         order = [s.label for s in config.strategies]
         baseline = baseline or config.report.baseline
         stratify = stratify or config.report.bootstrap.stratify

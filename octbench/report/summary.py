@@ -33,8 +33,10 @@ def summary_table(records: list[RunRecord]) -> pd.DataFrame:
     return table
 
 
-def print_summary(source: str | Path, *, allow_mixed_data: bool = False) -> None:
-    """Print mean ± std per (model, strategy, device and precision) to the terminal."""
+def print_summary(source: str | Path, *, allow_mixed_data: bool = False,
+                  full: bool = True) -> None:
+    """Print mean ± std per (model, strategy, device and precision) to the terminal;
+    ``full=False`` (``-q``): only the warnings and the line that says what was found."""
     warnings: list[str] = []
     name, folder, records = load_records(source, warnings, allow_mixed_data=allow_mixed_data)
     for warning in warnings:
@@ -50,17 +52,24 @@ def print_summary(source: str | Path, *, allow_mixed_data: bool = False) -> None
     counts = pd.Series([r.status for r in records]).value_counts().to_dict()
     print(f"{name}: test metrics on {', '.join(datasets)} "
           f"({', '.join(f'{n} {s}' for s, n in counts.items())})")
+    if not full:
+        return
     table = summary_table(records)
     if table.empty:
         print("no complete runs yet.")
         return
-    header = f"{'model':<22} {'strategy':<22} {'setup':<12}" + "".join(
-        f" {m:>18}" for m in SUMMARY_METRICS) + "  seeds"
-    print(header)
-    for (model, strategy, setup), row in table.iterrows():
+    # columns as wide as their longest entry: long model names do not shift the numbers
+    keys = list(table.index)
+    widths = [max([len(title), *(len(str(key[i])) for key in keys)])
+              for i, title in enumerate(("model", "strategy", "setup"))]
+    header = " ".join(f"{t:<{w}}" for t, w in zip(("model", "strategy", "setup"), widths,
+                                                 strict=True))
+    print(header + "".join(f" {m:>18}" for m in SUMMARY_METRICS) + "  seeds")
+    for key, row in table.iterrows():
         cells = "".join(f" {_mean_std(row[(m, 'mean')], row[(m, 'std')]):>18}"
                         for m in SUMMARY_METRICS)
-        print(f"{model:<22} {strategy:<22} {setup:<12}{cells}  {int(row[('seeds', '')])}")
+        names = " ".join(f"{str(k):<{w}}" for k, w in zip(key, widths, strict=True))
+        print(f"{names}{cells}  {int(row[('seeds', '')])}")
     if any(r.synthetic for r in records):
         print("SYNTHETIC DATA: these numbers come from octbench's generated scans, not OCTMNIST.")
     if table["seeds"].min() < 3:

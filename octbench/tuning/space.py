@@ -22,7 +22,14 @@ from typing import Any
 import optuna
 
 from octbench import paths
-from octbench.config import NAME_PATTERN, TOP_LEVEL, ExperimentConfig, parse_config, read_yaml
+from octbench.config import (
+    NAME_PATTERN,
+    TOP_LEVEL,
+    ExperimentConfig,
+    apply_overrides,
+    parse_config,
+    read_yaml,
+)
 from octbench.errors import ConfigError
 from octbench.paths import COMPONENTS, PathError, canonical_path
 from octbench.registry import did_you_mean, is_finite
@@ -112,6 +119,8 @@ class TuneConfig:
     sampler: dict = field(default_factory=lambda: {"name": "tpe", "seed": DEFAULT_SEED})
     pruner: dict = field(default_factory=lambda: dict(DEFAULT_PRUNER))
     source: str | None = None
+    #: ``--set`` values applied to the file, ``(dotted path, value)`` (workers get them too)
+    overrides: tuple[tuple[str, Any], ...] = ()
 
     @property
     def root(self) -> Path:
@@ -140,8 +149,11 @@ class TuneConfig:
         }, sort_keys=True))
 
 
-def load_tune_config(path: str | Path) -> TuneConfig:
+def load_tune_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> TuneConfig:
     """Read and validate a tuning YAML; every problem is reported at once with its YAML path.
+
+    ``overrides`` (``--set``): ``{dotted.path: value}`` for a tuning key (``n_trials``,
+    ``sampler.seed``) or a key of the base experiment (``train.epochs``, ``data.scale``).
 
     Example:
         >>> config = load_tune_config("experiments/tune.yaml")
@@ -151,11 +163,11 @@ def load_tune_config(path: str | Path) -> TuneConfig:
     path = Path(path)
     raw = read_yaml(path)
     raw.setdefault("study", path.stem)
-    return parse_tune_config(raw, source=str(path), base_dir=path.parent)
+    return parse_tune_config(raw, source=str(path), base_dir=path.parent, overrides=overrides)
 
 
-def parse_tune_config(raw: dict, *, source: str | None = None,
-                      base_dir: str | Path = ".") -> TuneConfig:
+def parse_tune_config(raw: dict, *, source: str | None = None, base_dir: str | Path = ".",
+                      overrides: Mapping[str, Any] | None = None) -> TuneConfig:
     """Validate a tuning mapping (as read from YAML); ``base:`` is relative to ``base_dir``.
 
     Example:
@@ -168,6 +180,9 @@ def parse_tune_config(raw: dict, *, source: str | None = None,
         (True, 'median')
     """
     problems: list[str] = []
+    overrides = dict(overrides or {})
+    tuning = {k: v for k, v in overrides.items() if k.partition(".")[0] in TUNE_KEYS}
+    raw = apply_overrides(raw, tuning, source) if tuning else raw
     experiment = {k: v for k, v in raw.items() if k not in TUNE_KEYS}
     for key in list(experiment):
         hint = did_you_mean(str(key), list(TUNE_KEYS))
@@ -181,6 +196,8 @@ def parse_tune_config(raw: dict, *, source: str | None = None,
                         f"Got {study!r} instead.")
         study = "study"
     base = _read_base(problems, raw.get("base"), Path(base_dir), experiment)
+    changes = {k: v for k, v in overrides.items() if k not in tuning}
+    base = apply_overrides(base, changes, source) if changes else base
     base["name"] = study  # trials' run records say which study they belong to
     base.setdefault("strategies", ["none"])  # parse_config's defaults, made explicit
     base.setdefault("devices", ["cpu"])
@@ -219,7 +236,8 @@ def parse_tune_config(raw: dict, *, source: str | None = None,
         raise ConfigError(problems, source)
     return TuneConfig(study=study, base=base, search=search, metric=metric, direction=direction,
                       n_trials=n_trials, timeout=float(timeout) if timeout else None,
-                      seeds_per_trial=seeds, sampler=sampler, pruner=pruner, source=source)
+                      seeds_per_trial=seeds, sampler=sampler, pruner=pruner, source=source,
+                      overrides=tuple(overrides.items()))
 
 
 def _read_base(problems, base_path, base_dir: Path, inline: dict) -> dict:

@@ -10,6 +10,7 @@ Must not import: the report.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -259,6 +260,8 @@ def _run_workers(tune_config: TuneConfig, spec: str, workers: int, *, quiet: boo
     """
     command = [sys.executable, "-m", "octbench", *(["-q"] if quiet else []), "tune",
                str(tune_config.source), "--storage", spec, "--workers", str(workers)]
+    for path, value in tune_config.overrides:  # JSON is YAML: each value reads back the same
+        command += ["--set", f"{path}={json.dumps(value)}"]
     say(f"starting {workers} worker processes")
     sys.stdout.flush()  # our lines first, then the workers' (they share the terminal)
     # Own sessions: Ctrl-C reaches this process only, which then stops the workers cleanly.

@@ -30,6 +30,10 @@ EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 #: More worker processes than this only oversubscribes the machine.
 MAX_WORKERS = 4 * (os.cpu_count() or 1)
 PLUGINS_VARIABLE = "OCTBENCH_PLUGINS"
+#: config.MAX_RUNS (not imported: the CLI imports octbench modules only inside commands).
+DEFAULT_MAX_RUNS = 10_000
+#: Even on purpose, a grid beyond this is a mistake: each run is a folder and a record.
+MAX_RUNS_CEILING = 10_000_000
 
 
 DESCRIPTION = """\
@@ -94,11 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
                           "(pip install \"octbench[ray]\")")
     run.add_argument("--address", metavar="auto|HOST:PORT",
                      help="with --executor ray: the Ray cluster to use (default: start Ray here)")
-    run.add_argument("--gpus-per-run", type=float, metavar="F",
+    run.add_argument("--gpus-per-run", type=_ascii_float, metavar="F",
                      help="with --executor ray: share of a GPU per run, 0 < F <= 1 (0.25 packs "
                           "four runs on each GPU; default 1)")
-    run.add_argument("--cpus-per-run", type=int, metavar="N",
+    run.add_argument("--cpus-per-run", type=_ascii_int, metavar="N",
                      help="CPUs (torch threads) per run (default 1 with Ray, all here)")
+    run.add_argument("--max-runs", type=_int_between(1, MAX_RUNS_CEILING),
+                     default=DEFAULT_MAX_RUNS, metavar="N",
+                     help=f"refuse a grid of more than N runs, counted before anything is "
+                          f"built (default: {DEFAULT_MAX_RUNS:,}; at most "
+                          f"{MAX_RUNS_CEILING:,})")
     run.add_argument("--shard", metavar="K/N",
                      help="train only the K-th of N disjoint slices of the grid, K counting "
                           "from 1 (e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
@@ -114,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Optuna storage: an RDB URL (postgresql://..., sqlite:///...) or "
                            "journal:PATH (default: results/<study>/study.db, or journal.log "
                            "with --workers)")
-    tune.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set for spawned workers
+    # set for spawned workers
+    tune.add_argument("--worker", type=_int_between(0, MAX_WORKERS), help=argparse.SUPPRESS)
     tune.set_defaults(handler=cmd_tune)
 
     predict = commands.add_parser("predict", help="classify raw OCT scans with a trained run",
@@ -216,8 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--baseline", metavar="STRATEGY",
                         help="strategy the others are compared with (default: the YAML's "
                              "report.baseline, else none)")
-    report.add_argument("--resamples", type=int, default=2000, metavar="N",
-                        help="bootstrap resamples for intervals and tests (default: 2000)")
+    report.add_argument("--resamples", type=_int_between(100, 100_000), default=2000,
+                        metavar="N", help="bootstrap resamples for intervals and tests, 100 to "
+                                          "100,000 (default: 2000)")
     report.add_argument("--study", metavar="DIR",
                         help="Optuna study folder whose tuning figures to include (default: "
                              "the results folder, or results/<study> for <study>-best)")
@@ -311,7 +322,7 @@ def cmd_run(args) -> int:
 
     shard = Shard.parse(args.shard) if args.shard is not None else None
     executor = _make_executor(args)
-    config = load_config(args.config)
+    config = load_config(args.config, max_runs=args.max_runs)
     if args.dry_run:
         from octbench.plan import plan_experiment
 
@@ -362,14 +373,39 @@ def _make_executor(args):
 SCAN_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
+#: Numbers on the command line: ASCII digits only (``int()`` also takes '١٢', '1_0' and ' 7 ').
+_ASCII_INT = re.compile(r"[0-9]{1,12}", re.ASCII)
+_ASCII_FLOAT = re.compile(r"([0-9]{1,12}\.?[0-9]{0,12}|\.[0-9]{1,12})([eE][-+]?[0-9]{1,3})?",
+                          re.ASCII)
+
+
+def _ascii_int(text: str) -> int:
+    """An argparse type: a non-negative integer written in ASCII digits."""
+    if not _ASCII_INT.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"must be a whole number in digits 0-9, got {text!r}")
+    return int(text)
+
+
+def _ascii_float(text: str) -> float:
+    """An argparse type: a non-negative decimal number (``0.25``, ``1e-1``) in ASCII digits."""
+    if not _ASCII_FLOAT.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"must be a number in digits 0-9 such as 0.25, got "
+                                         f"{text!r}")
+    return float(text)
+
+
+_ascii_int.__name__ = "integer"  # argparse names the type in its messages
+_ascii_float.__name__ = "number"
+
+
 def _int_between(low: int, high: int):
     """An argparse type: an integer in [low, high] (bounds keep a typo from exhausting the
     machine, e.g. a billion bootstrap resamples)."""
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if not _ASCII_INT.fullmatch(text):
+            raise argparse.ArgumentTypeError(f"must be an integer from {low} to {high:,} in "
+                                             f"digits 0-9, got {text!r}")
+        value = int(text)
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(
                 f"must be an integer from {low} to {high:,}, got {text}")

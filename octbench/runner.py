@@ -21,6 +21,7 @@ import json
 import logging
 import platform
 import random
+import re
 import subprocess
 import traceback
 from collections.abc import Callable
@@ -171,10 +172,12 @@ class Shard:
         Raises:
             OctbenchError: not two integers K/N with 1 <= K <= N.
         """
-        index, slash, count = text.partition("/")
-        if not (slash and index.strip().isdigit() and count.strip().isdigit()):
-            raise OctbenchError(f"--shard must look like K/N (e.g. --shard 2/4), got {text!r}")
-        index, count = int(index), int(count)
+        # ASCII digits only: str.isdigit() also takes '²', which int() then refuses.
+        match = re.fullmatch(r"\s*([0-9]{1,9})\s*/\s*([0-9]{1,9})\s*", text, re.ASCII)
+        if match is None:
+            raise OctbenchError(f"--shard must look like K/N in digits 0-9 (e.g. --shard 2/4), "
+                                f"got {text!r}")
+        index, count = int(match[1]), int(match[2])
         if not 1 <= index <= count:
             raise OctbenchError(
                 f"--shard {text}: K must be between 1 and N ({count}); shards count from 1, "

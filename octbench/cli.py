@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from octbench.errors import OctbenchError
+from octbench.untrusted import printable
 
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 #: More worker processes than this only oversubscribes the machine.
@@ -270,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         load_plugins()
         return args.handler(args)
     except OctbenchError as error:
-        print(f"octbench: error: {error}", file=sys.stderr)
+        # Messages quote names from files and folders: no escape sequence reaches the terminal.
+        print(f"octbench: error: {printable(error, keep=chr(10))}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as error:
         # The file system refused (read-only, missing folder, name too long, disk full): an
@@ -463,7 +465,7 @@ def cmd_data_info(args) -> int:
     if args.figure:
         writable_folder(Path(args.figure).parent, "--figure folder")
     data = _load_data_source(args.source, args.set)
-    print(format_distribution(data))
+    print(printable(format_distribution(data), keep="\n"))
     if args.figure:
         print(f"saved {save_distribution_figure(data, args.figure)}")
     return 0
@@ -547,10 +549,10 @@ def cmd_predict(args) -> int:
     else:
         for r in results:
             if r.error:
-                print(f"{r.path}: error: {r.error}", file=sys.stderr)
+                print(f"{printable(r.path)}: error: {printable(r.error)}", file=sys.stderr)
                 continue
-            probs = "  ".join(f"{k} {v:.3f}" for k, v in r.probabilities.items())
-            print(f"{r.path}: {r.top_class}  ({probs})")
+            probs = "  ".join(f"{printable(k)} {v:.3f}" for k, v in r.probabilities.items())
+            print(f"{printable(r.path)}: {printable(r.top_class)}  ({probs})")
     failed = sum(r.error is not None for r in results)
     if failed:
         print(f"octbench: error: {failed} of {len(results)} files could not be read",
@@ -583,7 +585,7 @@ def cmd_evaluate(args) -> int:
     width = max(len(name) for name in metrics["per_class"])
     print(f"  {'class':<{width}}  precision  recall      F1  support")
     for name, row in metrics["per_class"].items():
-        print(f"  {name:<{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  "
+        print(f"  {printable(name):<{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  "
               f"{row['f1']:6.3f}  {row['support']:7,}")
     if args.out:
         text = json.dumps(nan_to_none(report), indent=2, sort_keys=True, allow_nan=False)

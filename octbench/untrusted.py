@@ -147,20 +147,21 @@ def load_npz(path: str | Path, expected: dict[str, tuple[int | None, ...]],
         return {name: npz[name] for name in expected}
 
 
-def printable(text: object) -> str:
+def printable(text: object, keep: str = "") -> str:
     """``text`` with control and format characters escaped (``\\x1b``, ``\\r``, ``\\u202e``), so
-    that a name from a file can neither move the cursor, clear the screen, nor forge a line.
+    that a name from a file can neither move the cursor, clear the screen, nor forge a line;
+    characters in ``keep`` (e.g. ``"\\n"`` for a multi-line message) stay as they are.
 
     Example:
         >>> printable("NORMAL\\x1b[2J\\rCNV")
         'NORMAL\\\\x1b[2J\\\\rCNV'
     """
     text = str(text)
-    if text.isprintable():
+    if text.isprintable() and not keep:
         return text
     out = []
     for char in text:
-        if char == " " or unicodedata.category(char) not in ("Cc", "Cf", "Zl", "Zp"):
+        if char in keep or unicodedata.category(char) not in ("Cc", "Cf", "Zl", "Zp"):
             out.append(char)
         else:
             out.append(repr(char)[1:-1] if ord(char) < 0x80 else f"\\u{ord(char):04x}")

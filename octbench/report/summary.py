@@ -12,6 +12,7 @@ import pandas as pd
 
 from octbench.report.collect import _number, dataset_label, load_records, setup_label
 from octbench.results import COMPLETE, RunRecord
+from octbench.untrusted import printable
 
 SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
 
@@ -38,7 +39,7 @@ def print_summary(source: str | Path, *, allow_mixed_data: bool = False) -> None
     warnings: list[str] = []
     name, folder, records = load_records(source, warnings, allow_mixed_data=allow_mixed_data)
     for warning in warnings:
-        print(f"warning: {warning}")
+        print(f"warning: {printable(warning)}")  # names from files: no escape sequences
     if not records:
         if (Path(folder) / "study.json").is_file():  # a tuning study: its report covers trials
             print(f"{name}: a tuning study (its trials are listed in the report); test results "
@@ -48,7 +49,7 @@ def print_summary(source: str | Path, *, allow_mixed_data: bool = False) -> None
         return
     datasets = sorted({dataset_label(r) for r in records})
     counts = pd.Series([r.status for r in records]).value_counts().to_dict()
-    print(f"{name}: test metrics on {', '.join(datasets)} "
+    print(f"{printable(name)}: test metrics on {printable(', '.join(datasets))} "
           f"({', '.join(f'{n} {s}' for s, n in counts.items())})")
     table = summary_table(records)
     if table.empty:
@@ -60,7 +61,8 @@ def print_summary(source: str | Path, *, allow_mixed_data: bool = False) -> None
     for (model, strategy, setup), row in table.iterrows():
         cells = "".join(f" {_mean_std(row[(m, 'mean')], row[(m, 'std')]):>18}"
                         for m in SUMMARY_METRICS)
-        print(f"{model:<22} {strategy:<22} {setup:<12}{cells}  {int(row[('seeds', '')])}")
+        print(f"{printable(model):<22} {printable(strategy):<22} {printable(setup):<12}{cells}  "
+              f"{int(row[('seeds', '')])}")
     if any(r.synthetic for r in records):
         print("SYNTHETIC DATA: these numbers come from octbench's generated scans, not OCTMNIST.")
     if table["seeds"].min() < 3:

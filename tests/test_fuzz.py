@@ -38,7 +38,8 @@ SCAN = Path(__file__).parent / "data" / "NORMAL-12494-1.jpeg"
 FAST = settings(max_examples=15, deadline=None, database=None,
                 suppress_health_check=list(HealthCheck))
 #: Examples tried in this process, by kind (the slow run's figure comes from here).
-EXAMPLES = {"configs": 0, "argv": 0, "sweeps": 0, "set_values": 0, "search": 0, "records": 0}
+EXAMPLES = {"configs": 0, "yaml": 0, "argv": 0, "sweeps": 0, "set_values": 0, "search": 0,
+            "records": 0}
 
 
 def slow_settings(kind: str) -> settings:
@@ -205,7 +206,7 @@ SNIPPETS = st.sampled_from([
 
 
 def check_yaml_text(snippets: list[str], data_path: Path, shared: Path) -> None:
-    EXAMPLES["configs"] += 1
+    EXAMPLES["yaml"] += 1
     base = yaml.safe_dump(experiment(Path("."), data_path, results_dir="results"))
     with sandbox(shared) as inside:
         path = inside / "fuzz.yaml"

@@ -224,8 +224,20 @@ def test_bombs_and_declared_sizes_stay_bounded(hostile, tmp_path):
     past = ResultsStore(ws.root / "results" / "tiny")
     crafted_record(past, "infinite", lambda r: json.dumps(r).replace(
         '"seconds_per_epoch": 10.0', '"seconds_per_epoch": Infinity'))
+    # an npz of labels >= 2**63 without class names (one name per label would be made);
+    # a checkpoint declaring 10,000 classes
+    arrays = dict(np.load(ws.data))
+    arrays.pop("class_names")
+    arrays["train_labels"] = np.full(len(arrays["train_labels"]), 2**63 + 5, np.uint64)
+    np.savez(ws.root / "uint64.npz", **arrays)
+    import torch
+
+    torch.save({"model": {}, "model_config": {"name": "reference_cnn"}, "img_size": 28,
+                "class_names": [f"c{i}" for i in range(10_000)]}, ws.root / "many.pt")
     before = tree_digest(ws.outside), tree_digest(ws.root / "results")
     cases = {
+        "npz-uint64-labels": ["data", "info", str(ws.root / "uint64.npz")],
+        "checkpoint-10k-classes": ["predict", "--run", str(ws.root / "many.pt"), str(SCAN)],
         "laughs-sweep": ["run", "--dry-run", ws.yaml(
             "laughs-sweep", text=yaml.safe_dump(experiment(ws.root, ws.data))
             + bomb + f"\nsweep: {{train.lr: *{last}}}\n")],
@@ -238,9 +250,12 @@ def test_bombs_and_declared_sizes_stay_bounded(hostile, tmp_path):
             "train.momentum": [i / 1000 for i in range(1000)]})],
         "lr-20000": ["run", "--dry-run", ws.yaml("lr20k", sweep={
             "train.lr": [(i + 1) * 1e-7 for i in range(20_000)]})],
-        "report-5gib": ["report", str(big.root), "--out", str(tmp_path / "reports")],
-        "report-uint64": ["report", str(huge_labels.root), "--out", str(tmp_path / "reports")],
-        "report-crafted": ["report", str(folder), "--out", str(tmp_path / "reports")],
+        "report-5gib": ["report", str(big.root), "--out", str(tmp_path / "reports"),
+                        "--resamples", "100"],
+        "report-uint64": ["report", str(huge_labels.root), "--out", str(tmp_path / "reports"),
+                          "--resamples", "100"],
+        "report-crafted": ["report", str(folder), "--out", str(tmp_path / "reports"),
+                           "--format", "csv"],
         "dry-run-infinity": ["run", "--dry-run", ws.yaml(
             "tiny", results_dir=str(ws.root / "results"))],
     }
@@ -249,6 +264,10 @@ def test_bombs_and_declared_sizes_stay_bounded(hostile, tmp_path):
         assert result["seconds"] < 60, (name, result["seconds"])
         assert result["peak_rss"] < MEMORY_LIMIT, (name, result["peak_rss"])
     alias = f"expands to more than {MAX_YAML_NODES:,} values"
+    assert_refused(results["npz-uint64-labels"], "train_labels range over [9223372036854775813",
+                   "expected labels from 0 to 99")
+    assert_refused(results["checkpoint-10k-classes"],
+                   "class_names must list 2 to 100 names, got 10,000 entries")
     assert_refused(results["laughs-sweep"], alias)
     assert_refused(results["laughs-lr"], alias)
     assert_refused(results["laughs-set"], alias)

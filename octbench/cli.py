@@ -31,8 +31,6 @@ EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 #: More worker processes than this only oversubscribes the machine.
 MAX_WORKERS = 4 * (os.cpu_count() or 1)
 PLUGINS_VARIABLE = "OCTBENCH_PLUGINS"
-#: config.MAX_RUNS (not imported: the CLI imports octbench modules only inside commands).
-DEFAULT_MAX_RUNS = 10_000
 #: Even on purpose, a grid beyond this is a mistake: each run is a folder and a record.
 MAX_RUNS_CEILING = 10_000_000
 
@@ -104,11 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "four runs on each GPU; default 1)")
     run.add_argument("--cpus-per-run", type=_ascii_int, metavar="N",
                      help="CPUs (torch threads) per run (default 1 with Ray, all here)")
-    run.add_argument("--max-runs", type=_int_between(1, MAX_RUNS_CEILING),
-                     default=DEFAULT_MAX_RUNS, metavar="N",
+    run.add_argument("--max-runs", type=_int_between(1, MAX_RUNS_CEILING), metavar="N",
                      help=f"refuse a grid of more than N runs, counted before anything is "
-                          f"built (default: {DEFAULT_MAX_RUNS:,}; at most "
-                          f"{MAX_RUNS_CEILING:,})")
+                          f"built (default: 10,000; at most {MAX_RUNS_CEILING:,})")
     run.add_argument("--shard", metavar="K/N",
                      help="train only the K-th of N disjoint slices of the grid, K counting "
                           "from 1 (e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
@@ -324,7 +320,7 @@ def cmd_run(args) -> int:
 
     shard = Shard.parse(args.shard) if args.shard is not None else None
     executor = _make_executor(args)
-    config = load_config(args.config, max_runs=args.max_runs)
+    config = load_config(args.config, **({"max_runs": args.max_runs} if args.max_runs else {}))
     if args.dry_run:
         from octbench.plan import plan_experiment
 

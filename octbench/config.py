@@ -43,10 +43,10 @@ MAX_RUNS = 10_000
 # Upper bounds for values that could otherwise exhaust the machine (or overflow numpy).
 MAX_EPOCHS = 10_000
 MAX_BATCH = 65_536
+#: numpy's seeds are 32-bit (the rule for every seed lives in the registry).
+MAX_SEED = SEED_RANGE.high
 #: More threads than this only oversubscribes the cores (and huge counts crash OpenMP).
 MAX_THREADS = 4 * (os.cpu_count() or 1)
-#: numpy's seeds are 32-bit.
-MAX_SEED = 2**32 - 1
 
 
 def check(constraint, **metadata) -> dict:

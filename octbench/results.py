@@ -50,6 +50,7 @@ from octbench.fileio import (
     pid_alive,
     remove_stale_temp_files,
 )
+from octbench.registry import SEED_RANGE
 from octbench.untrusted import MAX_CLASSES, load_npz, npz_headers, read_json
 
 log = logging.getLogger(__name__)
@@ -140,8 +141,6 @@ class RunRecord:
         return cls(**{**known, "schema_version": version})
 
 
-#: numpy's seeds are 32-bit (the config's MAX_SEED).
-MAX_SEED = 2**32 - 1
 #: Longer histories than this are not records octbench wrote (train.epochs <= 10,000).
 MAX_HISTORY = 10_000
 _TEXT_FIELDS = ("run_id", "experiment", "status", "model", "strategy", "device", "precision",
@@ -185,8 +184,8 @@ def _field_problem(data: dict) -> str | None:
     if data["status"] not in STATUSES:
         return f"field 'status' must be one of {', '.join(STATUSES)}, got {_shown(data['status'])}"
     seed = data["seed"]
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        return f"field 'seed' must be an integer from 0 to {MAX_SEED}, got {_shown(seed)}"
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed not in SEED_RANGE:
+        return f"field 'seed' must be an integer {SEED_RANGE}, got {_shown(seed)}"
     for name in _COUNT_FIELDS:
         value = data.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)

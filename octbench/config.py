@@ -739,7 +739,7 @@ def _parse_sweep(problems, raw_sweep, raw: dict) -> tuple[tuple[str, tuple], ...
             problems.append(f"{where} must be a non-empty list of values. "
                             f"Got {values!r} instead.")
             continue
-        if len({json.dumps(v, sort_keys=True, default=str) for v in values}) < len(values):
+        if len({_json(v) for v in values}) < len(values):
             problems.append(f"{where} lists a value twice: {values!r}; each must be unique.")
             continue
         parsed.append((canonical, path, tuple(values)))

@@ -460,7 +460,10 @@ def check_results(crafted, shared: Path) -> None:
                 marker = f"@@raw{len(raw)}@@"
                 raw[f'"{marker}"'] = value
                 value = marker
-            _set(data, path, value)
+            try:
+                _set(data, path, value)
+            except (AttributeError, TypeError, IndexError):
+                pass  # an earlier change made a parent a scalar: nothing to set below it
         text = json.dumps(data, default=str)
         for marker, value in raw.items():
             text = text.replace(marker, value)

@@ -490,6 +490,14 @@ def test_numerically_equal_sweep_values_make_one_run(hostile, capsys, caplog):
     assert "lists 1 and 1.0, which are equal and make the same runs" in result["err"]
 
 
+def test_sweep_values_with_mixed_key_types_are_refused_not_crashed(hostile, capsys):
+    """A mapping as a sweep value whose keys are a name and a number (1e-3 reads as a float)."""
+    config = hostile.yaml(text=yaml.safe_dump(experiment(hostile.root, hostile.data))
+                          + "sweep: {train.lr: [{none: null, 1e-3: null}, 0.1]}\n")
+    result = in_process(["run", "--dry-run", config], capsys)
+    assert_refused(result, "sweep['train.lr'][0]", "train.lr must be a float")
+
+
 @pytest.mark.parametrize("report", [None, {"baseline": "focal"}])
 def test_strategy_parameter_sweeps_keep_their_baseline(hostile, report, capsys):
     config = hostile.yaml(strategies=["focal"], sweep={"strategy.gamma": [1.0, 3.0]},

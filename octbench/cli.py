@@ -575,19 +575,27 @@ def cmd_evaluate(args) -> int:
     n = sum(report["dataset"]["class_counts"])
     print(f"{predictor.source} on {data.name} {args.split} ({n:,} images, "
           f"{report['dataset']['fingerprint'][:19]}):")
-    print("  " + "  ".join(f"{name} {metrics[key]:.4f}" for key, name in (
+    print("  " + "  ".join(f"{name} {metrics[key]:.4f}".replace("nan", "n/a") for key, name in (
         ("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"),
         ("macro_f1", "macro-F1"), ("macro_auc", "macro AUC"), ("ece", "ECE"))))
     width = max(len(name) for name in metrics["per_class"])
     print(f"  {'class':<{width}}  precision  recall      F1  support")
     for name, row in metrics["per_class"].items():
-        print(f"  {printable(name):<{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  "
-              f"{row['f1']:6.3f}  {row['support']:7,}")
+        print(f"  {printable(name):<{width}}  {_fixed(row['precision'], 9)}  "
+              f"{_fixed(row['recall'], 6)}  {_fixed(row['f1'], 6)}  {row['support']:7,}")
+    if metrics.get("absent_classes"):
+        print(f"  n/a: {', '.join(metrics['absent_classes'])} absent from the {args.split} split; "
+              "macro-F1, balanced accuracy and macro AUC average over the classes present.")
     if args.out:
         text = json.dumps(nan_to_none(report), indent=2, sort_keys=True, allow_nan=False)
         atomic_write_text(args.out, text + "\n")
         print(f"wrote {args.out}")
     return 0
+
+
+def _fixed(value: float | None, width: int) -> str:
+    """A per-class value to 3 decimals, or n/a (None: a class absent from the split)."""
+    return f"{'n/a':>{width}}" if value is None else f"{value:{width}.3f}"
 
 
 def cmd_list(args) -> int:

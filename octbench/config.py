@@ -556,7 +556,6 @@ TOP_LEVEL = {f.name for f in dataclasses.fields(ExperimentConfig)}
 
 def parse_config(raw: dict, source: str | None = None) -> ExperimentConfig:
     """Validate a plain mapping (e.g. from YAML) into an :class:`ExperimentConfig`."""
-    from octbench.data import DATASETS
     from octbench.metrics import METRICS
     from octbench.models import (
         DATA_PARAMS,
@@ -593,7 +592,7 @@ def parse_config(raw: dict, source: str | None = None) -> ExperimentConfig:
         problems.append("'data' is required, e.g. data: {name: synthetic, scale: 0.05}.")
         data = None
     else:
-        data = _parse_component(problems, raw["data"], "data", DATASETS)
+        data = _parse_data(problems, raw["data"])
 
     def model(item, path):
         if isinstance(item, dict) and item.get("pretrained") is False:
@@ -652,6 +651,13 @@ def parse_config(raw: dict, source: str | None = None) -> ExperimentConfig:
     if not isinstance(results_dir, str) or not results_dir:
         problems.append(f"'results_dir' must be a folder path. Got {results_dir!r} instead.")
     sweep = _parse_sweep(problems, raw["sweep"], raw) if "sweep" in raw else ()
+    if train.mode == "linear_probe":
+        problems += [
+            f"models[{index}] ({item.label}): train.mode linear_probe trains only the "
+            "classifier head on the backbone's features, so it needs pretrained weights; this "
+            "model has none and would be probed on random features. Set pretrained: true or "
+            "pretrained: path/to/weights.safetensors (timm models), or use mode: end_to_end."
+            for index, item in enumerate(models or []) if not item.params.get("pretrained")]
 
     if problems:
         raise ConfigError(problems, source)
@@ -840,10 +846,26 @@ def _parse_augment(problems, raw) -> tuple[Component, ...]:
 
 def parse_data(raw: str | dict) -> Component:
     """Validate a dataset choice alone (``synthetic`` or ``{name: npz, path: ...}``)."""
-    from octbench.data import DATASETS
-
     problems: list[str] = []
-    component = _parse_component(problems, raw, "data", DATASETS)
+    component = _parse_data(problems, raw)
     if problems:
         raise ConfigError(problems)
     return component
+
+
+def _parse_data(problems, raw) -> Component | None:
+    """The dataset entry: a registry entry, plus ``on_duplicates`` which every dataset takes."""
+    from octbench.data import DATASETS
+    from octbench.data.duplicates import DEFAULT_POLICY, POLICIES
+
+    policy = DEFAULT_POLICY
+    if isinstance(raw, dict) and "on_duplicates" in raw:
+        raw = dict(raw)
+        policy = raw.pop("on_duplicates")
+        if policy not in POLICIES:
+            problems.append(f"data.on_duplicates must be one of {', '.join(POLICIES)} (what to "
+                            f"do with exact duplicate images). Got {policy!r} instead.")
+    component = _parse_component(problems, raw, "data", DATASETS)
+    if component is None or policy == DEFAULT_POLICY or policy not in POLICIES:
+        return component  # the default is left out: the same run ids as without it
+    return Component(component.name, {**component.params, "on_duplicates": policy})

@@ -56,10 +56,11 @@ def compute_metrics(
 ) -> dict[str, Any]:
     """All metrics of one set of predictions, as a JSON-serialisable dict.
 
-    The predicted class is the arg-max of ``scores``. Count-based metrics treat a division by zero
-    (a class never predicted, or absent from ``labels``) as 0.0, like scikit-learn's
-    ``zero_division=0``; macro averages run over all ``class_names``, while balanced accuracy
-    averages recall over the classes present in ``labels`` (as ``balanced_accuracy_score``).
+    The predicted class is the arg-max of ``scores``. Macro-F1, balanced accuracy and macro AUC
+    average over the classes *present* in ``labels``, as scikit-learn does with
+    ``labels=<present classes>``: a class absent from the evaluated split has no recall, F1 or
+    AUC (None in ``per_class``, listed in ``absent_classes``) and does not pull the averages
+    down. A precision with no predictions is 0.0 (``zero_division=0``) for a present class.
 
     Args:
         labels: true classes, integers in ``[0, K)``, shape ``(N,)`` (``(N, 1)`` is accepted, as
@@ -69,10 +70,11 @@ def compute_metrics(
 
     Returns:
         ``accuracy``, ``balanced_accuracy``, ``macro_f1``, ``weighted_f1``, ``macro_auc``
-        (one-vs-rest, macro; NaN when a class is absent from ``labels``, where AUC is undefined),
+        (one-vs-rest over the present classes; NaN when fewer than two are present),
         ``ece`` (top-label, 15 equal-width bins), ``nll`` (mean negative log-likelihood of the
-        true class), ``per_class`` (``{name: {precision, recall, f1, support}}``) and
-        ``confusion`` (list of lists, rows = true class, columns = predicted class).
+        true class), ``per_class`` (``{name: {precision, recall, f1, support}}``, None where
+        undefined), ``absent_classes`` (names with no item in ``labels``) and ``confusion``
+        (list of lists, rows = true class, columns = predicted class).
 
     Raises:
         ValueError: if the shapes disagree, there are no items, or a label is out of range.
@@ -98,23 +100,26 @@ def compute_metrics(
     recall = _divide(tp, support)
     f1 = _f1(tp, support, predicted)
 
+    present = support > 0
     return {
         "accuracy": float(accuracy(labels, preds)),
         "balanced_accuracy": float(_balanced_accuracy(tp, support)),
-        "macro_f1": float(f1.mean()),
+        "macro_f1": float(_present_mean(f1, support)),
         "weighted_f1": float(np.dot(f1, support) / n),
         "macro_auc": float(macro_auc(labels, scores)),
         "ece": expected_calibration_error(scores.max(axis=1), preds == labels),
         "nll": float(-np.log(np.clip(scores[np.arange(n), labels], _NLL_FLOOR, 1.0)).mean()),
         "per_class": {
             name: {
-                "precision": float(precision[i]),
-                "recall": float(recall[i]),
-                "f1": float(f1[i]),
+                # an absent class never predicted has no precision either: nothing to count
+                "precision": float(precision[i]) if present[i] or predicted[i] else None,
+                "recall": float(recall[i]) if present[i] else None,
+                "f1": float(f1[i]) if present[i] else None,
                 "support": int(support[i]),
             }
             for i, name in enumerate(class_names)
         },
+        "absent_classes": [name for i, name in enumerate(class_names) if not present[i]],
         "confusion": confusion.tolist(),
     }
 
@@ -176,17 +181,20 @@ def balanced_accuracy(labels: np.ndarray, preds: np.ndarray,
 
 
 def macro_f1(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> float | np.ndarray:
-    """Unweighted mean F1 over all ``num_classes`` classes (0 for a class with no items and no
-    predictions, scikit-learn's ``zero_division=0``)."""
-    return _scalar(_f1(*_counts(confusion_matrix(labels, preds, num_classes))).mean(axis=-1))
+    """Unweighted mean F1 over the classes present in ``labels`` (scikit-learn's
+    ``f1_score(average="macro", labels=<present classes>, zero_division=0)``)."""
+    tp, support, predicted = _counts(confusion_matrix(labels, preds, num_classes))
+    return _scalar(_present_mean(_f1(tp, support, predicted), support))
 
 
 def macro_auc(labels: np.ndarray, scores: np.ndarray) -> float | np.ndarray:
-    """One-vs-rest ROC AUC averaged over classes (scikit-learn's ``multi_class="ovr"``, macro).
+    """One-vs-rest ROC AUC averaged over the classes present (scikit-learn's
+    ``multi_class="ovr"``, macro, when every class is present).
 
     Computed in the Mann-Whitney form from mid-ranks (ties count half), all classes at once. Two
-    classes: the AUC of class 1's scores (scikit-learn's binary form). NaN where a class has no
-    positives or no negatives, where the AUC is undefined.
+    classes: the AUC of class 1's scores (scikit-learn's binary form). A class with no positives
+    (absent) or no negatives (alone) has no AUC and is left out of the mean; NaN when no class
+    has both.
 
     Args:
         labels: true classes, shape ``(..., N)``.
@@ -206,8 +214,11 @@ def macro_auc(labels: np.ndarray, scores: np.ndarray) -> float | np.ndarray:
     rank_sum = np.where(positive, ranks, 0.0).sum(axis=-1)  # half-integers: exact in any order
     with np.errstate(divide="ignore", invalid="ignore"):
         auc = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-    defined = ((n_pos > 0) & (n_neg > 0)).all(axis=-1)
-    return _scalar(np.where(defined, auc.mean(axis=-1), math.nan))
+    defined = (n_pos > 0) & (n_neg > 0)
+    count = defined.sum(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = np.where(defined, auc, 0.0).sum(axis=-1) / count
+    return _scalar(np.where(count > 0, mean, math.nan))
 
 
 def metric_fn(name: str, num_classes: int) -> Callable[[np.ndarray, np.ndarray], Any]:
@@ -293,6 +304,12 @@ def _f1(tp: np.ndarray, support: np.ndarray, predicted: np.ndarray) -> np.ndarra
     """Per-class F1 = 2PR / (P + R) = 2 TP / (support + predicted), 0 where both are 0."""
     den = support + predicted
     return np.divide(2 * tp, den, out=np.zeros(den.shape), where=den > 0)
+
+
+def _present_mean(values: np.ndarray, support: np.ndarray) -> np.ndarray:
+    """Mean of per-class ``values`` over the classes with support (at least one is present)."""
+    present = support > 0
+    return np.where(present, values, 0.0).sum(axis=-1) / present.sum(axis=-1)
 
 
 def _balanced_accuracy(tp: np.ndarray, support: np.ndarray) -> np.ndarray:

@@ -19,10 +19,10 @@ from torch import nn
 
 from octbench.data import OCTData
 from octbench.data.preprocess import load_scan
-from octbench.engine import evaluate, to_input
+from octbench.engine import Predictions, evaluate
 from octbench.errors import DataError, OctbenchError
 from octbench.metrics import compute_metrics
-from octbench.models import build_model
+from octbench.models import build_model, use_cosine_head
 from octbench.results import ResultsStore, UnsafeCheckpoint, load_checkpoint
 from octbench.untrusted import MAX_CLASSES
 
@@ -39,6 +39,11 @@ class Predictor:
     logit_offset: torch.Tensor | None
     source: Path
     normalize: tuple[float, float] = (0.5, 0.5)
+    #: How the run's own evaluation fed the model (memory format, autocast precision, batch):
+    #: scoring the same images the same way gives the record's numbers to the last bit.
+    channels_last: bool = True
+    precision: str = "fp32"
+    eval_batch_size: int = 256
 
     #: The training data (:func:`octbench.runner.provenance`); empty for older checkpoints.
     provenance: dict = field(default_factory=dict)
@@ -59,14 +64,17 @@ class Predictor:
         return (f"model trained on {self.provenance.get('dataset', '?')} data "
                 f"({self.provenance.get('fingerprint', '?')[:19]}) - not a diagnosis")
 
-    @torch.inference_mode()
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities (N, K) for uint8 images (N, size, size)."""
-        logits = self.model(to_input(torch.as_tensor(np.array(images)),
-                                     normalize=self.normalize)).float()
-        if self.logit_offset is not None:
-            logits = logits + self.logit_offset
-        return torch.softmax(logits, dim=1).numpy()
+        images = torch.as_tensor(np.array(images))
+        return self.predict(images, torch.zeros(len(images), dtype=torch.int64)).scores
+
+    def predict(self, images: torch.Tensor, labels: torch.Tensor) -> Predictions:
+        """Score uint8 images (N, size, size) exactly as the run's evaluation did."""
+        predictions, _ = evaluate(self.model, images, labels, batch_size=self.eval_batch_size,
+                                  precision=self.precision, logit_offset=self.logit_offset,
+                                  channels_last=self.channels_last, normalize=self.normalize)
+        return predictions
 
 
 @dataclass(frozen=True)
@@ -143,20 +151,61 @@ def load_predictor(run: str, results_dir: str | Path = "results") -> Predictor:
         raise OctbenchError(f"{path} is not a usable octbench checkpoint ({problem}); pass the "
                             "best.pt of a complete run.")
     try:
+        inputs = checkpoint_inputs(state)
         config = dict(state["model_config"])
-        config.pop("pretrained", None)  # the checkpoint holds the trained weights
+        # The checkpoint holds the trained weights: nothing is loaded from elsewhere.
+        config.pop("pretrained", None)
+        config.pop("pretrained_strict", None)
         model = build_model(config.pop("name"), num_classes=len(state["class_names"]),
-                            in_chans=1, img_size=state["img_size"], **config)
+                            in_chans=inputs["in_chans"], img_size=state["img_size"], **config)
+        if state.get("cosine_head") is True:  # trained with LDAM's cosine classifier
+            use_cosine_head(model)
         model.load_state_dict(state["model"])
     except (OSError, RuntimeError, KeyError, TypeError, ValueError, AttributeError,
             EOFError, OctbenchError) as error:
         raise OctbenchError(f"{path} is not a usable octbench checkpoint ({error}); pass the "
                             "best.pt of a complete run.") from None
     model.eval()
+    if inputs["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
     return Predictor(model=model, class_names=tuple(state["class_names"]),
                      img_size=int(state["img_size"]), logit_offset=state.get("logit_offset"),
-                     source=path, normalize=tuple(state.get("normalization", (0.5, 0.5))),
+                     source=path, normalize=inputs["normalization"],
+                     channels_last=inputs["channels_last"], precision=inputs["precision"],
+                     eval_batch_size=inputs["eval_batch_size"],
                      provenance=dict(state.get("provenance") or {}))
+
+
+#: How checkpoints written before ``inputs`` was recorded were evaluated.
+OLD_INPUTS = {"in_chans": 1, "channels_last": True, "precision": "fp32", "eval_batch_size": 256}
+
+
+def checkpoint_inputs(state: dict) -> dict:
+    """How the run fed its model (normalisation, channels, memory format, precision, batch),
+    validated: a checkpoint is untrusted.
+
+    Raises:
+        ValueError: a value of the wrong type or out of range, named.
+    """
+    inputs = {**OLD_INPUTS, "normalization": state.get("normalization", (0.5, 0.5)),
+              **dict(state.get("inputs") or {})}
+    mean, std = (float(v) for v in inputs["normalization"])
+    if not (np.isfinite(mean) and np.isfinite(std) and std > 0):
+        raise ValueError(f"normalisation mean {mean}, std {std} (a finite mean and std > 0)")
+    checks = {"in_chans": inputs["in_chans"] == 1,
+              "channels_last": isinstance(inputs["channels_last"], bool),
+              "precision": inputs["precision"] in ("fp32", "bf16", "fp16"),
+              "eval_batch_size": isinstance(inputs["eval_batch_size"], int)
+              and 1 <= inputs["eval_batch_size"] <= 1 << 16}
+    bad = [f"{key}={inputs[key]!r}" for key, ok in checks.items() if not ok]
+    if bad:
+        raise ValueError(f"unusable input settings {', '.join(bad)}")
+    precision = inputs["precision"]
+    if precision == "fp16":  # trained on a GPU; CPU autocast has no fp16, so score in fp32
+        log.warning("the run evaluated in fp16 on a GPU; scoring on the CPU in fp32, so the "
+                    "numbers may differ from the record's in the last digits")
+        precision = "fp32"
+    return {**inputs, "normalization": (mean, std), "precision": precision}
 
 
 def predict_files(predictor: Predictor, paths: list[str]) -> list[ScanPrediction]:
@@ -236,11 +285,9 @@ def evaluate_checkpoint(predictor: Predictor, data: OCTData, split: str = "test"
     check_compatible(predictor, data)
     part = data.split(split)
     labels = _label_map(predictor, data)[part.labels]
-    # The memory format and batch size that training's evaluation used, so the numbers match
-    # the run record's to the last bit when the data are the run's own.
-    model = predictor.model.to(memory_format=torch.channels_last)
-    predictions, _ = evaluate(model, part.images, labels, batch_size=256,
-                              logit_offset=predictor.logit_offset, channels_last=True)
+    # The inputs, memory format, precision and batch size of the run's own evaluation, so the
+    # numbers match the run record's to the last bit when the data are the run's own.
+    predictions = predictor.predict(part.images, labels)
     return {
         "split": split,
         "metrics": {split: compute_metrics(predictions.labels, predictions.scores,

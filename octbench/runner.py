@@ -56,6 +56,8 @@ from octbench.models import (
     freeze_all_but_head,
     input_normalization,
     timm_name,
+    use_cosine_head,
+    weights_fit_problem,
 )
 from octbench.paths import values_label
 from octbench.plan import check_writable
@@ -342,27 +344,30 @@ def check_buildable(pending: list[RunSpec], data: OCTData) -> None:
     """
     counts = data.train.class_counts(data.num_classes)
     problems = []
+    cosine = set()  # strategies whose loss needs a cosine classifier head (LDAM)
     for strategy in {spec.strategy.label: spec.strategy for spec in pending}.values():
         try:
-            build_strategy(strategy.name, counts, **strategy.params)
+            if build_strategy(strategy.name, counts, **strategy.params).cosine_head:
+                cosine.add(strategy.label)
         except (OctbenchError, TypeError, ValueError) as error:
             problems.append(f"strategy {strategy.label}: {error}")
     for model in {spec.model.label: spec.model for spec in pending}.values():
         try:
-            fits = _takes_size(model, data, data.size)
+            with torch.device("meta"):  # no memory, no initialisation: sizes are checked only
+                built = build_model(model.name, num_classes=data.num_classes, in_chans=1,
+                                    img_size=data.size,  # a weights file is matched below
+                                    **{k: v for k, v in model.params.items() if k != "pretrained"})
+                if any(s.model == model and s.strategy.label in cosine for s in pending):
+                    use_cosine_head(built)
+            problem = weights_fit_problem(model.name, model.params, built)
+            if problem is None and not _runs_at(built, data.size):
+                problem = _too_small(model, data)
         except (OctbenchError, TypeError, ValueError) as error:
-            problems.append(f"model {model.label}: {error}")
-            continue
+            problem = str(error)
         except Exception:  # noqa: BLE001 - a layer that cannot live on "meta": the run will tell
             continue
-        if not fits:
-            smallest = next((size for size in MIN_SIZE_PROBES if size > data.size
-                             and _fits_quietly(model, data, size)), None)
-            need = (f"it needs images of at least {smallest} px" if smallest else
-                    f"it takes none up to {MIN_SIZE_PROBES[-1]} px")
-            problems.append(f"model {model.label} cannot take the data's {data.size} px images: "
-                            f"{need}. Use larger images (e.g. data.size), or a model made for "
-                            "small inputs.")
+        if problem:
+            problems.append(f"model {model.label}: {problem}")
     if problems:
         raise ConfigError(problems, None)
 
@@ -371,14 +376,12 @@ def check_buildable(pending: list[RunSpec], data: OCTData) -> None:
 MIN_SIZE_PROBES = (2, 4, 8, 16, 28, 32, 64, 128, 224)
 
 
-def _takes_size(model: Component, data: OCTData, size: int) -> bool:
-    """Whether ``model`` built for ``size`` px images runs a batch of them: on the meta device,
-    so shapes are checked without memory or weights (a 1-pixel image must fail here, before
-    training, not inside the first epoch)."""
+def _runs_at(net: torch.nn.Module, size: int) -> bool:
+    """Whether a model built on the meta device runs a batch of ``size`` px images: shapes are
+    checked without memory or weights (a 1-pixel image must fail here, before training, not
+    inside the first epoch)."""
     with torch.device("meta"), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "zero-element tensors": a layer of a too-small size
-        net = build_model(model.name, num_classes=data.num_classes, in_chans=1, img_size=size,
-                          **{k: v for k, v in model.params.items() if k != "pretrained"})
         try:
             net.eval()(torch.empty(2, 1, size, size))
         except RuntimeError:
@@ -386,11 +389,24 @@ def _takes_size(model: Component, data: OCTData, size: int) -> bool:
     return True
 
 
-def _fits_quietly(model: Component, data: OCTData, size: int) -> bool:
-    try:
-        return _takes_size(model, data, size)
-    except Exception:  # noqa: BLE001 - a size the model cannot even be built for
-        return False
+def _too_small(model: Component, data: OCTData) -> str:
+    """Why ``model`` cannot take the data's images, naming the smallest size it takes."""
+    def fits(size: int) -> bool:
+        try:
+            with torch.device("meta"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                net = build_model(model.name, num_classes=data.num_classes, in_chans=1,
+                                  img_size=size, **{k: v for k, v in model.params.items()
+                                                    if k != "pretrained"})
+            return _runs_at(net, size)
+        except Exception:  # noqa: BLE001 - a size the model cannot even be built for
+            return False
+
+    smallest = next((size for size in MIN_SIZE_PROBES if size > data.size and fits(size)), None)
+    need = (f"it needs images of at least {smallest} px" if smallest else
+            f"it takes none up to {MIN_SIZE_PROBES[-1]} px")
+    return (f"cannot take the data's {data.size} px images: {need}. Use larger images "
+            "(e.g. data.size), or a model made for small inputs.")
 
 
 def execute_run(spec: RunSpec, data: OCTData, store: ResultsStore, *, quiet: bool = True,
@@ -468,6 +484,9 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
     class_counts = data.train.class_counts(data.num_classes)
     model = build_model(spec.model.name, num_classes=data.num_classes, in_chans=1,
                         img_size=data.size, **spec.model.params)
+    strategy = build_strategy(spec.strategy.name, class_counts, **spec.strategy.params)
+    if strategy.cosine_head:
+        use_cosine_head(model)
     normalize = input_normalization(spec.model.name, spec.model.params)
     model_init = {**describe_weights(spec.model.name, spec.model.params, model),
                   "normalization": {"mean": normalize[0], "std": normalize[1]}, "mode": cfg.mode}
@@ -475,7 +494,6 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
     model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    strategy = build_strategy(spec.strategy.name, class_counts, **spec.strategy.params)
     criterion = strategy.criterion.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(trainable, cfg.optimizer, lr=cfg.lr,
@@ -610,8 +628,13 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
         "model": state["best"], "model_config": spec.config()["model"],
         "class_names": list(data.class_names), "img_size": data.size,
         "logit_offset": strategy.logit_offset, "epoch": state["best_epoch"],
+        "cosine_head": strategy.cosine_head,
         "normalization": list(normalize),
         "provenance": provenance(data, normalize),
+        # How evaluation fed the model, so evaluate / predict rebuild its inputs bit for bit.
+        "inputs": {"normalization": list(normalize), "in_chans": 1, "img_size": int(data.size),
+                   "channels_last": bool(cfg.channels_last), "precision": cfg.precision,
+                   "eval_batch_size": int(eval_batch)},
     })
     history = state["history"]
     train_seconds = sum(h["train_seconds"] for h in history)

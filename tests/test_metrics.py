@@ -87,18 +87,27 @@ def test_count_metrics_match_sklearn(case: str, seed: int) -> None:
     assert m["balanced_accuracy"] == pytest.approx(
         skm.balanced_accuracy_score(labels, preds), abs=TOL
     )
-    for average in ("macro", "weighted"):
-        expected = skm.f1_score(labels, preds, labels=every_class, average=average, zero_division=0)
-        assert m[f"{average}_f1"] == pytest.approx(expected, abs=TOL)
+    # macro averages run over the classes present in the labels (scikit-learn's labels=)
+    present = np.unique(labels).tolist()
+    assert m["macro_f1"] == pytest.approx(
+        skm.f1_score(labels, preds, labels=present, average="macro", zero_division=0), abs=TOL)
+    assert m["weighted_f1"] == pytest.approx(
+        skm.f1_score(labels, preds, labels=every_class, average="weighted", zero_division=0),
+        abs=TOL)
     precision, recall, f1, support = skm.precision_recall_fscore_support(
         labels, preds, labels=every_class, zero_division=0
     )
+    assert m["absent_classes"] == [n for i, n in enumerate(NAMES) if i not in present]
     for i, name in enumerate(NAMES):
         got = m["per_class"][name]
+        assert got["support"] == support[i]
+        if i not in present:  # no items: recall and F1 are undefined, not 0
+            assert got["recall"] is None and got["f1"] is None
+            assert got["precision"] == (0.0 if (preds == i).any() else None)
+            continue
         assert got["precision"] == pytest.approx(precision[i], abs=TOL)
         assert got["recall"] == pytest.approx(recall[i], abs=TOL)
         assert got["f1"] == pytest.approx(f1[i], abs=TOL)
-        assert got["support"] == support[i]
     assert m["confusion"] == skm.confusion_matrix(labels, preds, labels=every_class).tolist()
     assert m["nll"] == pytest.approx(skm.log_loss(labels, scores, labels=every_class), abs=TOL)
 
@@ -112,9 +121,21 @@ def test_macro_auc_matches_sklearn(case: str, seed: int) -> None:
 
 
 @pytest.mark.parametrize("case", ["class_absent", "absent_and_unpredicted"])
-def test_macro_auc_is_nan_when_a_class_is_absent(case: str) -> None:
+def test_macro_auc_averages_over_the_present_classes(case: str) -> None:
     labels, scores = CASES[case](0)
-    assert math.isnan(compute_metrics(labels, scores, NAMES)["macro_auc"])
+    expected = np.mean([skm.roc_auc_score(labels == c, scores[:, c]) for c in np.unique(labels)])
+    assert compute_metrics(labels, scores, NAMES)["macro_auc"] == pytest.approx(expected, abs=TOL)
+
+
+def test_a_perfect_classifier_with_a_class_absent_scores_perfectly() -> None:
+    labels = np.array([0, 0, 2, 2, 3, 3, 3])  # no DME in the split
+    scores = np.eye(K)[labels] * 0.9 + 0.025
+    m = compute_metrics(labels, scores, NAMES)
+    assert m["accuracy"] == m["balanced_accuracy"] == m["macro_f1"] == m["macro_auc"] == 1.0
+    assert m["per_class"]["DME"] == {"precision": None, "recall": None, "f1": None, "support": 0}
+    assert m["absent_classes"] == ["DME"]
+    # the selection metric's resampling form agrees
+    assert metric_fn("macro_f1", K)(labels, labels) == 1.0
 
 
 def test_single_class_labels_do_not_raise() -> None:
@@ -234,14 +255,15 @@ def _sklearn_metric(name: str, labels: np.ndarray, scores: np.ndarray) -> float:
         return skm.accuracy_score(labels, preds)
     if name == "balanced_accuracy":
         return skm.balanced_accuracy_score(labels, preds)
+    present = np.unique(labels)
     if name == "macro_f1":
-        return skm.f1_score(labels, preds, labels=list(range(K)), average="macro", zero_division=0)
+        return skm.f1_score(labels, preds, labels=present, average="macro", zero_division=0)
     if name == "macro_auc":
-        if len(np.unique(labels)) < K:
+        if len(present) < 2:
             return math.nan
-        # One-vs-rest, macro, as roc_auc_score(multi_class="ovr") computes it; the per-class form
-        # accepts the rounded scores, whose rows no longer sum to exactly 1.
-        return np.mean([skm.roc_auc_score(labels == c, scores[:, c]) for c in range(K)])
+        # One-vs-rest, macro over the present classes; the per-class form accepts the rounded
+        # scores, whose rows no longer sum to exactly 1.
+        return np.mean([skm.roc_auc_score(labels == c, scores[:, c]) for c in present])
     return _textbook_ece(scores.max(axis=1), preds == labels)
 
 
@@ -264,9 +286,10 @@ def test_batched_metric_matches_sklearn_on_every_resample(case: str, name: str) 
     assert one == pytest.approx(compute_metrics(labels, scores, NAMES)[name], abs=TOL, nan_ok=True)
 
 
-def test_batched_auc_is_nan_only_on_resamples_missing_a_class() -> None:
+def test_batched_auc_is_nan_only_on_resamples_of_one_class() -> None:
     labels, scores = _random_case(0, n=40)
-    rows = np.stack([np.arange(40), np.flatnonzero(labels != 1)[np.arange(40) % 10]])
+    rows = np.stack([np.flatnonzero(labels != 1)[np.arange(40) % 10],
+                     np.full(40, np.flatnonzero(labels == 2)[0])])
     got = metric_fn("macro_auc", K)(labels[rows], scores[rows])
     assert not math.isnan(got[0]) and math.isnan(got[1])
 

@@ -276,7 +276,50 @@ def test_ldam_margins_and_deferred_reweighting():
     assert not criterion.reweight
 
 
+def test_ldam_loss_on_a_known_case():
+    """Cao et al. (2019), eq. 10 with their code's s = 30 on cosine logits, worked by hand."""
+    strategy = build_strategy("ldam_drw", [100, 1])  # defaults: max_margin 0.5, scale 30
+    assert strategy.cosine_head
+    # margins C / n^(1/4) with the rarest class's = 0.5: 0.5 * (1/100)^(1/4) and 0.5
+    small = 0.5 * 100 ** -0.25
+    cosines, targets = torch.tensor([[0.5, 0.2], [0.1, 0.3]]), torch.tensor([0, 1])
+    first = math.log1p(math.exp(30 * 0.2 - 30 * (0.5 - small)))  # -log softmax of the target
+    second = math.log1p(math.exp(30 * 0.1 - 30 * (0.3 - 0.5)))
+    assert strategy.criterion(cosines, targets).item() == pytest.approx((first + second) / 2,
+                                                                        rel=1e-6)
+
+
+def test_ldam_loss_on_a_fresh_cosine_head_does_not_saturate():
+    from octbench.models import CosineLinear, build_model, classifier_head, use_cosine_head
+
+    torch.manual_seed(0)
+    strategy = build_strategy("ldam_drw", OCT_COUNTS)
+    model = use_cosine_head(build_model("reference_cnn", width=0.25))
+    assert isinstance(classifier_head(model), CosineLinear)
+    logits = model.eval()(torch.randn(64, 1, 28, 28))
+    assert logits.abs().max() <= 1 + 1e-6  # cosines
+    targets = torch.randint(0, K, (64,))
+    # at most log K + s * (max cosine gap 2 + margin 0.5); ~log K + 15 for cosines near 0
+    assert strategy.criterion(logits, targets).item() < math.log(K) + 30 * 0.5 + 3
+
+
 def test_seed_weights_reproduce_the_seed_project():
     assert build_strategy("seed_weights", OCT_COUNTS).criterion.weight.tolist() == [1, 1, 1, 3]
     with pytest.raises(OctbenchError, match="4 OCTMNIST classes"):
         build_strategy("seed_weights", [10, 20, 30])
+
+
+def test_a_head_that_is_not_linear_cannot_become_a_cosine_head():
+    from octbench.models import use_cosine_head
+
+    class ConvHead(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Conv2d(1, 8, 3)
+            self.head = torch.nn.Conv2d(8, 4, 1)
+
+        def get_classifier(self):
+            return self.head
+
+    with pytest.raises(OctbenchError, match="has a Conv2d head, not a Linear layer"):
+        use_cosine_head(ConvHead())

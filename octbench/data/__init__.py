@@ -65,6 +65,8 @@ class OCTData:
         train, val, test: the official splits.
         source: where the data came from (path, generator parameters), for run records.
         fingerprint: the content fingerprint (:func:`data_fingerprint`), e.g. ``sha256:...``.
+        duplicates: exact-duplicate counts (:mod:`octbench.data.duplicates`), set by
+            :func:`load_dataset`; None for data built otherwise.
     """
 
     name: str
@@ -76,6 +78,7 @@ class OCTData:
     test: Split
     source: dict = field(default_factory=dict)
     fingerprint: str = ""
+    duplicates: dict | None = None
 
     @property
     def num_classes(self) -> int:
@@ -98,6 +101,7 @@ class OCTData:
             "class_counts": self.class_counts(),
             "source": self.source,
             "fingerprint": self.fingerprint,
+            **({"duplicates": self.duplicates} if self.duplicates is not None else {}),
         }
 
 
@@ -259,10 +263,11 @@ def data_fingerprint(name: str, **params) -> str:
     """The content fingerprint of dataset ``name`` with ``params``, without loading it if the
     dataset registered a fast one (npz: SHA-256 of the file; OCTMNIST: its MD5; synthetic: the
     generator's parameters and version; folder: SHA-256 of its files)."""
+    params.pop("on_duplicates", None)  # what a load does with duplicates, not the content
     if name in _FINGERPRINTS:
         return _FINGERPRINTS[name](**params)
     # Loaded to be hashed: kept for the load_dataset call that follows, so it loads once.
-    data = load_dataset(name, **params)
+    data = DATASETS.get(name)(**params)
     _JUST_LOADED.clear()
     _JUST_LOADED[_load_key(name, params)] = data
     return data.fingerprint
@@ -295,20 +300,26 @@ def check_available(name: str, **params) -> str:
         Traceback (most recent call last):
         octbench.errors.DataError: data file no/such.npz does not exist; check `data.path` ...
     """
+    params.pop("on_duplicates", None)
     check = AVAILABILITY_CHECKS.get(name)
     return check(**params) if check else f"dataset '{name}' (checked when it is loaded)"
 
 
-def load_dataset(name: str, **params) -> OCTData:
-    """Load the dataset registered as ``name``.
+def load_dataset(name: str, *, on_duplicates: str = "warn", **params) -> OCTData:
+    """Load the dataset registered as ``name``, checked for exact-duplicate images within and
+    across splits (``on_duplicates``: warn, error or drop; :mod:`octbench.data.duplicates`).
 
     Example:
         >>> data = load_dataset("synthetic", scale=0.01)
-        >>> data.synthetic, data.class_names
-        (True, ('CNV', 'DME', 'DRUSEN', 'NORMAL'))
+        >>> data.synthetic, data.class_names, data.duplicates["total"]
+        (True, ('CNV', 'DME', 'DRUSEN', 'NORMAL'), 0)
     """
+    from octbench.data.duplicates import apply_policy
+
     kept = _JUST_LOADED.pop(_load_key(name, params), None)
-    return kept if kept is not None else DATASETS.get(name)(**params)
+    data = kept if kept is not None else DATASETS.get(name)(**params)
+    origin = str(params.get("path", name))
+    return apply_policy(data, on_duplicates, origin)
 
 
 # Importing the modules registers their datasets.

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from octbench.data import SPLITS, OCTData
+from octbench.data.duplicates import summary
 
 
 def class_distribution(data: OCTData) -> pd.DataFrame:
@@ -40,6 +41,10 @@ def format_distribution(data: OCTData) -> str:
         for row in part.itertuples():
             lines.append(f"  {row._2:<8} {row.count:>7,}  {row.share:6.1%}  "
                          f"{row.ratio_to_smallest:5.2f}x the smallest")
+    if data.duplicates is not None:
+        dropped = data.duplicates.get("dropped")
+        lines.append(f"exact duplicates (pixel hash): {summary(data.duplicates)}"
+                     + (f"; {dropped:,} dropped" if dropped else ""))
     return "\n".join(lines)
 
 

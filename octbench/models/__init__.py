@@ -94,6 +94,21 @@ def describe_weights(name: str, params: dict, model: nn.Module) -> dict:
     return timm_models.describe_weights(inner, params.get("pretrained", False), model)
 
 
+def weights_fit_problem(name: str, params: dict, model: nn.Module) -> str | None:
+    """Why a model's weights file does not fit ``model`` (built on any device, even "meta"),
+    or None: checked before training, so a misfit fails the whole grid up front."""
+    pretrained = params.get("pretrained")
+    if timm_name(name) is None or not isinstance(pretrained, str):
+        return None
+    if not params.get("pretrained_strict", True):
+        return None
+    from octbench.models.pretrained import plan_weights
+    from octbench.models.timm_models import read_weights
+
+    plan = plan_weights(read_weights(pretrained), model)
+    return None if plan.complete else plan.problem(pretrained)
+
+
 def no_pretrained_message(name: str) -> str:
     return (f"model '{name}' has no pretrained weights (octbench's own models train from "
             "scratch); pretrained weights come with timm models, e.g. "
@@ -132,7 +147,8 @@ def count_parameters(model: nn.Module) -> int:
 
 # Importing the modules registers their models.
 from octbench.models import reference, resnet  # noqa: E402,F401
+from octbench.models.heads import CosineLinear, use_cosine_head  # noqa: E402
 
-__all__ = ["MODELS", "DATA_PARAMS", "build_model", "check_model_name", "classifier_head",
-           "count_parameters", "describe_weights", "freeze_all_but_head", "input_normalization",
-           "timm_name"]
+__all__ = ["MODELS", "DATA_PARAMS", "CosineLinear", "build_model", "check_model_name",
+           "classifier_head", "count_parameters", "describe_weights", "freeze_all_but_head",
+           "input_normalization", "timm_name", "use_cosine_head", "weights_fit_problem"]

@@ -2,10 +2,11 @@
 
 ``pretrained: true`` loads timm's own weights (from the Hugging Face hub or timm's URL, through
 their caches); ``pretrained: path/to/weights.safetensors`` (or ``.pth``) loads a local file
-through timm's ``pretrained_cfg_overlay=dict(file=...)``. Either way timm adapts the first
-convolution to one input channel (summing the RGB filters) and gives the model a new head for
-the data's classes. Weight files are read with safetensors or ``torch.load(weights_only=True)``:
-loading one never runs code.
+strictly (:mod:`octbench.models.pretrained`). Either way the first convolution is adapted to one
+input channel (summing the RGB filters) and the model gets a new head for the data's classes.
+Weight files are read with safetensors or ``torch.load(weights_only=True)``: loading one never
+runs code. timm's own ways of loading weights (``checkpoint_path``, ``pretrained_cfg``, ...) are
+refused: they would bypass both the checks and the record.
 """
 
 from __future__ import annotations
@@ -25,20 +26,44 @@ from octbench.registry import did_you_mean
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 #: The data's input normalisation (the seed project's): x / 255 -> (x - 0.5) / 0.5.
 DEFAULT_NORMALIZATION = (0.5, 0.5)
+#: ``timm.create_model`` arguments that load or redirect weights: refused, in a YAML and in a
+#: checkpoint's model settings alike, since weights must come through ``pretrained``.
+WEIGHT_LOADING_KWARGS = ("checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay",
+                         "cache_dir")
+
+
+def weight_kwargs_problem(inner: str, params: dict) -> str | None:
+    """Why ``params`` may not reach timm (they would load weights behind octbench's back)."""
+    bad = [k for k in params if k in WEIGHT_LOADING_KWARGS]
+    if not bad:
+        return None
+    return (f"'{', '.join(bad)}' of timm model '{inner}' would load weights outside octbench's "
+            "checks and record; remove it and set pretrained: true (timm's weights) or "
+            "pretrained: path/to/weights.safetensors.")
 
 
 def create_timm_model(inner: str, *, num_classes: int, in_chans: int, img_size: int,
-                      pretrained: bool | str = False, **params) -> nn.Module:
-    """``timm.create_model`` for ``num_classes`` classes, with pretrained weights if asked."""
+                      pretrained: bool | str = False, pretrained_strict: bool = True,
+                      **params) -> nn.Module:
+    """``timm.create_model`` for ``num_classes`` classes, with pretrained weights if asked.
+
+    Raises:
+        OctbenchError: a weight-loading timm argument, or a weights file that does not fit.
+    """
     import timm
 
+    problem = weight_kwargs_problem(inner, params)
+    if problem:
+        raise OctbenchError(problem)
     kwargs = dict(num_classes=num_classes, in_chans=in_chans, **params)
     if "img_size" in model_parameters(inner):  # vision transformers and other fixed-size models
         kwargs["img_size"] = img_size
     if isinstance(pretrained, str):
-        file = str(Path(pretrained).expanduser())
-        return timm.create_model(inner, pretrained=True,
-                                 pretrained_cfg_overlay=dict(file=file), **kwargs)
+        from octbench.models.pretrained import load_weights_file
+
+        model = timm.create_model(inner, pretrained=False, **kwargs)
+        load_weights_file(model, Path(pretrained).expanduser(), strict=pretrained_strict)
+        return model
     return timm.create_model(inner, pretrained=bool(pretrained), **kwargs)
 
 
@@ -77,9 +102,20 @@ def parameter_problems(inner: str, params: dict, path: str) -> list[str]:
         problems.append(f"{path}.pretrained: timm has no pretrained weights for '{inner}'; use "
                         "pretrained: false, a weights file, or a model listed by "
                         "timm.list_models(pretrained=True).")
+    strict = params.get("pretrained_strict", True)
+    if not isinstance(strict, bool):
+        problems.append(f"{path}.pretrained_strict must be true or false. Got {strict!r} "
+                        "instead.")
+    elif not strict and not isinstance(pretrained, str):
+        problems.append(f"{path}.pretrained_strict: false applies to a weights file only; set "
+                        "pretrained: path/to/weights.safetensors, or remove it.")
+    problem = weight_kwargs_problem(inner, params)
+    if problem:
+        problems.append(f"{path}: {problem}")
     from octbench.models import DATA_PARAMS
 
-    rest = {k: v for k, v in params.items() if k != "pretrained"}
+    rest = {k: v for k, v in params.items()
+            if k not in ("pretrained", "pretrained_strict") and k not in WEIGHT_LOADING_KWARGS}
     for key in [k for k in rest if k in DATA_PARAMS]:
         problems.append(f"{path}.{key}: '{key}' of timm model '{inner}' is set from the data; "
                         "remove it.")
@@ -194,19 +230,36 @@ def offline_message(inner: str, where: str, error: Exception) -> str:
 
 
 def normalization(inner: str, pretrained: bool | str) -> tuple[float, float]:
-    """Input (mean, std) for a single-channel image in [0, 1].
+    """Input (mean, std) for a single-channel image in [0, 1] (see :func:`normalization_source`).
 
     Pretrained weights expect their own normalisation (ImageNet's for most timm weights); the
     RGB mean and std are averaged for one channel, matching timm's summing of the RGB filters.
     """
+    return _normalization(inner, pretrained)[0]
+
+
+def normalization_source(inner: str, pretrained: bool | str) -> str:
+    """Where :func:`normalization` came from: ``data`` (0.5 / 0.5), ``file`` (the weights file's
+    metadata or its config.json) or ``timm`` (timm's configuration for the name)."""
+    return _normalization(inner, pretrained)[1]
+
+
+def _normalization(inner: str, pretrained: bool | str) -> tuple[tuple[float, float], str]:
     if not pretrained:
-        return DEFAULT_NORMALIZATION
+        return DEFAULT_NORMALIZATION, "data"
+    if isinstance(pretrained, str):
+        from octbench.models.pretrained import file_normalization
+
+        carried = file_normalization(pretrained)
+        if carried is not None:
+            return carried, "file"
     from timm.models import get_pretrained_cfg
 
     cfg = get_pretrained_cfg(inner)
     if cfg is None or cfg.mean is None or cfg.std is None:
-        return DEFAULT_NORMALIZATION
-    return (round(sum(cfg.mean) / len(cfg.mean), 6), round(sum(cfg.std) / len(cfg.std), 6))
+        return DEFAULT_NORMALIZATION, "data"
+    return (round(sum(cfg.mean) / len(cfg.mean), 6),
+            round(sum(cfg.std) / len(cfg.std), 6)), "timm"
 
 
 def tensors_digest(state: dict[str, torch.Tensor], keys) -> str:
@@ -221,36 +274,34 @@ def tensors_digest(state: dict[str, torch.Tensor], keys) -> str:
 def describe_weights(inner: str, pretrained: bool | str, model: nn.Module) -> dict:
     """Where a freshly built timm model's weights came from, for the run record.
 
-    For a weights file: its SHA-256 and a digest of the model's tensors that were loaded from it
-    (every tensor of the file the model has in the same shape, except a replaced head), so a
-    record proves which weights its run started from.
+    For a weights file: its SHA-256, the tensors loaded as they are, adapted (the stem, to one
+    input channel) and new (the head), the wrapper prefix stripped, and a digest of the model's
+    loaded and adapted tensors, so a record proves which weights its run started from. With
+    ``pretrained_strict: false`` it also lists what did not fit and says ``partial``.
     """
     if not pretrained:
-        return {"weights": "random"}
+        return {"weights": "random", "normalization_source": "data"}
     if not isinstance(pretrained, str):
         cfg = getattr(model, "pretrained_cfg", {}) or {}
-        return {"weights": "timm", "source": cfg.get("hf_hub_id") or cfg.get("url")}
+        return {"weights": "timm", "source": cfg.get("hf_hub_id") or cfg.get("url"),
+                "normalization_source": normalization_source(inner, pretrained)}
+    from octbench.models.pretrained import plan_weights
+
     path = Path(pretrained).expanduser()
-    file_state = read_weights(path)
-    model_state = model.state_dict()
-    keys = loaded_keys(file_state, model)
-    return {"weights": str(path), "file_sha256": _file_sha256(path), "loaded_tensors": len(keys),
-            "new_tensors": sorted(set(model_state) - set(keys)),
-            "loaded_sha256": tensors_digest(model_state, keys)}
-
-
-def loaded_keys(file_state: dict[str, torch.Tensor], model: nn.Module) -> list[str]:
-    """The file's tensors that timm loads into ``model``: same name and shape, not the head
-    (timm replaces the head when the number of classes differs from the weights')."""
-    cfg = getattr(model, "pretrained_cfg", {}) or {}
-    heads = cfg.get("classifier") or ()
-    heads = (heads,) if isinstance(heads, str) else tuple(heads)
-    replaced = getattr(model, "num_classes", None) != cfg.get("num_classes")
-    model_state = model.state_dict()
-    return sorted(
-        k for k, v in file_state.items()
-        if k in model_state and model_state[k].shape == v.shape
-        and not (replaced and any(k.startswith(h + ".") for h in heads)))
+    plan = plan_weights(read_weights(path), model)
+    described = {
+        "weights": str(path), "file_sha256": _file_sha256(path),
+        "loaded_tensors": len(plan.loaded), "adapted_tensors": plan.adapted,
+        "new_tensors": sorted(plan.new),
+        "loaded_sha256": tensors_digest(model.state_dict(), plan.loaded + plan.adapted),
+        "prefix_stripped": plan.prefix or None,
+        "normalization_source": normalization_source(inner, pretrained),
+        "partial": not plan.complete,
+    }
+    if not plan.complete:
+        described.update(missing=plan.missing, unexpected=plan.unexpected,
+                         mismatched=plan.mismatched)
+    return described
 
 
 def _file_sha256(path: Path) -> str:

@@ -260,7 +260,8 @@ def collect(source: str | Path, *, baseline: str | None = None,
 
 def _comparable(dataset: dict) -> dict:
     # The resolved path of a file differs between machines; name, size and counts do not.
-    return {k: v for k, v in dataset.items() if k != "source"}
+    # Duplicate counts follow from the content (fingerprint) and are missing in older records.
+    return {k: v for k, v in dataset.items() if k not in ("source", "duplicates")}
 
 
 def _load_run(store: ResultsStore, record: RunRecord, class_names: Sequence[str],

@@ -299,6 +299,23 @@ def _param(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else md_escape(str(value))
 
 
+def _duplicates_sentence(found: dict | None) -> str:
+    """The exact-duplicate check of the data (pixel hashes), as the run records hold it."""
+    if not isinstance(found, dict):
+        return " Exact duplicates: not checked (records made before the check)."
+    within = sum((found.get("within") or {}).values())
+    across = found.get("across") or {}
+    leaked = across.get("train-test", 0) + across.get("val-test", 0)
+    text = (f" Exact duplicate images (pixel hash): {within:,} repeats within splits, "
+            f"{across.get('train-val', 0):,} val and {leaked:,} test images identical to an "
+            f"earlier split")
+    if found.get("dropped"):
+        text += f"; {found['dropped']:,} dropped before training (data.on_duplicates: drop)"
+    elif within or sum(across.values()):
+        text += " — **kept: scores on repeated images are inflated**"
+    return text + "."
+
+
 def _dataset_section(data: ReportData) -> list[str]:
     out = ["## Dataset", ""]
     counts = data.dataset.get("class_counts") or {}
@@ -323,6 +340,7 @@ def _dataset_section(data: ReportData) -> list[str]:
     if source:
         params = ", ".join(f"{k}={v}" for k, v in source.items())
         out[-1] += f" Source: {md_escape(params)}."
+    out[-1] += _duplicates_sentence(data.dataset.get("duplicates"))
     test, train = counts.get("test"), counts.get("train")
     if test and train:
         balanced = len(set(test)) == 1
@@ -435,7 +453,7 @@ def _results_section(data: ReportData, table: pd.DataFrame, n_resamples: int) ->
         undefined = [METRIC_LABELS[m] for m in TABLE_METRICS if math.isnan(row[f"{m}_mean"])]
         if undefined:
             notes.append(f"{name}: {', '.join(undefined)} undefined (n/a) — e.g. macro AUC "
-                         "needs every class in the test labels.")
+                         "needs at least two classes in the test labels.")
     if notes:
         out += ["", *[f"- ⚠ {n}" for n in notes]]
     out += ["", *_published_section(data, table)]
@@ -568,6 +586,13 @@ def _per_class_section(data: ReportData, per_class: pd.DataFrame) -> list[str]:
     out.append(f"*Test split of {data_description(data)}.* The header gives each class's "
                "number of training images: imbalance strategies should lift recall of the rare "
                "classes, usually at some cost on the frequent ones. Best per column in **bold**.")
+    absent = [n for n in names if per_class[f"recall_{n}_mean"].isna().all()]
+    if absent:
+        out.append(f"n/a: {', '.join(md_escape(n) for n in absent)} "
+                   f"{'has' if len(absent) == 1 else 'have'} no test images, so "
+                   f"{'its' if len(absent) == 1 else 'their'} recall and F1 are undefined; "
+                   "macro-F1, balanced accuracy and macro AUC average over the classes present "
+                   "(scikit-learn's `labels=`).")
     story = _minority_story(data, per_class)
     if story:
         out += ["", story]

@@ -38,12 +38,15 @@ class Strategy:
             deferred re-weighting; ``None`` when not needed.
         logit_offset: a per-class vector added to the logits at evaluation time (post-hoc logit
             adjustment); ``None`` leaves predictions untouched.
+        cosine_head: the criterion expects cosine logits in [-1, 1]: the model's classifier
+            head becomes a normalised (cosine) linear layer, for training and evaluation alike.
     """
 
     criterion: nn.Module
     sampler: Sampler | None = None
     on_epoch_start: Callable[[int, int], None] | None = None
     logit_offset: torch.Tensor | None = None
+    cosine_head: bool = False
 
 
 def build_strategy(name: str, class_counts: list[int], **params) -> Strategy:

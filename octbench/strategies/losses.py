@@ -205,14 +205,14 @@ def ldam_drw(
 ) -> Strategy:
     """LDAM loss with deferred re-weighting (Cao et al., NeurIPS 2019).
 
-    Margins ``m_c`` proportional to ``n_c^(-1/4)``, the largest equal to ``max_margin``; logits
-    are scaled by ``scale``. From epoch ``int(drw_start * epochs)`` on, the loss uses
+    As published: the model's classifier becomes a normalised (cosine) linear layer, so logits
+    are cosines in [-1, 1]; margins ``m_c`` proportional to ``n_c^(-1/4)``, the largest equal to
+    ``max_margin``; margin-adjusted logits scaled by ``scale`` (the paper's code: ``s = 30``,
+    ``max_m = 0.5``, ``NormedLinear``). From epoch ``int(drw_start * epochs)`` on, the loss uses
     class-balanced weights with effective-number ``beta``; before that it is unweighted.
     """
-    # scale=30 is the reference code's default (kaidic/LDAM-DRW, LDAMLoss(s=30)), kept so results
-    # compare with the paper. There the classifier is a normalised linear layer (cosine logits in
-    # [-1, 1]); with an ordinary linear head, logits are already unbounded and 30x makes the
-    # softmax saturate early, so scale=1.0 (margins in raw logit units) is the safer choice.
+    # s = 30 belongs with cosine logits: on an ordinary linear head's unbounded logits it would
+    # saturate the softmax (a loss of ~80 on random logits), hence cosine_head.
     margins = _counts(class_counts) ** -0.25
     margins = margins * (max_margin / margins.max())
     criterion = LDAMLoss(
@@ -223,7 +223,7 @@ def ldam_drw(
     def on_epoch_start(epoch: int, epochs: int) -> None:
         criterion.reweight = epoch >= int(drw_start * epochs)
 
-    return Strategy(criterion=criterion, on_epoch_start=on_epoch_start)
+    return Strategy(criterion=criterion, on_epoch_start=on_epoch_start, cosine_head=True)
 
 
 @STRATEGIES.register

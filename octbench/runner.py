@@ -353,7 +353,8 @@ def check_buildable(pending: list[RunSpec], data: OCTData) -> None:
             problems.append(f"strategy {strategy.label}: {error}")
     for model in {spec.model.label: spec.model for spec in pending}.values():
         try:
-            with torch.device("meta"):  # no memory, no initialisation: sizes are checked only
+            with torch.device("meta"), warnings.catch_warnings():  # sizes are checked only
+                warnings.simplefilter("ignore")  # "zero-element tensors": data too small
                 built = build_model(model.name, num_classes=data.num_classes, in_chans=1,
                                     img_size=data.size,  # a weights file is matched below
                                     **{k: v for k, v in model.params.items() if k != "pretrained"})

@@ -205,8 +205,8 @@ class _StrictLoader(yaml.SafeLoader):
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
 
-
     def get_single_node(self):
+        """The document's node, refused before construction if aliases blow it up."""
         node = super().get_single_node()
         if node is not None:
             _check_expanded_size(node)

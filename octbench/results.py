@@ -191,6 +191,9 @@ def _field_problem(data: dict) -> str | None:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                   or value < 0):
             return f"field '{name}' must be an integer >= 0 or null, got {_shown(value)}"
+    for split, values in data.get("metrics", {}).items():  # {split: {metric: value}}
+        if not isinstance(values, dict):
+            return f"field 'metrics.{split}' must be a JSON object, got {_shown(values)}"
     for name in ("metrics", "timing"):
         problem = _numbers_problem(data.get(name, {}), name)
         if problem:

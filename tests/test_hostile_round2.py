@@ -220,6 +220,7 @@ def test_bombs_and_declared_sizes_stay_bounded(hostile, tmp_path):
                                                value=[f"c{i}" for i in range(10_000)]))
     crafted_record(store, "epoch-abc", lambda r: r["history"][0].update(epoch="abc"))
     crafted_record(store, "int-fingerprint", _set("dataset", "fingerprint", value=12345))
+    crafted_record(store, "int-split", _set("metrics", "test", value=2**64))
     # a past record with seconds_per_epoch: Infinity (read by the dry-run estimate)
     past = ResultsStore(ws.root / "results" / "tiny")
     crafted_record(past, "infinite", lambda r: json.dumps(r).replace(
@@ -291,7 +292,8 @@ def test_bombs_and_declared_sizes_stay_bounded(hostile, tmp_path):
             ("nan-metric", "field 'metrics.test.accuracy' must be a finite number or null"),
             ("many-classes", "must name 2 to 100 classes, got 10,000"),
             ("epoch-abc", "field 'history[0].epoch' must be a finite number or null"),
-            ("int-fingerprint", "field 'dataset.fingerprint' must be a string")]:
+            ("int-fingerprint", "field 'dataset.fingerprint' must be a string"),
+            ("int-split", "field 'metrics.test' must be a JSON object")]:
         line = next((li for li in report["err"].splitlines() if f"/{run_id}/" in li), "")
         assert "skipped" in line and problem in line, (run_id, report["err"][-2000:])
     assert_refused(results["dry-run-infinity"], "to do", code=0)

@@ -17,7 +17,6 @@ from octbench.untrusted import printable
 SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
 
 
-
 def summary_table(records: list[RunRecord]) -> pd.DataFrame:
     """Mean ± std over seeds of the test metrics, per (model, strategy, setup)."""
     rows = [

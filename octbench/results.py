@@ -192,12 +192,12 @@ def _field_problem(data: dict) -> str | None:
                                   or value < 0):
             return f"field '{name}' must be an integer >= 0 or null, got {_shown(value)}"
     for split, values in data.get("metrics", {}).items():  # {split: {metric: value}}
-        if not isinstance(values, dict):
-            return f"field 'metrics.{split}' must be a JSON object, got {_shown(values)}"
-    for name in ("metrics", "timing"):
-        problem = _numbers_problem(data.get(name, {}), name)
+        problem = _split_metrics_problem(values, f"metrics.{split}")
         if problem:
             return problem
+    problem = _numbers_problem(data.get("timing", {}), "timing")
+    if problem:
+        return problem
     history = data.get("history", [])
     if len(history) > MAX_HISTORY:
         return f"field 'history' has {len(history):,} epochs, more than {MAX_HISTORY:,}"
@@ -208,6 +208,32 @@ def _field_problem(data: dict) -> str | None:
         if problem:
             return problem
     return _dataset_problem(data.get("dataset", {}))
+
+
+#: Structured entries of a split's metrics (see octbench.metrics.compute_metrics): their JSON
+#: type; every other entry is a number or null.
+_STRUCTURED_METRICS = {"per_class": dict, "confusion": list, "absent_classes": list}
+
+
+def _split_metrics_problem(values, where: str) -> str | None:
+    if not isinstance(values, dict):
+        return f"field '{where}' must be a JSON object, got {_shown(values)}"
+    for key, value in values.items():
+        kind = _STRUCTURED_METRICS.get(key)
+        if kind is None:
+            if value is not None and not _is_number(value):
+                return (f"field '{where}.{key}' must be a finite number or null, got "
+                        f"{_shown(value)}")
+        elif not isinstance(value, kind):
+            return f"field '{where}.{key}' must be a JSON {kind.__name__}, got {_shown(value)}"
+        elif key == "absent_classes":
+            if not all(isinstance(name, str) for name in value):
+                return f"field '{where}.{key}' must list class names, got {_shown(value)}"
+        else:
+            problem = _numbers_problem(value, f"{where}.{key}")
+            if problem:
+                return problem
+    return None
 
 
 def _dataset_problem(dataset: dict) -> str | None:

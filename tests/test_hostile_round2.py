@@ -221,6 +221,7 @@ def test_bombs_and_declared_sizes_stay_bounded(hostile, tmp_path):
     crafted_record(store, "epoch-abc", lambda r: r["history"][0].update(epoch="abc"))
     crafted_record(store, "int-fingerprint", _set("dataset", "fingerprint", value=12345))
     crafted_record(store, "int-split", _set("metrics", "test", value=2**64))
+    crafted_record(store, "list-metric", _set("metrics", "test", "accuracy", value=[]))
     # a past record with seconds_per_epoch: Infinity (read by the dry-run estimate)
     past = ResultsStore(ws.root / "results" / "tiny")
     crafted_record(past, "infinite", lambda r: json.dumps(r).replace(
@@ -293,7 +294,8 @@ def test_bombs_and_declared_sizes_stay_bounded(hostile, tmp_path):
             ("many-classes", "must name 2 to 100 classes, got 10,000"),
             ("epoch-abc", "field 'history[0].epoch' must be a finite number or null"),
             ("int-fingerprint", "field 'dataset.fingerprint' must be a string"),
-            ("int-split", "field 'metrics.test' must be a JSON object")]:
+            ("int-split", "field 'metrics.test' must be a JSON object"),
+            ("list-metric", "field 'metrics.test.accuracy' must be a finite number or null")]:
         line = next((li for li in report["err"].splitlines() if f"/{run_id}/" in li), "")
         assert "skipped" in line and problem in line, (run_id, report["err"][-2000:])
     assert_refused(results["dry-run-infinity"], "to do", code=0)
@@ -301,8 +303,10 @@ def test_bombs_and_declared_sizes_stay_bounded(hostile, tmp_path):
 
 
 def test_crafted_record_checks_agree_with_an_independent_reading(hostile):
-    """What the schema check accepts is what a plain JSON reader reads (no coercion)."""
+    """What the schema check accepts is what a plain JSON reader reads (no coercion), and a
+    record whose test split lacks a class (absent_classes lists names) is accepted."""
     store = hostile.demo()
+    crafted_record(store, "absent", _set("metrics", "test", "absent_classes", value=["DME"]))
     for path in sorted(store.root.glob("*/record.json")):
         plain = json.loads(path.read_text())
         checked = read_record(path)

@@ -3,8 +3,11 @@
 Example:
     >>> import octbench
     >>> config = octbench.load_config("experiments/quickstart.yaml")
-    >>> summary = octbench.run_experiment(config)  # doctest: +SKIP
+    >>> summary = octbench.run(config, overrides={"train.epochs": 1})  # doctest: +SKIP
     >>> octbench.load_results("results/quickstart").head()  # doctest: +SKIP
+
+The notebook API (:mod:`octbench.api`): ``run``, ``load_results``, ``write_report``, ``tune``,
+``evaluate``, ``load_data``, ``experiment_config``.
 
 Must not import: the CLI (the library works without it).
 """
@@ -26,7 +29,9 @@ _PUBLIC = {
     "compute_metrics": "octbench.metrics",
     "MODELS": "octbench.models", "build_model": "octbench.models",
     "ResultsStore": "octbench.results", "RunRecord": "octbench.results",
-    "load_results": "octbench.results",
+    "run": "octbench.api", "load_results": "octbench.api", "write_report": "octbench.api",
+    "tune": "octbench.api", "evaluate": "octbench.api", "load_data": "octbench.api",
+    "experiment_config": "octbench.api",
     "expand_grid": "octbench.runner", "run_experiment": "octbench.runner",
     "STRATEGIES": "octbench.strategies", "Strategy": "octbench.strategies",
     "build_strategy": "octbench.strategies",

@@ -30,6 +30,8 @@ from octbench.untrusted import printable
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 #: More worker processes than this only oversubscribes the machine.
 MAX_WORKERS = 4 * (os.cpu_count() or 1)
+#: Most runs in one stack (`run --stack`): memory grows with it.
+MAX_STACK = 64
 PLUGINS_VARIABLE = "OCTBENCH_PLUGINS"
 #: Even on purpose, a grid beyond this is a mistake: each run is a folder and a record.
 MAX_RUNS_CEILING = 10_000_000
@@ -105,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-runs", type=_int_between(1, MAX_RUNS_CEILING), metavar="N",
                      help=f"refuse a grid of more than N runs, counted before anything is "
                           f"built (default: 10,000; at most {MAX_RUNS_CEILING:,})")
+    run.add_argument("--stack", type=_int_between(1, MAX_STACK), metavar="N",
+                     help="train up to N runs that share model, data, device and train "
+                          "settings together as one stacked model, one record each (1 = off, "
+                          "the default; try 12 on a GPU)")
     run.add_argument("--shard", metavar="K/N",
                      help="train only the K-th of N disjoint slices of the grid, K counting "
                           "from 1 (e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
@@ -335,6 +341,13 @@ def cmd_run(args) -> int:
                   "(models x strategies x seeds x devices)")
         for line in plan.lines():
             print(line)
+        if args.executor == "local" and plan.pending:
+            from octbench.runner import expand_grid
+            from octbench.stacked_runs import describe_stacks
+
+            todo = {run.run_id for run in plan.pending}
+            print(describe_stacks([s for s in expand_grid(config) if s.run_id in todo],
+                                  args.stack))
         return 0
     from octbench.runner import run_experiment
 
@@ -358,6 +371,9 @@ def _make_executor(args):
     """The executor the run options ask for; options that need Ray are refused without it."""
     from octbench.executors import LocalExecutor, RayExecutor
 
+    if args.executor == "ray" and args.stack is not None:
+        raise OctbenchError("--stack trains stacks in this process: it needs --executor local "
+                            "(the default); drop --stack to use Ray.")
     if args.executor == "ray":
         return RayExecutor(address=args.address, gpus_per_run=args.gpus_per_run,
                            cpus_per_run=args.cpus_per_run)
@@ -365,7 +381,7 @@ def _make_executor(args):
         if value is not None:
             raise OctbenchError(f"{option} needs --executor ray; add it, or drop {option} to "
                                 "train here, one run at a time.")
-    return LocalExecutor(cpus_per_run=args.cpus_per_run)
+    return LocalExecutor(cpus_per_run=args.cpus_per_run, stack=args.stack)
 
 
 SCAN_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -425,20 +441,9 @@ def _png_path(text: str) -> str:
 def _load_data_source(source: str, settings: list[str], **defaults):
     """A dataset from a registry name + ``--set`` values, an .npz file, an image folder or an
     experiment YAML; ``defaults`` fill parameters of an .npz file or folder left unset."""
-    from octbench.config import load_config, parse_data
-    from octbench.data import load_dataset
+    from octbench.api import load_data
 
-    params = dict(_load_settings(settings))
-    if source.endswith((".yaml", ".yml")):
-        component = load_config(source).data
-        component = parse_data({"name": component.name, **component.params, **params})
-    elif source.endswith(".npz"):
-        component = parse_data({"name": "npz", "path": source, **params})
-    elif Path(source).is_dir():
-        component = parse_data({"name": "folder", "path": source, **defaults, **params})
-    else:
-        component = parse_data({"name": source, **params})
-    return load_dataset(component.name, **component.params)
+    return load_data(source, defaults=defaults, **dict(_load_settings(settings)))
 
 
 def cmd_tune(args) -> int:

@@ -183,21 +183,35 @@ def train_one_epoch(
 
     synchronize(device)
     start = time.perf_counter()
+    run_steps(step, batches, graphed=graphed, full=full, optimizer=optimizer, device=device,
+              progress=progress)
+    mean_loss = (total / max(len(order), 1)).item()
+    seconds = time.perf_counter() - start
+    check_finite_loss(mean_loss)
+    return {"loss": mean_loss, "images": len(order), "seconds": seconds}
+
+
+def check_finite_loss(mean_loss: float) -> None:
+    """Raise NonFiniteLoss when an epoch's mean training loss is NaN or infinite."""
+    if not np.isfinite(mean_loss):
+        raise NonFiniteLoss(f"the training loss became {mean_loss}; lower the learning rate "
+                            "or use precision fp32")
+
+
+def run_steps(step, batches: list[torch.Tensor], *, graphed: bool, full: int, optimizer,
+              device: torch.device, progress, count=len) -> None:
+    """Call ``step(index)`` for each batch: the first ``full`` (full-size) batches replayed as
+    a CUDA graph when ``graphed``, the rest eagerly; ``count(index)`` images per batch go to
+    ``progress``."""
     eager = batches
     if graphed:
-        replayed = _replay_graph(step, batches[:full], optimizer, device, progress)
+        replayed = _replay_graph(step, batches[:full], optimizer, device, progress, count)
         eager = batches[replayed:]
     for index in eager:
         optimizer.zero_grad(set_to_none=True)
         step(index)
         if progress is not None:
-            progress.update(len(index))
-    mean_loss = (total / max(len(order), 1)).item()
-    seconds = time.perf_counter() - start
-    if not np.isfinite(mean_loss):
-        raise NonFiniteLoss(f"the training loss became {mean_loss}; lower the learning rate "
-                            "or use precision fp32")
-    return {"loss": mean_loss, "images": len(order), "seconds": seconds}
+            progress.update(count(index))
 
 
 def _capturable(optimizer: torch.optim.Optimizer) -> bool:
@@ -205,7 +219,8 @@ def _capturable(optimizer: torch.optim.Optimizer) -> bool:
     return all(group.get("capturable", True) for group in optimizer.param_groups)
 
 
-def _replay_graph(step, batches: list[torch.Tensor], optimizer, device, progress) -> int:
+def _replay_graph(step, batches: list[torch.Tensor], optimizer, device, progress,
+                  count=len) -> int:
     """Run ``batches`` (all full size): warm-up steps eagerly, the rest as CUDA graph replays.
 
     Returns how many batches were trained (all of them, or only the warm-up steps when the
@@ -218,7 +233,7 @@ def _replay_graph(step, batches: list[torch.Tensor], optimizer, device, progress
             optimizer.zero_grad(set_to_none=True)
             step(index, cache=False)
             if progress is not None:
-                progress.update(len(index))
+                progress.update(count(index))
     torch.cuda.current_stream(device).wait_stream(side)
     static_index = batches[GRAPH_WARMUP_STEPS].clone()
     graph = torch.cuda.CUDAGraph()
@@ -233,7 +248,7 @@ def _replay_graph(step, batches: list[torch.Tensor], optimizer, device, progress
         static_index.copy_(index)
         graph.replay()
         if progress is not None:
-            progress.update(len(index))
+            progress.update(count(index))
     return len(batches)
 
 

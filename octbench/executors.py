@@ -49,6 +49,7 @@ from octbench.runner import (
     execute_run,
     stopped_record,
 )
+from octbench.stacked_runs import execute_stack, plan_stacks
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +90,10 @@ class LocalExecutor:
     process is left to it.
     """
 
-    def __init__(self, *, cpus_per_run: int | None = None):
+    def __init__(self, *, cpus_per_run: int | None = None, stack: int | None = None):
         _check_cpus(cpus_per_run)
         self.cpus_per_run = cpus_per_run
+        self.stack = stack  # most runs per stack (octbench.stacked_runs); None: per device
         self._checked: tuple[Component, object] | None = None  # the last data checked, loaded
 
     def check(self, pending: list[RunSpec], data: Component) -> None:
@@ -116,7 +118,13 @@ class LocalExecutor:
         else:
             loaded = load_dataset(data.name, **data.params)
         self._checked = None  # one data set in memory at a time
-        for number, spec in enumerate(pending, 1):
+        numbers = {spec.run_id: number for number, spec in enumerate(pending, 1)}
+        for group in plan_stacks(pending, self.stack):
+            if len(group) > 1:  # same-shaped runs train together, one record each
+                yield from execute_stack(group, loaded, store, quiet=quiet, progress=progress,
+                                         numbers=numbers)
+                continue
+            spec, number = group[0], numbers[group[0].run_id]
             run_progress = progress.start_run(number, spec.run_id, spec.device)
             try:
                 with store.claim(spec.run_id):

@@ -24,6 +24,18 @@ from octbench.plan import format_duration
 HEARTBEAT_SECONDS = 60.0
 
 
+def interactive(stream: TextIO) -> bool:
+    """Whether a person watches ``stream`` live: a terminal, or a Jupyter notebook (no terminal,
+    but tqdm.auto draws its notebook widget there)."""
+    return stream.isatty() or in_notebook()
+
+
+def in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel."""
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
 class GridProgress:
     """Start lines and a grid-level ETA for ``epochs[i]`` epochs of each pending run.
 
@@ -43,7 +55,7 @@ class GridProgress:
         self.enabled = enabled
         self.epoch_lines = epoch_lines
         self.stream = stream if stream is not None else sys.stderr
-        self.tty = self.stream.isatty() if tty is None else tty
+        self.tty = interactive(self.stream) if tty is None else tty
         self.heartbeat = heartbeat
         self.epoch_seconds: list[float] = []
 
@@ -162,7 +174,7 @@ def counting(total: int, desc: str, *, unit: str = "images", interval: float = 1
     logger = logging.getLogger("octbench")
     if not logger.isEnabledFor(logging.INFO):
         yield _Counter()
-    elif sys.stderr.isatty():
+    elif interactive(sys.stderr):
         from tqdm.auto import tqdm
 
         with tqdm(total=total, leave=False, desc=desc, unit=unit[:3]) as bar:
@@ -173,5 +185,6 @@ def counting(total: int, desc: str, *, unit: str = "images", interval: float = 1
 
 def single_run(epochs: int, *, quiet: bool = True) -> RunProgress:
     """Progress of a run outside a grid (a tuning trial): a bar on a terminal, else nothing."""
-    grid = GridProgress([epochs], enabled=not quiet and sys.stderr.isatty(), epoch_lines=False)
+    grid = GridProgress([epochs], enabled=not quiet and interactive(sys.stderr),
+                        epoch_lines=False)
     return RunProgress(grid, 0)

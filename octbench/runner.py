@@ -419,19 +419,13 @@ def execute_run(spec: RunSpec, data: OCTData, store: ResultsStore, *, quiet: boo
     record and propagates; the epoch checkpoint stays so the next call resumes from it.
     Exceptions raised by ``on_epoch`` (e.g. ``optuna.TrialPruned``) propagate as well.
     """
-    base = record_fields(spec, dataset=data.describe(), kind=kind)
-
-    def finish(status: str, error: str | None = None, **fields) -> RunRecord:
-        record = RunRecord(status=status, error=error, created_utc=_utc_now(), **base, **fields)
-        store.write(record)
-        return record
-
+    finish = RecordWriter(spec, data, store, kind=kind)
     try:
         device = resolve_device(spec.device)
         check_precision(device, spec.train.precision)
     except DeviceUnavailable as reason:
         return finish(SKIPPED, str(reason))
-    base["hardware"] = describe(device)
+    finish.base["hardware"] = describe(device)
     try:
         if progress is None:
             progress = single_run(spec.train.epochs, quiet=quiet)
@@ -452,9 +446,28 @@ def execute_run(spec: RunSpec, data: OCTData, store: ResultsStore, *, quiet: boo
         if store.is_complete(spec.run_id):  # failed only in the cleanup after the record
             log.warning("run %s: cleanup after completion failed: %s", spec.run_id, error)
             return store.read(spec.run_id)
-        detail = "".join(traceback.format_exception_only(type(error), error)).strip()
         log.debug("run %s failed", spec.run_id, exc_info=True)
-        return finish(FAILED, detail)
+        return finish(FAILED, failure_detail(error))
+
+
+def failure_detail(error: BaseException) -> str:
+    """The error line a FAILED record keeps."""
+    return "".join(traceback.format_exception_only(type(error), error)).strip()
+
+
+class RecordWriter:
+    """``finish(status, error=None, **fields)`` writes ``spec``'s record and returns it;
+    ``finish.base`` holds the fields every record of the run shares."""
+
+    def __init__(self, spec: RunSpec, data: OCTData, store: ResultsStore, *, kind: str = "run"):
+        self.base = record_fields(spec, dataset=data.describe(), kind=kind)
+        self.store = store
+
+    def __call__(self, status: str, error: str | None = None, **fields) -> RunRecord:
+        record = RunRecord(status=status, error=error, created_utc=_utc_now(), **self.base,
+                           **fields)
+        self.store.write(record)
+        return record
 
 
 def record_fields(spec: RunSpec, *, dataset: dict, kind: str = "run") -> dict:
@@ -474,9 +487,30 @@ def stopped_record(spec: RunSpec, status: str, error: str, *, dataset: dict) -> 
 INTERRUPTED_MESSAGE = "interrupted (Ctrl-C or SIGTERM); rerun to resume from the last epoch"
 
 
-def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.device, finish, *,
-           progress: RunProgress, on_epoch: EpochCallback | None,
-           evaluate_test: bool) -> RunRecord:
+@dataclass
+class RunSetup:
+    """One run's training pieces, built (and resumed) by :func:`setup_run`; the sequential loop
+    here and the stacked one (:mod:`octbench.stacked_runs`) both train from it."""
+
+    spec: RunSpec
+    model: torch.nn.Module
+    normalize: tuple[float, float]
+    model_init: dict
+    frozen: list
+    strategy: object
+    criterion: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: torch.amp.GradScaler | None
+    order_rng: torch.Generator
+    augmenter: object
+    state: dict
+
+
+def setup_run(spec: RunSpec, data: OCTData, store: ResultsStore,
+              device: torch.device) -> RunSetup:
+    """Seed, build the model, strategy and optimiser of ``spec``, and resume its epoch
+    checkpoint when there is one (restoring the random states too)."""
     cfg = spec.train
     check_fingerprint(data, spec.data_fingerprint)  # e.g. another file on a Ray node
     if cfg.threads:
@@ -504,17 +538,12 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
     scheduler = make_scheduler(optimizer, cfg.schedule, epochs=cfg.epochs,
                                step_every=cfg.step_every, step_gamma=cfg.step_gamma)
     scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
-    # Static shapes: the last, smaller batch gets its own graph instead of a dynamic recompile.
-    step_model = torch.compile(model, dynamic=False) if cfg.compile else model
     order_rng = torch.Generator().manual_seed(spec.seed)
     augmenter = build_augmenter(cfg.augment, seed=spec.seed, device=device)
-
-    train, val, test = (_on_device(data, s, device) for s in ("train", "val", "test"))
-    eval_batch = cfg.eval_batch_size or default_eval_batch(device)
-    train_labels_cpu = data.train.labels
-    direction = METRICS[cfg.select_on]
     state = {"epoch": 0, "history": [], "best": None, "best_epoch": None, "best_value": None,
              "stale": 0}
+    run = RunSetup(spec, model, normalize, model_init, frozen, strategy, criterion, optimizer,
+                   scheduler, scaler, order_rng, augmenter, state)
 
     resume = store.load_state(spec.run_id, ResultsStore.RESUME)
     problem = _resume_problem(resume, cfg.epochs) if resume is not None else None
@@ -535,9 +564,9 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
             order_rng.set_state(resume["order_rng"])
             if augmenter is not None:
                 augmenter.load_state_dict(resume["augment_rng"])
-            _set_rng_state(resume["rng"])
-            state = resume["state"]
-            epoch = int(state["epoch"])
+            set_rng_state(resume["rng"])
+            run.state = resume["state"]
+            epoch = int(run.state["epoch"])
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
             # Half-applied, the model is no longer a clean start: drop the file and fail this
             # attempt; the rerun trains from scratch.
@@ -547,65 +576,105 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
                 f"({type(error).__name__}: {error}); it was removed, rerun to train this run "
                 "from scratch") from None
         log.info("resuming %s after epoch %d", spec.run_id, epoch)
+    return run
 
-    while state["epoch"] < cfg.epochs:
-        epoch = state["epoch"]
-        if strategy.on_epoch_start is not None:
-            strategy.on_epoch_start(epoch, cfg.epochs)
-        if strategy.sampler is not None:
-            order = strategy.sampler(train_labels_cpu, order_rng)
-        else:
-            order = torch.randperm(len(train_labels_cpu), generator=order_rng)
-        with progress.epoch(epoch, cfg.epochs, len(order)) as bar:
-            stats = train_one_epoch(step_model, *train, order, criterion=criterion,
-                                    optimizer=optimizer, batch_size=cfg.batch_size,
-                                    precision=cfg.precision, scaler=scaler,
-                                    channels_last=cfg.channels_last, normalize=normalize,
-                                    eval_modules=frozen, augment=augmenter, progress=bar)
-        lr = optimizer.param_groups[0]["lr"]
-        if scheduler is not None:
-            scheduler.step()
-        val_pred, val_seconds = evaluate(model, *val, batch_size=eval_batch,
+
+def epoch_order(run: RunSetup, train_labels: torch.Tensor) -> torch.Tensor:
+    """Start the run's next epoch (the strategy's hook) and draw its training order."""
+    epoch, epochs = run.state["epoch"], run.spec.train.epochs
+    if run.strategy.on_epoch_start is not None:
+        run.strategy.on_epoch_start(epoch, epochs)
+    if run.strategy.sampler is not None:
+        return run.strategy.sampler(train_labels, run.order_rng)
+    return torch.randperm(len(train_labels), generator=run.order_rng)
+
+
+def end_epoch(run: RunSetup, store: ResultsStore, data: OCTData, *, stats: dict, lr: float,
+              val_pred: Predictions, val_seconds: float, progress: RunProgress,
+              on_epoch: EpochCallback | None, rng: dict) -> None:
+    """Record a trained epoch: history, best weights, early stopping, the epoch checkpoint.
+
+    ``rng`` is the random state saved for the resume (the global one for a run alone).
+    """
+    cfg, state, model = run.spec.train, run.state, run.model
+    epoch = state["epoch"]
+    val_metrics = compute_metrics(val_pred.labels, val_pred.scores, data.class_names)
+    value = val_metrics[cfg.select_on]
+    state["history"].append({
+        "epoch": epoch + 1, "train_loss": stats["loss"], "lr": lr,
+        "train_seconds": stats["seconds"], "train_images": stats["images"],
+        "val_seconds": val_seconds,
+        **{f"val_{k}": v for k, v in val_metrics.items() if k in METRICS},
+    })
+    direction = METRICS[cfg.select_on]
+    improved = state["best_value"] is None or (
+        value > state["best_value"] if direction == "max" else value < state["best_value"])
+    if improved:
+        state.update(best=copy.deepcopy(model.state_dict()), best_epoch=epoch + 1,
+                     best_value=value, stale=0,
+                     # tensors, not a Predictions object: a resume state loads weights-only
+                     best_val=({"scores": torch.from_numpy(val_pred.scores),
+                                "labels": torch.from_numpy(val_pred.labels)},
+                               val_metrics))
+    else:
+        state["stale"] += 1
+    state["epoch"] = epoch + 1
+    if on_epoch is not None:
+        on_epoch(epoch, val_metrics)
+    stop = cfg.patience is not None and state["stale"] >= cfg.patience
+    progress.epoch_done(epoch, cfg.epochs, images=stats["images"],
+                        train_seconds=stats["seconds"], loss=stats["loss"],
+                        metric=cfg.select_on, value=value,
+                        stopping=stop and state["epoch"] < cfg.epochs)
+    if stop:
+        state["epoch"] = cfg.epochs
+    scheduler, scaler, augmenter = run.scheduler, run.scaler, run.augmenter
+    store.save_state(run.spec.run_id, ResultsStore.RESUME, {
+        "model": model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "order_rng": run.order_rng.get_state(), "rng": rng, "state": state,
+        "augment_rng": augmenter.state_dict() if augmenter is not None else None,
+    })
+
+
+def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.device, finish, *,
+           progress: RunProgress, on_epoch: EpochCallback | None,
+           evaluate_test: bool) -> RunRecord:
+    cfg = spec.train
+    run = setup_run(spec, data, store, device)
+    # Static shapes: the last, smaller batch gets its own graph instead of a dynamic recompile.
+    step_model = torch.compile(run.model, dynamic=False) if cfg.compile else run.model
+    train, val, _ = (on_device(data, s, device) for s in ("train", "val", "test"))
+    eval_batch = cfg.eval_batch_size or default_eval_batch(device)
+    while run.state["epoch"] < cfg.epochs:
+        order = epoch_order(run, data.train.labels)
+        with progress.epoch(run.state["epoch"], cfg.epochs, len(order)) as bar:
+            stats = train_one_epoch(step_model, *train, order, criterion=run.criterion,
+                                    optimizer=run.optimizer, batch_size=cfg.batch_size,
+                                    precision=cfg.precision, scaler=run.scaler,
+                                    channels_last=cfg.channels_last, normalize=run.normalize,
+                                    eval_modules=run.frozen, augment=run.augmenter,
+                                    progress=bar)
+        lr = run.optimizer.param_groups[0]["lr"]
+        if run.scheduler is not None:
+            run.scheduler.step()
+        val_pred, val_seconds = evaluate(run.model, *val, batch_size=eval_batch,
                                          precision=cfg.precision,
-                                         logit_offset=strategy.logit_offset,
-                                         channels_last=cfg.channels_last, normalize=normalize)
-        val_metrics = compute_metrics(val_pred.labels, val_pred.scores, data.class_names)
-        value = val_metrics[cfg.select_on]
-        state["history"].append({
-            "epoch": epoch + 1, "train_loss": stats["loss"], "lr": lr,
-            "train_seconds": stats["seconds"], "train_images": stats["images"],
-            "val_seconds": val_seconds,
-            **{f"val_{k}": v for k, v in val_metrics.items() if k in METRICS},
-        })
-        improved = state["best_value"] is None or (
-            value > state["best_value"] if direction == "max" else value < state["best_value"])
-        if improved:
-            state.update(best=copy.deepcopy(model.state_dict()), best_epoch=epoch + 1,
-                         best_value=value, stale=0,
-                         # tensors, not a Predictions object: a resume state loads weights-only
-                         best_val=({"scores": torch.from_numpy(val_pred.scores),
-                                    "labels": torch.from_numpy(val_pred.labels)},
-                                   val_metrics))
-        else:
-            state["stale"] += 1
-        state["epoch"] = epoch + 1
-        if on_epoch is not None:
-            on_epoch(epoch, val_metrics)
-        stop = cfg.patience is not None and state["stale"] >= cfg.patience
-        progress.epoch_done(epoch, cfg.epochs, images=stats["images"],
-                            train_seconds=stats["seconds"], loss=stats["loss"],
-                            metric=cfg.select_on, value=value,
-                            stopping=stop and state["epoch"] < cfg.epochs)
-        if stop:
-            state["epoch"] = cfg.epochs
-        store.save_state(spec.run_id, ResultsStore.RESUME, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "order_rng": order_rng.get_state(), "rng": _get_rng_state(), "state": state,
-            "augment_rng": augmenter.state_dict() if augmenter is not None else None,
-        })
+                                         logit_offset=run.strategy.logit_offset,
+                                         channels_last=cfg.channels_last,
+                                         normalize=run.normalize)
+        end_epoch(run, store, data, stats=stats, lr=lr, val_pred=val_pred,
+                  val_seconds=val_seconds, progress=progress, on_epoch=on_epoch,
+                  rng=get_rng_state())
+    return complete_run(run, data, store, device, finish, evaluate_test=evaluate_test)
 
+
+def complete_run(run: RunSetup, data: OCTData, store: ResultsStore, device: torch.device,
+                 finish, *, evaluate_test: bool, timing: dict | None = None) -> RunRecord:
+    """The end of a trained run: best weights, test evaluation, predictions, checkpoint and
+    record (``timing`` adds entries to the record's timing)."""
+    spec, state, model, cfg = run.spec, run.state, run.model, run.spec.train
     model.load_state_dict(state["best"])
     best_val, val_metrics = state["best_val"]
     val_pred = Predictions(scores=best_val["scores"].numpy(), labels=best_val["labels"].numpy())
@@ -613,12 +682,14 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
     metrics = {"val": val_metrics}
     eval_seconds = sum(h["val_seconds"] for h in state["history"])
     eval_images = len(val_pred.labels) * len(state["history"])
+    eval_batch = cfg.eval_batch_size or default_eval_batch(device)
     if evaluate_test:
+        test = on_device(data, "test", device)
         test_pred, test_seconds = evaluate(model, *test, batch_size=eval_batch,
                                            precision=cfg.precision,
-                                           logit_offset=strategy.logit_offset,
+                                           logit_offset=run.strategy.logit_offset,
                                            channels_last=cfg.channels_last,
-                                           normalize=normalize)
+                                           normalize=run.normalize)
         metrics["test"] = compute_metrics(test_pred.labels, test_pred.scores, data.class_names)
         arrays.update(test_scores=test_pred.scores.astype(np.float32),
                       test_labels=test_pred.labels)
@@ -628,26 +699,27 @@ def _train(spec: RunSpec, data: OCTData, store: ResultsStore, device: torch.devi
     store.save_state(spec.run_id, ResultsStore.BEST, {
         "model": state["best"], "model_config": spec.config()["model"],
         "class_names": list(data.class_names), "img_size": data.size,
-        "logit_offset": strategy.logit_offset, "epoch": state["best_epoch"],
-        "cosine_head": strategy.cosine_head,
-        "normalization": list(normalize),
-        "provenance": provenance(data, normalize),
+        "logit_offset": run.strategy.logit_offset, "epoch": state["best_epoch"],
+        "cosine_head": run.strategy.cosine_head,
+        "normalization": list(run.normalize),
+        "provenance": provenance(data, run.normalize),
         # How evaluation fed the model, so evaluate / predict rebuild its inputs bit for bit.
-        "inputs": {"normalization": list(normalize), "in_chans": 1, "img_size": int(data.size),
-                   "channels_last": bool(cfg.channels_last), "precision": cfg.precision,
-                   "eval_batch_size": int(eval_batch)},
+        "inputs": {"normalization": list(run.normalize), "in_chans": 1,
+                   "img_size": int(data.size), "channels_last": bool(cfg.channels_last),
+                   "precision": cfg.precision, "eval_batch_size": int(eval_batch)},
     })
     history = state["history"]
     train_seconds = sum(h["train_seconds"] for h in history)
     train_images = sum(h["train_images"] for h in history)
     record = finish(
         COMPLETE, metrics=metrics, best_epoch=state["best_epoch"], epochs_trained=len(history),
-        history=history, parameters=count_parameters(model), model_init=model_init,
+        history=history, parameters=count_parameters(model), model_init=run.model_init,
         timing={
             "train_seconds": train_seconds,
             "seconds_per_epoch": train_seconds / len(history),
             "train_images_per_s": train_images / train_seconds if train_seconds else None,
             "eval_images_per_s": eval_images / eval_seconds if eval_seconds else None,
+            **(timing or {}),
         },
     )
     store.remove(spec.run_id, ResultsStore.RESUME)
@@ -701,7 +773,8 @@ def provenance(data: OCTData, normalize: tuple[float, float]) -> dict:
     }
 
 
-def _on_device(data: OCTData, split: str, device: torch.device):
+def on_device(data: OCTData, split: str, device: torch.device):
+    """The split's (images, labels) on ``device``."""
     # Cached so a grid moves each split to a GPU once, not once per run.
     # The entry keeps its dataset, so a new dataset that reuses a freed one's id is not mistaken
     # for it (a sweep over data settings loads one after another).
@@ -716,7 +789,8 @@ def _on_device(data: OCTData, split: str, device: torch.device):
 _DEVICE_CACHE: dict = {}
 
 
-def _get_rng_state() -> dict:
+def get_rng_state() -> dict:
+    """The global random states (torch, NumPy, Python, CUDA, MPS) as a resume saves them."""
     # Only tensors, numbers and tuples, so that resume.pt loads with weights_only=True.
     bit_generator, key, pos, has_gauss, cached_gaussian = np.random.get_state()
     state = {"torch": torch.get_rng_state(),
@@ -732,7 +806,8 @@ def _get_rng_state() -> dict:
     return state
 
 
-def _set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`get_rng_state` returned."""
     torch.set_rng_state(state["torch"])
     numpy_state = state["numpy"]
     np.random.set_state((numpy_state["bit_generator"], numpy_state["key"].numpy().astype(np.uint32),

@@ -141,6 +141,8 @@ class Bad:
     argv: Callable[[Workspace], list[str]]
     expect: tuple[str, ...]
     env: tuple[tuple[str, str], ...] = ()
+    #: the optional module the row needs (its extra installs it); skipped without it
+    needs: str | None = None
 
 
 TABLE = [
@@ -314,7 +316,8 @@ TABLE = [
         ("--shard must look like K/N",)),
     Bad("ray-address-unreachable", lambda ws: ["run", ws.yaml(), "--executor", "ray",
                                                "--address", "127.0.0.1:1"],
-        ("cannot reach a Ray cluster at --address 127.0.0.1:1", "ray start --head")),
+        ("cannot reach a Ray cluster at --address 127.0.0.1:1", "ray start --head"),
+        needs="ray"),
     # --- predict ----------------------------------------------------------------------------
     Bad("predict-not-an-image", lambda ws: ["predict", "--run", _checkpoint(ws),
                                             _not_an_image(ws)],
@@ -344,8 +347,12 @@ def test_table_is_big_enough():
     assert len({row.id for row in TABLE}) == len(TABLE)
 
 
-@pytest.mark.parametrize("row", TABLE, ids=[row.id for row in TABLE])
+@pytest.mark.parametrize("row", [
+    pytest.param(row, id=row.id, marks=[pytest.mark.extras] if row.needs else [])
+    for row in TABLE])
 def test_bad_input(row: Bad, ws: Workspace, capsys, monkeypatch):
+    if row.needs:  # without the module the message is "not installed" (test_executors.py)
+        pytest.importorskip(row.needs, reason=f"the [{row.needs}] extra is not installed")
     for key, value in row.env:
         monkeypatch.setenv(key, value)
     argv = row.argv(ws)

@@ -12,6 +12,7 @@ from octbench import cli
 from octbench.results import ResultsStore
 
 mlflow = pytest.importorskip("mlflow", reason="the [mlflow] extra is not installed")
+pytestmark = pytest.mark.extras  # .ci/run's second phase selects these
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 from octbench.errors import OctbenchError
+from octbench.untrusted import printable
 
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 #: More worker processes than this only oversubscribes the machine.
@@ -34,6 +35,8 @@ MAX_WORKERS = 4 * (os.cpu_count() or 1)
 #: Most runs in one stack (`run --stack`): memory grows with it.
 MAX_STACK = 64
 PLUGINS_VARIABLE = "OCTBENCH_PLUGINS"
+#: Even on purpose, a grid beyond this is a mistake: each run is a folder and a record.
+MAX_RUNS_CEILING = 10_000_000
 
 
 DESCRIPTION = """\
@@ -123,11 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
                           "(pip install \"octbench[ray]\")")
     run.add_argument("--address", metavar="auto|HOST:PORT",
                      help="with --executor ray: the Ray cluster to use (default: start Ray here)")
-    run.add_argument("--gpus-per-run", type=float, metavar="F",
+    run.add_argument("--gpus-per-run", type=_ascii_float, metavar="F",
                      help="with --executor ray: share of a GPU per run, 0 < F <= 1 (0.25 packs "
                           "four runs on each GPU; default 1)")
-    run.add_argument("--cpus-per-run", type=int, metavar="N",
+    run.add_argument("--cpus-per-run", type=_ascii_int, metavar="N",
                      help="CPUs (torch threads) per run (default 1 with Ray, all here)")
+    run.add_argument("--max-runs", type=_int_between(1, MAX_RUNS_CEILING), metavar="N",
+                     help=f"refuse a grid of more than N runs, counted before anything is "
+                          f"built (default: 10,000; at most {MAX_RUNS_CEILING:,})")
     run.add_argument("--stack", type=_int_between(1, MAX_STACK), metavar="N",
                      help="train up to N runs that share model, data, device and train "
                           "settings together as one stacked model, one record each (1 = off, "
@@ -167,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="trials to run, overriding the YAML's n_trials (e.g. 2 for a quick "
                            "look)")
     _overrides_option(tune)
-    tune.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set for spawned workers
+    # set for spawned workers
+    tune.add_argument("--worker", type=_int_between(0, MAX_WORKERS), help=argparse.SUPPRESS)
     tune.set_defaults(handler=cmd_tune)
 
     predict = commands.add_parser(
@@ -287,8 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--baseline", metavar="STRATEGY",
                         help="strategy the others are compared with (default: the YAML's "
                              "report.baseline, else none)")
-    report.add_argument("--resamples", type=int, default=2000, metavar="N",
-                        help="bootstrap resamples for intervals and tests (default: 2000)")
+    report.add_argument("--resamples", type=_int_between(100, 100_000), default=2000,
+                        metavar="N", help="bootstrap resamples for intervals and tests, 100 to "
+                                          "100,000 (default: 2000)")
     report.add_argument("--study", metavar="DIR",
                         help="Optuna study folder whose tuning figures to include (default: "
                              "the results folder, or results/<study> for <study>-best)")
@@ -335,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         load_plugins()
         return args.handler(args)
     except OctbenchError as error:
-        print(f"octbench: error: {error}", file=sys.stderr)
+        # Messages quote names from files and folders: no escape sequence reaches the terminal.
+        print(f"octbench: error: {printable(error, keep=chr(10))}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as error:
         # The file system refused (read-only, missing folder, name too long, disk full): an
@@ -381,16 +390,17 @@ def load_plugins(names: str | None = None) -> list[str]:
     return loaded
 
 
-def _load_experiment(path: str, settings: list[tuple[str, object]]):
+def _load_experiment(path: str, settings: list[tuple[str, object]], max_runs: int | None = None):
     """The experiment YAML with ``--set`` values applied, validated.
 
     What needs no model code (keys, names, devices, train values) is checked first, before
     torch is imported, so that a typo is reported at once rather than after seconds of imports.
     """
     from octbench.catalog import cached_catalog
-    from octbench.config import check_plain, read_config
+    from octbench.config import check_grid_size, check_plain, read_config
 
     raw = read_config(path, dict(settings))
+    check_grid_size(raw, **({"max_runs": max_runs} if max_runs else {}), source=path)
     listing = cached_catalog()  # the names, if `list` or an earlier run cached them
     known = None if listing is None else {
         "model": [e["name"] for e in listing["models"]], "timm": listing["timm"],
@@ -403,7 +413,7 @@ def _load_experiment(path: str, settings: list[tuple[str, object]]):
 
 
 def cmd_run(args) -> int:
-    config = _load_experiment(args.config, args.set)
+    config = _load_experiment(args.config, args.set, args.max_runs)
     from octbench.runner import Shard
 
     every_shard = args.dry_run and (args.shard or "").startswith("all/")
@@ -502,14 +512,39 @@ SCAN_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 SHOW_SCALE = {"test": 0.01, "train": 0.01, "val": 0.1}
 
 
+#: Numbers on the command line: ASCII digits only (``int()`` also takes '١٢', '1_0' and ' 7 ').
+_ASCII_INT = re.compile(r"[0-9]{1,12}", re.ASCII)
+_ASCII_FLOAT = re.compile(r"([0-9]{1,12}\.?[0-9]{0,12}|\.[0-9]{1,12})([eE][-+]?[0-9]{1,3})?",
+                          re.ASCII)
+
+
+def _ascii_int(text: str) -> int:
+    """An argparse type: a non-negative integer written in ASCII digits."""
+    if not _ASCII_INT.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"must be a whole number in digits 0-9, got {text!r}")
+    return int(text)
+
+
+def _ascii_float(text: str) -> float:
+    """An argparse type: a non-negative decimal number (``0.25``, ``1e-1``) in ASCII digits."""
+    if not _ASCII_FLOAT.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"must be a number in digits 0-9 such as 0.25, got "
+                                         f"{text!r}")
+    return float(text)
+
+
+_ascii_int.__name__ = "integer"  # argparse names the type in its messages
+_ascii_float.__name__ = "number"
+
+
 def _int_between(low: int, high: int):
     """An argparse type: an integer in [low, high] (bounds keep a typo from exhausting the
     machine, e.g. a billion bootstrap resamples)."""
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if not _ASCII_INT.fullmatch(text):
+            raise argparse.ArgumentTypeError(f"must be an integer from {low} to {high:,} in "
+                                             f"digits 0-9, got {text!r}")
+        value = int(text)
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(
                 f"must be an integer from {low} to {high:,}, got {text}")
@@ -577,7 +612,7 @@ def cmd_data_info(args) -> int:
     if args.figure:
         writable_folder(Path(args.figure).parent, "--figure folder")
     data = _load_data_source(args.source, args.set)
-    print(format_distribution(data))
+    print(printable(format_distribution(data), keep="\n"))
     if args.figure:
         print(f"saved {save_distribution_figure(data, args.figure)}")
     return 0
@@ -657,10 +692,10 @@ def cmd_predict(args) -> int:
     else:
         for r in results:
             if r.error:
-                print(f"{r.path}: error: {r.error}", file=sys.stderr)
+                print(f"{printable(r.path)}: error: {printable(r.error)}", file=sys.stderr)
                 continue
-            probs = "  ".join(f"{k} {v:.3f}" for k, v in r.probabilities.items())
-            print(f"{r.path}: {r.top_class}  ({probs})")
+            probs = "  ".join(f"{printable(k)} {v:.3f}" for k, v in r.probabilities.items())
+            print(f"{printable(r.path)}: {printable(r.top_class)}  ({probs})")
     failed = sum(r.error is not None for r in results)
     if failed:
         print(f"octbench: error: {failed} of {len(results)} files could not be read",
@@ -716,8 +751,8 @@ def cmd_evaluate(args) -> int:
     width = max(len(name) for name in metrics["per_class"])
     print(f"  {'class':<{width}}  precision  recall      F1  support")
     for name, row in metrics["per_class"].items():
-        print(f"  {name:<{width}}  {_fixed(row['precision'], 9)}  {_fixed(row['recall'], 6)}  "
-              f"{_fixed(row['f1'], 6)}  {row['support']:7,}")
+        print(f"  {printable(name):<{width}}  {_fixed(row['precision'], 9)}  "
+              f"{_fixed(row['recall'], 6)}  {_fixed(row['f1'], 6)}  {row['support']:7,}")
     if metrics.get("absent_classes"):
         print(f"  n/a: {', '.join(metrics['absent_classes'])} absent from the {args.split} split; "
               "macro-F1, balanced accuracy and macro AUC average over the classes present.")

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import logging
 import math
 import os
 import re
@@ -26,20 +27,27 @@ from typing import Any, Literal
 import yaml
 
 from octbench.errors import ConfigError, OctbenchError
-from octbench.registry import Interval, Registry, did_you_mean, is_finite
+from octbench.registry import SEED_RANGE, Interval, Registry, did_you_mean, is_finite
+from octbench.untrusted import MAX_JSON_DEPTH, depth
+
+log = logging.getLogger(__name__)
 
 #: Folder-safe names, short enough for any file system once run ids are appended.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 DEVICE_PATTERN = re.compile(r"^(cpu|mps|auto|cuda(:\d+)?)$")
 DEVICE_NAMES = ["cpu", "cuda", "mps", "auto"]
 
+#: Runs a grid may have unless ``--max-runs`` raises it: a typo in a sweep list (or an alias
+#: bomb) must not start a million runs, nor spend minutes checking a million values.
+MAX_RUNS = 10_000
+
 # Upper bounds for values that could otherwise exhaust the machine (or overflow numpy).
 MAX_EPOCHS = 10_000
 MAX_BATCH = 65_536
+#: numpy's seeds are 32-bit (the rule for every seed lives in the registry).
+MAX_SEED = SEED_RANGE.high
 #: More threads than this only oversubscribes the cores (and huge counts crash OpenMP).
 MAX_THREADS = 4 * (os.cpu_count() or 1)
-#: numpy's seeds are 32-bit.
-MAX_SEED = 2**32 - 1
 
 
 def check(constraint, **metadata) -> dict:
@@ -189,14 +197,12 @@ class ExperimentConfig:
         (the last path varies fastest); ``[({}, self)]`` without a sweep."""
         if not self.sweep:
             return [({}, self)]
-        from octbench.paths import apply_values
-
         base = {k: v for k, v in self.to_dict().items() if k != "sweep"}
         paths = [path for path, _ in self.sweep]
         out = []
         for combination in itertools.product(*(values for _, values in self.sweep)):
             values = dict(zip(paths, combination, strict=True))
-            out.append((values, parse_config(apply_values(base, values))))
+            out.append((values, parse_config(apply_sweep(base, values))))
         return out
 
 
@@ -233,6 +239,48 @@ class _StrictLoader(yaml.SafeLoader):
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
 
+    def get_single_node(self):
+        """The document's node, refused before construction if aliases blow it up."""
+        node = super().get_single_node()
+        if node is not None:
+            _check_expanded_size(node)
+        return node
+
+
+#: Nodes a YAML document may expand to, aliases expanded (a safe loader's alias budget): a
+#: "billion laughs" document of a few lines would otherwise become a grid of billions.
+MAX_YAML_NODES = 100_000
+
+
+def _check_expanded_size(root: yaml.Node) -> None:
+    """Count the nodes of ``root`` with every alias expanded, without expanding any: each node's
+    expanded size is computed once (aliases share node objects), children first."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()  # being counted: meeting one again means a recursive alias
+    stack = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        children = ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode)
+                    else node.value if isinstance(node, yaml.SequenceNode) else [])
+        if children_done:
+            open_nodes.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children)
+            if sizes[id(node)] > MAX_YAML_NODES:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the document expands to more than {MAX_YAML_NODES:,} values "
+                    "(aliases such as *a repeat what &a names); write the values out, or use "
+                    "fewer aliases", node.start_mark)
+            continue
+        if id(node) in sizes:
+            continue
+        if id(node) in open_nodes:
+            raise yaml.constructor.ConstructorError(
+                None, None, "an alias refers to the list or mapping that contains it, which "
+                "never ends; write the values out", node.start_mark)
+        open_nodes.add(id(node))
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+
 
 # PyYAML follows YAML 1.1, where 1e-3 (no dot) is a string; researchers write it everywhere.
 _StrictLoader.add_implicit_resolver(
@@ -242,6 +290,19 @@ _StrictLoader.add_implicit_resolver(
 )
 
 
+def _load_yaml(text: str):
+    """YAML through the strict loader, nesting at most MAX_JSON_DEPTH deep (deeper documents
+    only exhaust the recursion of whoever reads them)."""
+    try:
+        value = yaml.load(text, Loader=_StrictLoader)
+    except RecursionError:
+        value = None
+    else:
+        if depth(value) <= MAX_JSON_DEPTH:
+            return value
+    raise yaml.YAMLError(f"lists or mappings nest more than {MAX_JSON_DEPTH} deep")
+
+
 def read_yaml(path: str | Path) -> dict:
     """Read a YAML mapping, turning every syntax problem into a ConfigError with its line."""
     path = Path(path)
@@ -249,7 +310,7 @@ def read_yaml(path: str | Path) -> dict:
         raise ConfigError([f"file {path} does not exist; check the path"], None)
     try:
         text = path.read_text()
-        raw = yaml.load(text, Loader=_StrictLoader)
+        raw = _load_yaml(text)
     except yaml.YAMLError as error:
         raise ConfigError([yaml_problem(error, text)], str(path)) from None
     except UnicodeDecodeError:
@@ -297,16 +358,17 @@ def parse_scalar(text: str):
         OctbenchError: the text is not valid YAML (quote it to pass a string).
     """
     try:
-        return yaml.load(text, Loader=_StrictLoader)
+        return _load_yaml(text)
     except yaml.YAMLError as error:
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise OctbenchError(f"value {text!r} is not valid YAML ({problem}); write a number, "
                             "true/false, a name, or quote it") from None
 
 
-def load_config(path: str | Path,
-                overrides: typing.Mapping[str, Any] | None = None) -> ExperimentConfig:
-    """Load and validate an experiment YAML, with ``--set`` style ``overrides`` applied first.
+def load_config(path: str | Path, overrides: typing.Mapping[str, Any] | None = None, *,
+                max_runs: int = MAX_RUNS) -> ExperimentConfig:
+    """Load and validate an experiment YAML, with ``--set`` style ``overrides`` applied first,
+    whose grid has at most ``max_runs`` runs.
 
     Overrides are ``{dotted.path: value}`` (``train.epochs``, ``data.scale``, ``model.width``,
     ``seeds``); they are validated like the same values written in the file, and so are part of
@@ -317,7 +379,9 @@ def load_config(path: str | Path,
         >>> config.data.name, config.train.epochs
         ('synthetic', 1)
     """
-    return parse_config(read_config(path, overrides), source=str(path))
+    raw = read_config(path, overrides)
+    check_grid_size(raw, max_runs, source=str(path))
+    return parse_config(raw, source=str(path))
 
 
 def read_config(path: str | Path, overrides: typing.Mapping[str, Any] | None = None) -> dict:
@@ -349,6 +413,32 @@ def apply_overrides(raw: dict, overrides: typing.Mapping[str, Any],
         return apply_values(raw, overrides)
     except PathError as error:
         raise ConfigError([f"--set {error}"], source) from None
+
+
+def check_grid_size(raw: dict, max_runs: int = MAX_RUNS, *, source: str | None = None) -> int:
+    """The number of runs of an experiment's grid, counted from its lists' lengths before any
+    run or sweep combination is built (or any value checked, which costs time per value).
+
+    Raises:
+        ConfigError: more than ``max_runs`` runs, with the factors and how to raise the bound.
+    """
+    def length(key: str, default: int = 1) -> int:
+        value = raw.get(key)
+        return len(value) if isinstance(value, list) else default if value is None else 1
+
+    factors = {"models": length("models"), "strategies": length("strategies"),
+               "seeds": length("seeds", 3), "devices": length("devices")}
+    sweep = raw.get("sweep")
+    if isinstance(sweep, dict):
+        factors["sweep combinations"] = math.prod(
+            len(values) if isinstance(values, list) else 1 for values in sweep.values())
+    runs = math.prod(factors.values())
+    if runs > max_runs:
+        shown = " x ".join(f"{count:,} {name}" for name, count in factors.items())
+        raise ConfigError([f"the grid has {runs:,} runs ({shown}), more than the limit of "
+                           f"{max_runs:,}; shorten the lists, or raise the limit with "
+                           "--max-runs N if you mean it."], source)
+    return runs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -633,7 +723,7 @@ def _parse_plain(problems: list[str], raw: dict, *, resolve_devices: bool = True
                         f"at most 100 characters). Got {shown} instead.")
 
     def seed(item, path):
-        return _check_value(problems, path, item, int, Interval(0, MAX_SEED))
+        return _check_value(problems, path, item, int, SEED_RANGE)
 
     def device(item, path):
         if not isinstance(item, str) or not DEVICE_PATTERN.match(item):
@@ -789,7 +879,7 @@ COMPONENT_KEYS = {"model": "models", "strategy": "strategies"}
 
 def _parse_sweep(problems, raw_sweep, raw: dict) -> tuple[tuple[str, tuple], ...]:
     """Check ``sweep:`` and every value in it as if written in place (same messages)."""
-    from octbench.paths import PathError, apply_values, canonical_path
+    from octbench.paths import PathError, canonical_path
 
     if not isinstance(raw_sweep, dict) or not raw_sweep:
         problems.append("'sweep' must map dotted config paths to lists of values, e.g. "
@@ -823,7 +913,7 @@ def _parse_sweep(problems, raw_sweep, raw: dict) -> tuple[tuple[str, tuple], ...
             problems.append(f"{where} must be a non-empty list of values. "
                             f"Got {values!r} instead.")
             continue
-        if len({json.dumps(v, sort_keys=True, default=str) for v in values}) < len(values):
+        if len({_json(v) for v in values}) < len(values):
             problems.append(f"{where} lists a value twice: {values!r}; each must be unique.")
             continue
         parsed.append((canonical, path, tuple(values)))
@@ -834,26 +924,80 @@ def _parse_sweep(problems, raw_sweep, raw: dict) -> tuple[tuple[str, tuple], ...
         parse_config(base)
     except ConfigError:
         return ()  # the same problems are reported for the experiment itself
-    for canonical, path, values in parsed:
+    for position, (canonical, path, values) in enumerate(parsed):
+        kept, made_by = [], {}
         for index, value in enumerate(values):
             where = f"sweep[{path!r}][{index}]"
             try:
-                parse_config(apply_values(base, {canonical: value}))
+                config = parse_config(apply_sweep(base, {canonical: value}))
             except PathError as error:
                 problems.append(f"{where}: {error}")
+                continue
             except ConfigError as error:
                 problems.extend(f"{where} = {value!r}: {p}" for p in error.problems)
+                continue
+            key = _json(_floats(config.to_dict()))  # 1 and 1.0 make the same runs
+            if key in made_by:
+                log.warning("sweep[%r] lists %r and %r, which are equal and make the same runs; "
+                            "%r is dropped", path, made_by[key], value, value)
+                continue
+            made_by[key] = value
+            kept.append(value)
+        parsed[position] = (canonical, path, tuple(kept))
     combinations = math.prod(len(values) for _, _, values in parsed)
     if len(problems) == count and 1 < len(parsed) and combinations <= MAX_CHECKED_COMBINATIONS:
         for combination in itertools.product(*(values for _, _, values in parsed)):
             values = {canonical: v for (canonical, _, _), v in zip(parsed, combination,
                                                                    strict=True)}
             try:
-                parse_config(apply_values(base, values))
+                parse_config(apply_sweep(base, values))
             except ConfigError as error:
                 problems.extend(f"sweep combination {values}: {p}" for p in error.problems)
                 break
     return tuple((canonical, values) for canonical, _, values in parsed)
+
+
+def _floats(value):
+    """``value`` with every int (not bool) made a float, however deeply nested."""
+    if isinstance(value, dict):
+        return {k: _floats(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_floats(v) for v in value]
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def apply_sweep(base: dict, values: dict) -> dict:
+    """``base`` (plain experiment data) with one sweep combination's ``values`` set.
+
+    ``report.baseline`` names a strategy by its label, which a swept ``strategy.<param>``
+    changes (``focal`` becomes ``focal(gamma=3)``): the baseline follows its strategy.
+    """
+    from octbench.paths import apply_values, canonical_path
+
+    out = apply_values(base, values)
+    report = base.get("report")
+    baseline = report.get("baseline") if isinstance(report, dict) else None
+    before, after = base.get("strategies"), out.get("strategies")
+    if (baseline is None or not isinstance(before, list) or not isinstance(after, list)
+            or not any(canonical_path(p).startswith("strategy.") for p in values)):
+        return out
+    for old, new in zip(before, after, strict=True):
+        if _label(old) == baseline and _label(new) is not None:
+            out["report"] = {**report, "baseline": _label(new)}
+    return out
+
+
+def _label(entry) -> str | None:
+    """The label of a strategy entry as written (``focal`` or ``{name: focal, ...}``)."""
+    if isinstance(entry, str):
+        return entry
+    if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+        params = {k: v for k, v in entry.items() if k != "name"}
+        try:
+            return Component(entry["name"], params).label
+        except TypeError:  # unorderable keys: not a valid entry, reported elsewhere
+            return None
+    return None
 
 
 def _parse_augment(problems, raw) -> tuple[Component, ...]:

@@ -20,8 +20,8 @@ is skipped; a half-finished earlier export of it is replaced. The default store 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
-import json
 import logging
 import os
 import re
@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from octbench.errors import OctbenchError
+from octbench.fileio import confined
+from octbench.results import read_record
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +182,10 @@ def _run_folders(results_dir: Path) -> list[Path]:
                             "results (e.g. results/quickstart) or the results folder itself.")
     found = sorted(p.parent for p in results_dir.glob("*/record.json"))
     found += sorted(p.parent for p in results_dir.glob("*/*/record.json"))
+    # A run folder (or experiment folder) linked in from elsewhere would upload files that
+    # are not this results folder's: refused, naming the link, before anything is sent.
+    for folder in found:
+        confined(results_dir, *folder.relative_to(results_dir).parts, "record.json")
     if not found:
         raise OctbenchError(f"{results_dir} holds no run records (*/record.json); run an "
                             "experiment first, e.g. `python -m octbench run "
@@ -189,10 +195,10 @@ def _run_folders(results_dir: Path) -> list[Path]:
 
 def _export_one(client, folder: Path, summary: ExportSummary, experiments: dict,
                 experiment_name: str | None, local_root: Path | None) -> None:
-    try:
-        record = json.loads((folder / "record.json").read_text())
-        run_id = str(record["run_id"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    try:  # the one schema check every reader of records uses
+        record = dataclasses.asdict(read_record(folder / "record.json"))
+        run_id = record["run_id"]
+    except (OSError, ValueError) as error:
         log.warning("skipped %s: unreadable record (%s)", folder, error)
         summary.unreadable.append(str(folder))
         return

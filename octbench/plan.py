@@ -136,17 +136,19 @@ def check_writable(folder: Path) -> str:
 
 def past_epoch_seconds(results_dir: Path) -> dict[str, float]:
     """Median training seconds per epoch of complete past runs, by :func:`_timing_key`."""
+    from octbench.results import read_record
+
     seen: dict[str, list[float]] = {}
     for count, path in enumerate(results_dir.glob("*/*/record.json")):
         if count >= MAX_RECORDS:
             break
-        try:
-            record = json.loads(path.read_text())
-            per_epoch = float(record["timing"]["seconds_per_epoch"])
-            key = _timing_key(record["config"])
-        except (OSError, ValueError, KeyError, TypeError):
+        try:  # the one schema check: finite numbers, bounded size and depth
+            record = read_record(path)
+            per_epoch = float(record.timing["seconds_per_epoch"])
+            key = _timing_key(record.config)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue  # unreadable or incomplete records give no estimate, and no error here
-        if record.get("status") == "complete" and per_epoch > 0:
+        if record.status == "complete" and per_epoch > 0:
             seen.setdefault(key, []).append(per_epoch)
     return {key: statistics.median(values) for key, values in seen.items()}
 

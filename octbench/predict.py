@@ -27,6 +27,7 @@ from octbench.errors import DataError, OctbenchError
 from octbench.metrics import compute_metrics
 from octbench.models import build_model, use_cosine_head
 from octbench.results import ResultsStore, RunRecord, UnsafeCheckpoint, load_checkpoint
+from octbench.untrusted import MAX_CLASSES
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,25 @@ def find_checkpoint(run: str, results_dir: str | Path = "results") -> Path:
                         "file (use --results-dir if results live elsewhere).")
 
 
+#: Largest image side a checkpoint may declare (the largest any dataset here loads).
+MAX_IMG_SIZE = 1024
+
+
+def _checkpoint_problem(state) -> str | None:
+    """Sizes a checkpoint declares, checked before a model is built for them: its class names
+    (strings, 2 to MAX_CLASSES) and image size."""
+    if not isinstance(state, dict):
+        return "it holds no mapping of weights and settings"
+    names, size = state.get("class_names"), state.get("img_size")
+    if not (isinstance(names, (list, tuple)) and 2 <= len(names) <= MAX_CLASSES
+            and all(isinstance(n, str) for n in names)):
+        shown = f"{len(names):,} entries" if isinstance(names, (list, tuple)) else repr(names)
+        return f"class_names must list 2 to {MAX_CLASSES} names, got {shown}"
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_IMG_SIZE:
+        return f"img_size must be an integer from 1 to {MAX_IMG_SIZE}, got {size!r}"
+    return None
+
+
 def load_predictor(run: str, results_dir: str | Path = "results") -> Predictor:
     """Load the selected checkpoint of a run for inference on the CPU."""
     path = find_checkpoint(run, results_dir)
@@ -144,6 +164,10 @@ def load_predictor(run: str, results_dir: str | Path = "results") -> Predictor:
     except OctbenchError as error:
         raise OctbenchError(f"{error}; it is not a usable octbench checkpoint: pass the best.pt "
                             "of a complete run.") from None
+    problem = _checkpoint_problem(state)
+    if problem is not None:
+        raise OctbenchError(f"{path} is not a usable octbench checkpoint ({problem}); pass the "
+                            "best.pt of a complete run.")
     try:
         inputs = checkpoint_inputs(state)
         config = dict(state["model_config"])

@@ -135,6 +135,8 @@ def unknown_model_message(name: str, registered: list[str], timm_names: list[str
     hint = f" Did you mean {', or '.join(suggestions)}?" if suggestions else ""
     return (f"unknown model '{name}'.{hint} Choices: {', '.join(registered)}, or timm:<name> "
             "(`octbench list models --timm NAME` searches).")
+#: Seeds anywhere (the grid's ``seeds``, a dataset's ``seed``): numpy's 32-bit range.
+SEED_RANGE = Interval(0, 2**32 - 1)
 
 
 class Registry:
@@ -161,7 +163,10 @@ class Registry:
             if key in self._entries:
                 raise ValueError(f"{self.kind} '{key}' is already registered")
             self._entries[key] = f
-            self._constraints[key] = dict(constraints)
+            # A parameter named `seed` follows the grid's rule for seeds unless told otherwise
+            # (numpy's seeds are 32-bit and never negative).
+            defaults = {"seed": SEED_RANGE} if "seed" in inspect.signature(f).parameters else {}
+            self._constraints[key] = {**defaults, **constraints}
             return f
 
         return decorator(fn) if fn is not None else decorator

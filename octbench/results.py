@@ -24,6 +24,7 @@ import errno
 import io
 import json
 import logging
+import math
 import os
 
 # Only for the exception class torch raises when it refuses a file that needs pickle (a
@@ -49,6 +50,8 @@ from octbench.fileio import (
     pid_alive,
     remove_stale_temp_files,
 )
+from octbench.registry import SEED_RANGE
+from octbench.untrusted import MAX_CLASSES, load_npz, npz_headers, read_json
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +139,142 @@ class RunRecord:
                                  f"got {data[f.name]!r}")
         if not is_plain_name(data["run_id"]):  # it names the run's folder
             raise ValueError(f"field 'run_id' must be a plain folder name, got {data['run_id']!r}")
+        problem = _field_problem(data)
+        if problem is not None:
+            raise ValueError(problem)
         known = {k: v for k, v in data.items() if k in names}
         return cls(**{**known, "schema_version": version})
+
+
+#: Longer histories than this are not records octbench wrote (train.epochs <= 10,000).
+MAX_HISTORY = 10_000
+_TEXT_FIELDS = ("run_id", "experiment", "status", "model", "strategy", "device", "precision",
+                "kind", "created_utc")
+_COUNT_FIELDS = ("best_epoch", "epochs_trained", "parameters")
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_number(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _numbers_problem(value, where: str) -> str | None:
+    """The first leaf below ``value`` that is neither a finite number nor null, described."""
+    stack = [(value, where)]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            stack.extend((v, f"{path}.{k}") for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(node))
+        elif node is not None and not _is_number(node):
+            return f"field '{path}' must be a finite number or null, got {_shown(node)}"
+    return None
+
+
+def _field_problem(data: dict) -> str | None:
+    """What makes a record's fields unusable (type, range, size), or None: the one schema check
+    every reader of records relies on (report, export, dry-run estimate, tuning)."""
+    for name in _TEXT_FIELDS:
+        if name in data and not isinstance(data[name], str):
+            return f"field '{name}' must be a string, got {_shown(data[name])}"
+    for name in ("error", "git_commit"):
+        if data.get(name) is not None and not isinstance(data[name], str):
+            return f"field '{name}' must be a string or null, got {_shown(data[name])}"
+    if data["status"] not in STATUSES:
+        return f"field 'status' must be one of {', '.join(STATUSES)}, got {_shown(data['status'])}"
+    seed = data["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed not in SEED_RANGE:
+        return f"field 'seed' must be an integer {SEED_RANGE}, got {_shown(seed)}"
+    for name in _COUNT_FIELDS:
+        value = data.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 0):
+            return f"field '{name}' must be an integer >= 0 or null, got {_shown(value)}"
+    for split, values in data.get("metrics", {}).items():  # {split: {metric: value}}
+        problem = _split_metrics_problem(values, f"metrics.{split}")
+        if problem:
+            return problem
+    problem = _numbers_problem(data.get("timing", {}), "timing")
+    if problem:
+        return problem
+    history = data.get("history", [])
+    if len(history) > MAX_HISTORY:
+        return f"field 'history' has {len(history):,} epochs, more than {MAX_HISTORY:,}"
+    for index, entry in enumerate(history):
+        if not isinstance(entry, dict):
+            return f"field 'history[{index}]' must be a JSON object, got {_shown(entry)}"
+        problem = _numbers_problem(entry, f"history[{index}]")
+        if problem:
+            return problem
+    return _dataset_problem(data.get("dataset", {}))
+
+
+#: Structured entries of a split's metrics (see octbench.metrics.compute_metrics): their JSON
+#: type; every other entry is a number or null.
+_STRUCTURED_METRICS = {"per_class": dict, "confusion": list, "absent_classes": list}
+
+
+def _split_metrics_problem(values, where: str) -> str | None:
+    if not isinstance(values, dict):
+        return f"field '{where}' must be a JSON object, got {_shown(values)}"
+    for key, value in values.items():
+        kind = _STRUCTURED_METRICS.get(key)
+        if kind is None:
+            if value is not None and not _is_number(value):
+                return (f"field '{where}.{key}' must be a finite number or null, got "
+                        f"{_shown(value)}")
+        elif not isinstance(value, kind):
+            return f"field '{where}.{key}' must be a JSON {kind.__name__}, got {_shown(value)}"
+        elif key == "absent_classes":
+            if not all(isinstance(name, str) for name in value):
+                return f"field '{where}.{key}' must list class names, got {_shown(value)}"
+        else:
+            problem = _numbers_problem(value, f"{where}.{key}")
+            if problem:
+                return problem
+    return None
+
+
+def _dataset_problem(dataset: dict) -> str | None:
+    names = dataset.get("class_names")
+    if names is not None:
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            return f"field 'dataset.class_names' must be a list of strings, got {_shown(names)}"
+        if not 2 <= len(names) <= MAX_CLASSES:
+            return (f"field 'dataset.class_names' must name 2 to {MAX_CLASSES} classes, got "
+                    f"{len(names):,}")
+    counts = dataset.get("class_counts", {})
+    if not isinstance(counts, dict):
+        return f"field 'dataset.class_counts' must be a JSON object, got {_shown(counts)}"
+    for split, per_class in counts.items():
+        if not (isinstance(per_class, list) and all(
+                isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in per_class)
+                and (names is None or len(per_class) == len(names))):
+            return (f"field 'dataset.class_counts.{split}' must list one count >= 0 per class, "
+                    f"got {_shown(per_class)}")
+    for name in ("fingerprint", "name"):
+        if dataset.get(name) is not None and not isinstance(dataset[name], str):
+            return f"field 'dataset.{name}' must be a string, got {_shown(dataset[name])}"
+    size = dataset.get("size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        return f"field 'dataset.size' must be an integer >= 1, got {_shown(size)}"
+    return None
+
+
+def read_record(path: str | Path) -> RunRecord:
+    """Read and check a ``record.json`` (bounded JSON, then :meth:`RunRecord.from_dict`).
+
+    Raises:
+        ValueError: the file is not a usable record; the message says which field and why.
+        OSError: the file cannot be read.
+    """
+    return RunRecord.from_dict(read_json(path))
 
 
 class RunLocked(OctbenchError):
@@ -321,7 +458,7 @@ class ResultsStore:
         path = self.run_dir(run_id) / self.RECORD
         if not path.is_file():
             return None
-        return RunRecord.from_dict(json.loads(path.read_text()))
+        return read_record(path)
 
     def is_complete(self, run_id: str) -> bool:
         """Whether the run's record says COMPLETE and its artifacts are there.
@@ -331,7 +468,7 @@ class ResultsStore:
         """
         folder = self.run_dir(run_id)
         try:
-            data = json.loads((folder / self.RECORD).read_text())
+            data = read_json(folder / self.RECORD)
         except (OSError, ValueError):
             return False
         return isinstance(data, dict) and data.get("status") == COMPLETE and all(
@@ -342,7 +479,7 @@ class ResultsStore:
         records = []
         for path in sorted(self.root.glob(f"*/{self.RECORD}")):
             try:
-                records.append(RunRecord.from_dict(json.loads(path.read_text())))
+                records.append(read_record(path))
             except (ValueError, TypeError, OSError) as error:
                 message = f"skipped {path}: {error}"
                 log.warning(message)
@@ -350,9 +487,48 @@ class ResultsStore:
                     warn.append(message)
         return records
 
-    def predictions(self, run_id: str) -> dict[str, np.ndarray]:
-        with np.load(self.run_dir(run_id) / self.PREDICTIONS) as npz:
-            return {key: npz[key] for key in npz.files}
+    def predictions(self, run_id: str, record: RunRecord | None = None,
+                    splits: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+        """The run's saved scores and labels of ``splits`` (default: the val and test splits
+        the file has), checked before they are loaded.
+
+        Each array's shape and dtype are read from the file's headers first: scores are
+        ``(N, classes)`` floats and labels ``(N,)`` or ``(N, 1)`` integers, with the class count
+        and N from ``record`` when given (its class names and counts), and labels are in range.
+        So a crafted file can neither make octbench allocate what it declares nor feed it
+        labels that index outside the classes.
+
+        Raises:
+            ValueError: the file does not fit (which array, which way).
+            OSError: the file cannot be read.
+        """
+        path = self._file(run_id, self.PREDICTIONS)
+        if splits is None:
+            found = npz_headers(path)
+            splits = tuple(s for s in ("val", "test")
+                           if f"{s}_scores" in found and f"{s}_labels" in found)
+        dataset = record.dataset if record is not None else {}
+        classes = len(dataset.get("class_names") or ()) or None
+        expected, kinds = {}, {}
+        for split in splits:
+            counts = (dataset.get("class_counts") or {}).get(split)
+            n = sum(counts) if counts else None
+            expected[f"{split}_scores"], kinds[f"{split}_scores"] = (n, classes), "f"
+            expected[f"{split}_labels"], kinds[f"{split}_labels"] = (n,), "iu"
+        try:
+            arrays = _load_predictions(path, expected, kinds)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
+        for split in splits:
+            scores, labels = arrays[f"{split}_scores"], arrays[f"{split}_labels"]
+            width = scores.shape[1]
+            if len(labels) != len(scores) or width > MAX_CLASSES or width < 2:
+                raise ValueError(f"{path}: {split} has {len(scores)} score rows of {width} "
+                                 f"classes and {len(labels)} labels")
+            if len(labels) and (labels.min() < 0 or labels.max() >= width):
+                raise ValueError(f"{path}: {split}_labels range over [{labels.min()}, "
+                                 f"{labels.max()}]; expected 0...{width - 1}")
+        return arrays
 
 
 class UnsafeCheckpoint(OctbenchError):
@@ -399,6 +575,16 @@ def read_state(path: str | Path | IO[bytes], *, name: str | None = None) -> dict
         log.warning("ignoring %s (%s); the run starts from scratch", name or path, error)
         return None
     return state if isinstance(state, dict) else None
+
+
+def _load_predictions(path: Path, expected: dict, kinds: dict) -> dict[str, np.ndarray]:
+    """:func:`octbench.untrusted.load_npz`, with labels saved as ``(N, 1)`` accepted too."""
+    headers = npz_headers(path)
+    for name in [k for k in expected if k.endswith("_labels")]:
+        if name in headers and len(headers[name][0]) == 2 and headers[name][0][1] == 1:
+            expected = {**expected, name: (*expected[name], 1)}
+    arrays = load_npz(path, expected, kinds)
+    return {k: v.reshape(-1) if k.endswith("_labels") else v for k, v in arrays.items()}
 
 
 def nan_to_none(value):
@@ -470,7 +656,7 @@ def load_results(path: str | Path) -> pandas.DataFrame:  # noqa: F821
     rows = []
     for record_path in sorted(Path(path).rglob(ResultsStore.RECORD)):
         try:
-            record = RunRecord.from_dict(json.loads(record_path.read_text()))
+            record = read_record(record_path)
         except (ValueError, TypeError, OSError) as error:
             log.warning("skipped %s: %s", record_path, error)
             continue

@@ -21,8 +21,10 @@ import logging
 import os
 import platform
 import random
+import re
 import subprocess
 import traceback
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -47,6 +49,7 @@ from octbench.engine import (
     train_one_epoch,
 )
 from octbench.errors import ConfigError, DataError, DeviceUnavailable, OctbenchError
+from octbench.fileio import UnsafePath
 from octbench.metrics import METRICS, compute_metrics
 from octbench.models import (
     build_model,
@@ -207,11 +210,12 @@ class Shard:
         """
         if text.strip() == "auto" or text.strip().startswith("auto/"):
             return cls._from_slurm(text.strip(), os.environ if environ is None else environ)
-        index, slash, count = text.partition("/")
-        if not (slash and index.strip().isdigit() and count.strip().isdigit()):
-            raise OctbenchError(f"--shard must look like K/N (e.g. --shard 2/4) or auto, "
-                                f"got {text!r}")
-        index, count = int(index), int(count)
+        # ASCII digits only: str.isdigit() also takes '²', which int() then refuses.
+        match = re.fullmatch(r"\s*([0-9]{1,9})\s*/\s*([0-9]{1,9})\s*", text, re.ASCII)
+        if match is None:
+            raise OctbenchError(f"--shard must look like K/N in digits 0-9 (e.g. --shard 2/4) or "
+                                f"auto, got {text!r}")
+        index, count = int(match[1]), int(match[2])
         if not 1 <= index <= count:
             raise OctbenchError(
                 f"--shard {text}: K must be between 1 and N ({count}); shards count from 1, "
@@ -495,13 +499,16 @@ def check_buildable(pending: list[RunSpec], data: OCTData) -> None:
             problems.append(f"strategy {strategy.label}: {error}")
     for model in {spec.model.label: spec.model for spec in pending}.values():
         try:
-            with torch.device("meta"):  # no memory, no initialisation: sizes are checked only
+            with torch.device("meta"), warnings.catch_warnings():  # sizes are checked only
+                warnings.simplefilter("ignore")  # "zero-element tensors": data too small
                 built = build_model(model.name, num_classes=data.num_classes, in_chans=1,
                                     img_size=data.size,  # a weights file is matched below
                                     **{k: v for k, v in model.params.items() if k != "pretrained"})
                 if any(s.model == model and s.strategy.label in cosine for s in pending):
                     use_cosine_head(built)
             problem = weights_fit_problem(model.name, model.params, built)
+            if problem is None and not _runs_at(built, data.size):
+                problem = _too_small(model, data)
         except (OctbenchError, TypeError, ValueError) as error:
             problem = str(error)
         except Exception:  # noqa: BLE001 - a layer that cannot live on "meta": the run will tell
@@ -510,6 +517,43 @@ def check_buildable(pending: list[RunSpec], data: OCTData) -> None:
             problems.append(f"model {model.label}: {problem}")
     if problems:
         raise ConfigError(problems, None)
+
+
+#: Sizes tried, on the meta device, to name the smallest input a model takes.
+MIN_SIZE_PROBES = (2, 4, 8, 16, 28, 32, 64, 128, 224)
+
+
+def _runs_at(net: torch.nn.Module, size: int) -> bool:
+    """Whether a model built on the meta device runs a batch of ``size`` px images: shapes are
+    checked without memory or weights (a 1-pixel image must fail here, before training, not
+    inside the first epoch)."""
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "zero-element tensors": a layer of a too-small size
+        try:
+            net.eval()(torch.empty(2, 1, size, size))
+        except RuntimeError:
+            return False
+    return True
+
+
+def _too_small(model: Component, data: OCTData) -> str:
+    """Why ``model`` cannot take the data's images, naming the smallest size it takes."""
+    def fits(size: int) -> bool:
+        try:
+            with torch.device("meta"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                net = build_model(model.name, num_classes=data.num_classes, in_chans=1,
+                                  img_size=size, **{k: v for k, v in model.params.items()
+                                                    if k != "pretrained"})
+            return _runs_at(net, size)
+        except Exception:  # noqa: BLE001 - a size the model cannot even be built for
+            return False
+
+    smallest = next((size for size in MIN_SIZE_PROBES if size > data.size and fits(size)), None)
+    need = (f"it needs images of at least {smallest} px" if smallest else
+            f"it takes none up to {MIN_SIZE_PROBES[-1]} px")
+    return (f"cannot take the data's {data.size} px images: {need}. Use larger images "
+            "(e.g. data.size), or a model made for small inputs.")
 
 
 def execute_run(spec: RunSpec, data: OCTData, store: ResultsStore, *, quiet: bool = True,
@@ -540,8 +584,10 @@ def execute_run(spec: RunSpec, data: OCTData, store: ResultsStore, *, quiet: boo
         if not store.is_complete(spec.run_id):
             finish(INTERRUPTED, INTERRUPTED_MESSAGE)
         raise
-    except StorageError:
-        raise  # a full or unwritable disk: no record can be written, so stop the grid
+    except (StorageError, UnsafePath):
+        # A full or unwritable disk: no record can be written, so stop the grid. A link that
+        # leaves the run's folder (e.g. resume.pt): refused, and never written through.
+        raise
     except Exception as error:
         if on_epoch is not None and type(error).__module__.startswith("optuna"):
             raise
@@ -650,6 +696,13 @@ def setup_run(spec: RunSpec, data: OCTData, store: ResultsStore,
                    scheduler, scaler, order_rng, augmenter, state)
 
     resume = store.load_state(spec.run_id, ResultsStore.RESUME)
+    problem = _resume_problem(resume, cfg.epochs) if resume is not None else None
+    if problem is not None:
+        # Checked before anything is applied, so the model is still a clean start.
+        log.warning("%s is inconsistent (%s); it is discarded and the run starts from scratch",
+                    store.run_dir(spec.run_id) / ResultsStore.RESUME, problem)
+        store.remove(spec.run_id, ResultsStore.RESUME)
+        resume = None
     if resume is not None:
         try:
             model.load_state_dict(resume["model"])
@@ -845,6 +898,39 @@ def complete_run(run: RunSetup, data: OCTData, store: ResultsStore, device: torc
     store.remove(spec.run_id, ResultsStore.RESUME)
     store.remove(spec.run_id, PARTIAL)
     return record
+
+
+def _resume_problem(resume: dict, epochs: int) -> str | None:
+    """What makes a resume state unusable for a run of ``epochs`` epochs, or None.
+
+    A state comes from a file (a copied results folder, a crafted one): one that claims
+    trained epochs must also hold their history and the best model so far, or finishing the
+    run would fail every time it is rerun.
+    """
+    missing = [k for k in ("model", "optimizer", "order_rng", "rng", "state") if k not in resume]
+    if missing:
+        return f"it lacks {', '.join(missing)}"
+    state = resume["state"]
+    if not isinstance(state, dict):
+        return "its training state is not a mapping"
+    epoch, history = state.get("epoch"), state.get("history")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch <= epochs:
+        return f"its epoch {epoch!r} is not a whole number from 0 to {epochs}"
+    if not isinstance(history, list) or len(history) > epoch or (epoch and not history):
+        return f"its history does not match its epoch {epoch}"
+    if epoch == 0:
+        return None
+    best_epoch, best_val = state.get("best_epoch"), state.get("best_val")
+    if not isinstance(state.get("best"), dict) or not (
+            isinstance(best_epoch, int) and 1 <= best_epoch <= len(history)):
+        return f"it claims {epoch} trained epoch(s) but holds no best model"
+    if not (isinstance(best_val, (tuple, list)) and len(best_val) == 2
+            and isinstance(best_val[0], dict) and {"scores", "labels"} <= best_val[0].keys()):
+        return "its best model's validation predictions are missing"
+    for key in ("stale", "best_value"):
+        if key not in state:
+            return f"its training state lacks {key}"
+    return None
 
 
 def provenance(data: OCTData, normalize: tuple[float, float]) -> dict:

@@ -91,7 +91,7 @@ ROWS = [
         ("argument --set: 'scale=[0.1': value '[0.1' is not valid YAML", "quote it")),
     Odd("resamples-huge", lambda t, d: ["report", str(t / "results" / "tiny"),
                                         "--resamples", "1000000000"],
-        ("bootstrap resamples must be an int from 100 to 100,000. Got 1000000000",)),
+        ("--resamples: must be an integer from 100 to 100,000, got 1000000000",)),
     Odd("per-class-huge", lambda t, d: ["data", "show", str(d), "--per-class", "100000",
                                         "--out", str(t / "s.png")],
         ("--per-class: must be an integer from 1 to 64",)),

@@ -28,6 +28,7 @@ import torch
 
 from octbench.errors import DataError
 from octbench.registry import Registry
+from octbench.untrusted import MAX_CLASSES
 
 log = logging.getLogger(__name__)
 
@@ -165,9 +166,10 @@ def from_arrays(
             problems.append(f"{s} has {len(images)} images but {len(labels)} labels")
         elif len(labels) == 0:
             problems.append(f"the {s} split is empty")
-        elif labels.min() < 0 or (names is not None and labels.max() >= len(names)):
+        elif labels.min() < 0 or labels.max() >= (MAX_CLASSES if names is None else len(names)):
+            # Without names, labels number the classes: bounded before a name is made for each.
             expect = (f"0...{len(names) - 1} ({', '.join(names)}), one label per class name"
-                      if names is not None else "labels >= 0")
+                      if names is not None else f"labels from 0 to {MAX_CLASSES - 1}")
             problems.append(f"{s}_labels range over [{labels.min()}, {labels.max()}]; "
                             f"expected {expect}")
         checked[s] = (images, labels)
@@ -224,6 +226,10 @@ def _given_class_names(arrays: Mapping[str, np.ndarray], class_names, origin: st
     if len(names) < 2:
         raise DataError(f"{where} lists {len(names)} class(es) {list(names)}; a classifier "
                         "needs at least 2. Give one name per label.")
+    if len(names) > MAX_CLASSES:
+        raise DataError(f"{where} lists {len(names):,} classes, more than the {MAX_CLASSES} "
+                        "octbench can report on (tables, figures and per-class metrics); "
+                        "group the classes, or check that this is the class-names array.")
     blank = [n for n in names if not str(n).strip()]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if blank or repeated:

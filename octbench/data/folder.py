@@ -33,6 +33,7 @@ from octbench.data.preprocess import load_scan
 from octbench.errors import DataError
 from octbench.fileio import atomic_write, remove_stale_temp_files
 from octbench.registry import Interval
+from octbench.untrusted import printable
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ def list_images(root: str | Path) -> dict[str, dict[str, list[Path]]]:
             if not files:
                 empty.append(f"{split}/{name}/")
             layout[split][name] = files
+    _refuse_links_out(root, layout)
     if empty:
         raise DataError(f"image folder {root} has empty class folder(s) {', '.join(empty)}; "
                         f"add their scans ({', '.join(IMAGE_SUFFIXES)}) or remove the folders.")
@@ -86,6 +88,33 @@ def list_images(root: str | Path) -> dict[str, dict[str, list[Path]]]:
                             f"train/ does not ({', '.join(train_classes)}); add their training "
                             "scans or remove them.")
     return layout
+
+
+def _refuse_links_out(root: Path, layout: dict[str, dict[str, list[Path]]]) -> None:
+    """Refuse split folders, class folders or scans that are links leading out of ``root``:
+    the dataset is what is inside it (its fingerprint, cache and run ids say so), and a link
+    could make octbench read, hash and cache any file on the machine.
+
+    Raises:
+        DataError: listing the links (and where they lead) and what to do.
+    """
+    real_root = root.resolve()
+    outside = []
+    for split, classes in layout.items():
+        for folder in (root / split, *(root / split / name for name in classes)):
+            if not folder.resolve().is_relative_to(real_root):
+                outside.append(folder)
+        for name, files in classes.items():
+            if (root / split / name).resolve().is_relative_to(real_root):
+                outside += [f for f in files if not f.resolve().is_relative_to(real_root)]
+    if outside:
+        shown = ", ".join(f"{printable(p.relative_to(root))} -> {printable(p.resolve())}"
+                          for p in outside[:_LISTED_BAD_FILES])
+        more = f" and {len(outside) - _LISTED_BAD_FILES} more" if (
+            len(outside) > _LISTED_BAD_FILES) else ""
+        raise DataError(f"image folder {root} has {len(outside)} link(s) leading outside it: "
+                        f"{shown}{more}. octbench reads a dataset only from inside its folder; "
+                        "copy those scans in, or remove the links.")
 
 
 def _folder_available(*, path: str, **_) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from octbench.errors import OctbenchError
-from octbench.fileio import atomic_write_text, confined, writable_folder
+from octbench.fileio import UnsafePath, atomic_write_text, confined, writable_folder
 from octbench.rankings import MIN_BLOCKS
 from octbench.report.calibration import calibration_table, reliability_curves
 from octbench.report.collect import GroupKey, ReportData, _groups, _number, collect
@@ -159,6 +159,8 @@ def _study_figures(study: str | Path | None, data: ReportData, figure_dir: Path)
         return []  # tuning is optional: the report stands without its figures
     try:
         return [Path(p) for p in draw(folder, figure_dir)]
+    except UnsafePath:
+        raise  # a link planted in the study folder: refused, never reported around
     except Exception as error:  # the tuning figures are extra: the report goes on without them
         data.warnings.append(f"tuning figures of {folder} could not be drawn: "
                              f"{type(error).__name__}: {error}")
@@ -176,6 +178,8 @@ def _study_summary(study: str | Path | None, data: ReportData) -> dict | None:
         return None
     try:
         return summarise(folder)
+    except UnsafePath:
+        raise  # a link planted in the study folder: refused, never reported around
     except Exception as error:  # the section is extra: the report goes on without it
         data.warnings.append(f"the tuning study in {folder} could not be summarised: "
                              f"{type(error).__name__}: {error}")

@@ -292,7 +292,7 @@ def _load_run(store: ResultsStore, record: RunRecord, class_names: Sequence[str]
     stored["per_class"] = saved.get("per_class") or {}
     stored["confusion"] = saved.get("confusion")
     try:
-        arrays = store.predictions(record.run_id)
+        arrays = store.predictions(record.run_id, record, splits=("test",))
         labels = np.asarray(arrays["test_labels"]).reshape(-1).astype(np.int64)
         scores = np.asarray(arrays["test_scores"], dtype=np.float64)
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as error:

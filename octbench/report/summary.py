@@ -12,9 +12,9 @@ import pandas as pd
 
 from octbench.report.collect import _number, dataset_label, load_records, setup_label
 from octbench.results import COMPLETE, RunRecord
+from octbench.untrusted import printable
 
 SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
-
 
 
 def summary_table(records: list[RunRecord]) -> pd.DataFrame:
@@ -40,7 +40,7 @@ def print_summary(source: str | Path, *, allow_mixed_data: bool = False,
     warnings: list[str] = []
     name, folder, records = load_records(source, warnings, allow_mixed_data=allow_mixed_data)
     for warning in warnings:
-        print(f"warning: {warning}")
+        print(f"warning: {printable(warning)}")  # names from files: no escape sequences
     if not records:
         if (Path(folder) / "study.json").is_file():  # a tuning study: its report covers trials
             print(f"{name}: a tuning study (its trials are listed in the report); test results "
@@ -50,7 +50,7 @@ def print_summary(source: str | Path, *, allow_mixed_data: bool = False,
         return
     datasets = sorted({dataset_label(r) for r in records})
     counts = pd.Series([r.status for r in records]).value_counts().to_dict()
-    print(f"{name}: test metrics on {', '.join(datasets)} "
+    print(f"{printable(name)}: test metrics on {printable(', '.join(datasets))} "
           f"({', '.join(f'{n} {s}' for s, n in counts.items())})")
     if not full:
         return
@@ -60,7 +60,7 @@ def print_summary(source: str | Path, *, allow_mixed_data: bool = False,
         return
     # columns as wide as their longest entry: long model names do not shift the numbers
     keys = list(table.index)
-    widths = [max([len(title), *(len(str(key[i])) for key in keys)])
+    widths = [max([len(title), *(len(printable(str(key[i]))) for key in keys)])
               for i, title in enumerate(("model", "strategy", "setup"))]
     header = " ".join(f"{t:<{w}}" for t, w in zip(("model", "strategy", "setup"), widths,
                                                  strict=True))
@@ -68,7 +68,7 @@ def print_summary(source: str | Path, *, allow_mixed_data: bool = False,
     for key, row in table.iterrows():
         cells = "".join(f" {_mean_std(row[(m, 'mean')], row[(m, 'std')]):>18}"
                         for m in SUMMARY_METRICS)
-        names = " ".join(f"{str(k):<{w}}" for k, w in zip(key, widths, strict=True))
+        names = " ".join(f"{printable(str(k)):<{w}}" for k, w in zip(key, widths, strict=True))
         print(f"{names}{cells}  {int(row[('seeds', '')])}")
     if any(r.synthetic for r in records):
         print("SYNTHETIC DATA: these numbers come from octbench's generated scans, not OCTMNIST.")

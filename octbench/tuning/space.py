@@ -56,6 +56,8 @@ DEFAULT_SEED = 0
 #: Bounds that keep a typo from queueing days of work.
 MAX_TRIALS = 100_000
 MAX_SEEDS = 100
+#: Choices of one categorical search parameter (each is checked as a config value).
+MAX_CHOICES = 1_000
 #: Measured by benchmarks/pruning.py (README, Tuning): no pruning before 3 trials completed, nor
 #: on a trial's first epoch, whose validation score says little about where it ends.
 DEFAULT_PRUNER = {"name": "median", "n_startup_trials": 3, "n_warmup_steps": 1}
@@ -381,6 +383,11 @@ def _parse_distribution(problems, spec, where: str, path: str) -> SearchParam | 
         choices = spec.get("choices")
         if not isinstance(choices, list) or not choices:
             problems.append(f"{where}.choices must be a non-empty list. Got {choices!r} instead.")
+            return None
+        if len(choices) > MAX_CHOICES:  # counted before each choice is checked (time per choice)
+            problems.append(f"{where}.choices lists {len(choices):,} values, more than "
+                            f"{MAX_CHOICES:,}; search a range instead ({{type: float, low: ..., "
+                            "high: ...}).")
             return None
         for i, choice in enumerate(choices):
             if not is_finite(choice):

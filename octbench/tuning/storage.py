@@ -24,7 +24,7 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import TrialState
 
 from octbench.errors import OctbenchError
-from octbench.fileio import atomic_write_text, pid_alive
+from octbench.fileio import atomic_write_text, confined, pid_alive
 from octbench.tuning.space import TuneConfig, make_pruner, make_sampler
 
 log = logging.getLogger(__name__)
@@ -208,9 +208,16 @@ def _recorded(root: Path) -> dict:
 
 
 def _local_spec(root: Path, kind: str) -> str:
-    if kind == "journal":
-        return f"journal:{(root / 'journal.log').resolve()}"
-    return f"sqlite:///{(root / 'study.db').resolve()}"
+    """The storage spec of the study's own file in ``root``.
+
+    Raises:
+        UnsafePath: the file is a link that leaves ``root`` (dangling or not): SQLite or the
+            journal would create, alter or append to the file it points at.
+    """
+    name = "journal.log" if kind == "journal" else "study.db"
+    confined(root, name)
+    path = root.resolve() / name
+    return f"journal:{path}" if kind == "journal" else f"sqlite:///{path}"
 
 
 def resolve_storage(tune_config: TuneConfig, storage: str | None, workers: int) -> str:

@@ -209,7 +209,12 @@ def _field_problem(data: dict) -> str | None:
     for index, entry in enumerate(history):
         if not isinstance(entry, dict):
             return f"field 'history[{index}]' must be a JSON object, got {_shown(entry)}"
-        problem = _numbers_problem(entry, f"history[{index}]")
+        stamp = entry.get("time_utc")  # when the epoch ended (ISO 8601), else all numbers
+        if stamp is not None and not (isinstance(stamp, str) and len(stamp) <= 40):
+            return (f"field 'history[{index}].time_utc' must be an ISO time string, got "
+                    f"{_shown(stamp)}")
+        problem = _numbers_problem({k: v for k, v in entry.items() if k != "time_utc"},
+                                   f"history[{index}]")
         if problem:
             return problem
     return _dataset_problem(data.get("dataset", {}))

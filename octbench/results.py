@@ -209,9 +209,10 @@ def _field_problem(data: dict) -> str | None:
     for index, entry in enumerate(history):
         if not isinstance(entry, dict):
             return f"field 'history[{index}]' must be a JSON object, got {_shown(entry)}"
-        stamp = entry.get("time_utc")  # when the epoch ended (ISO 8601), the one text entry
-        if stamp is not None and (not isinstance(stamp, str) or len(stamp) > 64):
-            return f"field 'history[{index}].time_utc' must be a string or null, got {_shown(stamp)}"
+        stamp = entry.get("time_utc")  # when the epoch ended (ISO 8601), else all numbers
+        if stamp is not None and not (isinstance(stamp, str) and len(stamp) <= 40):
+            return (f"field 'history[{index}].time_utc' must be an ISO time string, got "
+                    f"{_shown(stamp)}")
         problem = _numbers_problem({k: v for k, v in entry.items() if k != "time_utc"},
                                    f"history[{index}]")
         if problem:

@@ -87,17 +87,21 @@ def test_load_results_has_config_per_class_and_timing_columns(trained):
             f1_score(labels, predicted, average="macro", zero_division=0))
 
 
-def test_load_results_skips_a_bad_per_class_entry(trained, tmp_path):
+def test_load_results_skips_a_record_with_a_bad_per_class_entry(trained, tmp_path, caplog):
+    """Records are untrusted: one that fails the schema check is skipped, named with its field,
+    and the others are still loaded."""
     root, _, summary = trained
     source = ResultsStore(root / "results" / "tiny")
-    record = source.read(summary.completed[0])
-    broken = record.__class__(**{**record.__dict__, "metrics": {
+    good, bad = (source.read(run_id) for run_id in summary.completed)
+    broken = bad.__class__(**{**bad.__dict__, "metrics": {
         "test": {"accuracy": 0.5, "per_class": ["not", "a", "mapping"]},
         "val": {"per_class": {"CNV": "high"}}}})
-    ResultsStore(tmp_path / "copy").write(broken)
+    copy = ResultsStore(tmp_path / "copy")
+    copy.write(good)
+    copy.write(broken)
     frame = octbench.load_results(tmp_path / "copy")
-    assert len(frame) == 1 and frame.loc[0, "test_accuracy"] == 0.5
-    assert not [c for c in frame.columns if c.endswith("_CNV")]
+    assert list(frame["run_id"]) == [good.run_id]
+    assert "metrics.test.per_class" in caplog.text and broken.run_id in caplog.text
 
 
 def test_write_report(trained, tmp_path):

@@ -360,6 +360,30 @@ def test_two_node_cluster_worker_without_the_data_file(tmp_path, oct_npz, refere
                 for e in got.values()] == \
             [{k: v for k, v in e.items() if k not in ("config", "dataset")}
              for e in reference.values()]
+
+        # Sweeps over data settings on the same cluster: Ray is joined once per `run` and kept
+        # for every dataset (before, the second dataset hung), and the records equal local ones.
+        sweeps = {
+            "size": experiment(driver, Path("unused"), name="sizes", strategies=["none"],
+                               data={"name": "synthetic", "scale": 0.005, "cache": False},
+                               sweep={"data.size": [28, 64]},
+                               train={"epochs": 2, "batch_size": 64, "deterministic": True,
+                                      "threads": 1}),
+            "path": grid_config(driver, oct_npz, name="paths", strategies=["none"],
+                                sweep={"data.path": [str(oct_npz),
+                                                     str(make_npz(driver / "b.npz", seed=1))]}),
+        }
+        for kind, sweep in sweeps.items():
+            path = write_yaml(driver / f"{kind}.yaml", sweep)
+            done = subprocess.run(
+                [sys.executable, "-m", "octbench", "-q", "run", str(path), "--executor", "ray",
+                 "--address", address], cwd=driver, capture_output=True, text=True,
+                timeout=WAIT, env={**cli_env(tmp_path), "PYTHONPATH": env["PYTHONPATH"],
+                                   "RAY_ADDRESS": ""})
+            assert done.returncode == 0, (kind, done.stderr)
+            got = outcome(driver / "results" / sweep["name"])
+            assert len(got) == 2, kind
+            assert got == _local_outcome(tmp_path / f"local-{kind}", sweep), kind
     finally:
         if node is not None:
             _stop(node)

@@ -38,21 +38,22 @@ def render(markdown: str) -> str:
 # --- the YAML schema -------------------------------------------------------------------------
 
 
+def _walk_config(cls=None, prefix: str = ""):
+    """(dotted path, field, type, owning dataclass) for every key, nested sections expanded."""
+    if cls is None:
+        from octbench.config import ExperimentConfig
+        cls = ExperimentConfig
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        yield f"{prefix}{f.name}", f, kind, cls
+        if dataclasses.is_dataclass(kind) and kind.__name__ != "Component":
+            yield from _walk_config(kind, f"{prefix}{f.name}.")
+
+
 def config_fields() -> list[tuple[str, dataclasses.Field]]:
     """Every key of an experiment YAML as (dotted path, dataclass field), sections expanded."""
-    from octbench.config import ExperimentConfig
-
-    def walk(cls, prefix: str):
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            kind = hints[f.name]
-            if dataclasses.is_dataclass(kind) and kind.__name__ != "Component":
-                yield f"{prefix}{f.name}", f, kind
-                yield from walk(kind, f"{prefix}{f.name}.")
-            else:
-                yield f"{prefix}{f.name}", f, kind
-
-    return [(path, f) for path, f, _ in walk(ExperimentConfig, "")]
+    return [(path, f) for path, f, _, _ in _walk_config()]
 
 
 def config_schema_markdown() -> str:
@@ -60,14 +61,9 @@ def config_schema_markdown() -> str:
     from octbench import config
 
     comments = _field_comments(inspect.getsource(config))
-    hints = {}
-    for cls in (config.ExperimentConfig, config.TrainConfig, config.ReportConfig):
-        hints.update({(cls.__name__, k): v for k, v in typing.get_type_hints(cls).items()})
     rows = []
-    for path, f in config_fields():
-        owner = {"train": "TrainConfig", "report": "ReportConfig"}.get(path.split(".")[0])
-        owner = owner if "." in path else "ExperimentConfig"
-        kind = hints[(owner, f.name)]
+    for path, f, kind, owner_cls in _walk_config():
+        owner = owner_cls.__name__
         constraint = f.metadata.get("check")
         allowed = str(constraint) if constraint is not None else _choices(kind)
         label = ("mapping of dotted path to a list of values" if path == "sweep"

@@ -520,6 +520,8 @@ class ResultsStore:
             n = sum(counts) if counts else None
             expected[f"{split}_scores"], kinds[f"{split}_scores"] = (n, classes), "f"
             expected[f"{split}_labels"], kinds[f"{split}_labels"] = (n,), "iu"
+        if "test" in splits and "test_groups" in npz_headers(path):  # e.g. patients (optional)
+            expected["test_groups"], kinds["test_groups"] = expected["test_labels"], "iu"
         try:
             arrays = _load_predictions(path, expected, kinds)
         except ValueError as error:

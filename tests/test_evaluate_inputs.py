@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import experiment, make_npz
 
+from octbench.calibration import apply_temperature
 from octbench.cli import main
 from octbench.config import parse_config
 from octbench.data import load_dataset
@@ -73,8 +74,12 @@ def test_evaluate_is_bit_equal_to_the_record(case, tmp_path, small_npz, timm_wei
     assert isinstance(classifier_head(predictor.model), CosineLinear) == (strategy == "ldam_drw")
     saved = np.load(run / "predictions.npz")
     data = load_dataset("npz", path=str(small_npz), synthetic=True)
-    scores = predictor.probabilities(data.test.images.numpy())
+    images = data.test.images
+    scores = predictor.predict(images, torch.zeros(len(images), dtype=torch.int64)).scores
     assert np.array_equal(scores.astype(np.float32), saved["test_scores"])
+    # predict's probabilities add the validation-fitted temperature on top of exactly these
+    assert np.array_equal(predictor.probabilities(images.numpy()),
+                          apply_temperature(scores, record.calibration["temperature"]))
     if model.get("pretrained"):  # the weights' own normalisation, not the data's 0.5 / 0.5
         assert predictor.normalize != (0.5, 0.5)
     assert predictor.normalize == (record.model_init["normalization"]["mean"],

@@ -52,6 +52,19 @@ def test_missing_extra_fails_before_training_with_the_install_hint(oct_npz, tmp_
     assert not (tmp_path / "results").exists()  # nothing was trained or created
 
 
+def _robustness_extra_missing() -> bool:
+    try:
+        import cv2  # noqa: F401
+        import medmnistc  # noqa: F401
+        import wand.image  # noqa: F401
+    except ImportError:
+        return True
+    return False
+
+
+@pytest.mark.extras  # a config asking for corruptions needs the extra even to check the runs
+@pytest.mark.skipif(_robustness_extra_missing(), reason="robustness extra not installed: "
+                    'pip install "octbench[robustness]" (and the ImageMagick library)')
 def test_complete_runs_without_corrupted_evaluation_get_the_command_to_score_them(oct_npz,
                                                                                   tmp_path):
     raw = experiment(tmp_path, oct_npz, strategies=["none"],

@@ -199,20 +199,26 @@ def load_data(source: str | Path, *, defaults: Mapping[str, Any] | None = None,
         >>> data = load_data("synthetic", scale=0.01)  # doctest: +SKIP
         >>> data.class_counts()["test"]  # doctest: +SKIP
     """
-    from octbench.config import load_config, parse_data
     from octbench.data import load_dataset
+
+    component = data_component(source, defaults, **params)
+    return load_dataset(component.name, **component.params)
+
+
+def data_component(source: str | Path, defaults: dict | None = None, **params: Any):
+    """The validated dataset choice (a ``Component``) that :func:`load_data` loads, without
+    loading it: a registry name, an .npz file, an image folder or an experiment YAML."""
+    from octbench.config import load_config, parse_data
 
     source = str(source)
     if source.endswith((".yaml", ".yml")):
         component = load_config(source).data
-        component = parse_data({"name": component.name, **component.params, **params})
-    elif source.endswith(".npz"):
-        component = parse_data({"name": "npz", "path": source, **params})
-    elif Path(source).is_dir():
-        component = parse_data({"name": "folder", "path": source, **(defaults or {}), **params})
-    else:
-        component = parse_data({"name": source, **params})
-    return load_dataset(component.name, **component.params)
+        return parse_data({"name": component.name, **component.params, **params})
+    if source.endswith(".npz"):
+        return parse_data({"name": "npz", "path": source, **params})
+    if Path(source).is_dir():
+        return parse_data({"name": "folder", "path": source, **(defaults or {}), **params})
+    return parse_data({"name": source, **params})
 
 
 def evaluate(run: str | Path, data: str | Path | OCTData, *, split: str = "test",

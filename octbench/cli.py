@@ -574,19 +574,9 @@ def _load_data_source(source: str, settings: list[tuple[str, object]], **default
 def _data_component(source: str, settings: list[tuple[str, object]], **defaults):
     """The validated dataset choice of ``evaluate`` (as :func:`octbench.api.load_data` makes
     it): corrupted evaluation needs its parameters to load the 224-px scans."""
-    from octbench.config import load_config, parse_data
+    from octbench.api import data_component
 
-    params = dict(settings)
-    if source.endswith((".yaml", ".yml")):
-        component = load_config(source).data
-        component = parse_data({"name": component.name, **component.params, **params})
-    elif source.endswith(".npz"):
-        component = parse_data({"name": "npz", "path": source, **params})
-    elif Path(source).is_dir():
-        component = parse_data({"name": "folder", "path": source, **defaults, **params})
-    else:
-        component = parse_data({"name": source, **params})
-    return component
+    return data_component(source, defaults, **dict(settings))
 
 
 def cmd_tune(args) -> int:

@@ -196,11 +196,16 @@ def test_worker_killed_mid_run_resumes_from_its_epoch_checkpoint(tmp_path, oct_n
     assert killed, "no worker was killed"
     assert summary.ok and len(summary.completed) == 2
     resumed = [r.getMessage() for r in caplog.records if "resumed after epoch" in r.getMessage()]
-    assert len(resumed) == 1, resumed
-    epoch = int(resumed[0].split("resumed after epoch ")[1].split()[0])
-    assert 1 <= epoch < 4  # not from epoch 0
-    run_id = resumed[0].split()[0]  # its log is the second attempt's, which says it resumed
-    assert f"resuming {run_id} after epoch {epoch}" in (root / run_id / "run.log").read_text()
+    # The killed run resumes; seen once in CI, a second run resumed too (both had an epoch
+    # checkpoint when the worker processes were killed: the kill is a polling race; the
+    # plugin-driven local fault tests are the deterministic kind). Either way nothing restarts
+    # from epoch 0 and the grid ends equal to the reference.
+    assert 1 <= len(resumed) <= 2, resumed
+    for message in resumed:
+        epoch = int(message.split("resumed after epoch ")[1].split()[0])
+        assert 1 <= epoch < 4  # not from epoch 0
+        run_id = message.split()[0]  # its log is the second attempt's, which says it resumed
+        assert f"resuming {run_id} after epoch {epoch}" in (root / run_id / "run.log").read_text()
     assert outcome(root) == reference  # no duplicate, partial or different record
     assert leftovers(root) == []
 

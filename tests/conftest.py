@@ -126,6 +126,20 @@ def run_cli(args: list[str], env: dict[str, str], *, quiet: bool = True, timeout
                           text=True, timeout=timeout)
 
 
+def cli_in_process(argv: list[str], capsys) -> dict:
+    """``octbench ARGV`` in this process: its exit code (argparse's included) and what it
+    printed, ``{"code", "out", "err"}``."""
+    from octbench import cli
+
+    capsys.readouterr()
+    try:
+        code = cli.main(argv)
+    except SystemExit as exit:
+        code = exit.code
+    out, err = capsys.readouterr()
+    return {"code": code, "out": out, "err": err}
+
+
 def tree_digest(folder: Path) -> dict[str, str]:
     """Relative path -> SHA-256 of every file below ``folder`` (to prove nothing changed)."""
     folder = Path(folder)

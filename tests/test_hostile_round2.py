@@ -26,9 +26,9 @@ import numpy as np
 import pytest
 import yaml
 from conftest import ROOT, cli_env, experiment, make_npz, tree_digest, write_yaml
+from conftest import cli_in_process as in_process
 from test_report import N_TEST, write_run
 
-from octbench import cli
 from octbench.config import MAX_YAML_NODES
 from octbench.results import ResultsStore, read_record
 from octbench.untrusted import printable
@@ -180,16 +180,6 @@ def hostile(tmp_path, oct_npz, monkeypatch) -> Hostile:
     ws = Hostile(tmp_path, oct_npz)
     ws.canary("victim.txt")
     return ws
-
-
-def in_process(argv: list[str], capsys) -> dict:
-    capsys.readouterr()
-    try:
-        code = cli.main(argv)
-    except SystemExit as exit:
-        code = exit.code
-    out, err = capsys.readouterr()
-    return {"code": code, "out": out, "err": err}
 
 
 # --- the limited batch: hangs and memory blow-ups of round two --------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli_env, experiment, run_cli, tree_digest, write_yaml
+from conftest import cli_env, cli_in_process, experiment, run_cli, tree_digest, write_yaml
 from PIL import Image
 
 from octbench import cli
@@ -120,12 +120,8 @@ def test_odd_input(row: Odd, odd_ws, capsys):
     tmp, data = odd_ws
     argv = row.argv(tmp, data)
     before = tree_digest(tmp / "results")
-    capsys.readouterr()
-    try:
-        code = cli.main(argv)
-    except SystemExit as exit:
-        code = exit.code
-    out, err = capsys.readouterr()
+    result = cli_in_process(argv, capsys)
+    code, out, err = result["code"], result["out"], result["err"]
     assert code == 2, f"exit {code}\n{out}\n{err}"
     assert "Traceback" not in err
     for text in row.expect:

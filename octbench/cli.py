@@ -16,6 +16,7 @@ imports); no module imports the CLI but ``__main__``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
@@ -151,8 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --executor ray: then keep waiting (default) or stop with exit "
                           "code 2")
     run.add_argument("--mlflow", metavar="URI",
-                     help="also log the complete runs to this MLflow tracking URI when the grid "
-                          "ends (as `export mlflow`; checked before training)")
+                     help="also log to this MLflow tracking URI as the runs train: params at "
+                          "a run's start, metrics at each epoch's end, final metrics and "
+                          "artifacts at its end (checked before training; a server that stops "
+                          "answering never stops the training)")
     _overrides_option(run)
     run.set_defaults(handler=cmd_run)
 
@@ -441,25 +444,54 @@ def cmd_run(args) -> int:
 
     # flush: under nohup or SLURM stdout is a file, and each finished run should show at once.
     say = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
-    summary = run_experiment(config, quiet=args.quiet, say=say, executor=executor, shard=shard)
+    results = Path(config.results_dir) / config.name
+    with contextlib.ExitStack() as context:
+        observers = []
+        if args.mlflow:  # each run logged as it trains
+            from octbench.export_mlflow import LiveLogger
+
+            observers.append(context.enter_context(LiveLogger(args.mlflow, results)))
+        summary = run_experiment(config, quiet=args.quiet, say=say, executor=executor,
+                                 shard=shard, observers=observers)
     print(
         f"{config.name}: {len(summary.completed)} trained, "
         f"{len(summary.already_complete)} already complete, {len(summary.skipped)} skipped, "
         f"{len(summary.failed)} failed, {len(summary.busy)} busy elsewhere. "
-        f"Results in {Path(config.results_dir) / config.name}."
+        f"Results in {results}."
     )
     for run_id, error in summary.failed:
         print(f"  failed: {run_id}: {error}", file=sys.stderr)
-    if args.mlflow and (summary.completed or summary.already_complete):
-        from octbench.export_mlflow import export_mlflow, redacted
-
-        exported = export_mlflow(Path(config.results_dir) / config.name,
-                                 tracking_uri=args.mlflow)
-        print(f"MLflow: {len(exported.exported)} run(s) logged, {len(exported.already)} "
-              f"already there, at {redacted(args.mlflow)}")
+    if observers:
+        _mlflow_outcome(observers[0], results, args.mlflow)
     if summary.completed or summary.already_complete:
         print(f"Next: {_command('report', args.config, args.set)}")
     return 0 if summary.ok else EXIT_FAILED
+
+
+def _mlflow_outcome(live, results: Path, uri: str) -> None:
+    """Log what live logging did not (runs complete before this grid), and say what is in
+    MLflow; a tracking server that stopped answering is named, with the command to catch up."""
+    from octbench.export_mlflow import export_mlflow, redacted
+
+    if live.failure is None and any(results.glob("*/record.json")):
+        try:
+            exported = export_mlflow(results, tracking_uri=uri)
+        except OctbenchError as error:
+            live.failure = str(error)
+        else:
+            logged = len(live.logged) + len(exported.exported)
+            print(f"MLflow: {logged} run(s) logged, "
+                  f"{len(set(exported.already) - set(live.logged))} already there, "
+                  f"at {redacted(uri)}")
+            return
+    if live.failure is None:
+        return
+    missing = f" ({', '.join(live.not_logged)})" if live.not_logged else ""
+    export = shlex.join(["python", "-m", "octbench", "export", "mlflow", str(results),
+                         "--tracking-uri", redacted(uri)])
+    print(f"octbench: warning: MLflow at {redacted(uri)} stopped answering ({live.failure}); "
+          f"{len(live.logged)} run(s) logged, {len(live.not_logged)} complete run(s) not "
+          f"logged{missing}. Log them later with `{export}`.", file=sys.stderr)
 
 
 def _dry_run(config, shard, threads: int, *, stack: int | None, local: bool) -> None:

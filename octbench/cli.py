@@ -396,10 +396,12 @@ def load_plugins(names: str | None = None) -> list[str]:
 def _load_experiment(path: str, settings: list[tuple[str, object]], max_runs: int | None = None):
     """The experiment YAML with ``--set`` values applied, validated.
 
-    What needs no model code (keys, names, devices, train values) is checked first, before
-    torch is imported, so that a typo is reported at once rather than after seconds of imports.
+    What needs no model code (keys, names, devices, train values, and the parameters of
+    models, strategies and datasets as the cached catalog describes them) is checked first,
+    before torch is imported, so that a typo is reported at once rather than after seconds of
+    imports.
     """
-    from octbench.catalog import cached_catalog
+    from octbench.catalog import cached_catalog, parameter_schemas
     from octbench.config import check_grid_size, check_plain, read_config
 
     raw = read_config(path, dict(settings))
@@ -409,7 +411,8 @@ def _load_experiment(path: str, settings: list[tuple[str, object]], max_runs: in
         "model": [e["name"] for e in listing["models"]], "timm": listing["timm"],
         "strategy": [e["name"] for e in listing["strategies"]],
         "dataset": [e["name"] for e in listing["datasets"]]}
-    check_plain(raw, path, known=known)
+    check_plain(raw, path, known=known,
+                schemas=None if listing is None else parameter_schemas(listing))
     from octbench.config import parse_config
 
     return parse_config(raw, source=path)

@@ -452,14 +452,15 @@ def check_grid_size(raw: dict, max_runs: int = MAX_RUNS, *, source: str | None =
 # Validation
 
 
-def _type_name(annotation) -> str:
+def type_name(annotation) -> str:
+    """How a message names a parameter's type: ``a float or null``."""
     origin = typing.get_origin(annotation)
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(annotation))
+        return " or ".join(type_name(a) for a in typing.get_args(annotation))
     if origin is list:
-        return f"a list of {_type_name(typing.get_args(annotation)[0])}"
+        return f"a list of {type_name(typing.get_args(annotation)[0])}"
     if annotation is type(None):
         return "null"
     return {int: "an int", float: "a float", bool: "a bool", str: "a string"}.get(
@@ -508,7 +509,7 @@ def _check_value(problems, path, value, annotation, constraint, owner=""):
         literal = typing.get_origin(annotation) is Literal
         hint = did_you_mean(str(value), [str(a) for a in typing.get_args(annotation)]) if (
             literal and isinstance(value, str)) else ""
-        problems.append(f"{owner}{path} must be {_type_name(annotation)}. "
+        problems.append(f"{owner}{path} must be {type_name(annotation)}. "
                         f"Got {value!r} instead.{hint}")
         return value
     if constraint is not None and coerced is not None and coerced not in constraint:

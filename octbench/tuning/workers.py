@@ -73,6 +73,7 @@ class TuneResult:
 
 def tune(tune_config: TuneConfig, *, workers: int = 1, storage: str | None = None,
          quiet: bool = False, say: Callable[[str], None] = print,
+         result: Callable[[str], None] | None = None,
          generated_dir: str | Path = GENERATED_DIR) -> TuneResult:
     """Run (or resume) a study until it has ``n_trials`` finished trials or ``timeout`` passed.
 
@@ -88,6 +89,7 @@ def tune(tune_config: TuneConfig, *, workers: int = 1, storage: str | None = Non
             (one worker) or ``results/<study>/journal.log`` (several).
         quiet: no progress bars.
         say: where progress lines go.
+        result: where the final lines go (the best trial, the YAML written); default ``say``.
         generated_dir: where ``<study>-best.yaml`` is written.
 
     Example:
@@ -147,7 +149,8 @@ def tune(tune_config: TuneConfig, *, workers: int = 1, storage: str | None = Non
             say("finishing the trials that killed workers left")
             _run_worker(tune_config, opened, index=workers, workers=1, data=data, quiet=quiet,
                         say=say)
-    return _finish(tune_config, study, spec, data.synthetic, say, Path(generated_dir))
+    return _finish(tune_config, study, spec, data.synthetic, say, result or say,
+                   Path(generated_dir))
 
 
 def _counts(study: optuna.Study) -> dict[str, int]:
@@ -302,7 +305,7 @@ def _threads_per_worker(tune_config: TuneConfig, workers: int):
 
 
 def _finish(tune_config: TuneConfig, study: optuna.Study, spec: str, synthetic: bool, say,
-            generated_dir: Path) -> TuneResult:
+            result_line, generated_dir: Path) -> TuneResult:
     _fail_dead_trials(study)
     counts = _counts(study)
     result = TuneResult(study=tune_config.study, storage=_mask(spec), counts=counts)
@@ -311,20 +314,22 @@ def _finish(tune_config: TuneConfig, study: optuna.Study, spec: str, synthetic: 
         f"({counts['complete']} complete, {counts['pruned']} pruned), {counts['fail']} failed"
         + (f", {counts['waiting']} queued" if counts["waiting"] else ""))
     if counts["complete"] == 0:
-        say("no trial completed, so there is no best configuration yet.")
+        result_line("no trial completed, so there is no best configuration yet.")
         return result
     best = study.best_trial
     result.best_value, result.best_params, result.best_trial = (
         best.value, dict(best.params), best.number)
     seeds = f" (mean over {tune_config.seeds_per_trial} seeds)" \
         if tune_config.seeds_per_trial > 1 else ""
-    say(f"best trial {best.number}: val {tune_config.metric} {best.value:.4f}{seeds}{tag}")
+    result_line(f"best trial {best.number}: val {tune_config.metric} {best.value:.4f}{seeds}"
+                f"{tag}")
     for name, value in best.params.items():
-        say(f"  {name} = {_short(value)}")
+        result_line(f"  {name} = {_short(value)}")
     result.generated = write_best_experiment(tune_config, best, generated_dir, synthetic)
     _write_study_file(tune_config, spec, synthetic, generated=str(result.generated))
-    say(f"wrote {result.generated}; its test metrics come from running it "
-        f"({len(FINAL_SEEDS)} seeds):\n  python -m octbench run {result.generated}")
+    result_line(f"wrote {result.generated}")
+    say(f"its test metrics come from running it ({len(FINAL_SEEDS)} seeds):\n"
+        f"  python -m octbench run {result.generated}")
     return result
 
 

@@ -31,6 +31,8 @@ from octbench.errors import OctbenchError
 from octbench.untrusted import printable
 
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+#: As a Unix tool ended by SIGPIPE (128 + 13) when the reader of its output goes away.
+EXIT_BROKEN_PIPE = 141
 #: More worker processes than this only oversubscribes the machine.
 MAX_WORKERS = 4 * (os.cpu_count() or 1)
 #: Most runs in one stack (`run --stack`): memory grows with it.
@@ -336,6 +338,11 @@ def main(argv: list[str] | None = None) -> int:
         # Messages quote names from files and folders: no escape sequence reaches the terminal.
         print(f"octbench: error: {printable(error, keep=chr(10))}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        # The reader left (`octbench list models | head -1`): nothing to say, and nobody to say
+        # it to. Later writes (Python's own flush at exit) go nowhere instead of failing again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except OSError as error:
         # The file system refused (read-only, missing folder, name too long, disk full): an
         # environment problem, so one message naming the path, as for any other bad input.

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import logging
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, experiment, imports_torch, tree_digest, write_yaml
+from conftest import ROOT, cli_env, experiment, imports_torch, tree_digest, write_yaml
 
 import octbench
 from octbench import cli
@@ -135,3 +137,14 @@ def test_dry_run_on_a_read_only_results_folder_exits_2(tmp_path, oct_npz, capsys
     assert cli.main(["run", str(config), "--dry-run"]) == cli.EXIT_USAGE
     assert "is not writable" in capsys.readouterr().err
     assert yaml.safe_load(Path(config).read_text())  # untouched
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path, oct_npz):
+    """`octbench data info x.npz | head -1`: no traceback, no error line, SIGPIPE's exit code."""
+    process = subprocess.Popen([sys.executable, "-m", "octbench", "data", "info", str(oct_npz)],
+                               cwd=ROOT, env=cli_env(tmp_path), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    process.stdout.close()  # gone before the first line is written
+    err = process.stderr.read()
+    assert process.wait(timeout=300) == cli.EXIT_BROKEN_PIPE, err
+    assert err == ""

@@ -631,7 +631,7 @@ def cmd_tune(args) -> int:
     config = load_tune_config(args.config, overrides)
     if args.worker is not None:
         run_worker(config, storage=args.storage, index=args.worker, workers=args.workers,
-                   quiet=args.quiet)
+                   quiet=args.quiet, say=args.console.info, errors=args.console.result)
         return 0
     out = args.console
     result = tune(config, workers=args.workers, storage=args.storage, quiet=args.quiet,

@@ -525,8 +525,8 @@ def _dry_run(config, shard, threads: int, out: Console, *, stack: int | None,
         from octbench.stacked_runs import describe_stacks
 
         todo = {run.run_id for run in plan.pending}
-        out.info(describe_stacks([s for s in expand_grid(config, threads=threads)
-                                  if s.run_id in todo], stack))
+        out.result(describe_stacks([s for s in expand_grid(config, threads=threads)
+                                    if s.run_id in todo], stack))
 
 
 def _make_executor(args):

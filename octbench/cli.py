@@ -902,8 +902,9 @@ def cmd_list(args) -> int:
     entries = listing[args.what]
     width = max(len(entry["name"]) for entry in entries) + 2
     for entry in entries:
-        if out.quiet:  # the names alone, one a line, for scripts
-            out.result(entry["name"])
+        if out.quiet:  # the names alone, one a line, for scripts; an error is still said
+            out.result(entry["name"] + (f"  cannot build ({entry['error']})"
+                                        if entry.get("error") else ""))
         elif args.what == "models":
             parameters = (f"{entry['parameters']:>12,} parameters" if entry.get("error") is None
                           else f"cannot build ({entry['error']})")

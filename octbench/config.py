@@ -889,6 +889,12 @@ def parse_config(raw: dict, source: str | None = None) -> ExperimentConfig:
         problems.append(f"train.select_on must be a validation metric, one of "
                         f"{', '.join(METRICS)}. Got {train.select_on!r} instead."
                         f"{did_you_mean(str(train.select_on), list(METRICS))}")
+    written = raw.get("strategies")
+    if (isinstance(report.baseline, str) and isinstance(written, list)
+            and len(written) == len(strategies)):  # `focal(gamma=1)` names focal(gamma=1.0)
+        as_written = {_label(entry): s.label for entry, s in zip(written, strategies)}
+        report = dataclasses.replace(report, baseline=as_written.get(report.baseline,
+                                                                     report.baseline))
     if strategies and report.baseline is None:
         labels = [s.label for s in strategies]
         report = dataclasses.replace(report, baseline="none" if "none" in labels else labels[0])

@@ -94,9 +94,9 @@ def test_search_and_sweep_share_one_path_resolution(tmp_path, oct_npz, monkeypat
     calls = []
     real = octbench.paths.apply_values
 
-    def spy(raw, values):
+    def spy(raw, values, **options):
         calls.append(dict(values))
-        return real(raw, values)
+        return real(raw, values, **options)
 
     monkeypatch.setattr(octbench.paths, "apply_values", spy)
     parse_config(swept(tmp_path, oct_npz, {"train.lr": [1e-3]})).variants()

@@ -120,7 +120,8 @@ def _warn_once(data: ReportData, message: str) -> None:
 
 
 def compare_to_baseline(data: ReportData, *, n_resamples: int = 2000) -> pd.DataFrame:
-    """Each (model, strategy, setup) against the baseline strategy of the same model and setup.
+    """Each (model, strategy, setup) against the baseline strategy of the same model and setup
+    (in a sweep, its runs of the same combination, or those shared by every combination).
 
     Only seeds both have are paired. Per metric of :data:`COMPARE_METRICS`: ``<metric>_delta``
     (mean over paired seeds of A - baseline), ``<metric>_p`` (paired bootstrap over the test
@@ -133,8 +134,9 @@ def compare_to_baseline(data: ReportData, *, n_resamples: int = 2000) -> pd.Data
     k = len(data.class_names)
     rows = []
     for (model, strategy, setup), runs in groups.items():
-        base = groups.get((model, data.baseline, setup))
-        if strategy == data.baseline or base is None:
+        baseline = data.baseline_in(setup)
+        base = groups.get((model, baseline, setup))
+        if strategy == baseline or base is None:
             continue
         by_seed = {r.record.seed: r for r in runs}
         base_by_seed = {r.record.seed: r for r in base}

@@ -892,7 +892,8 @@ def parse_config(raw: dict, source: str | None = None) -> ExperimentConfig:
     written = raw.get("strategies")
     if (isinstance(report.baseline, str) and isinstance(written, list)
             and len(written) == len(strategies)):  # `focal(gamma=1)` names focal(gamma=1.0)
-        as_written = {_label(entry): s.label for entry, s in zip(written, strategies)}
+        as_written = {_label(entry): s.label
+                      for entry, s in zip(written, strategies, strict=True)}
         report = dataclasses.replace(report, baseline=as_written.get(report.baseline,
                                                                      report.baseline))
     if strategies and report.baseline is None:

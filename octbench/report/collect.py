@@ -260,7 +260,8 @@ def collect(source: str | Path, *, baseline: str | None = None,
         order = [s.label for s in config.strategies]
         if config.sweep:  # a swept strategy parameter changes labels, the baseline's too
             variants = config.variants()
-            by_entry = zip(*(cell.strategies for _, cell in variants))  # in the YAML's order
+            # in the YAML's order (every combination lists as many strategies)
+            by_entry = zip(*(cell.strategies for _, cell in variants), strict=True)
             order = list(dict.fromkeys(s.label for entry in by_entry for s in entry))
             if baseline is None:
                 baselines = {values_label(values): cell.report.baseline

@@ -446,8 +446,8 @@ def set_values(raw: typing.Mapping, values: typing.Mapping[str, Any]) -> dict:
             or len(before) != len(after)
             or not any(canonical_path(p).startswith("strategy.") for p in values)):
         return out
-    for old, new in zip(before, after, strict=True):
-        if _label(old) == baseline and _label(new) is not None:
+    for old, new in zip(before, after, strict=True):  # gamma: 2 is labelled gamma=2.0 too
+        if baseline in (_label(old), _label(_floats(old))) and _label(new) is not None:
             out["report"] = {**report, "baseline": _label(new)}
     return out
 

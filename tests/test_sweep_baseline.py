@@ -25,7 +25,7 @@ RESAMPLES = 100
 
 def swept(tmp_path, oct_npz, **overrides) -> dict:
     return experiment(tmp_path, oct_npz, **{
-        "strategies": ["none", {"name": "focal", "gamma": 2.0}], "seeds": SEEDS,
+        "strategies": ["none", {"name": "focal", "gamma": 2}], "seeds": SEEDS,
         "train": {"epochs": 1, "batch_size": 64, "threads": 1},
         "sweep": {"strategy.gamma": GAMMAS}, **overrides})
 

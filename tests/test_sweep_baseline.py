@@ -100,6 +100,15 @@ def test_each_combination_is_compared_with_its_own_baseline_runs(trained, oct_np
     assert baseline_rows.delta.isna().all() and table.delta.notna().sum() == len(GAMMAS)
 
 
+def test_a_results_folder_shares_its_baseline_runs_the_same_way(trained):
+    """Without the YAML the shared runs are recognised from the records alone."""
+    data = report.collect(trained / "results" / "tiny")
+    comparisons = report.compare_to_baseline(data, n_resamples=RESAMPLES)
+    assert sorted(zip(comparisons.strategy, comparisons.setup)) == [
+        (f"focal(gamma={float(g)})", f"cpu fp32 · strategy.gamma={g}") for g in GAMMAS]
+    assert (comparisons.seeds == len(SEEDS)).all()
+
+
 def test_the_report_names_the_baseline_of_each_combination(trained, oct_npz, tmp_path):
     raw = swept(trained, oct_npz, report={"baseline": "focal(gamma=2.0)"})
     path = write_yaml(tmp_path / "focal.yaml", raw)

@@ -386,12 +386,19 @@ def _shared_combinations(runs: Sequence[Run]):
     for run in runs:
         r = run.record
         combinations.setdefault((r.device, r.precision), {})[_key(r.sweep)] = r.sweep
+    swept = {where: {path for sweep in found.values() for path in sweep}
+             for where, found in combinations.items()}
     changing: dict[tuple[str, str], dict] = {}  # (strategy, combination) -> what changes it
 
     def of(record: RunRecord) -> list[dict]:
-        strategy = str((record.config.get("strategy") or {}).get("name", record.strategy))
+        where = (record.device, record.precision)
+        if swept[where] <= record.sweep.keys():  # every swept value applies: not shared
+            return [record.sweep]
+        written = record.config.get("strategy")
+        strategy = str(written.get("name") if isinstance(written, dict)
+                       else record.strategy.partition("(")[0])
         found = []
-        for key, sweep in combinations[(record.device, record.precision)].items():
+        for key, sweep in combinations[where].items():
             if (strategy, key) not in changing:
                 changing[(strategy, key)] = swept_values(sweep, Component(strategy))
             if len(sweep) > len(record.sweep) and changing[(strategy, key)] == record.sweep:

@@ -525,8 +525,10 @@ def _published_section(data: ReportData, table: pd.DataFrame) -> list[str]:
         protocol = "; ".join(f"{k} {v}" for k, v in source["protocol"].items())
         out.append(f"{label[sid]} {md_escape(source['citation'])} Protocol: "
                    f"{md_escape(protocol)}.")
-    out += ["", "Rows with AUC n/a: the source quoted here gives accuracy only. Rows the "
-            "table lacks (and why) are listed in `octbench/report/published.yaml`."]
+    out += ["", "Rows with AUC n/a: the source quoted here gives accuracy only. Optimiser, "
+            "epochs or augmentation \"unknown\": an AutoML tool chose them."]
+    out += [f"- Not stored ({label[gap['source']]}): {md_escape(gap['what'])} — "
+            f"{md_escape(gap['reason'])}." for gap in catalogue.get("not_stored", [])]
     return out
 
 

@@ -455,17 +455,20 @@ def cmd_run(args) -> int:
         f"{len(summary.failed)} failed, {len(summary.busy)} busy elsewhere. "
         f"Results in {results}."
     )
+    from octbench.results import ResultsStore
+
+    store = ResultsStore(results)
     for run_id, error in summary.failed:
         print(f"  failed: {run_id}: {error}", file=sys.stderr)
-        traceback = results / run_id / "traceback.txt"
-        if traceback.is_file():
-            out.detail(f"  traceback: {traceback}")
+        trace = store.run_dir(run_id) / ResultsStore.TRACEBACK
+        if trace.is_file():
+            out.detail(f"  traceback: {trace}")
     for status, run_ids in (("trained", summary.completed),
                             ("already complete", summary.already_complete),
                             ("skipped", [run_id for run_id, _ in summary.skipped]),
                             ("busy elsewhere", summary.busy)):
         for run_id in run_ids:
-            out.detail(f"  {status}: {results / run_id}")
+            out.detail(f"  {status}: {store.run_dir(run_id)}")
     if observers:
         _mlflow_outcome(observers[0], results, args.mlflow, out)
     if summary.completed or summary.already_complete:

@@ -16,10 +16,12 @@ import logging
 import os
 from pathlib import Path
 
+from octbench.registry import Parameter
+
 log = logging.getLogger(__name__)
 
 KINDS = ("models", "strategies", "datasets", "augmentations", "timm")
-CATALOG_VERSION = 3  # bump when the cached layout changes
+CATALOG_VERSION = 4  # bump when the cached layout changes
 #: Factory arguments that come from the data, not from the YAML (never listed).
 FROM_DATA = ("num_classes", "in_chans", "img_size", "class_counts")
 
@@ -29,7 +31,9 @@ def catalog(*, use_cache: bool = True) -> dict[str, list[dict]]:
     ``{kind: [{name, summary, settings, ...}]}`` (``timm``: a list of names, empty without timm).
 
     Models carry ``parameters``: trainable parameters at 28 px, 1 channel, 4 classes; every
-    entry carries ``settings``: its YAML parameters with their defaults, as text.
+    entry carries ``settings``: its YAML parameters with their defaults, as text, and
+    ``schema``: their types and ranges (:meth:`octbench.registry.Parameter.to_json`), so that a
+    config's parameters are checked before torch is imported (:func:`parameter_schemas`).
 
     Example:
         >>> [entry["name"] for entry in catalog()["strategies"]][:2]  # doctest: +SKIP
@@ -62,6 +66,23 @@ def cached_catalog() -> dict[str, list] | None:
     return cached if isinstance(cached, dict) and set(cached) == set(KINDS) else None
 
 
+def parameter_schemas(listing: dict) -> dict[str, dict[str, dict[str, Parameter]]]:
+    """``{kind: {name: {parameter: Parameter}}}`` for models, strategies and datasets, from a
+    listing (:func:`cached_catalog`); an entry whose schema cannot be read is left out (and
+    checked when the config is parsed)."""
+    schemas: dict[str, dict] = {}
+    for kind, plural in (("model", "models"), ("strategy", "strategies"),
+                         ("dataset", "datasets")):
+        schemas[kind] = {}
+        for entry in listing.get(plural, []):
+            try:
+                schemas[kind][entry["name"]] = {key: Parameter.from_json(value)
+                                                for key, value in entry["schema"].items()}
+            except (KeyError, TypeError, ValueError, AttributeError):
+                continue
+    return schemas
+
+
 def build_catalog() -> dict[str, list]:
     """The listing, from the registries themselves (imports torch and builds each model)."""
     from octbench.augment import AUGMENTATIONS
@@ -72,6 +93,8 @@ def build_catalog() -> dict[str, list]:
     def entries(registry, **extra):
         return [{"name": name, "summary": _summary(registry.get(name)),
                  "settings": _settings(registry, name),
+                 "schema": {key: parameter.to_json()
+                            for key, parameter in registry.schema(name, FROM_DATA).items()},
                  **{key: make(name) for key, make in extra.items()}}
                 for name in registry.names()]
 

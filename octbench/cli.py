@@ -16,9 +16,9 @@ imports); no module imports the CLI but ``__main__``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
-import logging
 import os
 import re
 import shlex
@@ -26,10 +26,13 @@ import signal
 import sys
 from pathlib import Path
 
+from octbench.console import Console
 from octbench.errors import OctbenchError
 from octbench.untrusted import printable
 
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+#: As a Unix tool ended by SIGPIPE (128 + 13) when the reader of its output goes away.
+EXIT_BROKEN_PIPE = 141
 #: More worker processes than this only oversubscribes the machine.
 MAX_WORKERS = 4 * (os.cpu_count() or 1)
 #: Most runs in one stack (`run --stack`): memory grows with it.
@@ -151,8 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --executor ray: then keep waiting (default) or stop with exit "
                           "code 2")
     run.add_argument("--mlflow", metavar="URI",
-                     help="also log the complete runs to this MLflow tracking URI when the grid "
-                          "ends (as `export mlflow`; checked before training)")
+                     help="also log to this MLflow tracking URI as the runs train: params at "
+                          "a run's start, metrics at each epoch's end, final metrics and "
+                          "artifacts at its end (checked before training; a server that stops "
+                          "answering never stops the training)")
     _overrides_option(run)
     run.set_defaults(handler=cmd_run)
 
@@ -318,26 +323,13 @@ def _version() -> str:
     return __version__
 
 
-def configure_logging(*, quiet: bool = False, verbose: int = 0) -> None:
-    """Send octbench's own log messages to stderr; other libraries' INFO lines stay out.
-
-    Only the ``octbench`` logger gets a handler (not the root logger), so a library that logs
-    at INFO (matplotlib's font cache, Optuna's trial lines) does not print as if it were us.
-    """
-    logger = logging.getLogger("octbench")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("octbench: %(message)s"))
-    logger.handlers[:] = [handler]
-    logger.propagate = False
-    logger.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``octbench`` and ``python -m octbench``; returns the exit code."""
     args = build_parser().parse_args(argv)
     args.quiet = getattr(args, "quiet", False)
     args.verbose = 0 if args.quiet else getattr(args, "verbose", 0) or 0
-    configure_logging(quiet=args.quiet, verbose=args.verbose)
+    args.console = Console.from_flags(quiet=args.quiet, verbose=args.verbose)
+    args.console.configure_logging()
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         load_plugins()
@@ -346,6 +338,11 @@ def main(argv: list[str] | None = None) -> int:
         # Messages quote names from files and folders: no escape sequence reaches the terminal.
         print(f"octbench: error: {printable(error, keep=chr(10))}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        # The reader left (`octbench list models | head -1`): nothing to say, and nobody to say
+        # it to. Later writes (Python's own flush at exit) go nowhere instead of failing again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except OSError as error:
         # The file system refused (read-only, missing folder, name too long, disk full): an
         # environment problem, so one message naming the path, as for any other bad input.
@@ -393,10 +390,12 @@ def load_plugins(names: str | None = None) -> list[str]:
 def _load_experiment(path: str, settings: list[tuple[str, object]], max_runs: int | None = None):
     """The experiment YAML with ``--set`` values applied, validated.
 
-    What needs no model code (keys, names, devices, train values) is checked first, before
-    torch is imported, so that a typo is reported at once rather than after seconds of imports.
+    What needs no model code (keys, names, devices, train values, and the parameters of
+    models, strategies and datasets as the cached catalog describes them) is checked first,
+    before torch is imported, so that a typo is reported at once rather than after seconds of
+    imports.
     """
-    from octbench.catalog import cached_catalog
+    from octbench.catalog import cached_catalog, parameter_schemas
     from octbench.config import check_grid_size, check_plain, read_config
 
     raw = read_config(path, dict(settings))
@@ -406,7 +405,8 @@ def _load_experiment(path: str, settings: list[tuple[str, object]], max_runs: in
         "model": [e["name"] for e in listing["models"]], "timm": listing["timm"],
         "strategy": [e["name"] for e in listing["strategies"]],
         "dataset": [e["name"] for e in listing["datasets"]]}
-    check_plain(raw, path, known=known)
+    check_plain(raw, path, known=known,
+                schemas=None if listing is None else parameter_schemas(listing))
     from octbench.config import parse_config
 
     return parse_config(raw, source=path)
@@ -431,66 +431,112 @@ def cmd_run(args) -> int:
         from octbench.export_mlflow import check_tracking
 
         check_tracking(args.mlflow)
+    out = args.console
     if args.dry_run:
         for shard in shards:
-            _dry_run(config, shard, executor.threads, stack=args.stack,
+            _dry_run(config, shard, executor.threads, out, stack=args.stack,
                      local=args.executor == "local")
         return 0
     shard = shards[0]
     from octbench.runner import run_experiment
 
-    # flush: under nohup or SLURM stdout is a file, and each finished run should show at once.
-    say = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
-    summary = run_experiment(config, quiet=args.quiet, say=say, executor=executor, shard=shard)
-    print(
+    results = Path(config.results_dir) / config.name
+    with contextlib.ExitStack() as context:
+        observers = []
+        if args.mlflow:  # each run logged as it trains
+            from octbench.export_mlflow import LiveLogger
+
+            observers.append(context.enter_context(LiveLogger(args.mlflow, results)))
+        summary = run_experiment(config, quiet=args.quiet, say=out.info, executor=executor,
+                                 shard=shard, observers=observers)
+    out.result(
         f"{config.name}: {len(summary.completed)} trained, "
         f"{len(summary.already_complete)} already complete, {len(summary.skipped)} skipped, "
         f"{len(summary.failed)} failed, {len(summary.busy)} busy elsewhere. "
-        f"Results in {Path(config.results_dir) / config.name}."
+        f"Results in {results}."
     )
+    from octbench.results import ResultsStore
+
+    store = ResultsStore(results)
     for run_id, error in summary.failed:
         print(f"  failed: {run_id}: {error}", file=sys.stderr)
-    if args.mlflow and (summary.completed or summary.already_complete):
-        from octbench.export_mlflow import export_mlflow, redacted
-
-        exported = export_mlflow(Path(config.results_dir) / config.name,
-                                 tracking_uri=args.mlflow)
-        print(f"MLflow: {len(exported.exported)} run(s) logged, {len(exported.already)} "
-              f"already there, at {redacted(args.mlflow)}")
+        trace = store.run_dir(run_id) / ResultsStore.TRACEBACK
+        if trace.is_file():
+            out.detail(f"  traceback: {trace}")
+    for status, run_ids in (("trained", summary.completed),
+                            ("already complete", summary.already_complete),
+                            ("skipped", [run_id for run_id, _ in summary.skipped]),
+                            ("busy elsewhere", summary.busy)):
+        for run_id in run_ids:
+            out.detail(f"  {status}: {store.run_dir(run_id)}")
+    if observers:
+        _mlflow_outcome(observers[0], results, args.mlflow, out)
     if summary.completed or summary.already_complete:
-        print(f"Next: {_command('report', args.config, args.set)}")
+        out.info(f"Next: {_command('report', args.config, args.set)}")
     return 0 if summary.ok else EXIT_FAILED
 
 
-def _dry_run(config, shard, threads: int, *, stack: int | None, local: bool) -> None:
+def _mlflow_outcome(live, results: Path, uri: str, out: Console) -> None:
+    """Log what live logging did not (runs complete before this grid), and say what is in
+    MLflow; a tracking server that stopped answering is named, with the command to catch up."""
+    from octbench.export_mlflow import export_mlflow, redacted
+
+    if live.failure is None and any(results.glob("*/record.json")):
+        try:
+            exported = export_mlflow(results, tracking_uri=uri)
+        except OctbenchError as error:
+            live.failure = str(error)
+        else:
+            logged = len(live.logged) + len(exported.exported)
+            out.result(f"MLflow: {logged} run(s) logged, "
+                       f"{len(set(exported.already) - set(live.logged))} already there, "
+                       f"at {redacted(uri)}")
+            return
+    if live.failure is None:
+        return
+    missing = f" ({', '.join(live.not_logged)})" if live.not_logged else ""
+    export = shlex.join(["python", "-m", "octbench", "export", "mlflow", str(results),
+                         "--tracking-uri", redacted(uri)])
+    out.warn(f"MLflow at {redacted(uri)} stopped answering ({live.failure}); "
+             f"{len(live.logged)} run(s) logged, {len(live.not_logged)} complete run(s) not "
+             f"logged{missing}. Log them later with `{export}`.")
+
+
+def _dry_run(config, shard, threads: int, out: Console, *, stack: int | None,
+             local: bool) -> None:
     """Print what ``run`` would do (for one shard, when given); locally, how runs stack."""
     from octbench.plan import plan_experiment
 
     plan = plan_experiment(config, shard=shard, threads=threads)
-    print(f"{config.name}: {len(plan.runs)} runs on data '{config.data.label}'"
-          + (f" (shard {shard})" if shard is not None else ""))
+    out.result(f"{config.name}: {len(plan.runs)} runs on data '{config.data.label}'"
+               + (f" (shard {shard})" if shard is not None else ""))
     if config.sweep:  # the grid is multiplied by every combination of the swept values
         cell = (len(config.models) * len(config.strategies) * len(config.seeds)
                 * len(config.devices))
-        print(f"sweep: {' x '.join(f'{p} {list(v)}' for p, v in config.sweep)} = "
-              f"{len(config.variants())} combinations of {cell} runs "
-              "(models x strategies x seeds x devices)")
+        out.info(f"sweep: {' x '.join(f'{p} {list(v)}' for p, v in config.sweep)} = "
+                 f"{len(config.variants())} combinations of {cell} runs "
+                 "(models x strategies x seeds x devices)")
         from octbench.config import swept_values
 
         values = config.variants()[0][0]
         shared = [s.label for s in config.strategies if swept_values(values, s) != values]
         if shared:
-            print(f"shared: {', '.join(shared)} take(s) no swept strategy parameter, so their "
-                  "runs are made once and shared by every combination")
-    for line in plan.lines():
-        print(line)
+            out.info(f"shared: {', '.join(shared)} take(s) no swept strategy parameter, so "
+                     "their runs are made once and shared by every combination")
+    lines = plan.lines()
+    for line in lines[:2]:  # the data and the results folder
+        out.info(line)
+    for line in lines[2:]:  # the runs and the total
+        out.result(line)
+    out.detail(f"torch threads per run: {threads} (part of the run ids of runs whose "
+               "train.threads is not set)")
     if local and plan.pending:
         from octbench.runner import expand_grid
         from octbench.stacked_runs import describe_stacks
 
         todo = {run.run_id for run in plan.pending}
-        print(describe_stacks([s for s in expand_grid(config, threads=threads)
-                               if s.run_id in todo], stack))
+        out.result(describe_stacks([s for s in expand_grid(config, threads=threads)
+                                    if s.run_id in todo], stack))
 
 
 def _make_executor(args):
@@ -595,10 +641,13 @@ def cmd_tune(args) -> int:
     config = load_tune_config(args.config, overrides)
     if args.worker is not None:
         run_worker(config, storage=args.storage, index=args.worker, workers=args.workers,
-                   quiet=args.quiet)
+                   quiet=args.quiet, say=args.console.info, errors=args.console.result)
         return 0
+    out = args.console
     result = tune(config, workers=args.workers, storage=args.storage, quiet=args.quiet,
-                  say=lambda line: print(line, flush=True))  # shown at once in a log file
+                  say=out.info, result=out.result)
+    out.detail(f"study '{result.study}' in {result.storage}: "
+               + ", ".join(f"{count} {state}" for state, count in result.counts.items()))
     return 0 if result.best_value is not None else EXIT_FAILED
 
 
@@ -608,10 +657,13 @@ def cmd_data_info(args) -> int:
 
     if args.figure:
         writable_folder(Path(args.figure).parent, "--figure folder")
+    out = args.console
     data = _load_data_source(args.source, args.set)
-    print(printable(format_distribution(data), keep="\n"))
+    out.result(printable(format_distribution(data), keep="\n"))
+    out.detail(f"from {printable(args.source)}"
+               + "".join(f", {key}={value!r}" for key, value in args.set))
     if args.figure:
-        print(f"saved {save_distribution_figure(data, args.figure)}")
+        out.result(f"saved {save_distribution_figure(data, args.figure)}")
     return 0
 
 
@@ -621,8 +673,10 @@ def cmd_data_show(args) -> int:
 
     writable_folder(Path(args.out).parent, "--out folder")
     scans = [args.source, *args.scans]
+    out = args.console
     if all(s.lower().endswith(SCAN_SUFFIXES) for s in scans):
-        print(f"saved {save_scan_grid(scans, args.out)}")
+        out.result(f"saved {save_scan_grid(scans, args.out)}")
+        out.detail(f"from {len(scans)} scan file(s)")
         return 0
     if args.scans:
         raise OctbenchError("data show takes one dataset, or scan files (.png, .jpeg, .tif) "
@@ -633,9 +687,11 @@ def cmd_data_show(args) -> int:
         settings.append(("scale", SHOW_SCALE[args.split]))
     data = _load_data_source(args.source, settings)
     path = save_sample_grid(data, args.out, per_class=args.per_class, split=args.split)
-    print(f"saved {path}" + (" (synthetic data" + (
+    out.result(f"saved {path}" + (" (synthetic data" + (
         f", drawn from a {SHOW_SCALE[args.split]:.0%} scale set; --set scale=1 for the full one)"
         if sampled else ")") if data.synthetic else ""))
+    out.detail(f"{args.per_class} per class from the {args.split} split of "
+               f"{printable(data.name)} ({data.size} px)")
     return 0
 
 
@@ -660,7 +716,10 @@ def cmd_data_synth(args) -> int:
     arrays["octbench_synthetic"] = np.array(True)  # the label travels with the file
     atomic_write(args.out, lambda handle: np.savez_compressed(handle, **arrays))
     sizes = ", ".join(f"{s} {len(arrays[f'{s}_labels']):,}" for s in ("train", "val", "test"))
-    print(f"wrote {args.out}: synthetic OCT data ({sizes}) generated in {seconds:.1f} s")
+    args.console.result(f"wrote {args.out}: synthetic OCT data ({sizes}) generated in "
+                        f"{seconds:.1f} s")
+    args.console.detail(f"{Path(args.out).stat().st_size:,} bytes; parameters: "
+                        + ", ".join(f"{k}={v}" for k, v in params.items()))
     return 0
 
 
@@ -674,11 +733,16 @@ def cmd_predict(args) -> int:
     results = predict_files(predictor, scans)
     # The training data's nature goes first, where nobody can miss it (stderr under --json,
     # whose rows carry it as the `synthetic` field).
+    out, stream = args.console, sys.stderr if args.json else sys.stdout
     banner = predictor.trained_on()
-    if predictor.synthetic is not False:
-        banner = f"*** {banner} ***"
-    print(banner, file=sys.stderr if args.json else sys.stdout)
-    print(predictor.calibration_note(), file=sys.stderr if args.json else sys.stdout)
+    if predictor.synthetic is not False:  # a warning about every result: never left out
+        print(f"*** {banner} ***", file=stream, flush=True)
+    elif not out.quiet:
+        print(banner, file=stream, flush=True)
+    if not out.quiet:
+        print(predictor.calibration_note(), file=stream, flush=True)
+    if out.verbose:
+        print(f"model: {predictor.source} ({predictor.img_size} px)", file=stream, flush=True)
     if args.json:
         print(json.dumps([{"file": r.path, "top_class": r.top_class,
                            "probabilities": r.probabilities, "error": r.error,
@@ -692,7 +756,7 @@ def cmd_predict(args) -> int:
                 print(f"{printable(r.path)}: error: {printable(r.error)}", file=sys.stderr)
                 continue
             probs = "  ".join(f"{printable(k)} {v:.3f}" for k, v in r.probabilities.items())
-            print(f"{printable(r.path)}: {printable(r.top_class)}  ({probs})")
+            out.result(f"{printable(r.path)}: {printable(r.top_class)}  ({probs})")
     failed = sum(r.error is not None for r in results)
     if failed:
         print(f"octbench: error: {failed} of {len(results)} files could not be read",
@@ -729,6 +793,7 @@ def cmd_evaluate(args) -> int:
     from octbench.predict import evaluate_checkpoint, load_predictor
     from octbench.results import nan_to_none
 
+    out = args.console
     plan = _corruption_plan(args)
     predictor = load_predictor(args.run, args.results_dir)
     component = _data_component(args.data, args.set, size=predictor.img_size)
@@ -736,30 +801,34 @@ def cmd_evaluate(args) -> int:
     if data.synthetic or predictor.synthetic:
         which = " and ".join(w for w, s in (("the model's training data", predictor.synthetic),
                                              ("these data", data.synthetic)) if s)
-        print(f"*** SYNTHETIC DATA ({which}): these numbers are not about real scans ***")
+        out.result(f"*** SYNTHETIC DATA ({which}): these numbers are not about real scans ***")
     report = evaluate_checkpoint(predictor, data, args.split)
     metrics = report["metrics"][args.split]
     n = sum(report["dataset"]["class_counts"])
-    print(f"{predictor.source} on {data.name} {args.split} ({n:,} images, "
-          f"{report['dataset']['fingerprint'][:19]}):")
-    print("  " + "  ".join(f"{name} {metrics[key]:.4f}".replace("nan", "n/a") for key, name in (
-        ("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"),
-        ("macro_f1", "macro-F1"), ("macro_auc", "macro AUC"), ("ece", "ECE"))))
+    out.result(f"{predictor.source} on {data.name} {args.split} ({n:,} images, "
+               f"{report['dataset']['fingerprint'][:19]}):")
+    out.result("  " + "  ".join(
+        f"{name} {metrics[key]:.4f}".replace("nan", "n/a") for key, name in (
+            ("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"),
+            ("macro_f1", "macro-F1"), ("macro_auc", "macro AUC"), ("ece", "ECE"))))
     width = max(len(name) for name in metrics["per_class"])
-    print(f"  {'class':<{width}}  precision  recall      F1  support")
+    out.info(f"  {'class':<{width}}  precision  recall      F1  support")
     for name, row in metrics["per_class"].items():
-        print(f"  {printable(name):<{width}}  {_fixed(row['precision'], 9)}  "
-              f"{_fixed(row['recall'], 6)}  {_fixed(row['f1'], 6)}  {row['support']:7,}")
+        out.info(f"  {printable(name):<{width}}  {_fixed(row['precision'], 9)}  "
+                 f"{_fixed(row['recall'], 6)}  {_fixed(row['f1'], 6)}  {row['support']:7,}")
     if metrics.get("absent_classes"):
-        print(f"  n/a: {', '.join(metrics['absent_classes'])} absent from the {args.split} split; "
-              "macro-F1, balanced accuracy and macro AUC average over the classes present.")
+        out.info(f"  n/a: {', '.join(metrics['absent_classes'])} absent from the {args.split} "
+                 "split; macro-F1, balanced accuracy and macro AUC average over the classes "
+                 "present.")
+    out.detail(f"  data fingerprint {report['dataset']['fingerprint']}; class counts "
+               f"{report['dataset']['class_counts']}")
     if plan is not None:
         report["robustness"] = _evaluate_corrupted(predictor, data, plan, metrics,
-                                                   component.params)
+                                                   component.params, out)
     if args.out:
         text = json.dumps(nan_to_none(report), indent=2, sort_keys=True, allow_nan=False)
         atomic_write_text(args.out, text + "\n")
-        print(f"wrote {args.out}")
+        out.result(f"wrote {args.out}")
     return 0
 
 
@@ -792,7 +861,8 @@ def _corruption_plan(args):
     return CorruptionPlan(names, tuple(severities), args.corruption_seed)
 
 
-def _evaluate_corrupted(predictor, data, plan, clean: dict, data_params: dict) -> dict:
+def _evaluate_corrupted(predictor, data, plan, clean: dict, data_params: dict,
+                        out: Console) -> dict:
     """Score and print the corrupted sets; store them in the run's record when the data are
     the run's own (resumable through the run folder's partial file)."""
     import dataclasses
@@ -811,19 +881,19 @@ def _evaluate_corrupted(predictor, data, plan, clean: dict, data_params: dict) -
              "adapted": f"adapted protocol: corrupted at 224 px, resized to {data.size} px",
              "synthetic": "SYNTHETIC data, adapted protocol",
              "generic": "own data: generic corruptions with OCTMNIST's severities"}
-    print(f"corrupted test sets ({label[section['protocol']]}):")
+    out.info(f"corrupted test sets ({label[section['protocol']]}):")
     for name, cells in section["cells"].items():
         values = "  ".join(f"s{s} {m['macro_f1']:.3f}" for s, m in cells.items())
-        print(f"  {name:<17} macro-F1  {values}")
+        out.info(f"  {name:<17} macro-F1  {values}")
     mean = section["summary"]["mean"]
     extra = (f", BE {mean['be']:.3f}, rBE {mean['rbe']:.3f}" if section["normalised"]
              else f", balanced error {mean['error']:.3f} ({mean['error_drop']:+.3f} from clean)")
-    print(f"  mean corrupted macro-F1 {mean['macro_f1']:.4f}{extra}")
+    out.result(f"  mean corrupted macro-F1 {mean['macro_f1']:.4f}{extra}")
     if owned:
         store, record = owned
         store.write(dataclasses.replace(record, robustness=section))
         store.remove(record.run_id, PARTIAL)
-        print(f"stored in {store.run_dir(record.run_id) / store.RECORD}")
+        out.info(f"stored in {store.run_dir(record.run_id) / store.RECORD}")
     return section
 
 
@@ -835,27 +905,48 @@ def _fixed(value: float | None, width: int) -> str:
 def cmd_list(args) -> int:
     from octbench.catalog import catalog
 
+    out = args.console
     listing = catalog()
     if args.timm is not None:
-        return _list_timm(listing["timm"], args.timm, args.what)
+        return _list_timm(listing["timm"], args.timm, args.what, out)
     entries = listing[args.what]
     width = max(len(entry["name"]) for entry in entries) + 2
     for entry in entries:
-        if args.what == "models":
+        if out.quiet:  # the names alone, one a line, for scripts; an error is still said
+            out.result(entry["name"] + (f"  cannot build ({entry['error']})"
+                                        if entry.get("error") else ""))
+        elif args.what == "models":
             parameters = (f"{entry['parameters']:>12,} parameters" if entry.get("error") is None
                           else f"cannot build ({entry['error']})")
-            print(f"{entry['name']:<{width}}{parameters} (28 px, 4 classes)  {entry['summary']}")
+            out.result(f"{entry['name']:<{width}}{parameters} (28 px, 4 classes)  "
+                       f"{entry['summary']}")
         else:
-            print(f"{entry['name']:<{width}}{entry['summary']}")
+            out.result(f"{entry['name']:<{width}}{entry['summary']}")
         if entry.get("settings"):
-            print(f"{'':<{width}}parameters: {entry['settings']}")
+            out.info(f"{'':<{width}}parameters: {entry['settings']}")
+        for key, parameter in _parameter_details(entry).items():
+            out.detail(f"{'':<{width}}  {key}: {parameter}")
     if args.what == "models":
-        print(f"{'timm:<name>':<{width}}any of timm's {len(listing['timm']):,} models, e.g. "
-              "timm:efficientnet_b0 (random init, in_chans=1); search with --timm NAME")
+        out.info(f"{'timm:<name>':<{width}}any of timm's {len(listing['timm']):,} models, e.g. "
+                 "timm:efficientnet_b0 (random init, in_chans=1); search with --timm NAME")
     return 0
 
 
-def _list_timm(names: list[str], pattern: str, what: str) -> int:
+def _parameter_details(entry: dict) -> dict[str, str]:
+    """``{parameter: "a float, >= 0, required"}`` from a catalog entry's schema (-v)."""
+    from octbench.config import type_name
+    from octbench.registry import Parameter
+
+    details = {}
+    for key, value in (entry.get("schema") or {}).items():
+        parameter = Parameter.from_json(value)
+        details[key] = ", ".join([type_name(parameter.annotation)]
+                                 + ([str(parameter.constraint)] if parameter.constraint else [])
+                                 + (["required"] if parameter.required else []))
+    return details
+
+
+def _list_timm(names: list[str], pattern: str, what: str, out: Console) -> int:
     import fnmatch
 
     if what != "models":
@@ -867,7 +958,8 @@ def _list_timm(names: list[str], pattern: str, what: str) -> int:
         raise OctbenchError(f"no timm model name matches '{pattern}'; try a shorter part of the "
                             "name, e.g. --timm resnet or --timm 'efficientnet*'.")
     for name in found:
-        print(f"timm:{name}")
+        out.result(f"timm:{name}")
+    out.detail(f"{len(found)} of timm's {len(names):,} model names")
     return 0
 
 
@@ -889,16 +981,18 @@ def cmd_report(args) -> int:
                else "python -m octbench run EXPERIMENT.yaml")
         raise OctbenchError(f"no run records of '{name}' in {folder}, so there is nothing to "
                             f"report; train first (`{run}`), or check the path.")
-    print_summary(source, allow_mixed_data=args.allow_mixed_data, full=not args.quiet)
+    out = args.console
+    print_summary(source, allow_mixed_data=args.allow_mixed_data, full=not out.quiet)
     written = build_report(source, args.out, formats=formats, baseline=args.baseline,
                            n_resamples=args.resamples, study=args.study,
                            allow_mixed_data=args.allow_mixed_data, stratify=args.stratify)
-    for path in written if not args.quiet else written[:1]:  # -q: the report itself only
-        print(f"wrote {path}" + (f" ({Path(path).stat().st_size:,} bytes)" if args.verbose else ""))
-    if args.verbose:
-        statuses = sorted({r.status for r in records})
-        print(f"from {len(records)} run record(s) in {folder} ("
-              + ", ".join(f"{sum(r.status == s for r in records)} {s}" for s in statuses) + ")")
+    for index, path in enumerate(written):  # -q: the report itself only
+        line = f"wrote {path}" + (f" ({Path(path).stat().st_size:,} bytes)" if out.verbose
+                                  else "")
+        (out.result if index == 0 else out.info)(line)
+    statuses = sorted({r.status for r in records})
+    out.detail(f"from {len(records)} run record(s) in {folder} ("
+               + ", ".join(f"{sum(r.status == s for r in records)} {s}" for s in statuses) + ")")
     return 0
 
 
@@ -921,7 +1015,13 @@ def cmd_export_mlflow(args) -> int:
     if summary.unreadable:
         parts.append(f"{len(summary.unreadable)} unreadable (skipped)")
     uri = args.tracking_uri or default_tracking_uri()
-    print(f"{', '.join(parts)} to {redacted(uri)}")
+    out = args.console
+    out.result(f"{', '.join(parts)} to {redacted(uri)}")
+    for what, run_ids in (("exported", summary.exported), ("already there", summary.already),
+                          ("not complete", summary.not_complete),
+                          ("unreadable", summary.unreadable)):
+        for run_id in run_ids:
+            out.detail(f"  {what}: {run_id}")
     if args.tracking_uri is None:
-        print(f"See them with: mlflow ui --backend-store-uri {uri}")
+        out.info(f"See them with: mlflow ui --backend-store-uri {uri}")
     return 0

@@ -27,7 +27,14 @@ from typing import Any, Literal
 import yaml
 
 from octbench.errors import ConfigError, OctbenchError
-from octbench.registry import SEED_RANGE, Interval, Registry, did_you_mean, is_finite
+from octbench.registry import (
+    SEED_RANGE,
+    Interval,
+    Parameter,
+    Registry,
+    did_you_mean,
+    is_finite,
+)
 from octbench.untrusted import MAX_JSON_DEPTH, depth
 
 log = logging.getLogger(__name__)
@@ -528,14 +535,15 @@ def check_grid_size(raw: dict, max_runs: int = MAX_RUNS, *, source: str | None =
 # Validation
 
 
-def _type_name(annotation) -> str:
+def type_name(annotation) -> str:
+    """How a message names a parameter's type: ``a float or null``."""
     origin = typing.get_origin(annotation)
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(annotation))
+        return " or ".join(type_name(a) for a in typing.get_args(annotation))
     if origin is list:
-        return f"a list of {_type_name(typing.get_args(annotation)[0])}"
+        return f"a list of {type_name(typing.get_args(annotation)[0])}"
     if annotation is type(None):
         return "null"
     return {int: "an int", float: "a float", bool: "a bool", str: "a string"}.get(
@@ -584,7 +592,7 @@ def _check_value(problems, path, value, annotation, constraint, owner=""):
         literal = typing.get_origin(annotation) is Literal
         hint = did_you_mean(str(value), [str(a) for a in typing.get_args(annotation)]) if (
             literal and isinstance(value, str)) else ""
-        problems.append(f"{owner}{path} must be {_type_name(annotation)}. "
+        problems.append(f"{owner}{path} must be {type_name(annotation)}. "
                         f"Got {value!r} instead.{hint}")
         return value
     if constraint is not None and coerced is not None and coerced not in constraint:
@@ -643,31 +651,32 @@ def _parse_component(problems, raw, path, registry: Registry, *, data_params=(),
     if name not in registry:
         problems.append(f"{path}: {registry.unknown_message(name)}")
         return None
-    signature = {k: p for k, p in registry.parameters(name).items() if k not in data_params}
-    constraints = registry.constraints(name)
+    checked = _check_parameters(problems, params, registry.schema(name, data_params),
+                                kind=registry.kind, name=name, path=path)
+    return Component(name, checked)
+
+
+def _check_parameters(problems, params: dict, schema: typing.Mapping[str, Parameter], *,
+                      kind: str, name: str, path: str) -> dict:
+    """The parameters given to entry ``name`` checked against its schema: the known ones, their
+    types and ranges, and the required ones; returns those that passed."""
     checked = {}
     for key, value in params.items():
-        if key not in signature:
-            choices = ", ".join(signature) or "none"
+        if key not in schema:
+            choices = ", ".join(schema) or "none"
             problems.append(
-                f"unknown parameter '{key}' of {registry.kind} '{name}' at {path}."
-                f"{did_you_mean(str(key), list(signature))} Parameters: {choices}."
+                f"unknown parameter '{key}' of {kind} '{name}' at {path}."
+                f"{did_you_mean(str(key), list(schema))} Parameters: {choices}."
             )
             continue
-        annotation = signature[key].annotation
-        if annotation is signature[key].empty:
-            annotation = Any
         count = len(problems)
-        value = _check_value(
-            problems, f"'{key}' parameter of {registry.kind} '{name}' ({path}.{key})", value,
-            annotation, constraints.get(key), owner="the ",
-        )
+        value = _check_value(problems, f"'{key}' parameter of {kind} '{name}' ({path}.{key})",
+                             value, schema[key].annotation, schema[key].constraint, owner="the ")
         if len(problems) == count:
             checked[key] = value
-    missing = [k for k, p in signature.items() if p.default is p.empty and k not in params]
-    for key in missing:
-        problems.append(f"{path}: {registry.kind} '{name}' needs the parameter '{key}'.")
-    return Component(name, checked)
+    for key in [k for k, p in schema.items() if p.required and k not in params]:
+        problems.append(f"{path}: {kind} '{name}' needs the parameter '{key}'.")
+    return checked
 
 
 def _parse_list(problems, raw, path, parse_item, canonical=None) -> tuple:
@@ -740,26 +749,28 @@ def _resolved_device(device: str) -> str:
 TOP_LEVEL = {f.name for f in dataclasses.fields(ExperimentConfig)}
 
 
+#: Parameters an entry takes besides its factory's (checked by :func:`parse_config` alone).
+NOT_IN_SCHEMA = {"model": ("pretrained",), "dataset": ("on_duplicates",), "strategy": ()}
+
+
 def check_plain(raw: dict, source: str | None = None, *,
-                known: typing.Mapping[str, list[str]] | None = None) -> None:
+                known: typing.Mapping[str, list[str]] | None = None,
+                schemas: typing.Mapping[str, typing.Mapping[str, dict]] | None = None) -> None:
     """Raise the problems of the parts of a config that need no model code (fast: no torch).
 
-    The CLI calls it before :func:`parse_config`, so a typo in a key, a name, a device or a
-    train value is reported in well under a second instead of after importing torch.
+    The CLI calls it before :func:`parse_config`, so a typo in a key, a name, a device, a train
+    value or a parameter is reported in well under a second instead of after importing torch.
     ``known`` lists the names of each kind (``model``, ``strategy``, ``dataset``, ``timm``),
-    e.g. from the cached ``octbench list`` catalog; without it names are not checked here.
-    Parameters of models, strategies and datasets are checked by :func:`parse_config` only.
+    ``schemas`` the parameters of each entry (``{kind: {name: {parameter: Parameter}}}``),
+    e.g. from the cached ``octbench list`` catalog; without them names and parameters are
+    checked by :func:`parse_config` only.
 
     Raises:
         ConfigError: every problem found.
     """
-    from octbench.registry import unknown_model_message, unknown_name_message
-
     problems: list[str] = []
     _parse_plain(problems, raw, resolve_devices=False)
     for key, kind in (("data", "dataset"), ("models", "model"), ("strategies", "strategy")):
-        if not known or kind not in known:
-            continue
         entries = raw.get(key)
         entries = entries if isinstance(entries, list) else [entries]
         for index, entry in enumerate(entries):
@@ -767,18 +778,27 @@ def check_plain(raw: dict, source: str | None = None, *,
             if not isinstance(name, str):
                 continue  # parse_config says what shape an entry must have
             path = key if key == "data" else f"{key}[{index}]"
-            if kind == "model" and name.startswith("timm:") and not known.get("timm"):
-                problem = None  # no list of timm's names to check against
-            elif kind == "model":
-                problem = unknown_model_message(name, known["model"], known["timm"])
-            elif name not in known[kind]:
-                problem = unknown_name_message(kind, name, known[kind])
-            else:
-                problem = None
+            problem = _name_problem(kind, name, known) if known and kind in known else None
             if problem:
                 problems.append(f"{path}: {problem}")
+                continue
+            schema = (schemas or {}).get(kind, {}).get(name)
+            if schema is not None and isinstance(entry, dict):
+                params = {k: v for k, v in entry.items()
+                          if k != "name" and k not in NOT_IN_SCHEMA[kind]}
+                _check_parameters(problems, params, schema, kind=kind, name=name, path=path)
     if problems:
         raise ConfigError(problems, source)
+
+
+def _name_problem(kind: str, name: str, known: typing.Mapping[str, list[str]]) -> str | None:
+    from octbench.registry import unknown_model_message, unknown_name_message
+
+    if kind == "model" and name.startswith("timm:") and not known.get("timm"):
+        return None  # no list of timm's names to check against
+    if kind == "model":
+        return unknown_model_message(name, known["model"], known["timm"])
+    return unknown_name_message(kind, name, known[kind]) if name not in known[kind] else None
 
 
 def _parse_plain(problems: list[str], raw: dict, *, resolve_devices: bool = True) -> dict:

@@ -141,7 +141,7 @@ class LocalExecutor:
                                          numbers=numbers)
                 continue
             spec, number = group[0], numbers[group[0].run_id]
-            run_progress = progress.start_run(number, spec.run_id, spec.device)
+            run_progress = progress.start_run(number, spec.run_id, spec.device, spec=spec)
             try:
                 with store.claim(spec.run_id):
                     if store.is_complete(spec.run_id):  # finished by another process meanwhile
@@ -563,7 +563,8 @@ class RayExecutor:
                         self.start_delays[run_id] = time.monotonic() - submitted[run_id]
                         device = by_id[run_id].device
                         started[run_id] = progress.start_run(
-                            numbers[run_id], run_id, f"{device}, Ray node {details['node']}")
+                            numbers[run_id], run_id, f"{device}, Ray node {details['node']}",
+                            spec=by_id[run_id])
                     elif kind == "epoch" and run_id in started:
                         started[run_id].epoch_done(**details)
                 if not ready:

@@ -5,8 +5,13 @@ experiment: its resolved config as params (every default filled in, e.g. ``model
 every epoch's curves as metric steps (epochs 1-based, each at the time its epoch ended), the
 selected checkpoint's final metrics (``best/val_macro_f1``: a key of its own, so that MLflow's
 runs table shows the chosen epoch's value and not the curve's last point; ``test_macro_f1``),
-tags (model, strategy, seed, device, synthetic, ...), and ``record.json``,
-``predictions.npz`` and ``best.pt`` as artifacts.
+tags (model, strategy, seed, device, synthetic, ...), and the run folder's files as artifacts
+(``record.json``, ``predictions.npz``, ``best.pt``, robustness predictions, a Ray run's log, ...;
+not the resume checkpoint, a lock or a half-written file).
+
+``run --mlflow URI`` logs live instead, through :class:`LiveLogger`, an observer of the grid's
+progress: params when a run starts, each epoch's metrics when it ends, the final metrics and
+artifacts when the run ends. A tracking server that stops answering never stops the training.
 
 A tracking server that does not answer fails within about half a minute (connect and request
 timeouts, few retries) with one message; a password in the URI is never printed.
@@ -29,13 +34,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from octbench.errors import OctbenchError
-from octbench.fileio import confined
-from octbench.results import read_record
+from octbench.fileio import TEMP_SUFFIX, confined
+from octbench.results import COMPLETE, FAILED, ResultsStore, RunRecord, read_record
 
 log = logging.getLogger(__name__)
 
 RUN_ID_TAG = "octbench.run_id"
-ARTIFACTS = ("record.json", "predictions.npz", "best.pt")
+#: Files of a run folder that are not artifacts: the resume checkpoint (gone once the run is
+#: complete, large), the lock, corrupted evaluation's partial results.
+NOT_ARTIFACTS = (ResultsStore.RESUME, ResultsStore.LOCK)
+NOT_ARTIFACT_SUFFIXES = (".partial.json", TEMP_SUFFIX)
 #: The selected checkpoint's metrics whose key the per-epoch curves use too get this prefix.
 BEST_PREFIX = "best/"
 #: MLflow's HTTP settings while exporting: a dead server fails in ~30 s, not minutes.
@@ -97,6 +105,123 @@ def check_tracking(tracking_uri: str) -> None:
     """
     with _http_limits(), _unreachable_as_error(tracking_uri):
         _client(tracking_uri).search_experiments(max_results=1)
+
+
+class LiveLogger:
+    """Logs each run of a grid to MLflow while it trains: an observer of the grid's progress
+    (:class:`octbench.progress.RunObserver`), used as a context manager around the grid.
+
+    Params and tags go in when a run starts, each epoch's metrics when the epoch ends (at its
+    own time), the selected checkpoint's metrics and the run folder's files when the run ends.
+    A tracking server that stops answering is reported once; training goes on, nothing more is
+    sent, and :attr:`not_logged` names the complete runs that `export mlflow` can log later.
+
+    Example:
+        >>> with LiveLogger("http://127.0.0.1:5000", "results/quickstart") as mlflow_log:
+        ...     run_experiment(config, observers=[mlflow_log])  # doctest: +SKIP
+    """
+
+    def __init__(self, tracking_uri: str, results_dir: str | Path):
+        self.uri = tracking_uri
+        self.store = ResultsStore(results_dir)
+        self.logged: list[str] = []  # complete runs logged live, in order
+        self.not_logged: list[str] = []  # complete runs that are not in MLflow
+        self.failure: str | None = None  # why the tracking server was given up
+        self._live: dict[str, str] = {}  # octbench run id -> MLflow run id
+        self._epochs: dict[str, set[int]] = {}  # epochs logged, per octbench run id
+        self._experiments: dict[str, str] = {}
+        self._limits = _http_limits()
+        self._client = None
+
+    def __enter__(self) -> LiveLogger:
+        self._limits.__enter__()
+        self._client = _client(self.uri)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._limits.__exit__(*exc)
+
+    def run_started(self, spec) -> None:
+        def start():
+            name = spec.experiment
+            if name not in self._experiments:
+                self._experiments[name] = _experiment_id(self._client, name,
+                                                         _artifact_root(self.uri))
+            experiment_id = self._experiments[name]
+            for stale in self._client.search_runs(  # an earlier attempt at this run
+                    [experiment_id],
+                    filter_string=f"tags.`{RUN_ID_TAG}` = '{_quoted(spec.run_id)}'"):
+                self._client.delete_run(stale.info.run_id)
+            tags = _tags({"run_id": spec.run_id, "experiment": name, "model": spec.model.label,
+                          "strategy": spec.strategy.label, "seed": spec.seed,
+                          "device": spec.device, "precision": spec.train.precision})
+            run = self._client.create_run(experiment_id, tags=tags, run_name=spec.run_id)
+            self._live[spec.run_id] = run.info.run_id
+            self._epochs[spec.run_id] = set()
+            _log_batches(self._client, run.info.run_id, params=_params(spec.config()))
+
+        self._call(spec.run_id, start)
+
+    def epoch_ended(self, run_id: str, entry: dict) -> None:
+        if run_id not in self._live:
+            return
+
+        def log_epoch():
+            _log_batches(self._client, self._live[run_id],
+                         metrics=_epoch_metrics(entry, _millis(entry.get("time_utc"))))
+            self._epochs[run_id].add(int(entry.get("epoch", 0)))
+
+        self._call(run_id, log_epoch)
+
+    def run_ended(self, run_id: str, outcome) -> None:
+        complete = isinstance(outcome, RunRecord) and outcome.status == COMPLETE
+        if run_id not in self._live:
+            if complete and self.failure is not None:
+                self.not_logged.append(run_id)
+            return
+        mlflow_run_id = self._live.pop(run_id)
+        if not isinstance(outcome, RunRecord):  # trained elsewhere (locked, or complete)
+            self._call(run_id, lambda: self._client.delete_run(mlflow_run_id))
+            return
+
+        def finish():
+            if complete:
+                record = dataclasses.asdict(outcome)
+                history = record.get("history") or []
+                end = _millis(record.get("created_utc"))
+                earlier = [m for entry, when in zip(history, _epoch_times(history, end),
+                                                    strict=True)
+                           if int(entry.get("epoch", 0)) not in self._epochs[run_id]
+                           for m in _epoch_metrics(entry, when)]  # e.g. before a resume
+                from mlflow.entities import RunTag
+
+                _log_batches(self._client, mlflow_run_id,
+                             tags=[RunTag(k, v) for k, v in _tags(record).items()],
+                             metrics=earlier + _final_metrics(record))
+                _log_artifacts(self._client, mlflow_run_id, self.store.run_dir(run_id))
+            status = "FINISHED" if complete else "FAILED" if outcome.status == FAILED else \
+                "KILLED"
+            self._client.set_terminated(mlflow_run_id, status=status)
+            if complete:
+                self.logged.append(run_id)
+
+        self._call(run_id, finish, complete=complete)
+
+    def _call(self, run_id: str, action, *, complete: bool = False) -> None:
+        """Do ``action`` unless the server was given up; a failure gives it up (said once)."""
+        if self.failure is None:
+            try:
+                action()
+                return
+            except Exception as error:  # noqa: BLE001 - whatever MLflow raises, training goes on
+                reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+                self.failure = redacted(reason[:300])
+                log.warning("MLflow tracking server %s stopped answering (%s); training goes "
+                            "on without logging, and the runs not logged are listed at the end.",
+                            redacted(self.uri), self.failure)
+        self._live.pop(run_id, None)
+        if complete:
+            self.not_logged.append(run_id)
 
 
 def redacted(uri: str) -> str:
@@ -220,16 +345,23 @@ def _export_one(client, folder: Path, summary: ExportSummary, experiments: dict,
     run = client.create_run(experiment_id, start_time=start, tags=_tags(record),
                             run_name=run_id)
     try:
-        _log_values(client, run.info.run_id, record, start)
-        for name_ in ARTIFACTS:
-            path = folder / name_
-            if path.is_file() and not path.is_symlink():  # never follow a link out of the folder
-                client.log_artifact(run.info.run_id, str(path))
+        _log_values(client, run.info.run_id, record)
+        _log_artifacts(client, run.info.run_id, folder)
     except BaseException:
         client.set_terminated(run.info.run_id, status="FAILED")
         raise
     client.set_terminated(run.info.run_id, status="FINISHED")
     summary.exported.append(run_id)
+
+
+def _log_artifacts(client, mlflow_run_id: str, folder: Path) -> None:
+    """Every file the run folder holds, but those of :data:`NOT_ARTIFACTS`."""
+    for path in sorted(folder.iterdir()):
+        if (path.is_symlink() or not path.is_file()  # never follow a link out of the folder
+                or path.name.startswith(".") or path.name in NOT_ARTIFACTS
+                or path.name.endswith(NOT_ARTIFACT_SUFFIXES)):
+            continue
+        client.log_artifact(mlflow_run_id, str(path))
 
 
 def _experiment_id(client, name: str, local_root: Path | None) -> str:
@@ -258,19 +390,38 @@ def _tags(record: dict) -> dict[str, str]:
     return {key: str(value) for key, value in tags.items() if value is not None}
 
 
-def _log_values(client, mlflow_run_id: str, record: dict, start: int) -> None:
-    from mlflow.entities import Metric, Param
-
-    params = [Param(key, str(value)[:6000]) for key, value in _flatten(resolved_config(record))]
+def _log_values(client, mlflow_run_id: str, record: dict) -> None:
     history = record.get("history") or []
-    curve_keys = {key for entry in history for key in entry}
+    end = _millis(record.get("created_utc"))
+    metrics = [metric for entry, when in zip(history, _epoch_times(history, end), strict=True)
+               for metric in _epoch_metrics(entry, when)]
+    _log_batches(client, mlflow_run_id, params=_params(record.get("config") or {}),
+                 metrics=metrics + _final_metrics(record))
+
+
+def _params(config: dict) -> list:
+    from mlflow.entities import Param
+
+    return [Param(key, str(value)[:6000])
+            for key, value in _flatten(resolved_config({"config": config}))]
+
+
+def _epoch_metrics(entry: dict, when: int) -> list:
+    """One history entry's numbers as metrics at step ``epoch`` (1-based), time ``when``."""
+    from mlflow.entities import Metric
+
+    step = int(entry.get("epoch", 0))
+    return [Metric(key, float(value), when, step) for key, value in entry.items()
+            if key != "epoch" and _number(value)]
+
+
+def _final_metrics(record: dict) -> list:
+    """The selected checkpoint's metrics, timing and size, at the record's time."""
+    from mlflow.entities import Metric
+
+    curve_keys = {key for entry in record.get("history") or [] for key in entry}
     end = _millis(record.get("created_utc"))
     metrics = []
-    for entry, when in zip(history, _epoch_times(history, end), strict=True):
-        step = int(entry.get("epoch", 0))
-        for key, value in entry.items():
-            if key != "epoch" and _number(value):
-                metrics.append(Metric(key, float(value), when, step))
     final_step = int(record.get("best_epoch") or 0)
     for split, values in (record.get("metrics") or {}).items():
         for key, value in _flatten(values):
@@ -280,11 +431,17 @@ def _log_values(client, mlflow_run_id: str, record: dict, start: int) -> None:
                 metrics.append(Metric(name, float(value), end, final_step))
     extras = {**(record.get("timing") or {}), "best_epoch": record.get("best_epoch"),
               "parameters": record.get("parameters")}
-    metrics += [Metric(key, float(value), end, final_step)
-                for key, value in extras.items() if _number(value)]
-    # MLflow limits one batch to 1000 metrics and 100 params.
+    return metrics + [Metric(key, float(value), end, final_step)
+                      for key, value in extras.items() if _number(value)]
+
+
+def _log_batches(client, mlflow_run_id: str, *, params=(), metrics=(), tags=()) -> None:
+    # MLflow limits one batch to 1000 metrics, 100 params and 100 tags.
+    params, metrics, tags = list(params), list(metrics), list(tags)
     for i in range(0, len(params), 100):
         client.log_batch(mlflow_run_id, params=params[i:i + 100])
+    for i in range(0, len(tags), 100):
+        client.log_batch(mlflow_run_id, tags=tags[i:i + 100])
     for i in range(0, len(metrics), 1000):
         client.log_batch(mlflow_run_id, metrics=metrics[i:i + 1000])
 

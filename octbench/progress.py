@@ -6,7 +6,8 @@ also moves during the epoch; elsewhere (``nohup``, SLURM, a pipe) a long epoch p
 line every ``heartbeat`` seconds instead, so a log file never stays silent for long.
 
 The runner talks to this module through :class:`GridProgress` and :class:`RunProgress` only, so
-any executor can report progress the same way.
+any executor can report progress the same way. The same events reach the grid's *observers*
+(:class:`RunObserver`, e.g. live MLflow logging): one channel for every listener.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
-from typing import TextIO
+from typing import Any, Protocol, TextIO
 
 from octbench.plan import format_duration
 
@@ -36,6 +37,19 @@ def in_notebook() -> bool:
     return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 
+class RunObserver(Protocol):
+    """What a listener to a grid's runs hears, in this order for each run."""
+
+    def run_started(self, spec: Any) -> None:
+        """A run (its ``octbench.runner.RunSpec``) starts training."""
+
+    def epoch_ended(self, run_id: str, entry: dict) -> None:
+        """An epoch ended; ``entry`` is the run's new history entry (as in its record)."""
+
+    def run_ended(self, run_id: str, outcome: Any) -> None:
+        """The run ended: its record, or what stopped it (None: finished elsewhere)."""
+
+
 class GridProgress:
     """Start lines and a grid-level ETA for ``epochs[i]`` epochs of each pending run.
 
@@ -50,8 +64,9 @@ class GridProgress:
 
     def __init__(self, epochs: list[int], *, enabled: bool = True, stream: TextIO | None = None,
                  tty: bool | None = None, heartbeat: float = HEARTBEAT_SECONDS,
-                 epoch_lines: bool = True):
+                 epoch_lines: bool = True, observers: Sequence[RunObserver] = ()):
         self.epochs_left = list(epochs)
+        self.observers = list(observers)
         self.enabled = enabled
         self.epoch_lines = epoch_lines
         self.stream = stream if stream is not None else sys.stderr
@@ -76,22 +91,33 @@ class GridProgress:
         per_epoch = sum(self.epoch_seconds) / len(self.epoch_seconds)
         return per_epoch * sum(self.epochs_left)
 
-    def start_run(self, number: int, run_id: str, device: str) -> RunProgress:
-        """Print the run's start line and return the object its epochs report to."""
+    def start_run(self, number: int, run_id: str, device: str, *,
+                  spec: Any = None) -> RunProgress:
+        """Print the run's start line and return the object its epochs report to; the
+        observers hear of ``spec`` (the run's RunSpec) starting."""
         total = len(self.epochs_left)
         epochs = self.epochs_left[number - 1]
         eta = self.eta_seconds()
         tail = f", grid ETA ~{format_duration(eta)}" if eta is not None else ""
         self.write(f"[{number}/{total}] start {run_id} on {device} ({epochs} epochs{tail})")
-        return RunProgress(self, number - 1)
+        if spec is not None:
+            for observer in self.observers:
+                observer.run_started(spec)
+        return RunProgress(self, number - 1, run_id)
+
+    def run_ended(self, run_id: str, outcome: Any) -> None:
+        """Tell the observers how a run ended (its record, or what stopped it)."""
+        for observer in self.observers:
+            observer.run_ended(run_id, outcome)
 
 
 class RunProgress:
     """Per-epoch progress of one run; made by :meth:`GridProgress.start_run`."""
 
-    def __init__(self, grid: GridProgress, index: int):
+    def __init__(self, grid: GridProgress, index: int, run_id: str | None = None):
         self.grid = grid
         self.index = index
+        self.run_id = run_id
         self.started: float | None = None
 
     @contextmanager
@@ -112,12 +138,16 @@ class RunProgress:
 
     def epoch_done(self, epoch: int, epochs: int, *, images: int, train_seconds: float,
                    loss: float, metric: str, value: float, stopping: bool = False,
-                   wall: float | None = None) -> None:
+                   wall: float | None = None, entry: dict | None = None) -> None:
         """Print the epoch's line; ``stopping``: early stopping ends the run after it.
 
-        ``wall``: the epoch's wall time when it was measured elsewhere (a Ray worker).
+        ``wall``: the epoch's wall time when it was measured elsewhere (a Ray worker);
+        ``entry``: the epoch's history entry, for the observers.
         """
         grid = self.grid
+        if entry is not None and self.run_id is not None:
+            for observer in grid.observers:
+                observer.epoch_ended(self.run_id, entry)
         if wall is None:
             wall = (time.perf_counter() - self.started if self.started is not None
                     else train_seconds)

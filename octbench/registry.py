@@ -13,6 +13,8 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
+import types
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -67,6 +69,59 @@ class OneOf:
 
 
 Constraint = Interval | OneOf
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """What a config may give one parameter of an entry: its type (a typing annotation), whether
+    it must be given, and its range. As JSON (:meth:`to_json`) it travels without the entry's
+    code, so a config's parameters can be checked before torch is imported."""
+
+    annotation: Any
+    required: bool = False
+    constraint: Constraint | None = None
+
+    def to_json(self) -> dict:
+        constraint = self.constraint
+        return {"type": _type_to_json(self.annotation), "required": self.required,
+                "constraint": None if constraint is None else
+                {"one_of": list(constraint.choices)} if isinstance(constraint, OneOf) else
+                {"interval": [constraint.low, constraint.high, constraint.low_open,
+                              constraint.high_open]}}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Parameter:
+        """Raises ValueError, KeyError or TypeError for data not made by :meth:`to_json`."""
+        found = data["constraint"]
+        constraint = (None if found is None else OneOf(tuple(found["one_of"])) if "one_of" in found
+                      else Interval(*found["interval"]))
+        return cls(_type_from_json(data["type"]), bool(data["required"]), constraint)
+
+
+#: Types a parameter's annotation is made of, by their JSON names.
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "none": type(None)}
+
+
+def _type_to_json(annotation) -> Any:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return {"union": [_type_to_json(a) for a in args]}
+    if origin is typing.Literal and all(isinstance(a, int | float | str | bool) for a in args):
+        return {"literal": list(args)}
+    if origin is list and args:
+        return {"list": _type_to_json(args[0])}
+    names = {t: name for name, t in _TYPES.items()}
+    return names.get(annotation, "any")  # anything else is checked when the entry is built
+
+
+def _type_from_json(data) -> Any:
+    if isinstance(data, dict) and "union" in data:
+        return typing.Union[tuple(_type_from_json(a) for a in data["union"])]  # noqa: UP007
+    if isinstance(data, dict) and "literal" in data:
+        return typing.Literal[tuple(data["literal"])]
+    if isinstance(data, dict) and "list" in data:
+        return list[_type_from_json(data["list"])]
+    return Any if data == "any" else _TYPES[data]
 
 
 def is_finite(value: Any) -> bool:
@@ -195,6 +250,14 @@ class Registry:
             for p in signature.parameters.values()
             if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
         }
+
+    def schema(self, name: str, skip=()) -> dict[str, Parameter]:
+        """The parameters a config may give ``name`` (but those in ``skip``, which come from
+        the data), with their types, whether required, and ranges."""
+        constraints = self.constraints(name)
+        return {key: Parameter(Any if p.annotation is p.empty else p.annotation,
+                               p.default is p.empty, constraints.get(key))
+                for key, p in self.parameters(name).items() if key not in skip}
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -25,7 +25,7 @@ import re
 import subprocess
 import traceback
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -70,7 +70,7 @@ from octbench.models import (
 )
 from octbench.paths import values_label
 from octbench.plan import check_writable
-from octbench.progress import GridProgress, RunProgress, single_run
+from octbench.progress import GridProgress, RunObserver, RunProgress, single_run
 from octbench.results import (
     COMPLETE,
     FAILED,
@@ -320,14 +320,16 @@ class RunSummary:
 
 def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
                    say: Callable[[str], None] = print, executor: Executor | None = None,
-                   shard: Shard | None = None, progress: GridProgress | None = None) -> RunSummary:
+                   shard: Shard | None = None, progress: GridProgress | None = None,
+                   observers: Sequence[RunObserver] = ()) -> RunSummary:
     """Train and evaluate every run of ``config`` that is not complete yet.
 
     The grid logic lives here (expansion, sharding, skipping complete runs, the summary); how
     the pending runs are trained is the ``executor``'s business: in this process one at a time
     (default, :class:`octbench.executors.LocalExecutor`) or as Ray tasks
     (:class:`octbench.executors.RayExecutor`). ``say`` gets one line per finished run;
-    ``progress`` (default: on stderr unless ``quiet``) a start line per run and a line per epoch.
+    ``progress`` (default: on stderr unless ``quiet``) a start line per run and a line per epoch;
+    ``observers`` (e.g. :class:`octbench.export_mlflow.LiveLogger`) hear the same events.
 
     Example:
         >>> from octbench.config import load_config
@@ -379,7 +381,7 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
             executor.check(specs, data)
         store.prepare()
         _train_pending(groups, pending, store, executor, summary, quiet=quiet, say=say,
-                       progress=progress)
+                       progress=progress, observers=observers)
     finally:
         executor.close()  # e.g. Ray, started once for every dataset of a sweep
     return summary
@@ -387,14 +389,17 @@ def run_experiment(config: ExperimentConfig, *, quiet: bool = False,
 
 def _train_pending(groups: list[tuple[Component, list[RunSpec]]], pending: list[RunSpec],
                    store: ResultsStore, executor: Executor, summary: RunSummary, *, quiet: bool,
-                   say: Callable[[str], None], progress: GridProgress | None) -> None:
+                   say: Callable[[str], None], progress: GridProgress | None,
+                   observers: Sequence[RunObserver]) -> None:
     if progress is None:
         progress = GridProgress([spec.train.epochs for spec in pending], enabled=not quiet)
+    progress.observers.extend(observers)
     number = {spec.run_id: n for n, spec in enumerate(pending, 1)}
     outcomes = itertools.chain.from_iterable(
         executor.execute(specs, data, store, quiet=quiet, progress=progress)
         for data, specs in groups)
     for spec, outcome in outcomes:
+        progress.run_ended(spec.run_id, outcome)
         head = (f"[{number[spec.run_id]}/{len(pending)}] {spec.model.label} | "
                 f"{spec.strategy.label} | seed {spec.seed} | {spec.device}"
                 + (f" | {values_label(spec.sweep)}" if spec.sweep else ""))
@@ -788,7 +793,8 @@ def end_epoch(run: RunSetup, store: ResultsStore, data: OCTData, *, stats: dict,
     progress.epoch_done(epoch, cfg.epochs, images=stats["images"],
                         train_seconds=stats["seconds"], loss=stats["loss"],
                         metric=cfg.select_on, value=value,
-                        stopping=stop and state["epoch"] < cfg.epochs)
+                        stopping=stop and state["epoch"] < cfg.epochs,
+                        entry=state["history"][-1])
     if stop:
         state["epoch"] = cfg.epochs
     scheduler, scaler, augmenter = run.scheduler, run.scaler, run.augmenter

@@ -166,7 +166,8 @@ def execute_stack(specs: list[RunSpec], data: OCTData, store: ResultsStore, *, q
 
 def _alone(specs, data, store, *, quiet, progress, numbers):
     for spec in specs:
-        run_progress = progress.start_run(numbers[spec.run_id], spec.run_id, spec.device)
+        run_progress = progress.start_run(numbers[spec.run_id], spec.run_id, spec.device,
+                                          spec=spec)
         try:
             yield spec, execute_run(spec, data, store, quiet=quiet, progress=run_progress)
         finally:
@@ -237,7 +238,7 @@ def _set_up(spec, data, store, device, progress, number) -> _Member:
     if spec.train.threads:  # as execute_run: the record's hardware names the thread count
         torch.set_num_threads(spec.train.threads)
     finish.base["hardware"] = describe(device)
-    run_progress = progress.start_run(number, spec.run_id, spec.device)
+    run_progress = progress.start_run(number, spec.run_id, spec.device, spec=spec)
     try:
         run = setup_run(spec, data, store, device)
     except (KeyboardInterrupt, StorageError):

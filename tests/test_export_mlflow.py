@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -104,10 +106,10 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """``mlflow server`` on a free local port, with its own store; stopped after the module."""
-    root = tmp_path_factory.mktemp("mlflow-server")
+@contextlib.contextmanager
+def _mlflow_server(root: Path):
+    """``mlflow server`` on a free local port with its own store in ``root``; yields its URL and
+    process, and stops it at the end."""
     port = _free_port()
     log = (root / "server.log").open("w")
     process = subprocess.Popen(
@@ -128,14 +130,28 @@ def server(tmp_path_factory):
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text()}")
             time.sleep(0.5)
-        yield url
+        yield url, process
     finally:
-        process.terminate()
+        _stop(process)
+        log.close()
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Stop the server and the workers it started (its own process group)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One ``mlflow server`` for the module."""
+    with _mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as (url, _):
+        yield url
 
 
 def test_export_over_http_keeps_curve_and_selected_value_apart(results, server, capsys):
@@ -243,6 +259,109 @@ def test_run_logs_to_mlflow_when_the_grid_ends(results, server, capsys):
     assert len(MlflowClient(server).search_runs([experiment.experiment_id])) == 2
     assert cli.main(["run", str(config), "--mlflow", server]) == 0
     assert "MLflow: 0 run(s) logged, 2 already there" in capsys.readouterr().out
+
+
+def _runs_of(client, experiment: str) -> list:
+    found = client.get_experiment_by_name(experiment)
+    return [] if found is None else client.search_runs([found.experiment_id])
+
+
+def test_run_logs_each_epoch_live(results, server, monkeypatch, capsys):
+    """`run --mlflow URI` logs as the run trains: while it trains, MLflow holds its params and
+    one point per finished epoch (at the epoch's own time); at its end, the selected
+    checkpoint's metrics and the run folder's files."""
+    from mlflow.tracking import MlflowClient
+
+    from octbench.export_mlflow import LiveLogger, _millis
+
+    client = MlflowClient(server)
+    config = write_yaml(results.parents[1] / "live.yaml", {
+        **yaml.safe_load((results.parents[1] / "exp.yaml").read_text()), "name": "live",
+        "strategies": ["none"], "train": {"epochs": 3, "batch_size": 64, "threads": 1}})
+    seen = []
+    original = LiveLogger.epoch_ended
+
+    def watched(self, run_id, entry):
+        original(self, run_id, entry)
+        (run,) = _runs_of(client, "live")
+        seen.append((entry["epoch"], run.info.status, run.data.params.get("model.dropout"),
+                     len(client.get_metric_history(run.info.run_id, "train_loss"))))
+
+    monkeypatch.setattr(LiveLogger, "epoch_ended", watched)
+    assert cli.main(["-q", "run", str(config), "--mlflow", server]) == 0
+    assert "MLflow: 1 run(s) logged, 0 already there" in capsys.readouterr().out
+    assert seen == [(1, "RUNNING", "0.5", 1), (2, "RUNNING", "0.5", 2), (3, "RUNNING", "0.5", 3)]
+
+    (record,) = ResultsStore(results.parent / "live").records()
+    (run,) = _runs_of(client, "live")
+    assert run.info.status == "FINISHED" and run.data.tags["synthetic"] == "true"
+    curve = sorted(client.get_metric_history(run.info.run_id, "val_macro_f1"),
+                   key=lambda m: m.step)
+    assert [(m.step, m.value, m.timestamp) for m in curve] == [
+        (h["epoch"], pytest.approx(h["val_macro_f1"]), _millis(h["time_utc"]))
+        for h in record.history]
+    assert run.data.metrics["best/val_macro_f1"] == pytest.approx(
+        record.metrics["val"]["macro_f1"])
+    assert run.data.metrics["test_accuracy"] == pytest.approx(record.metrics["test"]["accuracy"])
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {
+        "record.json", "predictions.npz", "best.pt"}
+    # logged live, so a later export finds it there
+    assert cli.main(["export", "mlflow", str(results.parent / "live"), "--tracking-uri",
+                     server]) == 0
+    assert "exported 0 run(s), 1 already exported" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # a server of its own: ~20 s to start on a loaded machine
+def test_a_tracking_server_that_dies_mid_run_does_not_stop_training(results, tmp_path,
+                                                                    monkeypatch, capsys):
+    """The server is killed after the first epoch: the grid trains to the end, exit 0, one
+    warning, and the runs not logged are named with the command that logs them later."""
+    from octbench.export_mlflow import LiveLogger
+
+    config = write_yaml(results.parents[1] / "dies.yaml", {
+        **yaml.safe_load((results.parents[1] / "exp.yaml").read_text()), "name": "dies"})
+    original = LiveLogger.epoch_ended
+    with _mlflow_server(tmp_path) as (url, process):
+        def killing(self, run_id, entry):
+            original(self, run_id, entry)
+            if entry["epoch"] == 1:
+                _stop(process)
+
+        monkeypatch.setattr(LiveLogger, "epoch_ended", killing)
+        code = cli.main(["run", str(config), "--mlflow", url])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    records = ResultsStore(results.parent / "dies").records()
+    assert len(records) == 2 and all(r.status == "complete" for r in records)
+    assert all(r.epochs_trained == 2 for r in records)
+    assert captured.err.count("training goes on without logging") == 1
+    (summary,) = [line for line in captured.err.splitlines() if "not logged" in line
+                  and "Log them later" in line]
+    assert "0 run(s) logged, 2 complete run(s) not logged" in summary
+    assert all(r.run_id in summary for r in records)
+    assert f"export mlflow {results.parent / 'dies'} --tracking-uri {url}" in summary
+    assert "Traceback" not in captured.err
+
+
+def test_every_file_of_a_run_folder_is_an_artifact_but_transient_ones(tmp_path):
+    """Robustness predictions, a Ray run's log and the like go along; the resume checkpoint, the
+    lock, partial results, temporary files and links do not."""
+    from octbench.export_mlflow import _log_artifacts
+
+    kept = ["record.json", "predictions.npz", "best.pt", "robustness_samples.npz", "run.log"]
+    for name in [*kept, "resume.pt", ".lock", "robustness.partial.json",
+                 ".record.json.42.octbench.tmp"]:
+        (tmp_path / name).write_text("x")
+    (tmp_path / "elsewhere.npz").symlink_to(tmp_path / "record.json")
+    (tmp_path / "folder").mkdir()
+    logged = []
+
+    class Client:
+        def log_artifact(self, run_id, path):
+            logged.append(Path(path).name)
+
+    _log_artifacts(Client(), "r", tmp_path)
+    assert sorted(logged) == sorted(kept)
 
 
 def test_run_with_a_dead_tracking_server_fails_before_training(results, tmp_path, capsys):

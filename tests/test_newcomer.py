@@ -198,6 +198,12 @@ def test_config_errors_are_reported_before_torch_is_imported(tmp_path):
     assert imports_torch("from octbench import catalog\ncatalog.catalog()", tmp_path)  # cached
     code = f"from octbench import cli\nassert cli.main(['run', {str(typo)!r}]) == 2"
     assert not imports_torch(code, tmp_path)
+    # ... and so are the parameters of models, strategies and datasets.
+    params = write_yaml(tmp_path / "params.yaml", {
+        "name": "x", "data": {"name": "synthetic"}, "models": ["reference_cnn"],
+        "strategies": [{"name": "focal", "gamma": -1}, {"name": "weighted_ce", "bogus": 1}]})
+    code = f"from octbench import cli\nassert cli.main(['run', {str(params)!r}]) == 2"
+    assert not imports_torch(code, tmp_path)
 
 
 def test_fast_name_checks_say_what_the_full_check_says(tmp_path, monkeypatch):
@@ -223,6 +229,49 @@ def test_fast_name_checks_say_what_the_full_check_says(tmp_path, monkeypatch):
     assert "unknown timm model 'resnet18x'. Did you mean 'resnet18'?" in problems
     assert "unknown strategy 'focall'. Did you mean 'focal'?" in problems
     assert "unknown dataset 'synthetc'. Did you mean 'synthetic'?" in problems
+
+
+@pytest.mark.parametrize("raw", [
+    {"data": {"name": "npz", "synthetic": "yes"},
+     "models": [{"name": "reference_cnn", "widht": 2.0}],
+     "strategies": [{"name": "weighted_ce", "bogus": 1}, {"name": "focal", "gamma": "high"}]},
+    {"data": {"name": "synthetic", "scale": 2.0, "seed": -1},
+     "models": [{"name": "reference_cnn", "dropout": 1.5, "width": 0}],
+     "strategies": [{"name": "focal", "gamma": -1}]},
+], ids=["unknown-missing-and-wrong-type", "out-of-range"])
+def test_fast_parameter_checks_say_what_the_full_check_says(raw, tmp_path, monkeypatch):
+    """The cached catalog's schema finds the same parameter problems as the registries."""
+    from octbench import catalog
+    from octbench.config import check_plain
+    from octbench.errors import ConfigError
+
+    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))
+    listing = json.loads(json.dumps(catalog.catalog()))  # as read back from the cache
+    raw = {"name": "x", **raw}
+    with pytest.raises(ConfigError) as fast:
+        check_plain(raw, schemas=catalog.parameter_schemas(listing))
+    with pytest.raises(ConfigError) as full:
+        parse_config(raw)
+    assert sorted(fast.value.problems) == sorted(full.value.problems)
+    assert len(fast.value.problems) >= 3
+
+
+def test_every_registered_parameter_schema_survives_json():
+    """The schema the catalog caches is the one the full check uses, for every entry."""
+    from octbench.augment import AUGMENTATIONS
+    from octbench.data import DATASETS
+    from octbench.models import MODELS
+    from octbench.registry import Parameter
+    from octbench.strategies import STRATEGIES
+
+    count = 0
+    for registry in (MODELS, STRATEGIES, DATASETS, AUGMENTATIONS):
+        for name in registry.names():
+            for key, parameter in registry.schema(name).items():
+                again = Parameter.from_json(json.loads(json.dumps(parameter.to_json())))
+                assert again == parameter, (registry.kind, name, key)
+                count += 1
+    assert count > 50
 
 
 def test_a_missing_device_exits_2_before_anything_is_made(tmp_path, oct_npz, capsys):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
 
+import pytest
 from conftest import cli_env, experiment, run_cli, write_yaml
 
 from octbench.progress import GridProgress, counting
@@ -65,3 +67,38 @@ def test_long_loops_print_heartbeats_in_a_log_file(capsys):
     assert lines[:3] == [line for line in lines if line.startswith("generating: ")]
     assert lines[0].startswith("generating: 25/100 images (25%)") and "ETA" in lines[0]
     assert len(lines) == 3  # none at the end, none when quiet
+
+
+@pytest.mark.parametrize("stack", [None, 2], ids=["one-by-one", "stacked"])
+def test_observers_hear_each_run_start_each_epoch_and_its_end(stack, tmp_path, oct_npz,
+                                                              restore_torch):
+    """The grid's observers (e.g. live MLflow logging) get every run's spec, each history entry
+    as its epoch ends, and the record, in that order, whichever way the runs train."""
+    from octbench.config import parse_config
+    from octbench.executors import LocalExecutor
+    from octbench.runner import run_experiment
+
+    config = parse_config(experiment(tmp_path, oct_npz, strategies=["none", "weighted_ce"],
+                                     train={"epochs": 2, "batch_size": 64, "threads": 1}))
+    heard = []
+
+    class Listener:
+        def run_started(self, spec):
+            heard.append(("start", spec.run_id))
+
+        def epoch_ended(self, run_id, entry):
+            heard.append(("epoch", run_id, entry["epoch"], entry["train_loss"]))
+
+        def run_ended(self, run_id, outcome):
+            heard.append(("end", run_id, outcome.status))
+
+    summary = run_experiment(config, quiet=True, say=lambda _: None, observers=[Listener()],
+                             executor=LocalExecutor(stack=stack))
+    assert len(summary.completed) == 2
+    for run_id in summary.completed:
+        record = json.loads((tmp_path / "results" / "tiny" / run_id / "record.json").read_text())
+        mine = [event for event in heard if event[1] == run_id]
+        assert mine == [("start", run_id),
+                        *[("epoch", run_id, h["epoch"], h["train_loss"])
+                          for h in record["history"]],
+                        ("end", run_id, "complete")]

@@ -374,7 +374,8 @@ def test_killed_study_resumes_to_exactly_n_trials(signum, tmp_path, oct_npz):
 def test_two_workers_share_a_journal_study(tmp_path, oct_npz):
     path = write_yaml(tmp_path / "tune.yaml", tune_dict(tmp_path, oct_npz, n_trials=4))
     out = finish(start_tune([str(path), "--workers", "2"], tmp_path))
-    assert "starting 2 worker processes" in out
+    assert "starting 2 worker processes" not in out  # progress: not under -q
+    assert "best trial" in out and "wrote experiments/generated/tiny-tune-best.yaml" in out
     root = tmp_path / "results" / "tiny-tune"
     assert (root / "journal.log").is_file() and not (root / "study.db").exists()
     study = load(tmp_path)
@@ -396,7 +397,7 @@ def test_postgres_two_workers(tmp_path, oct_npz):
                                                         n_trials=4))
     try:
         out = finish(start_tune([str(path), "--workers", "2", "--storage", url], tmp_path))
-        assert "starting 2 worker processes" in out
+        assert "starting 2 worker processes" not in out  # progress: not under -q
         study = load(tmp_path, name, storage=url)
         assert len([s for s in states(study) if s in FINISHED]) == 4
         assert "RUNNING" not in states(study)

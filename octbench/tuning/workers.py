@@ -73,6 +73,7 @@ class TuneResult:
 
 def tune(tune_config: TuneConfig, *, workers: int = 1, storage: str | None = None,
          quiet: bool = False, say: Callable[[str], None] = print,
+         result: Callable[[str], None] | None = None,
          generated_dir: str | Path = GENERATED_DIR) -> TuneResult:
     """Run (or resume) a study until it has ``n_trials`` finished trials or ``timeout`` passed.
 
@@ -88,6 +89,9 @@ def tune(tune_config: TuneConfig, *, workers: int = 1, storage: str | None = Non
             (one worker) or ``results/<study>/journal.log`` (several).
         quiet: no progress bars.
         say: where progress lines go.
+        result: where the lines go that ``-q`` keeps: the final ones (the best trial, the
+            YAML written), failed trials and trials recovered from a killed process; default
+            ``say``.
         generated_dir: where ``<study>-best.yaml`` is written.
 
     Example:
@@ -124,9 +128,9 @@ def tune(tune_config: TuneConfig, *, workers: int = 1, storage: str | None = Non
     study = _create_study(tune_config, opened)
     _write_study_file(tune_config, spec, data.synthetic)
     dead = _fail_dead_trials(study)
-    if dead:
-        say(f"trial(s) {', '.join(map(str, dead))} were left RUNNING by a killed process: "
-            "marked failed and queued for retry.")
+    if dead:  # a notice -q keeps
+        (result or say)(f"trial(s) {', '.join(map(str, dead))} were left RUNNING by a killed "
+                        "process: marked failed and queued for retry.")
     busy = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if busy and spec.startswith("sqlite"):
         owner = str(busy[0].user_attrs.get(OWNER_ATTR, "?|?")).split("|")
@@ -140,14 +144,16 @@ def tune(tune_config: TuneConfig, *, workers: int = 1, storage: str | None = Non
         f"so far; target {tune_config.n_trials or 'none'}{timeout}"
         + (" [synthetic data]" if data.synthetic else ""))
     if workers == 1:
-        _run_worker(tune_config, opened, index=0, workers=1, data=data, quiet=quiet, say=say)
+        _run_worker(tune_config, opened, index=0, workers=1, data=data, quiet=quiet, say=say,
+                    errors=result or say)
     else:
         killed = _run_workers(tune_config, spec, workers, quiet=quiet, say=say)
         if killed and _remaining(study, tune_config) > 0:  # its retry may have no taker left
             say("finishing the trials that killed workers left")
             _run_worker(tune_config, opened, index=workers, workers=1, data=data, quiet=quiet,
-                        say=say)
-    return _finish(tune_config, study, spec, data.synthetic, say, Path(generated_dir))
+                        say=say, errors=result or say)
+    return _finish(tune_config, study, spec, data.synthetic, say, result or say,
+                   Path(generated_dir))
 
 
 def _counts(study: optuna.Study) -> dict[str, int]:
@@ -164,24 +170,27 @@ def _remaining(study: optuna.Study, tune_config: TuneConfig) -> int:
 
 
 def run_worker(tune_config: TuneConfig, *, storage: str, index: int, workers: int,
-               quiet: bool = False, say: Callable[[str], None] = print) -> None:
-    """One worker process of a multi-worker study (``octbench tune --worker``)."""
+               quiet: bool = False, say: Callable[[str], None] = print,
+               errors: Callable[[str], None] | None = None) -> None:
+    """One worker process of a multi-worker study (``octbench tune --worker``); ``errors``
+    gets the lines of failed trials (default ``say``)."""
     opened = open_storage(storage)
     data = tune_config.load_data()
     with _threads_per_worker(tune_config, workers):
         _run_worker(tune_config, opened, index=index, workers=workers, data=data, quiet=quiet,
-                    say=say)
+                    say=say, errors=errors)
 
 
 def _run_worker(tune_config: TuneConfig, storage, *, index: int, workers: int, data,
-                quiet: bool, say) -> None:
+                quiet: bool, say, errors=None) -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own one line per trial instead
     probe = optuna.load_study(study_name=tune_config.study, storage=storage)
     offset = 1000 * index + len(probe.get_trials(deepcopy=False))
     study = optuna.load_study(study_name=tune_config.study, storage=storage,
                               sampler=make_sampler(tune_config, offset),
                               pruner=make_pruner(tune_config))
-    callbacks: list = [_Progress(tune_config, say, f" [worker {index}]" if workers > 1 else "")]
+    callbacks: list = [_Progress(tune_config, say, f" [worker {index}]" if workers > 1 else "",
+                                 errors or say)]
     if tune_config.n_trials is not None:
         _fail_dead_trials(study)
         running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
@@ -201,8 +210,9 @@ class _Progress:
     """One line per finished trial (count, elapsed, ETA, best so far); stops the worker after
     too many failures in a row."""
 
-    def __init__(self, tune_config: TuneConfig, say, tag: str):
+    def __init__(self, tune_config: TuneConfig, say, tag: str, errors):
         self.config, self.say, self.tag, self.failures = tune_config, say, tag, 0
+        self.errors = errors  # failed trials: shown even under -q
         self.started, self.done = time.perf_counter(), 0
 
     def _head(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
@@ -240,9 +250,9 @@ class _Progress:
         elif trial.state == TrialState.FAIL:
             reason = str(trial.user_attrs.get(ERROR_ATTR, "interrupted or crashed"))
             self.failures += 1
-            self.say(f"{head}: failed ({params}): {reason.split(chr(10))[0][:300]}")
+            self.errors(f"{head}: failed ({params}): {reason.split(chr(10))[0][:300]}")
             if self.failures >= MAX_CONSECUTIVE_FAILURES:
-                self.say(f"{self.failures} trials failed in a row; stopping this worker. "
+                self.errors(f"{self.failures} trials failed in a row; stopping this worker. "
                          "See the FAILED run records under "
                          f"{self.config.root / 'trials'} for the errors.")
                 study.stop()
@@ -302,7 +312,7 @@ def _threads_per_worker(tune_config: TuneConfig, workers: int):
 
 
 def _finish(tune_config: TuneConfig, study: optuna.Study, spec: str, synthetic: bool, say,
-            generated_dir: Path) -> TuneResult:
+            result_line, generated_dir: Path) -> TuneResult:
     _fail_dead_trials(study)
     counts = _counts(study)
     result = TuneResult(study=tune_config.study, storage=_mask(spec), counts=counts)
@@ -311,20 +321,22 @@ def _finish(tune_config: TuneConfig, study: optuna.Study, spec: str, synthetic: 
         f"({counts['complete']} complete, {counts['pruned']} pruned), {counts['fail']} failed"
         + (f", {counts['waiting']} queued" if counts["waiting"] else ""))
     if counts["complete"] == 0:
-        say("no trial completed, so there is no best configuration yet.")
+        result_line("no trial completed, so there is no best configuration yet.")
         return result
     best = study.best_trial
     result.best_value, result.best_params, result.best_trial = (
         best.value, dict(best.params), best.number)
     seeds = f" (mean over {tune_config.seeds_per_trial} seeds)" \
         if tune_config.seeds_per_trial > 1 else ""
-    say(f"best trial {best.number}: val {tune_config.metric} {best.value:.4f}{seeds}{tag}")
+    result_line(f"best trial {best.number}: val {tune_config.metric} {best.value:.4f}{seeds}"
+                f"{tag}")
     for name, value in best.params.items():
-        say(f"  {name} = {_short(value)}")
+        result_line(f"  {name} = {_short(value)}")
     result.generated = write_best_experiment(tune_config, best, generated_dir, synthetic)
     _write_study_file(tune_config, spec, synthetic, generated=str(result.generated))
-    say(f"wrote {result.generated}; its test metrics come from running it "
-        f"({len(FINAL_SEEDS)} seeds):\n  python -m octbench run {result.generated}")
+    result_line(f"wrote {result.generated}")
+    say(f"its test metrics come from running it ({len(FINAL_SEEDS)} seeds):\n"
+        f"  python -m octbench run {result.generated}")
     return result
 
 

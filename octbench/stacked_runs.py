@@ -62,16 +62,24 @@ from octbench.stacking import (
 
 log = logging.getLogger(__name__)
 
-#: Most members per stack when ``--stack`` is not given, by device type. Off until measured on
-#: the device (benchmarks/grid_throughput.py; for CUDA benchmarks/gpu_check.sh): the CPU
-#: measurement is in the docs; CUDA is not measured yet, so stacking there is ``--stack 12``.
-DEFAULT_STACK = {"cpu": 1, "mps": 1, "cuda": 1}
+#: The stack size used when ``--stack`` is not given, by device type, and why: the one table of
+#: defaults. Each is chosen by measurement (benchmarks/grid_throughput.py; on CUDA
+#: benchmarks/gpu_check.sh) and the reason is what ``run --dry-run`` shows.
+DEFAULT_STACK: dict[str, tuple[int, str]] = {
+    "cpu": (1, "off: stacking is not bit-identical (rounding-level differences) and measured "
+               "only 1.2-1.4x faster on a 2-core CPU at 1 % size; use --stack 12 to trade "
+               "exactness for speed"),
+    "cuda": (1, "off until measured on a GPU (benchmarks/gpu_check.sh); try --stack 12"),
+    "mps": (1, "off: never measured on Apple GPUs; --stack 4 may help"),
+}
 
 
-def default_stack(device: str) -> int:
-    """The stack size used for runs on ``device`` when ``--stack`` is not given."""
-    return DEFAULT_STACK.get(device.split(":")[0], 1 if device != "auto" else
-                             DEFAULT_STACK["cuda" if torch.cuda.is_available() else "cpu"])
+def default_stack(device: str) -> tuple[int, str]:
+    """The stack size used for runs on ``device`` when ``--stack`` is not given, and why."""
+    kind = device.split(":")[0]
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    return DEFAULT_STACK.get(kind, (1, f"off: never measured on {kind}"))
 
 
 def stack_key(spec: RunSpec) -> str | None:
@@ -93,7 +101,7 @@ def plan_stacks(pending: list[RunSpec], stack: int | None) -> list[list[RunSpec]
     order: list[list[RunSpec]] = []
     for spec in pending:
         key = stack_key(spec)
-        limit = stack if stack is not None else default_stack(spec.device)
+        limit = stack if stack is not None else default_stack(spec.device)[0]
         if key is None or limit <= 1:
             order.append([spec])
             continue
@@ -106,18 +114,24 @@ def plan_stacks(pending: list[RunSpec], stack: int | None) -> list[list[RunSpec]
 
 
 def describe_stacks(pending: list[RunSpec], stack: int | None) -> str:
-    """One line for ``run --dry-run``: how the pending runs would be stacked."""
+    """Lines for ``run --dry-run``: how the pending runs would be stacked and, without
+    ``--stack``, each device's default and the reason for it."""
     groups = plan_stacks(pending, stack)
     sizes = sorted((len(g) for g in groups if len(g) > 1), reverse=True)
-    setting = (f"--stack {stack}" if stack is not None else "default " + ", ".join(
-        f"{d} {default_stack(d)}" for d in dict.fromkeys(s.device for s in pending)))
+    setting = "default" if stack is None else f"--stack {stack}"
     if not sizes:
-        return f"stacking: off ({setting}); every run trains alone"
-    alone = sum(1 for g in groups if len(g) == 1)
-    return (f"stacking ({setting}): {len(sizes)} stack(s) of {', '.join(map(str, sizes))} "
-            f"runs" + (f", {alone} run(s) alone" if alone else "")
-            + " (same model, data, device and train settings; a model that cannot stack "
-            "trains alone)")
+        line = f"stacking: off ({setting}); every run trains alone"
+    else:
+        alone = sum(1 for g in groups if len(g) == 1)
+        line = (f"stacking ({setting}): {len(sizes)} stack(s) of {', '.join(map(str, sizes))} "
+                f"runs" + (f", {alone} run(s) alone" if alone else "")
+                + " (same model, data, device and train settings; a model that cannot stack "
+                "trains alone)")
+    if stack is None:
+        for device in dict.fromkeys(s.device for s in pending):
+            size, reason = default_stack(device)
+            line += f"\n  default stack for {device}: {size} ({reason})"
+    return line
 
 
 @dataclass(eq=False)
@@ -157,8 +171,8 @@ def execute_stack(specs: list[RunSpec], data: OCTData, store: ResultsStore, *, q
                 outcomes[spec.run_id] = None
             else:
                 mine.append(spec)
-        for spec, outcome in _train_claimed(mine, data, store, quiet=quiet, progress=progress,
-                                            numbers=numbers):
+        for spec, outcome in train_stack(mine, data, store, quiet=quiet, progress=progress,
+                                         numbers=numbers):
             outcomes[spec.run_id] = outcome
     for spec in specs:
         yield spec, outcomes[spec.run_id]
@@ -173,7 +187,12 @@ def _alone(specs, data, store, *, quiet, progress, numbers):
             run_progress.finished()
 
 
-def _train_claimed(specs, data, store, *, quiet, progress, numbers):
+def train_stack(specs: list[RunSpec], data: OCTData, store, *, quiet: bool, progress,
+                numbers: dict[str, int]) -> Iterator[tuple[RunSpec, object]]:
+    """Train ``specs``, runs this process holds (claimed here, or by the Ray driver that sent
+    them), as one stack, and yield ``(spec, record)`` per run; a single run, or a model that
+    cannot stack, trains its runs one by one. ``store`` is a results store or a Ray task's
+    relay of one; ``progress`` hands out each run's progress (``start_run``)."""
     if len(specs) < 2:
         yield from _alone(specs, data, store, quiet=quiet, progress=progress, numbers=numbers)
         return

@@ -30,7 +30,7 @@ from octbench.executors import LocalExecutor
 from octbench.models import build_model
 from octbench.results import ResultsStore
 from octbench.runner import expand_grid, run_experiment
-from octbench.stacked_runs import plan_stacks
+from octbench.stacked_runs import DEFAULT_STACK, plan_stacks
 from octbench.stacking import (
     StackedDropout,
     build_stacked,
@@ -268,8 +268,12 @@ def test_stack_option_on_the_command_line(tmp_path, oct_npz):
     assert dry.returncode == 0, dry.stderr
     assert "stacking (--stack 3): 1 stack(s) of 3 runs, 1 run(s) alone" in dry.stdout
     default = run_cli(["run", str(path), "--dry-run"], cli_env(tmp_path))
-    assert "stacking: off (default cpu 1)" in default.stdout
-    for bad in (["--stack", "0"], ["--stack", "x"], ["--stack", "2", "--executor", "ray"]):
+    assert "stacking: off (default); every run trains alone" in default.stdout
+    # the device's default comes with its reason, from the one table of defaults
+    size, reason = DEFAULT_STACK["cpu"]
+    assert f"default stack for cpu: {size} ({reason})" in default.stdout
+    assert "bit-identical" in reason and "--stack 12" in reason
+    for bad in (["--stack", "0"], ["--stack", "x"]):
         refused = run_cli(["run", str(path), *bad], cli_env(tmp_path))
         assert refused.returncode == 2, (bad, refused.stderr)
         assert "--stack" in refused.stderr and "Traceback" not in refused.stderr

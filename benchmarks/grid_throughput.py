@@ -2,18 +2,20 @@
 
     python benchmarks/grid_throughput.py [--device cpu|cuda] [--scale 0.01 0.1] [--epochs 3]
                                          [--stacks 4 12] [--packings 1 2 4 8] [--seeds 0 1]
-                                         [--ray-stack S] [--rounds R]
+                                         [--ray-stacks 1 3] [--rounds R]
 
 One grid (reference CNN x 4 strategies x 2 seeds, 3 epochs, full OCTMNIST-size synthetic data by
 default) runs sequentially with the local executor, then stacked (``run --stack S``: S runs as
 one stacked model) at each stack size, then with the Ray executor at each packing, all in this
 invocation, each into its own temporary results folder; one table per ``--scale``. Packing P
 means P Ray tasks at once on the device: on a GPU ``--gpus-per-run 1/P`` (Ray fractional GPUs),
-on a CPU P tasks of ``max(1, cores // P)`` torch threads each; ``--ray-stack S`` makes each task a
-stack of S runs. ``--rounds R`` times the local rows R times, interleaved, and shows each row's
-median. Prints wall time, runs/hour, the speed-up over the sequential grid, training images/s of
-the whole grid, the largest difference in test macro-F1 between a run and its sequential twin,
-on CUDA the peak GPU memory of this process (Ray's workers are other processes: n/a), the load
+on a CPU P tasks of ``max(1, cores // P)`` torch threads each; ``--ray-stacks S`` makes each
+task a stack of S runs (Ray packs stacks). ``--rounds R`` times the local rows R times,
+interleaved, and shows each row's median.
+
+Prints wall time, runs/hour, the speed-up over the sequential grid, training images/s of the
+whole grid, the largest difference in test macro-F1 between a run and its sequential twin, on
+CUDA the peak GPU memory of this process (Ray's workers are other processes: n/a), the load
 average, and Ray's overhead per run (Ray at packing 1 against the sequential grid, same threads
 per run, plus the Ray start, printed separately). The numbers come from synthetic data.
 """
@@ -77,8 +79,9 @@ def main() -> None:
                    help="stack sizes to time beside the sequential grid (none: skip)")
     p.add_argument("--packings", type=int, nargs="*", default=[1, 2, 4, 8],
                    help="Ray packings (none: skip Ray)")
-    p.add_argument("--ray-stack", type=int, default=1, metavar="S",
-                   help="runs per Ray task (a stack of S; default 1: one run per task)")
+    p.add_argument("--ray-stacks", type=int, nargs="+", default=[1], metavar="S",
+                   help="runs per Ray task (a stack of S), a row each (default 1: one run "
+                        "per task)")
     p.add_argument("--rounds", type=int, default=1,
                    help="time the local rows this often, interleaved; the median is shown")
     p.add_argument("--model", default="reference_cnn")
@@ -138,24 +141,29 @@ def table(args, scale: float) -> None:
             if args.device == "cpu":  # P slots of `threads` CPUs: P runs at once
                 ray.init(address="local", num_cpus=packing * threads, include_dashboard=False,
                          log_to_driver=False)
-                executor = RayExecutor(cpus_per_run=threads, stack=args.ray_stack)
+                options = {"cpus_per_run": threads}
             else:
                 ray.init(address="local", num_cpus=max(cores, packing),
                          num_gpus=torch.cuda.device_count(), include_dashboard=False,
                          log_to_driver=False)
-                executor = RayExecutor(gpus_per_run=1 / packing, cpus_per_run=threads,
-                                       stack=args.ray_stack)
+                options = {"gpus_per_run": 1 / packing, "cpus_per_run": threads}
             ray_start = time.perf_counter() - begin
-            name = f"ray-{packing}"
-            begin = time.perf_counter()
-            run_experiment(grid(args, scale, results, name), quiet=True, say=lambda _: None,
-                           executor=executor)
-            wall = time.perf_counter() - begin
+            for stack in args.ray_stacks:
+                name = f"ray-{packing}-stack-{stack}"
+                executor = RayExecutor(**options, stack=stack)
+                begin = time.perf_counter()
+                run_experiment(grid(args, scale, results, name), quiet=True,
+                               say=lambda _: None, executor=executor)
+                wall = time.perf_counter() - begin
+                per_task = f", stacks of {stack}" if stack > 1 else ""
+                label = f"ray, {packing} per {args.device} ({threads} thread(s){per_task})"
+                rows.append((label, wall, macro_f1(results, name), ray_start, None,
+                             images(results, name)))
+                print(f"scale {scale}: {label} {wall:.1f} s, load {os.getloadavg()[0]:.1f}",
+                      flush=True)
+                if stack == 1:
+                    delays.append((packing, list(executor.start_delays.values())))
             ray.shutdown()
-            per_task = f", stacks of {args.ray_stack}" if args.ray_stack > 1 else ""
-            rows.append((f"ray, {packing} per {args.device} ({threads} thread(s){per_task})",
-                         wall, macro_f1(results, name), ray_start, None, images(results, name)))
-            delays.append((packing, list(executor.start_delays.values())))  # start order
 
     print(f"grid: {args.model} x 4 strategies x {len(args.seeds)} seeds = {runs} runs, "
           f"{args.epochs} epochs, synthetic scale {scale} (SYNTHETIC DATA), device "

@@ -1,14 +1,15 @@
 """Train several pending runs of a grid together, as one stacked model (``run --stack N``).
 
-Runs that share the data, model, device and every ``train`` setting (they differ in seed and
-strategy) form a stack of at most N members (:func:`plan_stacks`). Each member is set up exactly
-as a run alone (:func:`octbench.runner.setup_run`: its seed, initial weights, strategy, sampler,
-augmentation generators, resume checkpoint); each epoch the members' weights and optimiser states
-are stacked (:mod:`octbench.stacking`), trained in one vectorised pass, and handed back, so every
-member saves its own epoch checkpoint, best weights, predictions and record in the format and
-under the run id a run alone writes. A member that stops early, finishes, fails or was resumed at
-another epoch leaves the stack; members whose epochs have different lengths (undersampling) train
-in separate stacks. On the CPU each member's dropout draws from its own copy of the global
+Runs that share the data, model, device and every ``train`` setting but the learning rate (they
+differ in seed, strategy and lr: each member steps with its own) form a stack of at most N members
+(:func:`plan_stacks`). Each member is set up exactly as a run alone
+(:func:`octbench.runner.setup_run`: its seed, initial weights, strategy, sampler, augmentation
+generators, resume checkpoint); each epoch the members' weights and optimiser states are stacked
+(:mod:`octbench.stacking`), trained in one vectorised pass, and handed back, so every member
+saves its own epoch checkpoint, best weights, predictions and record in the format and under the
+run id a run alone writes. A member that stops early, finishes, fails or was resumed at another
+epoch leaves the stack; members whose epochs have different lengths (undersampling) train in
+separate stacks. On the CPU each member's dropout draws from its own copy of the global
 generator, as the run alone would; on CUDA one mask for the stack comes from the device's
 generator (so that the step can be a CUDA graph).
 
@@ -83,13 +84,16 @@ def default_stack(device: str) -> tuple[int, str]:
 
 
 def stack_key(spec: RunSpec) -> str | None:
-    """What runs must share to train in one stack; None for a run that always trains alone
-    (fp16 needs a loss scaler per run, a linear probe freezes layers, torch.compile)."""
+    """What runs must share to train in one stack (all but seed, strategy and learning rate:
+    each member steps with its own); None for a run that always trains alone (fp16 needs a
+    loss scaler per run, a linear probe freezes layers, torch.compile)."""
     cfg = spec.train
     if cfg.precision == "fp16" or cfg.mode != "end_to_end" or cfg.compile:
         return None
+    train = {k: v for k, v in cfg.to_dict().items() if k != "lr"}
+    sweep = {k: v for k, v in spec.sweep.items() if k != "train.lr"}
     return json.dumps([spec.experiment, spec.data.to_yaml(), spec.data_fingerprint,
-                       spec.model.to_yaml(), spec.device, cfg.to_dict(), spec.sweep],
+                       spec.model.to_yaml(), spec.device, train, sweep],
                       sort_keys=True, default=str)
 
 
@@ -326,20 +330,27 @@ def _stacked_epoch(active, stacked, optimizer, orders, data, store, device, trai
     template = active[0].run.model
     cfg = active[0].run.spec.train
     load_members(stacked, [m.run.model for m in active])
-    optimizer.load_state_dict(stack_optimizer_state(
-        [m.run.optimizer.state_dict() for m in active], stacked, template))
+    singles = [m.run.optimizer.state_dict() for m in active]
+    optimizer.load_state_dict(stack_optimizer_state(singles, stacked, template))
+    lrs = [single["param_groups"][0]["lr"] for single in singles]
+    if len(set(lrs)) > 1:  # members step with their own lr (train_stacked_epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = 1.0
+    else:
+        lrs = None
     epoch = active[0].run.state["epoch"]
     with active[0].progress.epoch(epoch, cfg.epochs, n * orders.shape[1]) as bar:
         stats = train_stacked_epoch(
             stacked, *train, orders, criteria=[m.run.criterion for m in active],
             optimizer=optimizer, batch_size=cfg.batch_size, precision=cfg.precision,
             channels_last=cfg.channels_last, normalize=active[0].run.normalize,
-            augmenters=[m.run.augmenter for m in active], progress=bar)
+            augmenters=[m.run.augmenter for m in active], lrs=lrs, progress=bar)
     store_members(stacked, [m.run.model for m in active])
     stacked_state = optimizer.state_dict()
-    for i, member in enumerate(active):
-        member.run.optimizer.load_state_dict(unstack_optimizer_state(stacked_state, i, n,
-                                                                     template))
+    for i, member in enumerate(active):  # the state back, with the member's own settings
+        member.run.optimizer.load_state_dict({
+            **unstack_optimizer_state(stacked_state, i, n, template),
+            "param_groups": singles[i]["param_groups"]})
     values, seconds = evaluate_stacked(
         stacked, val[0], members=n, batch_size=cfg.eval_batch_size or default_eval_batch(device),
         precision=cfg.precision, logit_offsets=[m.run.strategy.logit_offset for m in active],

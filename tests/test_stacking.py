@@ -123,6 +123,25 @@ def test_runs_whose_epochs_or_heads_differ_train_in_separate_stacks(tmp_path, oc
     assert sorted(images.values()) == [4 * 50, 600, 600, 600]
 
 
+def test_runs_that_differ_in_learning_rate_stack_each_with_its_own(tmp_path, oct_npz,
+                                                                   restore_torch):
+    """A sweep over train.lr: its runs join one stack, each member stepping with its own lr
+    (and its own cosine schedule), as the runs alone do."""
+    results = {}
+    for name, stack in (("alone", 1), ("stacked", 4)):
+        config = experiment(tmp_path / name, oct_npz, seeds=[0],
+                            strategies=["none", "oversample"],
+                            sweep={"train.lr": [1.0e-3, 5.0e-3]})
+        config["train"] = {**config["train"], "epochs": 2}
+        if name == "stacked":
+            groups = plan_stacks(expand_grid(parse_config(config)), stack)
+            assert [len(g) for g in groups] == [4]
+        results[name] = trained(tmp_path / name, config, stack)
+    assert_same_runs(results["stacked"], results["alone"])
+    first_lrs = {e["history"][0]["lr"] for e in results["stacked"].values()}
+    assert first_lrs == {1.0e-3, 5.0e-3}, first_lrs
+
+
 def test_kill_9_mid_stack_and_rerun_gives_the_uninterrupted_result(tmp_path, oct_npz,
                                                                    two_ways):
     """kill -9 inside the 3rd epoch checkpoint of the stack (after epoch 1 of member 3): members

@@ -68,8 +68,8 @@ log = logging.getLogger(__name__)
 #: benchmarks/gpu_check.sh) and the reason is what ``run --dry-run`` shows.
 DEFAULT_STACK: dict[str, tuple[int, str]] = {
     "cpu": (1, "off: stacking is not bit-identical (rounding-level differences) and measured "
-               "only 1.2-1.4x faster on a 2-core CPU at 1 % size; use --stack 12 to trade "
-               "exactness for speed"),
+               "0.8x (--stack 4) and 1.0x (--stack 12) of sequential at 1 % size on a 2-core "
+               "CPU; use --stack 12 to trade exactness for speed on bigger data"),
     "cuda": (1, "off until measured on a GPU (benchmarks/gpu_check.sh); try --stack 12"),
     "mps": (1, "off: never measured on Apple GPUs; --stack 4 may help"),
 }

@@ -184,7 +184,7 @@ def table(args, scale: float) -> None:
         for label, _ in local_rows:
             print(f"  {label}: rounds {', '.join(f'{w:.1f}' for w, _, _ in timed[label])} s")
     for label, wall, _, ray_start, _, _ in rows:
-        if label.startswith("ray, 1 per"):  # same threads per run as the sequential grid
+        if label.startswith("ray, 1 per") and "stacks of" not in label:  # same threads per run
             print(f"Ray overhead per run: ({wall:.1f} - {sequential:.1f} s) / {runs} runs = "
                   f"{(wall - sequential) / runs:+.2f} s; starting Ray itself (not in the wall "
                   f"times): {ray_start:.1f} s")

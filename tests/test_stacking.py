@@ -340,7 +340,7 @@ def test_gpu_check_script_rehearses_on_the_cpu():
     assert done.returncode == 0, done.stdout + done.stderr
     assert "local, stacked (--stack 4)" in done.stdout and "SYNTHETIC DATA" in done.stdout
     if "Ray is not installed" not in done.stderr:  # Ray packs stacks as well as single runs
-        assert "ray, 1 per cpu (2 thread(s), stacks of 4)" in done.stdout
+        assert "ray, 1 per cpu (" in done.stdout and "stacks of 4)" in done.stdout
 
 
 def test_a_member_whose_loss_diverges_fails_alone_and_the_others_finish(tmp_path, oct_npz,

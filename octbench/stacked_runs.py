@@ -129,8 +129,8 @@ def describe_stacks(pending: list[RunSpec], stack: int | None) -> str:
         alone = sum(1 for g in groups if len(g) == 1)
         line = (f"stacking ({setting}): {len(sizes)} stack(s) of {', '.join(map(str, sizes))} "
                 f"runs" + (f", {alone} run(s) alone" if alone else "")
-                + " (same model, data, device and train settings; a model that cannot stack "
-                "trains alone)")
+                + " (same model, data, device and train settings but lr; a model that cannot "
+                "stack trains alone)")
     if stack is None:
         for device in dict.fromkeys(s.device for s in pending):
             size, reason = default_stack(device)

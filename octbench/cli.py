@@ -130,8 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", metavar="auto|HOST:PORT",
                      help="with --executor ray: the Ray cluster to use (default: start Ray here)")
     run.add_argument("--gpus-per-run", type=_ascii_float, metavar="F",
-                     help="with --executor ray: share of a GPU per run, 0 < F <= 1 (0.25 packs "
-                          "four runs on each GPU; default 1)")
+                     help="with --executor ray: share of a GPU per run (per stack with "
+                          "--stack), 0 < F <= 1 (0.25 packs four on each GPU; default 1)")
     run.add_argument("--cpus-per-run", type=_ascii_int, metavar="N",
                      help="CPUs (torch threads) per run (default 1 with Ray, all here)")
     run.add_argument("--max-runs", type=_int_between(1, MAX_RUNS_CEILING), metavar="N",
@@ -139,8 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
                           f"built (default: 10,000; at most {MAX_RUNS_CEILING:,})")
     run.add_argument("--stack", type=_int_between(1, MAX_STACK), metavar="N",
                      help="train up to N runs that share model, data, device and train "
-                          "settings together as one stacked model, one record each (1 = off, "
-                          "the default; try 12 on a GPU)")
+                          "settings together as one stacked model, one record each (1 = off; "
+                          "with Ray, one task per stack); default per device, shown by "
+                          "--dry-run (try 12 on a GPU)")
     run.add_argument("--shard", metavar="K/N|auto|auto/N",
                      help="train only the K-th of N disjoint slices of the grid (sizes differ "
                           "by at most one run), K counting from 1; auto: from a SLURM array "
@@ -434,8 +435,7 @@ def cmd_run(args) -> int:
     out = args.console
     if args.dry_run:
         for shard in shards:
-            _dry_run(config, shard, executor.threads, out, stack=args.stack,
-                     local=args.executor == "local")
+            _dry_run(config, shard, executor.threads, out, stack=args.stack)
         return 0
     shard = shards[0]
     from octbench.runner import run_experiment
@@ -502,9 +502,8 @@ def _mlflow_outcome(live, results: Path, uri: str, out: Console) -> None:
              f"logged{missing}. Log them later with `{export}`.")
 
 
-def _dry_run(config, shard, threads: int, out: Console, *, stack: int | None,
-             local: bool) -> None:
-    """Print what ``run`` would do (for one shard, when given); locally, how runs stack."""
+def _dry_run(config, shard, threads: int, out: Console, *, stack: int | None) -> None:
+    """Print what ``run`` would do (for one shard, when given) and how the runs stack."""
     from octbench.plan import plan_experiment
 
     plan = plan_experiment(config, shard=shard, threads=threads)
@@ -530,7 +529,7 @@ def _dry_run(config, shard, threads: int, out: Console, *, stack: int | None,
         out.result(line)
     out.detail(f"torch threads per run: {threads} (part of the run ids of runs whose "
                "train.threads is not set)")
-    if local and plan.pending:
+    if plan.pending:
         from octbench.runner import expand_grid
         from octbench.stacked_runs import describe_stacks
 
@@ -543,14 +542,11 @@ def _make_executor(args):
     """The executor the run options ask for; options that need Ray are refused without it."""
     from octbench.executors import LocalExecutor, RayExecutor
 
-    if args.executor == "ray" and args.stack is not None:
-        raise OctbenchError("--stack trains stacks in this process: it needs --executor local "
-                            "(the default); drop --stack to use Ray.")
     if args.executor == "ray":
         stuck = {} if args.stuck_after is None else {"stuck_after": args.stuck_after * 60}
         return RayExecutor(address=args.address, gpus_per_run=args.gpus_per_run,
-                           cpus_per_run=args.cpus_per_run, exit_when_stuck=args.on_stuck == "exit",
-                           **stuck)
+                           cpus_per_run=args.cpus_per_run, stack=args.stack,
+                           exit_when_stuck=args.on_stuck == "exit", **stuck)
     for option, value in (("--address", args.address), ("--gpus-per-run", args.gpus_per_run),
                           ("--stuck-after", args.stuck_after), ("--on-stuck", args.on_stuck)):
         if value is not None:

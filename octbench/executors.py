@@ -1,17 +1,20 @@
-"""Ways to train a grid's pending runs: in this process one at a time, or as Ray tasks.
+"""Ways to train a grid's pending runs: in this process, or as Ray tasks.
 
 :func:`octbench.runner.run_experiment` owns the grid logic (expansion, shards, skipping complete
 runs, the summary and exit codes) and hands the pending runs to an executor, which trains them and
 yields each run's outcome as it finishes: its :class:`~octbench.results.RunRecord`, a
 :class:`~octbench.results.RunLocked` when another process holds the run, or None when another
-process finished it meanwhile.
+process finished it meanwhile. Both train the same groups of runs
+(:func:`octbench.stacked_runs.plan_stacks`): a run alone, or a stack of same-shaped runs trained
+together (``--stack``).
 
 With Ray, the ``run`` process (the driver) stays the only writer of the results folder. It claims
-each run, submits one task per run and writes the record, predictions and checkpoint that come
-back. Epoch checkpoints travel to a small actor on the driver's node that keeps them in the
-results folder, so a task that Ray retries after its worker died (node loss, preemption, OOM)
-resumes from its last completed epoch on whichever node it lands. A run that fails for its own
-reasons (NaN, a model error) comes back as a FAILED record and is never retried.
+each run, submits one task per run (or per stack) and writes the record, predictions and
+checkpoint of each run that come back. Epoch checkpoints travel to a small actor on the
+driver's node that keeps them in the results folder, so a task that Ray retries after its
+worker died (node loss, preemption, OOM) resumes from its last completed epoch on whichever node
+it lands. A run that fails for its own reasons (NaN, a model error) comes back as a FAILED record
+and is never retried.
 
 Ray is started (or joined) once per executor and kept for every dataset of a sweep. Workers
 report when a run starts and each epoch through the same actor, so the driver prints progress as
@@ -62,7 +65,7 @@ from octbench.runner import (
     execute_run,
     stopped_record,
 )
-from octbench.stacked_runs import execute_stack, plan_stacks
+from octbench.stacked_runs import execute_stack, plan_stacks, train_stack
 
 log = logging.getLogger(__name__)
 
@@ -193,14 +196,14 @@ def data_file(data: Component) -> Path | None:
 
 @dataclass
 class RunResult:
-    """What a Ray task sends back: the record and the artifacts the driver writes."""
+    """What a Ray task sends back per run: the record and the artifacts the driver writes."""
 
-    record: RunRecord
+    record: RunRecord | None = None
     predictions: dict = field(default_factory=dict)
     best: bytes | None = None
     resumed_after: int | None = None
     node: str = ""
-    #: the worker's output (stdout, stderr, octbench's log) while it ran this run
+    #: the worker's output (stdout, stderr, octbench's log) while it ran this run (its stack)
     log: str = ""
     #: other files of the run's folder (the traceback): name -> content, None to remove it
     files: dict = field(default_factory=dict)
@@ -210,17 +213,16 @@ class RunResult:
 
 
 class RelayStore:
-    """The store a run uses inside a Ray task: epoch checkpoints go to the driver's keeper,
-    the record and final artifacts are held until the task returns them."""
+    """The store the runs of a Ray task (one run, or a stack) use: epoch checkpoints go to the
+    driver's keeper, each run's record and final artifacts are held until the task returns
+    them."""
 
-    def __init__(self, run_id: str, keeper):
-        self.run_id = run_id
-        self.keeper = keeper
-        self.result: RunResult | None = None
-        self.predictions: dict = {}
-        self.best: bytes | None = None
-        self.resumed_after: int | None = None
-        self.files: dict[str, bytes | None] = {}
+    def __init__(self, keeper, node: str):
+        self.keeper, self.node = keeper, node
+        self.results: dict[str, RunResult] = {}
+
+    def _result(self, run_id: str) -> RunResult:
+        return self.results.setdefault(run_id, RunResult(node=self.node))
 
     def load_state(self, run_id: str, name: str) -> dict | None:
         import ray
@@ -231,7 +233,7 @@ class RelayStore:
         state = None if blob is None else read_state(io.BytesIO(blob),
                                                      name=f"the resume state of {run_id}")
         if state is not None:
-            self.resumed_after = state["state"]["epoch"]
+            self._result(run_id).resumed_after = state["state"]["epoch"]
         return state
 
     def save_state(self, run_id: str, name: str, state: dict) -> None:
@@ -243,30 +245,31 @@ class RelayStore:
         if name == ResultsStore.RESUME:  # wait: the epoch counts as done once the driver has it
             ray.get(self.keeper.save.remote(run_id, buffer.getvalue()))
         else:
-            self.best = buffer.getvalue()
+            self._result(run_id).best = buffer.getvalue()
 
     def save_bytes(self, run_id: str, name: str, blob: bytes) -> None:
-        self.files[name] = blob
+        self._result(run_id).files[name] = blob
 
     def save_predictions(self, run_id: str, **arrays) -> None:
-        self.predictions = arrays
+        self._result(run_id).predictions = arrays
 
     def write(self, record: RunRecord) -> None:
-        node = _node_name()
         if record.hardware:  # which Ray node trained it: the report's device table stays true
-            record = dataclasses.replace(record, hardware={**record.hardware, "ray_node": node})
-        self.result = RunResult(record, self.predictions, self.best, self.resumed_after, node,
-                                files=self.files)
+            record = dataclasses.replace(record, hardware={**record.hardware,
+                                                           "ray_node": self.node})
+        self._result(record.run_id).record = record
 
     def remove(self, run_id: str, name: str) -> None:
         if name != ResultsStore.RESUME:  # the driver removes that once the record is written
-            self.files[name] = None
+            self._result(run_id).files[name] = None
 
     def is_complete(self, run_id: str) -> bool:
-        return self.result is not None and self.result.record.status == COMPLETE
+        record = self.read(run_id)
+        return record is not None and record.status == COMPLETE
 
     def read(self, run_id: str) -> RunRecord | None:
-        return None if self.result is None else self.result.record
+        result = self.results.get(run_id)
+        return None if result is None else result.record
 
 
 class CheckpointKeeper:
@@ -294,6 +297,21 @@ class CheckpointKeeper:
         return events
 
 
+class RelayGridProgress:
+    """The progress of a Ray task's runs: when a run starts, the driver hears it (with the
+    node) and prints it as a local run's start."""
+
+    def __init__(self, keeper, node: str):
+        self.keeper, self.node = keeper, node
+
+    def start_run(self, number: int, run_id: str, device: str) -> RelayProgress:
+        import ray
+
+        # Waited for: the driver's "start" line comes when the run really starts.
+        ray.get(self.keeper.report.remote(run_id, "start", {"node": self.node}))
+        return RelayProgress(self.keeper, run_id)
+
+
 class RelayProgress:
     """A run's progress inside a Ray task: each epoch's line goes to the driver, which prints
     it as a local run's (the workers' own output is captured into the run's log)."""
@@ -301,6 +319,9 @@ class RelayProgress:
     def __init__(self, keeper, run_id: str):
         self.keeper, self.run_id = keeper, run_id
         self.started: float | None = None
+
+    def finished(self) -> None:
+        pass  # the driver ends the run's progress when its result comes back
 
     @contextmanager
     def epoch(self, epoch: int, epochs: int, images: int):
@@ -360,29 +381,35 @@ def _captured_output() -> Iterator[io.StringIO]:
         logger.setLevel(level)
 
 
-def train_on_worker(spec: RunSpec, boxed_data: list, keeper, plugins: str) -> RunResult:
-    """Body of the Ray task: one run, its failures returned as a FAILED record.
+def train_on_worker(specs: list[RunSpec], boxed_data: list, keeper,
+                    plugins: str) -> list[RunResult]:
+    """Body of the Ray task: one run, or a stack of runs trained together
+    (:func:`octbench.stacked_runs.train_stack`); one result per run, in the order of ``specs``,
+    failures returned as FAILED records.
 
     ``boxed_data`` holds the data's object reference (or, for big files, what to load) inside a
     list, so Ray does not fetch the data before this looks in the worker's cache.
     """
-    import ray
-
     from octbench.cli import load_plugins
 
     load_plugins(plugins)
     node = _node_name()
-    # Waited for: the driver's "start" line comes when the run really starts.
-    ray.get(keeper.report.remote(spec.run_id, "start", {"node": node}))
-    relay = RelayStore(spec.run_id, keeper)
+    relay = RelayStore(keeper, node)
     with _captured_output() as output:
-        print(f"octbench run {spec.run_id} on Ray node {node}, process {os.getpid()}, "
+        names = specs[0].run_id if len(specs) == 1 else (
+            f"stack of {len(specs)} runs: {', '.join(s.run_id for s in specs)}")
+        print(f"octbench run {names} on Ray node {node}, process {os.getpid()}, "
               f"started {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
-        data, loaded = _worker_data(spec, boxed_data[0])
-        execute_run(spec, data, relay, quiet=True, progress=RelayProgress(keeper, spec.run_id))
-    result = relay.result  # every ending writes a record to the relay
-    result.log, result.pid, result.loaded_data = output.getvalue(), os.getpid(), loaded
-    return result
+        data, loaded = _worker_data(specs[0], boxed_data[0])
+        numbers = {spec.run_id: number for number, spec in enumerate(specs, 1)}
+        for _ in train_stack(specs, data, relay, quiet=True,
+                             progress=RelayGridProgress(keeper, node), numbers=numbers):
+            pass
+    results = [relay.results[spec.run_id] for spec in specs]  # every ending writes a record
+    for result in results:
+        result.log, result.pid = output.getvalue(), os.getpid()
+    results[0].loaded_data = loaded
+    return results
 
 
 def _import_octbench() -> None:
@@ -410,7 +437,7 @@ STUCK_AFTER_MINUTES = 10.0
 
 
 class RayExecutor:
-    """One Ray task per run on a local Ray instance or an existing cluster.
+    """One Ray task per run, or per stack of runs, on a local Ray instance or a cluster.
 
     Ray is started (or joined) once per executor and kept until :meth:`close`, across every
     dataset of a sweep over data settings.
@@ -422,13 +449,17 @@ class RayExecutor:
             Default: 1 for runs on ``cuda``/``auto`` when the cluster has GPUs.
         cpus_per_run: CPUs each run reserves and its torch thread count (unless the config
             sets ``train.threads``). Default 1.
+        stack: most runs per task, trained as one stacked model (``run --stack``; the
+            stacks are those of the local executor, :func:`~octbench.stacked_runs.plan_stacks`).
+            A stack's task reserves what one run's does, so ``gpus_per_run`` packs stacks.
+            None: each device's default.
         stuck_after: seconds without a run starting or ending while runs wait for resources
             and none trains, before the driver says what they ask and what the cluster has.
         exit_when_stuck: then stop with an OctbenchError (exit 2) instead of waiting on.
     """
 
     def __init__(self, *, address: str | None = None, gpus_per_run: float | None = None,
-                 cpus_per_run: int | None = None,
+                 cpus_per_run: int | None = None, stack: int | None = None,
                  stuck_after: float = STUCK_AFTER_MINUTES * 60, exit_when_stuck: bool = False):
         if gpus_per_run is not None and not 0 < gpus_per_run <= 1:
             raise OctbenchError(
@@ -442,6 +473,7 @@ class RayExecutor:
         self.gpus_per_run = gpus_per_run
         self.cpus_per_run = cpus_per_run
         self.threads = cpus_per_run or 1
+        self.stack = stack
         self.stuck_after = stuck_after
         self.exit_when_stuck = exit_when_stuck
         self._started = False
@@ -536,24 +568,28 @@ class RayExecutor:
         payload, dataset = self._data_payload(data)
         keeper = self._start_keeper(store)
         plugins = os.environ.get("OCTBENCH_PLUGINS", "")
-        claims, running, numbers, started, by_id, submitted = {}, {}, {}, {}, {}, {}
+        claims, running, started, by_id, submitted = {}, {}, {}, {}, {}
+        numbers = {spec.run_id: number for number, spec in enumerate(pending, 1)}
         try:
-            for number, spec in enumerate(pending, 1):
-                claim = store.claim(spec.run_id)
-                try:
-                    claim.__enter__()
-                except RunLocked as busy:
-                    yield spec, busy
-                    continue
-                if store.is_complete(spec.run_id):
-                    claim.__exit__(None, None, None)
-                    yield spec, None
-                    continue
-                claims[spec.run_id] = claim
-                numbers[spec.run_id], by_id[spec.run_id] = number, spec
-                ref = self._task(train_on_worker, spec).remote(spec, [payload], keeper, plugins)
-                running[ref] = spec
-                submitted[spec.run_id] = time.monotonic()
+            for group in plan_stacks(pending, self.stack):
+                mine = []  # the group's runs that this driver claims and that are not done
+                for spec in group:
+                    claim = store.claim(spec.run_id)
+                    try:
+                        claim.__enter__()
+                    except RunLocked as busy:
+                        yield spec, busy
+                        continue
+                    if store.is_complete(spec.run_id):
+                        claim.__exit__(None, None, None)
+                        yield spec, None
+                        continue
+                    claims[spec.run_id], by_id[spec.run_id] = claim, spec
+                    submitted[spec.run_id] = time.monotonic()
+                    mine.append(spec)
+                if mine:
+                    task = self._task(train_on_worker, mine[0])
+                    running[task.remote(mine, [payload], keeper, plugins)] = mine
             quiet_since = time.monotonic()
             while running:
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
@@ -568,31 +604,34 @@ class RayExecutor:
                     elif kind == "epoch" and run_id in started:
                         started[run_id].epoch_done(**details)
                 if not ready:
+                    waiting = {s.run_id for specs in running.values() for s in specs}
                     if time.monotonic() - quiet_since > self.stuck_after and \
-                            not set(started) & {s.run_id for s in running.values()}:
+                            not set(started) & waiting:
                         self._stuck(running, time.monotonic() - quiet_since)
                         quiet_since = time.monotonic()
                     continue
                 quiet_since = time.monotonic()
-                spec = running.pop(ready[0])
-                record = self._finish(spec, ready[0], store, dataset)
-                claims.pop(spec.run_id).__exit__(None, None, None)
-                run_progress = started.pop(spec.run_id, None)
-                if run_progress is None:  # it never started (Ray gave up on it)
-                    run_progress = RunProgress(progress, numbers[spec.run_id] - 1)
-                run_progress.finished()
-                yield spec, record
+                specs = running.pop(ready[0])
+                records = self._finish(specs, ready[0], store, dataset)
+                for spec, record in zip(specs, records, strict=True):
+                    claims.pop(spec.run_id).__exit__(None, None, None)
+                    run_progress = started.pop(spec.run_id, None)
+                    if run_progress is None:  # it never started (Ray gave up on it)
+                        run_progress = RunProgress(progress, numbers[spec.run_id] - 1)
+                    run_progress.finished()
+                    yield spec, record
         except _Stuck:
             for ref in running:  # none of them started: nothing to record
                 ray.cancel(ref, force=True)
             raise
         except BaseException:
             # Ctrl-C / SIGTERM (or a full disk): stop the tasks, say which runs stopped.
-            for ref, spec in running.items():
+            for ref, specs in running.items():
                 ray.cancel(ref, force=True)
-                if not store.is_complete(spec.run_id):
-                    store.write(stopped_record(spec, INTERRUPTED, INTERRUPTED_MESSAGE,
-                                               dataset=dataset))
+                for spec in specs:
+                    if not store.is_complete(spec.run_id):
+                        store.write(stopped_record(spec, INTERRUPTED, INTERRUPTED_MESSAGE,
+                                                   dataset=dataset))
             raise
         finally:
             for claim in claims.values():
@@ -638,15 +677,17 @@ class RayExecutor:
     def _stuck(self, running: dict, seconds: float) -> None:
         """Say why the waiting runs do not start; raise _Stuck if told to stop then."""
         ray = self._ray
-        asked = self._resources(next(iter(running.values())))
+        asked = self._resources(next(iter(running.values()))[0])
         asked = {"CPU": asked["num_cpus"], "GPU": asked["num_gpus"]}
+        waiting = sum(len(specs) for specs in running.values())
         total, free = ray.cluster_resources(), ray.available_resources()
         have = ", ".join(f"{name} {free.get(name, 0):g} free of {total.get(name, 0):g}"
                          for name in ("CPU", "GPU"))
         alive = sum(1 for n in ray.nodes() if n.get("Alive"))
         message = (
-            f"{len(running)} run(s) have waited {seconds / 60:.1f} min for Ray to start them and "
-            f"none is training: each asks {', '.join(f'{k} {v:g}' for k, v in asked.items())}; "
+            f"{waiting} run(s) have waited {seconds / 60:.1f} min for Ray to start them and "
+            f"none is training: each asks "
+            f"{', '.join(f'{k} {v:g}' for k, v in asked.items())}; "
             f"the Ray cluster ({self._where()}, {alive} node(s) alive) has {have}. Add or "
             "restart nodes, lower --cpus-per-run / --gpus-per-run, or free what holds them")
         if self.exit_when_stuck:
@@ -694,11 +735,13 @@ class RayExecutor:
             scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote(root)
         return self._keeper
 
-    def _finish(self, spec: RunSpec, ref, store: ResultsStore, dataset: dict) -> RunRecord:
-        """Write what a finished task sent back; a task Ray gave up on becomes FAILED."""
+    def _finish(self, specs: list[RunSpec], ref, store: ResultsStore,
+                dataset: dict) -> list[RunRecord]:
+        """Write what a finished task sent back, per run; a task Ray gave up on fails each of
+        its runs (FAILED)."""
         ray = self._ray
         try:
-            result: RunResult = ray.get(ref)
+            results: list[RunResult] = ray.get(ref)
         except ray.exceptions.RayError as error:
             lines = str(error).strip().splitlines() or [type(error).__name__]
             if isinstance(error, ray.exceptions.RayTaskError):  # raised outside the run itself
@@ -706,10 +749,17 @@ class RayExecutor:
             else:
                 message = (f"the Ray task failed (retried up to {MAX_RETRIES} times when its "
                            f"worker died): {lines[0]}")
-            record = stopped_record(spec, FAILED, message, dataset=dataset)
-            store.save_bytes(spec.run_id, ResultsStore.TRACEBACK, str(error).encode())
-            store.write(record)
-            return record
+            records = []
+            for spec in specs:
+                records.append(stopped_record(spec, FAILED, message, dataset=dataset))
+                store.save_bytes(spec.run_id, ResultsStore.TRACEBACK, str(error).encode())
+                store.write(records[-1])
+            return records
+        return [self._write(spec, result, store)
+                for spec, result in zip(specs, results, strict=True)]
+
+    def _write(self, spec: RunSpec, result: RunResult, store: ResultsStore) -> RunRecord:
+        """Write one run's record and artifacts, as a run alone writes them."""
         self.workers[spec.run_id] = (result.pid, result.loaded_data)
         if result.resumed_after:
             log.info("%s resumed after epoch %d on %s", spec.run_id, result.resumed_after,

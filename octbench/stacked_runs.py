@@ -1,14 +1,15 @@
 """Train several pending runs of a grid together, as one stacked model (``run --stack N``).
 
-Runs that share the data, model, device and every ``train`` setting (they differ in seed and
-strategy) form a stack of at most N members (:func:`plan_stacks`). Each member is set up exactly
-as a run alone (:func:`octbench.runner.setup_run`: its seed, initial weights, strategy, sampler,
-augmentation generators, resume checkpoint); each epoch the members' weights and optimiser states
-are stacked (:mod:`octbench.stacking`), trained in one vectorised pass, and handed back, so every
-member saves its own epoch checkpoint, best weights, predictions and record in the format and
-under the run id a run alone writes. A member that stops early, finishes, fails or was resumed at
-another epoch leaves the stack; members whose epochs have different lengths (undersampling) train
-in separate stacks. On the CPU each member's dropout draws from its own copy of the global
+Runs that share the data, model, device and every ``train`` setting but the learning rate (they
+differ in seed, strategy and lr: each member steps with its own) form a stack of at most N members
+(:func:`plan_stacks`). Each member is set up exactly as a run alone
+(:func:`octbench.runner.setup_run`: its seed, initial weights, strategy, sampler, augmentation
+generators, resume checkpoint); each epoch the members' weights and optimiser states are stacked
+(:mod:`octbench.stacking`), trained in one vectorised pass, and handed back, so every member
+saves its own epoch checkpoint, best weights, predictions and record in the format and under the
+run id a run alone writes. A member that stops early, finishes, fails or was resumed at another
+epoch leaves the stack; members whose epochs have different lengths (undersampling) train in
+separate stacks. On the CPU each member's dropout draws from its own copy of the global
 generator, as the run alone would; on CUDA one mask for the stack comes from the device's
 generator (so that the step can be a CUDA graph).
 
@@ -62,26 +63,37 @@ from octbench.stacking import (
 
 log = logging.getLogger(__name__)
 
-#: Most members per stack when ``--stack`` is not given, by device type. Off until measured on
-#: the device (benchmarks/grid_throughput.py; for CUDA benchmarks/gpu_check.sh): the CPU
-#: measurement is in the docs; CUDA is not measured yet, so stacking there is ``--stack 12``.
-DEFAULT_STACK = {"cpu": 1, "mps": 1, "cuda": 1}
+#: The stack size used when ``--stack`` is not given, by device type, and why: the one table of
+#: defaults. Each is chosen by measurement (benchmarks/grid_throughput.py; on CUDA
+#: benchmarks/gpu_check.sh) and the reason is what ``run --dry-run`` shows.
+DEFAULT_STACK: dict[str, tuple[int, str]] = {
+    "cpu": (1, "off: stacking is not bit-identical (rounding-level differences) and measured "
+               "0.8x (--stack 4) and 1.0x (--stack 12) of sequential at 1 % size on a 2-core "
+               "CPU; use --stack 12 to trade exactness for speed on bigger data"),
+    "cuda": (1, "off until measured on a GPU (benchmarks/gpu_check.sh); try --stack 12"),
+    "mps": (1, "off: never measured on Apple GPUs; --stack 4 may help"),
+}
 
 
-def default_stack(device: str) -> int:
-    """The stack size used for runs on ``device`` when ``--stack`` is not given."""
-    return DEFAULT_STACK.get(device.split(":")[0], 1 if device != "auto" else
-                             DEFAULT_STACK["cuda" if torch.cuda.is_available() else "cpu"])
+def default_stack(device: str) -> tuple[int, str]:
+    """The stack size used for runs on ``device`` when ``--stack`` is not given, and why."""
+    kind = device.split(":")[0]
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    return DEFAULT_STACK.get(kind, (1, f"off: never measured on {kind}"))
 
 
 def stack_key(spec: RunSpec) -> str | None:
-    """What runs must share to train in one stack; None for a run that always trains alone
-    (fp16 needs a loss scaler per run, a linear probe freezes layers, torch.compile)."""
+    """What runs must share to train in one stack (all but seed, strategy and learning rate:
+    each member steps with its own); None for a run that always trains alone (fp16 needs a
+    loss scaler per run, a linear probe freezes layers, torch.compile)."""
     cfg = spec.train
     if cfg.precision == "fp16" or cfg.mode != "end_to_end" or cfg.compile:
         return None
+    train = {k: v for k, v in cfg.to_dict().items() if k != "lr"}
+    sweep = {k: v for k, v in spec.sweep.items() if k != "train.lr"}
     return json.dumps([spec.experiment, spec.data.to_yaml(), spec.data_fingerprint,
-                       spec.model.to_yaml(), spec.device, cfg.to_dict(), spec.sweep],
+                       spec.model.to_yaml(), spec.device, train, sweep],
                       sort_keys=True, default=str)
 
 
@@ -93,7 +105,7 @@ def plan_stacks(pending: list[RunSpec], stack: int | None) -> list[list[RunSpec]
     order: list[list[RunSpec]] = []
     for spec in pending:
         key = stack_key(spec)
-        limit = stack if stack is not None else default_stack(spec.device)
+        limit = stack if stack is not None else default_stack(spec.device)[0]
         if key is None or limit <= 1:
             order.append([spec])
             continue
@@ -106,18 +118,24 @@ def plan_stacks(pending: list[RunSpec], stack: int | None) -> list[list[RunSpec]
 
 
 def describe_stacks(pending: list[RunSpec], stack: int | None) -> str:
-    """One line for ``run --dry-run``: how the pending runs would be stacked."""
+    """Lines for ``run --dry-run``: how the pending runs would be stacked and, without
+    ``--stack``, each device's default and the reason for it."""
     groups = plan_stacks(pending, stack)
     sizes = sorted((len(g) for g in groups if len(g) > 1), reverse=True)
-    setting = (f"--stack {stack}" if stack is not None else "default " + ", ".join(
-        f"{d} {default_stack(d)}" for d in dict.fromkeys(s.device for s in pending)))
+    setting = "default" if stack is None else f"--stack {stack}"
     if not sizes:
-        return f"stacking: off ({setting}); every run trains alone"
-    alone = sum(1 for g in groups if len(g) == 1)
-    return (f"stacking ({setting}): {len(sizes)} stack(s) of {', '.join(map(str, sizes))} "
-            f"runs" + (f", {alone} run(s) alone" if alone else "")
-            + " (same model, data, device and train settings; a model that cannot stack "
-            "trains alone)")
+        line = f"stacking: off ({setting}); every run trains alone"
+    else:
+        alone = sum(1 for g in groups if len(g) == 1)
+        line = (f"stacking ({setting}): {len(sizes)} stack(s) of {', '.join(map(str, sizes))} "
+                f"runs" + (f", {alone} run(s) alone" if alone else "")
+                + " (same model, data, device and train settings but lr; a model that cannot "
+                "stack trains alone)")
+    if stack is None:
+        for device in dict.fromkeys(s.device for s in pending):
+            size, reason = default_stack(device)
+            line += f"\n  default stack for {device}: {size} ({reason})"
+    return line
 
 
 @dataclass(eq=False)
@@ -157,8 +175,8 @@ def execute_stack(specs: list[RunSpec], data: OCTData, store: ResultsStore, *, q
                 outcomes[spec.run_id] = None
             else:
                 mine.append(spec)
-        for spec, outcome in _train_claimed(mine, data, store, quiet=quiet, progress=progress,
-                                            numbers=numbers):
+        for spec, outcome in train_stack(mine, data, store, quiet=quiet, progress=progress,
+                                         numbers=numbers):
             outcomes[spec.run_id] = outcome
     for spec in specs:
         yield spec, outcomes[spec.run_id]
@@ -174,7 +192,12 @@ def _alone(specs, data, store, *, quiet, progress, numbers):
             run_progress.finished()
 
 
-def _train_claimed(specs, data, store, *, quiet, progress, numbers):
+def train_stack(specs: list[RunSpec], data: OCTData, store, *, quiet: bool, progress,
+                numbers: dict[str, int]) -> Iterator[tuple[RunSpec, object]]:
+    """Train ``specs``, runs this process holds (claimed here, or by the Ray driver that sent
+    them), as one stack, and yield ``(spec, record)`` per run; a single run, or a model that
+    cannot stack, trains its runs one by one. ``store`` is a results store or a Ray task's
+    relay of one; ``progress`` hands out each run's progress (``start_run``)."""
     if len(specs) < 2:
         yield from _alone(specs, data, store, quiet=quiet, progress=progress, numbers=numbers)
         return
@@ -308,20 +331,27 @@ def _stacked_epoch(active, stacked, optimizer, orders, data, store, device, trai
     template = active[0].run.model
     cfg = active[0].run.spec.train
     load_members(stacked, [m.run.model for m in active])
-    optimizer.load_state_dict(stack_optimizer_state(
-        [m.run.optimizer.state_dict() for m in active], stacked, template))
+    singles = [m.run.optimizer.state_dict() for m in active]
+    optimizer.load_state_dict(stack_optimizer_state(singles, stacked, template))
+    lrs = [single["param_groups"][0]["lr"] for single in singles]
+    if len(set(lrs)) > 1:  # members step with their own lr (train_stacked_epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = 1.0
+    else:
+        lrs = None
     epoch = active[0].run.state["epoch"]
     with active[0].progress.epoch(epoch, cfg.epochs, n * orders.shape[1]) as bar:
         stats = train_stacked_epoch(
             stacked, *train, orders, criteria=[m.run.criterion for m in active],
             optimizer=optimizer, batch_size=cfg.batch_size, precision=cfg.precision,
             channels_last=cfg.channels_last, normalize=active[0].run.normalize,
-            augmenters=[m.run.augmenter for m in active], progress=bar)
+            augmenters=[m.run.augmenter for m in active], lrs=lrs, progress=bar)
     store_members(stacked, [m.run.model for m in active])
     stacked_state = optimizer.state_dict()
-    for i, member in enumerate(active):
-        member.run.optimizer.load_state_dict(unstack_optimizer_state(stacked_state, i, n,
-                                                                     template))
+    for i, member in enumerate(active):  # the state back, with the member's own settings
+        member.run.optimizer.load_state_dict({
+            **unstack_optimizer_state(stacked_state, i, n, template),
+            "param_groups": singles[i]["param_groups"]})
     values, seconds = evaluate_stacked(
         stacked, val[0], members=n, batch_size=cfg.eval_batch_size or default_eval_batch(device),
         precision=cfg.precision, logit_offsets=[m.run.strategy.logit_offset for m in active],

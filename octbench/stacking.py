@@ -279,6 +279,7 @@ def train_stacked_epoch(
     channels_last: bool = False,
     normalize: tuple[float, float] = DEFAULT_NORMALIZATION,
     augmenters: Sequence[Augmenter | None] | None = None,
+    lrs: Sequence[float] | None = None,
     cuda_graph: bool = True,
     progress=None,
 ) -> dict:
@@ -288,6 +289,10 @@ def train_stacked_epoch(
     normalisation, same per-member loss, CUDA graphs on CUDA); returns each member's mean loss
     (``losses``; NaN or infinite for a member that diverged: its weights never touch the
     others'), the images each member saw, and the seconds the stack took.
+
+    ``lrs``: each member's learning rate, for an ``optimizer`` set to lr 1. Adam, AdamW and SGD
+    move each element by lr times a step that does not depend on lr (their state never sees
+    it), so member ``i``'s step scaled by ``lrs[i]`` is the step its own optimiser takes.
     """
     device = images.device
     n = len(criteria)
@@ -300,6 +305,8 @@ def train_stacked_epoch(
     augmented = any(a is not None for a in augmenters)
     graphed = (cuda_graph and device.type == "cuda" and not augmented
                and full > GRAPH_WARMUP_STEPS and _capturable(optimizer))
+    params = [p.detach() for p in model.parameters()] if lrs is not None else []
+    scales = None if lrs is None else torch.tensor(lrs, dtype=torch.float32, device=device)
 
     def step(index: torch.Tensor, *, cache: bool = True) -> None:
         parts, targets = [], []
@@ -326,7 +333,14 @@ def train_stacked_epoch(
                 losses.append(loss)
             losses = torch.stack(losses)
         losses.sum().backward()
-        optimizer.step()
+        if scales is None:
+            optimizer.step()
+        else:  # an lr-1 step, then member i's part of it scaled by its own lr
+            before = [p.clone() for p in params]
+            optimizer.step()
+            for p, old in zip(params, before, strict=True):
+                moved, old = p.unflatten(0, (n, -1)), old.unflatten(0, (n, -1))
+                moved.sub_(old).mul_(scales.view(n, *[1] * (moved.dim() - 1))).add_(old)
         totals.add_(losses.detach().float(), alpha=index.shape[1])
 
     synchronize(device)

@@ -167,6 +167,38 @@ def test_ray_records_equal_the_local_executors(tmp_path, oct_npz, reference, ray
     assert "start" in text[0] and first_epoch > 0
 
 
+def test_stacked_grid_on_ray_gives_the_records_of_the_local_stacked_grid(tmp_path, oct_npz,
+                                                                        ray_instance,
+                                                                        restore_torch):
+    """`run --executor ray --stack 4`: one task trains the 4 runs as one stack (the local
+    executor's plan), the driver writes each run's files; every record equals the one the
+    local executor writes with --stack 4 (same stacked arithmetic, 1 thread: bit for bit)."""
+    config = grid_config(tmp_path / "local", oct_npz, seeds=[0, 1])
+    config["train"]["epochs"] = 2
+    summary = run_experiment(parse_config(config), quiet=True, say=lambda _: None,
+                             executor=executors.LocalExecutor(stack=4))
+    assert summary.ok and len(summary.completed) == 4
+    local = outcome(tmp_path / "local" / "results" / "tiny")
+
+    config["results_dir"] = str(tmp_path / "ray" / "results")
+    path = write_yaml(tmp_path / "tiny.yaml", config)
+    argv = ["run", str(path), "--executor", "ray", "--address", ray_instance, "--stack", "4"]
+    dry = run_cli([*argv, "--dry-run"], cli_env(tmp_path), timeout=WAIT)
+    assert dry.returncode == 0 and "stacking (--stack 4): 1 stack(s) of 4 runs" in dry.stdout
+    done = run_cli(argv, cli_env(tmp_path), timeout=WAIT)
+    assert done.returncode == 0, done.stderr
+    root = tmp_path / "ray" / "results" / "tiny"
+    assert outcome(root) == local
+    assert leftovers(root) == []
+    records = ResultsStore(root).records()
+    assert len(records) == 4 and {r.timing["stack"] for r in records} == {4}
+    for record in records:  # one task trained them: each run's log is the stack's
+        log_text = (root / record.run_id / ResultsStore.LOG).read_text()
+        assert log_text.startswith("octbench run stack of 4 runs: ")
+        assert all(r.run_id in log_text.splitlines()[0] for r in records)
+        assert record.hardware["ray_node"]
+
+
 def test_worker_killed_mid_run_resumes_from_its_epoch_checkpoint(tmp_path, oct_npz, reference,
                                                                   ray_instance, restore_torch,
                                                                   caplog):

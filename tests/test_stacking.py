@@ -30,7 +30,7 @@ from octbench.executors import LocalExecutor
 from octbench.models import build_model
 from octbench.results import ResultsStore
 from octbench.runner import expand_grid, run_experiment
-from octbench.stacked_runs import plan_stacks
+from octbench.stacked_runs import DEFAULT_STACK, plan_stacks
 from octbench.stacking import (
     StackedDropout,
     build_stacked,
@@ -121,6 +121,25 @@ def test_runs_whose_epochs_or_heads_differ_train_in_separate_stacks(tmp_path, oc
     assert_same_runs(results["stacked"], results["alone"])
     images = {k: e["history"][0]["train_images"] for k, e in results["stacked"].items()}
     assert sorted(images.values()) == [4 * 50, 600, 600, 600]
+
+
+def test_runs_that_differ_in_learning_rate_stack_each_with_its_own(tmp_path, oct_npz,
+                                                                   restore_torch):
+    """A sweep over train.lr: its runs join one stack, each member stepping with its own lr
+    (and its own cosine schedule), as the runs alone do."""
+    results = {}
+    for name, stack in (("alone", 1), ("stacked", 4)):
+        config = experiment(tmp_path / name, oct_npz, seeds=[0],
+                            strategies=["none", "oversample"],
+                            sweep={"train.lr": [1.0e-3, 5.0e-3]})
+        config["train"] = {**config["train"], "epochs": 2}
+        if name == "stacked":
+            groups = plan_stacks(expand_grid(parse_config(config)), stack)
+            assert [len(g) for g in groups] == [4]
+        results[name] = trained(tmp_path / name, config, stack)
+    assert_same_runs(results["stacked"], results["alone"])
+    first_lrs = {e["history"][0]["lr"] for e in results["stacked"].values()}
+    assert first_lrs == {1.0e-3, 5.0e-3}, first_lrs
 
 
 def test_kill_9_mid_stack_and_rerun_gives_the_uninterrupted_result(tmp_path, oct_npz,
@@ -268,8 +287,12 @@ def test_stack_option_on_the_command_line(tmp_path, oct_npz):
     assert dry.returncode == 0, dry.stderr
     assert "stacking (--stack 3): 1 stack(s) of 3 runs, 1 run(s) alone" in dry.stdout
     default = run_cli(["run", str(path), "--dry-run"], cli_env(tmp_path))
-    assert "stacking: off (default cpu 1)" in default.stdout
-    for bad in (["--stack", "0"], ["--stack", "x"], ["--stack", "2", "--executor", "ray"]):
+    assert "stacking: off (default); every run trains alone" in default.stdout
+    # the device's default comes with its reason, from the one table of defaults
+    size, reason = DEFAULT_STACK["cpu"]
+    assert f"default stack for cpu: {size} ({reason})" in default.stdout
+    assert "bit-identical" in reason and "--stack 12" in reason
+    for bad in (["--stack", "0"], ["--stack", "x"]):
         refused = run_cli(["run", str(path), *bad], cli_env(tmp_path))
         assert refused.returncode == 2, (bad, refused.stderr)
         assert "--stack" in refused.stderr and "Traceback" not in refused.stderr
@@ -312,10 +335,12 @@ def test_gpu_check_script_rehearses_on_the_cpu():
     """benchmarks/gpu_check.sh --dry: the GPU machine's commands at tiny size on the CPU."""
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry"], cwd=root,
-                          capture_output=True, text=True, timeout=900,
+                          capture_output=True, text=True, timeout=1800,
                           env={**os.environ, "PYTHON": sys.executable})
     assert done.returncode == 0, done.stdout + done.stderr
     assert "local, stacked (--stack 4)" in done.stdout and "SYNTHETIC DATA" in done.stdout
+    if "Ray is not installed" not in done.stderr:  # Ray packs stacks as well as single runs
+        assert "ray, 1 per cpu (" in done.stdout and "stacks of 4)" in done.stdout
 
 
 def test_a_member_whose_loss_diverges_fails_alone_and_the_others_finish(tmp_path, oct_npz,

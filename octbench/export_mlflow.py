@@ -35,7 +35,7 @@ from octbench.results import read_record
 log = logging.getLogger(__name__)
 
 RUN_ID_TAG = "octbench.run_id"
-ARTIFACTS = ("record.json", "predictions.npz", "best.pt")
+ARTIFACTS = ("record.json", "predictions.npz", "best.pt", "robustness_predictions.npz")
 #: The selected checkpoint's metrics whose key the per-epoch curves use too get this prefix.
 BEST_PREFIX = "best/"
 #: MLflow's HTTP settings while exporting: a dead server fails in ~30 s, not minutes.

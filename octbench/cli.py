@@ -812,6 +812,10 @@ def _evaluate_corrupted(predictor, data, plan, clean: dict, data_params: dict) -
     extra = (f", BE {mean['be']:.3f}, rBE {mean['rbe']:.3f}" if section["normalised"]
              else f", balanced error {mean['error']:.3f} ({mean['error_drop']:+.3f} from clean)")
     print(f"  mean corrupted macro-F1 {mean['macro_f1']:.4f}{extra}")
+    kept = section["timing"]["cells_kept"]
+    if kept:
+        print(f"  ({kept} corrupted set(s) scored before kept from the run's record; the sets "
+              "scored now replace only their own)")
     if owned:
         store.write(dataclasses.replace(record, robustness=section))
         store.remove(record.run_id, PARTIAL)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -209,8 +210,15 @@ def _kept(previous: dict | None, setting: dict, plan: CorruptionPlan, store, run
                     ", ".join(f"{previous.get(k)!r} -> {setting[k]!r}" for k in differs))
         return Scored({}, {})
     asked = set(plan.cells())
-    cells = {name: {s: m for s, m in by_severity.items() if (name, int(s)) not in asked}
-             for name, by_severity in previous["cells"].items()}
+    try:
+        cells = {name: {s: {m: float(v) if v is not None else math.nan
+                            for m, v in metrics.items() if m in METRICS}
+                        for s, metrics in by_severity.items() if (name, int(s)) not in asked}
+                 for name, by_severity in previous["cells"].items() if name in CORRUPTIONS}
+    except (AttributeError, TypeError, ValueError) as error:  # a record from elsewhere
+        log.warning("the stored corrupted evaluation of run %s cannot be read (%s); the new one "
+                    "replaces it", run_id, error)
+        return Scored({}, {})
     cells = {name: by_severity for name, by_severity in cells.items() if by_severity}
     kept = Scored(cells, {})
     wanted = [(name, int(s)) for name, by_severity in cells.items() for s in by_severity]

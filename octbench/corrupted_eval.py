@@ -283,10 +283,10 @@ def evaluate_corruptions(
     key = json.dumps([ROBUSTNESS_VERSION, source.fingerprint, source.protocol, data.size,
                       plan.seed, medmnistc_version()])
     scored = _read_partial(store, run_id, key, items, classes)
-    reused = sum(len(v) for v in scored.cells.values())
+    reused = sum(cell in scored.predictions for cell in plan.cells())
     generate_seconds = eval_seconds = 0.0
     for name, severity in plan.cells():
-        if str(severity) in scored.cells.get(name, {}):
+        if (name, severity) in scored.predictions:
             continue
         start = time.perf_counter()
         images, _ = corrupted_set(source.images, source.fingerprint, name, severity,
@@ -305,12 +305,11 @@ def evaluate_corruptions(
         if on_cell is not None:
             on_cell(name, severity, metrics)
     kept = _kept(previous, setting, plan, store, run_id, items, classes)
-    ours = {(name, severity) for name, severity in plan.cells()}
-    scored = Scored(
-        _merged_order({**kept.cells, **{name: {**kept.cells.get(name, {}), **{
-            str(s): scored.cells[name][str(s)] for s in plan.severities}}
-            for name in plan.corruptions}}),
-        {**kept.predictions, **{cell: scored.predictions[cell] for cell in ours}})
+    kept_count = sum(len(v) for v in kept.cells.values())
+    for name, severity in plan.cells():  # the sets scored now join (or replace) the kept ones
+        kept.cells.setdefault(name, {})[str(severity)] = scored.cells[name][str(severity)]
+        kept.predictions[(name, severity)] = scored.predictions[(name, severity)]
+    scored = Scored(_merged_order(kept.cells), kept.predictions)
     if store is not None:
         if len(scored.predictions) == sum(len(v) for v in scored.cells.values()):
             store.save_bytes(run_id, PREDICTIONS,
@@ -328,7 +327,7 @@ def evaluate_corruptions(
         "summary": summarize(scored.cells, clean, baseline=baseline),
         "timing": {"generate_seconds": generate_seconds, "eval_seconds": eval_seconds,
                    "cells_scored": len(plan.cells()) - reused, "cells_reused": reused,
-                   "cells_kept": sum(len(v) for v in kept.cells.values())},
+                   "cells_kept": kept_count},
     }
 
 

@@ -144,12 +144,17 @@ def test_a_stored_predictions_file_that_does_not_fit_is_refused_with_a_warning(r
     arrays = {k: v for k, v in np.load(other).items()}
     arrays["contrast_down_s5_preds"] = (arrays["contrast_down_s5_preds"] + 1) % 4  # stale
     np.savez(other, **arrays)
+    linked = sorted(folder.glob("*__none__*"))[1] / "robustness_predictions.npz"
+    outside = tmp_path / "elsewhere.npz"
+    linked.rename(outside)
+    linked.symlink_to(outside)  # a link planted in a copied folder is not followed out of it
     data = collect(folder)
     table = robustness_table(data, n_resamples=RESAMPLES).set_index("strategy")
     assert not table["intervals"].any()
     warnings = "\n".join(data.warnings)
     assert "has shape (1000000,)" in warnings
     assert "is not the record's" in warnings
+    assert "leave" in warnings or "outside" in warnings or "refusing" in warnings, warnings
 
 
 def test_evaluate_merges_new_cells_into_the_stored_section(results, tmp_path):

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from octbench.errors import OctbenchError
 from octbench.metrics import metric_fn
 from octbench.report.collect import GroupKey, ReportData, Run, _groups
 from octbench.report.markdown import bootstrap_scheme, fmt, fmt_p, md_escape, md_table
@@ -94,7 +95,7 @@ def load_predictions(data: ReportData, run: Run) -> CorruptedPredictions | None:
         if not math.isclose(recomputed, stored, rel_tol=0, abs_tol=1e-9):
             raise ValueError(f"its mean corrupted macro-F1 {recomputed:.6f} is not the record's "
                              f"{stored:.6f}")
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, OctbenchError) as error:
         data.warnings.append(f"run {record.run_id}: its corrupted sets' predictions are not "
                              f"usable ({error}); mean ± std only for it")
         return None

@@ -190,8 +190,8 @@ def robustness_table(data: ReportData, *, n_resamples: int = 2000) -> pd.DataFra
                                         vectorized=True, **resampling(data, runs, labels))
                 row[f"{name}_low"], row[f"{name}_high"] = interval.low, interval.high
         row.update(delta=math.nan, p=math.nan, seed_p=math.nan)
-        base = groups.get((model, data.baseline, setup))
-        if base is not None and strategy != data.baseline:
+        base = groups.get((model, data.baseline_in(setup), setup))
+        if base is not None and strategy != data.baseline_in(setup):
             row.update(_compare(data, runs, base, loaded, k, n_resamples))
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -303,7 +303,7 @@ def render_section(data: ReportData, table: pd.DataFrame,
     protocols = sorted({p for cell in table["protocol"] for p in cell.split(", ")})
     out += [f"- {md_escape(PROTOCOLS.get(p, p))}." for p in protocols]
     normalised = not table["be_mean"].isna().all()
-    base = md_escape(data.baseline or "the baseline")
+    base = md_escape(data.baseline_label or "the baseline")
     out += ["- Mean corrupted macro-F1 averages each corruption's macro-F1 over its severities, "
             "then over the corruptions; "
             + ("BE is the balanced error (1 − balanced accuracy) averaged over severities and "

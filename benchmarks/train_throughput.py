@@ -13,11 +13,14 @@
     random flips and affine warps on the device);
 (f) pure compute bf16: the model of (c) under bf16 autocast on one pre-normalised batch reused
     (the ceiling for (c));
-(g) octbench fp32 + medmnist_c: (b) with ``train.augment: [medmnist_c]`` (MedMNIST-C's random
-    corruption per image, medmnistc's own code on the host, synchronously); only with the
-    robustness extra installed.
-Prints the median images/s of each, the ratios b/a, c/a, b/d, e/b, g/b and c/f, and the peak
-RSS.
+(g) octbench fp32 + medmnist_c, in turn: (b) with ``train.augment: [medmnist_c]`` (MedMNIST-C's
+    random corruption per image, medmnistc's own code on the host), each batch corrupted when
+    its step comes (``prefetch=0``);
+(h) octbench fp32 + medmnist_c: the same as ``octbench run`` trains it, the next batches
+    corrupted in a background thread while the model trains (``prefetch=2``, the default);
+    (g) and (h) only with the robustness extra installed.
+Prints the median images/s of each, the ratios b/a, c/a, b/d, e/b, g/b, h/b, h/g and c/f, and the
+peak RSS.
 """
 
 from __future__ import annotations
@@ -88,9 +91,9 @@ def main() -> None:
     labels = data.train.labels.to(device)
     generator = torch.Generator().manual_seed(0)
 
-    def octbench_run(precision, channels_last, augment=()):
+    def octbench_run(precision, channels_last, augment=(), prefetch=2):
         model, opt = fresh(channels_last)
-        augmenter = build_augmenter(augment, seed=0, device=device)
+        augmenter = build_augmenter(augment, seed=0, device=device, prefetch=prefetch)
 
         def step():
             order = torch.randint(len(labels), (n,), generator=generator)
@@ -123,7 +126,9 @@ def main() -> None:
                  "(e) fp32 + flip + affine": octbench_run("fp32", True, ["hflip", "affine"]),
                  "(f) pure compute bf16": compute_run("bf16")}
     try:
-        pipelines["(g) fp32 + medmnist_c"] = octbench_run("fp32", True, ["medmnist_c"])
+        pipelines["(g) medmnist_c in turn"] = octbench_run("fp32", True, ["medmnist_c"],
+                                                           prefetch=0)
+        pipelines["(h) medmnist_c thread"] = octbench_run("fp32", True, ["medmnist_c"])
     except OctbenchError as error:  # the robustness extra is missing
         print(f"(g) skipped: {error}")
     if device.type == "mps" or (device.type == "cuda" and not torch.cuda.is_bf16_supported()):
@@ -139,9 +144,10 @@ def main() -> None:
     e = rates["(e) fp32 + flip + affine"]
     print(f"  b/a = {b / a:.2f}   b/d = {b / d:.2f}   e/b = {e / b:.2f} "
           f"(augmentation overhead {b / e - 1:.0%})", end="")
-    if "(g) fp32 + medmnist_c" in rates:
-        g = rates["(g) fp32 + medmnist_c"]
-        print(f"   g/b = {g / b:.2f} (medmnist_c overhead {b / g - 1:.0%})", end="")
+    if "(g) medmnist_c in turn" in rates:
+        g, h = rates["(g) medmnist_c in turn"], rates["(h) medmnist_c thread"]
+        print(f"   g/b = {g / b:.2f}   h/b = {h / b:.2f} (medmnist_c overhead in turn "
+              f"{b / g - 1:.0%}, with the thread {b / h - 1:.0%})   h/g = {h / g:.2f}", end="")
     if "(c) octbench bf16" in rates:
         c, f = rates["(c) octbench bf16"], rates["(f) pure compute bf16"]
         print(f"   c/a = {c / a:.2f}   c/f = {c / f:.2f}")

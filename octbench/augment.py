@@ -11,12 +11,22 @@ Randomness comes from an :class:`Augmenter`'s own generators, seeded by the run'
 in its resume checkpoint, so a run augments identically whether or not it was interrupted.
 Mixing augmentations (mixup, cutmix) return each image's partner label and the mixing weight;
 the loss is ``lam * loss(y) + (1 - lam) * loss(partner)``, so every strategy's criterion works.
+
+A :class:`HostTransform` (``medmnist_c``: a library's per-image code on the host) is the
+exception: it works on uint8 scans with a seed per batch, derived from the run's seed and the
+batch's number, so its result does not depend on when it is computed. When host transforms
+lead the pipeline, :meth:`Augmenter.stream` computes them for the next batches in a background
+thread while the device trains on the current one, with the same result as computing them in
+turn.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,6 +82,64 @@ class Warp:
     alone: Transform | None = None
 
 
+@dataclass(frozen=True)
+class HostTransform:
+    """An augmentation computed on the host, image by image: ``apply(images, seed)`` maps uint8
+    scans (B, H, W) to new ones, drawing only from ``seed`` (one per batch)."""
+
+    apply: Callable[[np.ndarray, int], np.ndarray]
+
+
+class Background:
+    """Iterate ``source`` in a daemon thread, at most ``depth`` items ahead (a bounded queue).
+
+    An exception in the thread is raised where its item would have come; leaving the ``with``
+    block (the end, an error, Ctrl-C) stops the thread after the item it is computing.
+    """
+
+    def __init__(self, source: Iterable, depth: int):
+        self.ready: queue.Queue = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._produce, args=(source,), daemon=True,
+                                       name="octbench-host-augment")
+
+    def _produce(self, source: Iterable) -> None:
+        try:
+            for item in source:
+                if not self._put((True, item)):
+                    return
+            self._put((False, None))
+        except BaseException as error:  # noqa: BLE001 - raised again in the consumer
+            self._put((False, error))
+
+    def _put(self, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _items(self) -> Iterator:
+        while True:
+            more, item = self.ready.get()
+            if more:
+                yield item
+            elif item is None:
+                return
+            else:
+                raise item
+
+    def __enter__(self) -> Iterator:
+        self.thread.start()
+        return self._items()
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
 def _compose(first: torch.Tensor, then: torch.Tensor) -> torch.Tensor:
     """The map of ``first`` followed by ``then``: sampling through ``first @ then``."""
     bottom = torch.tensor([0.0, 0.0, 1.0], dtype=first.dtype, device=first.device)
@@ -90,16 +158,41 @@ class Augmenter:
         (torch.Size([8, 1, 28, 28]), None, 1.0)
     """
 
-    def __init__(self, transforms: Sequence[Transform | Warp], *, seed: int,
-                 device: torch.device):
+    def __init__(self, transforms: Sequence[Transform | Warp | HostTransform], *, seed: int,
+                 device: torch.device, prefetch: int = 2):
         self.steps = _group_warps(list(transforms))
         self.random = Random(device=torch.Generator(device).manual_seed(seed),
                              host=torch.Generator().manual_seed(seed + 1))
+        self.seed = seed
+        #: Batches augmented so far: a host transform's seed is drawn from it (and the seed).
+        self.batches = 0
+        #: How many batches host transforms may run ahead in a thread (0: in turn, no thread).
+        self.prefetch = prefetch
+        self.lead = next((i for i, s in enumerate(self.steps) if not isinstance(s, HostTransform)),
+                         len(self.steps))
+
+    def host_seed(self, batch: int, position: int) -> int:
+        """The seed of the host transform at ``position`` for the ``batch``-th batch."""
+        return int(np.random.SeedSequence([self.seed, batch, position]).generate_state(1)[0])
 
     def __call__(self, x: torch.Tensor, labels: torch.Tensor):
         """Augment a batch; return (x, partner labels or None, weight of ``labels``)."""
+        return self._augment(x, labels, first=0)
+
+    def _host(self, images: np.ndarray, batch: int, steps: range) -> np.ndarray:
+        for position in steps:
+            images = self.steps[position].apply(images, self.host_seed(batch, position))
+        return images
+
+    def _augment(self, x: torch.Tensor, labels: torch.Tensor, *, first: int):
+        """Steps ``first``... of the pipeline on a batch in [0, 1]; counts the batch."""
         partner, lam = None, 1.0
-        for step in self.steps:
+        for position in range(first, len(self.steps)):
+            step = self.steps[position]
+            if isinstance(step, HostTransform):
+                x = _from_uint8(self._host(_to_uint8(x), self.batches,
+                                           range(position, position + 1)), x.device, x.dtype)
+                continue
             if isinstance(step, list):  # consecutive warps: one resampling
                 theta = step[0].maps(len(x), self.random, x)
                 for warp in step[1:]:
@@ -109,14 +202,56 @@ class Augmenter:
             x, mixed, weight = step(x, labels, self.random)
             if mixed is not None:
                 partner, lam = mixed, weight
+        self.batches += 1
         return x, partner, lam
 
+    @contextmanager
+    def stream(self, images: torch.Tensor, labels: torch.Tensor,
+               batches: Sequence[torch.Tensor]) -> Iterator[Iterator[tuple]]:
+        """The augmented batches ``images[index]`` (uint8) for each index of ``batches``, in
+        order, as :meth:`__call__` gives them. Host transforms leading the pipeline run
+        ``prefetch`` batches ahead in a background thread (they draw only from their per-batch
+        seeds, so the result is the same); the thread stops when the ``with`` block ends.
+
+        Example:
+            >>> with augmenter.stream(images, labels, batches) as augmented:  # doctest: +SKIP
+            ...     x, partner, lam = next(augmented)
+        """
+        if not self.lead or self.prefetch <= 0:
+            yield (self(images[index].unsqueeze(1).float().mul_(1 / 255), labels[index])
+                   for index in batches)
+            return
+        first = self.batches
+
+        def host_stage():  # in the thread: numpy, PIL, ImageMagick; no device work but a copy
+            for number, index in enumerate(batches):
+                yield self._host(images[index].cpu().numpy(), first + number, range(self.lead))
+
+        with Background(host_stage(), self.prefetch) as ready:
+            yield (self._augment(_from_uint8(done, images.device), labels[index],
+                                 first=self.lead)
+                   for done, index in zip(ready, batches, strict=False))
+
     def state_dict(self) -> dict:
-        return {"device": self.random.device.get_state(), "host": self.random.host.get_state()}
+        return {"device": self.random.device.get_state(), "host": self.random.host.get_state(),
+                "batches": self.batches}
 
     def load_state_dict(self, state: dict) -> None:
         self.random.device.set_state(state["device"])
         self.random.host.set_state(state["host"])
+        self.batches = int(state.get("batches", 0))  # states saved before it: from the start
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    """A batch in [0, 1] (B, 1, H, W) as the uint8 scans (B, H, W) it came from."""
+    return (x[:, 0] * 255).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
+
+
+def _from_uint8(images: np.ndarray, device: torch.device,
+                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 scans (B, H, W) as a batch in [0, 1] (B, 1, H, W), as the engine makes one."""
+    x = torch.from_numpy(images).to(device).unsqueeze(1)
+    return x.to(dtype).mul_(1 / 255)
 
 
 def _group_warps(transforms: list) -> list:
@@ -132,9 +267,11 @@ def _group_warps(transforms: list) -> list:
             for s in steps]
 
 
-def build_augmenter(components: Sequence, *, seed: int, device: torch.device) -> Augmenter | None:
+def build_augmenter(components: Sequence, *, seed: int, device: torch.device,
+                    prefetch: int = 2) -> Augmenter | None:
     """An :class:`Augmenter` for ``train.augment`` entries (names, or ``{name: ..., **params}``
-    / Components); None when the list is empty."""
+    / Components); None when the list is empty. ``prefetch``: how many batches leading host
+    transforms may prepare ahead in a background thread (0: none, in turn)."""
     transforms = []
     for item in components:
         if isinstance(item, str):
@@ -144,7 +281,8 @@ def build_augmenter(components: Sequence, *, seed: int, device: torch.device) ->
         else:
             name, params = item.name, item.params
         transforms.append(AUGMENTATIONS.get(name)(**params))
-    return Augmenter(transforms, seed=seed, device=device) if transforms else None
+    return (Augmenter(transforms, seed=seed, device=device, prefetch=prefetch) if transforms
+            else None)
 
 
 def _per_image(transformed: torch.Tensor, x: torch.Tensor, p: float, rng: Random):
@@ -265,19 +403,14 @@ def medmnist_c() -> Transform:
     gets one of OCTMNIST's six corruptions, or none, with a random severity.
 
     It is ``medmnistc``'s own code (PIL, OpenCV, ImageMagick), so it runs on the host, image by
-    image, at the training size; the batch goes to the host and back. Needs the robustness
+    image, at the training size: first in the pipeline, it prepares the next batches in a
+    background thread while the device trains (:meth:`Augmenter.stream`). Needs the robustness
     extra (:mod:`octbench.robustness.corruptions`).
     """
     from octbench.robustness.corruptions import random_corruptions, require_medmnistc
 
     require_medmnistc()
-
-    def transform(x, labels, rng):
-        seed = int(torch.randint(2**31, (1,), generator=rng.host))
-        images = (x[:, 0] * 255).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
-        corrupted = torch.from_numpy(random_corruptions(images, seed=seed))
-        return corrupted.to(device=x.device, dtype=x.dtype).div_(255).unsqueeze(1), None, 1.0
-    return transform
+    return HostTransform(lambda images, seed: random_corruptions(images, seed=seed))
 
 
 def _partner(x: torch.Tensor, rng: Random) -> torch.Tensor:
@@ -322,4 +455,4 @@ def cutmix(*, alpha: float = 1.0, p: float = 1.0) -> Transform:
 #: Augmentations that mix images and labels; a batch is mixed by at most one of them.
 MIXING = ("mixup", "cutmix")
 
-__all__ = ["AUGMENTATIONS", "Augmenter", "MIXING", "Warp", "build_augmenter"]
+__all__ = ["AUGMENTATIONS", "Augmenter", "HostTransform", "MIXING", "Warp", "build_augmenter"]

@@ -863,15 +863,15 @@ def _evaluate_corrupted(predictor, data, plan, clean: dict, data_params: dict,
     the run's own (resumable through the run folder's partial file)."""
     import dataclasses
 
-    from octbench.corrupted_eval import PARTIAL, SAMPLES
+    from octbench.corrupted_eval import PARTIAL
     from octbench.predict import evaluate_corrupted_checkpoint, own_record
 
     owned = own_record(predictor, data)
-    run_dir = owned[0].run_dir(owned[1].run_id) if owned else None
+    store, record = owned if owned else (None, None)
     section = evaluate_corrupted_checkpoint(
-        predictor, data, plan, clean=clean, data_params=data_params,
-        partial=run_dir / PARTIAL if run_dir else None,
-        samples=run_dir / SAMPLES if run_dir else None)
+        predictor, data, plan, clean=clean, data_params=data_params, store=store,
+        run_id=record.run_id if record else None,
+        previous=record.robustness if record else None)
     section["timing"]["clean_eval_seconds"] = None
     label = {"medmnist_c": "MedMNIST-C protocol (224 px)",
              "adapted": f"adapted protocol: corrupted at 224 px, resized to {data.size} px",
@@ -885,8 +885,11 @@ def _evaluate_corrupted(predictor, data, plan, clean: dict, data_params: dict,
     extra = (f", BE {mean['be']:.3f}, rBE {mean['rbe']:.3f}" if section["normalised"]
              else f", balanced error {mean['error']:.3f} ({mean['error_drop']:+.3f} from clean)")
     out.result(f"  mean corrupted macro-F1 {mean['macro_f1']:.4f}{extra}")
+    kept = section["timing"]["cells_kept"]
+    if kept:
+        out.info(f"  ({kept} corrupted set(s) scored before kept from the run's record; the sets "
+                 "scored now replace only their own)")
     if owned:
-        store, record = owned
         store.write(dataclasses.replace(record, robustness=section))
         store.remove(record.run_id, PARTIAL)
         out.info(f"stored in {store.run_dir(record.run_id) / store.RECORD}")

@@ -16,6 +16,7 @@ import os
 import random
 import time
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -138,7 +139,8 @@ def train_one_epoch(
     a model that cannot be captured trains eagerly, with a warning.
 
     ``augment`` transforms each batch on the device (images in [0, 1], before normalisation);
-    a mixing augmentation's partner labels enter the loss with weight ``1 - lam``.
+    a mixing augmentation's partner labels enter the loss with weight ``1 - lam``. Its host
+    transforms (``medmnist_c``) prepare the next batches in a background thread meanwhile.
 
     ``eval_modules`` stay in eval mode while the rest trains (a linear probe's frozen backbone
     keeps its BatchNorm statistics and drops no activations).
@@ -163,7 +165,7 @@ def train_one_epoch(
         if augment is None:
             x = to_input(images[index], channels_last=channels_last, normalize=normalize)
         else:
-            x, partner, lam = augment(images[index].unsqueeze(1).float().mul_(1 / 255), y)
+            x, partner, lam = next(augmented)
             x = x.sub_(normalize[0]).div_(normalize[1])
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -183,8 +185,11 @@ def train_one_epoch(
 
     synchronize(device)
     start = time.perf_counter()
-    run_steps(step, batches, graphed=graphed, full=full, optimizer=optimizer, device=device,
-              progress=progress)
+    # The augmented batches come in the order run_steps takes them (augmenting never graphs).
+    stream = augment.stream(images, labels, batches) if augment is not None else nullcontext()
+    with stream as augmented:
+        run_steps(step, batches, graphed=graphed, full=full, optimizer=optimizer,
+                  device=device, progress=progress)
     mean_loss = (total / max(len(order), 1)).item()
     seconds = time.perf_counter() - start
     check_finite_loss(mean_loss, precision)

@@ -80,6 +80,11 @@ OBJECT_STORE_LIMIT = 2**30
 #: Ray retries a task this often when its worker process or node dies (never for run errors).
 MAX_RETRIES = 3
 
+#: The other files of a run's folder that a task sends back (its traceback, its corrupted
+#: evaluation's predictions and sample strip): the driver writes them before the record.
+RETURNED_FILES = (ResultsStore.TRACEBACK, ResultsStore.ROBUSTNESS_PREDICTIONS,
+                  ResultsStore.ROBUSTNESS_SAMPLES)
+
 RAY_INSTALL = 'pip install "octbench[ray]"  (or, in a checkout: pip install -e ".[ray]")'
 
 
@@ -249,6 +254,10 @@ class RelayStore:
 
     def save_bytes(self, run_id: str, name: str, blob: bytes) -> None:
         self._result(run_id).files[name] = blob
+
+    def load_bytes(self, run_id: str, name: str) -> bytes | None:
+        """What this task saved as ``name``: a worker never reads the driver's run folder."""
+        return self.files.get(name)
 
     def save_predictions(self, run_id: str, **arrays) -> None:
         self._result(run_id).predictions = arrays
@@ -767,7 +776,7 @@ class RayExecutor:
         if result.log:
             store.save_bytes(spec.run_id, ResultsStore.LOG, result.log.encode())
         for name, blob in result.files.items():
-            if name not in (ResultsStore.TRACEBACK,):  # the only other file a run writes
+            if name not in RETURNED_FILES:  # a task's scratch files (partial results) stay out
                 continue
             if blob is None:
                 store.remove(spec.run_id, name)

@@ -43,7 +43,7 @@ RUN_ID_TAG = "octbench.run_id"
 #: Files of a run folder that are not artifacts: the resume checkpoint (gone once the run is
 #: complete, large), the lock, corrupted evaluation's partial results.
 NOT_ARTIFACTS = (ResultsStore.RESUME, ResultsStore.LOCK)
-NOT_ARTIFACT_SUFFIXES = (".partial.json", TEMP_SUFFIX)
+NOT_ARTIFACT_SUFFIXES = (".partial.json", ".partial.npz", TEMP_SUFFIX)
 #: The selected checkpoint's metrics whose key the per-epoch curves use too get this prefix.
 BEST_PREFIX = "best/"
 #: MLflow's HTTP settings while exporting: a dead server fails in ~30 s, not minutes.

@@ -340,8 +340,9 @@ def own_record(predictor: Predictor, data: OCTData) -> tuple[ResultsStore, RunRe
 
 def evaluate_corrupted_checkpoint(predictor: Predictor, data: OCTData, plan: CorruptionPlan, *,
                                   clean: dict, data_params: dict | None = None,
-                                  partial: Path | None = None,
-                                  samples: Path | None = None) -> dict:
+                                  store: ResultsStore | None = None,
+                                  run_id: str | None = None,
+                                  previous: dict | None = None) -> dict:
     """Score a trained checkpoint on the corrupted test sets of ``plan``, on the CPU: the
     ``robustness`` section of a run record (:func:`octbench.corrupted_eval.evaluate_corruptions`).
     """
@@ -352,5 +353,5 @@ def evaluate_corrupted_checkpoint(predictor: Predictor, data: OCTData, plan: Cor
                                 normalize=predictor.normalize,
                                 logit_offset=predictor.logit_offset, labels=labels,
                                 class_names=predictor.class_names, channels_last=True,
-                                partial=partial, samples=samples)
+                                store=store, run_id=run_id, previous=previous)
 

@@ -5,6 +5,7 @@ artifacts::
 
     results/<experiment>/<run_id>/record.json       metrics, curves, timing, provenance
     results/<experiment>/<run_id>/predictions.npz   test (and val) scores and labels
+    results/<experiment>/<run_id>/robustness_predictions.npz   corrupted test sets' predictions
     results/<experiment>/<run_id>/best.pt           the selected checkpoint
     results/<experiment>/<run_id>/resume.pt         last-epoch state, only while incomplete
 
@@ -320,6 +321,9 @@ class ResultsStore:
         "record.json", "predictions.npz", "best.pt", "resume.pt", ".lock")
     #: A FAILED run's full traceback; a Ray worker's output while it ran the run.
     TRACEBACK, LOG = "traceback.txt", "run.log"
+    #: Corrupted evaluation: each cell's predictions, and one scan at every cell.
+    ROBUSTNESS_PREDICTIONS, ROBUSTNESS_SAMPLES = (
+        "robustness_predictions.npz", "robustness_samples.npz")
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -536,6 +540,53 @@ class ResultsStore:
                 raise ValueError(f"{path}: {split}_labels range over [{labels.min()}, "
                                  f"{labels.max()}]; expected 0...{width - 1}")
         return arrays
+
+
+    def robustness_predictions(self, run_id: str, cells: list[tuple[str, int]], *,
+                               items: int | None, classes: int | None,
+                               scores: bool = False) -> dict:
+        """The stored predictions of the corrupted test sets ``cells`` ((corruption, severity)
+        pairs), checked before they are loaded as :meth:`predictions` checks its file: ``labels``
+        ``(N,)`` and, per cell, ``(corruption, severity)``: predicted classes ``(N,)`` (or
+        ``(preds, scores)`` with ``scores`` ``(N, K)`` float16 when ``scores``). ``items`` and
+        ``classes`` (from the record) bound N and K; None leaves one free.
+
+        Raises:
+            ValueError: the file does not fit (which array, which way).
+            OSError: the file cannot be read.
+        """
+        path = self._file(run_id, self.ROBUSTNESS_PREDICTIONS)
+        expected, kinds = {"labels": (items,)}, {"labels": "iu"}
+        for name, severity in cells:
+            member = robustness_member(name, severity)
+            expected[f"{member}_preds"], kinds[f"{member}_preds"] = (items,), "iu"
+            if scores:
+                expected[f"{member}_scores"], kinds[f"{member}_scores"] = (items, classes), "f"
+        try:
+            arrays = load_npz(path, expected, kinds)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
+        width = classes or MAX_CLASSES
+        labels = arrays["labels"]
+        found = {"labels": labels}
+        for name, severity in cells:
+            member = robustness_member(name, severity)
+            preds = arrays[f"{member}_preds"]
+            for what, values in (("labels", labels), (f"{member}_preds", preds)):
+                if len(values) != len(labels) or (len(values) and (
+                        values.min() < 0 or values.max() >= width)):
+                    raise ValueError(f"{path}: {what} holds {len(values)} values over "
+                                     f"[{values.min() if len(values) else 0}, "
+                                     f"{values.max() if len(values) else 0}]; expected "
+                                     f"{len(labels)} classes 0...{width - 1}")
+            found[(name, severity)] = ((preds, arrays[f"{member}_scores"]) if scores
+                                       else preds)
+        return found
+
+
+def robustness_member(name: str, severity: int) -> str:
+    """The name under which a corrupted set's arrays are stored, e.g. ``pixelate_s3``."""
+    return f"{name}_s{severity}"
 
 
 class UnsafeCheckpoint(OctbenchError):

@@ -43,7 +43,7 @@ from octbench.config import (
     fingerprint,
     swept_values,
 )
-from octbench.corrupted_eval import PARTIAL, SAMPLES, CorruptionPlan, evaluate_corruptions
+from octbench.corrupted_eval import PARTIAL, CorruptionPlan, evaluate_corruptions
 from octbench.data import OCTData, check_available, data_fingerprint
 from octbench.devices import check_precision, describe, resolve_device
 from octbench.engine import (
@@ -874,8 +874,7 @@ def complete_run(run: RunSetup, data: OCTData, store: ResultsStore, device: torc
             model, data, spec.corruptions, clean=metrics["test"], data_params=spec.data.params,
             normalize=run.normalize, logit_offset=run.strategy.logit_offset, device=device,
             batch_size=eval_batch, precision=cfg.precision, channels_last=cfg.channels_last,
-            partial=store.run_dir(spec.run_id) / PARTIAL,
-            samples=store.run_dir(spec.run_id) / SAMPLES)
+            store=store, run_id=spec.run_id)
         robustness["timing"]["clean_eval_seconds"] = test_seconds
     store.save_predictions(spec.run_id, **arrays)
     # Temperature scaling on validation only (Guo et al. 2017): the test split stays unseen.

@@ -143,6 +143,8 @@ def load_npz(path: str | Path, expected: dict[str, tuple[int | None, ...]],
             raise UntrustedFileError(f"array '{name}' has shape {found}; expected {wanted}")
         if dtype.kind not in kinds[name]:
             raise UntrustedFileError(f"array '{name}' has dtype {dtype}")
+    if hasattr(path, "seek"):  # a file object (e.g. bytes held in memory): read it again
+        path.seek(0)
     with np.load(path, allow_pickle=False) as npz:
         return {name: npz[name] for name in expected}
 

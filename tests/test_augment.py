@@ -188,3 +188,107 @@ def test_consecutive_warps_are_resampled_once_and_compose_exactly():
     assert len(augmenter.steps) == 1  # one grid_sample for both
     out, _, _ = augmenter(x, y)
     assert torch.allclose(out, x.flip(-1), atol=1e-5)
+
+
+def _host_threads() -> list:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == "octbench-host-augment"]
+
+
+def _noisy(images: np.ndarray, seed: int) -> np.ndarray:
+    """A host transform that draws from its seed only (as medmnist_c does)."""
+    noise = np.random.default_rng(seed).integers(-40, 40, images.shape)
+    return np.clip(images.astype(int) + noise, 0, 255).astype(np.uint8)
+
+
+def _epoch(augmenter, *, criterion=None, seed=0):
+    """One epoch of a tiny CNN on 6 batches of 16 scans; returns (loss, weights)."""
+    from octbench.engine import train_one_epoch
+    from octbench.models import build_model
+
+    torch.manual_seed(seed)
+    model = build_model("reference_cnn", width=0.25)
+    images = torch.randint(0, 256, (96, 28, 28), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(1))
+    labels = torch.arange(96) % 4
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    stats = train_one_epoch(model, images, labels, torch.randperm(96, generator=torch.Generator(
+        ).manual_seed(2)), criterion=criterion or torch.nn.CrossEntropyLoss(),
+        optimizer=optimizer, batch_size=16, augment=augmenter)
+    return stats["loss"], [p.detach().clone() for p in model.parameters()]
+
+
+def _pipeline(host, prefetch):
+    from octbench.augment import Augmenter, HostTransform
+
+    return Augmenter([HostTransform(host), AUGMENTATIONS.get("hflip")()], seed=4,
+                     device=torch.device("cpu"), prefetch=prefetch)
+
+
+@pytest.mark.parametrize("name", with_extras(["medmnist_c", "host_noise"]))
+def test_host_augmentation_in_a_thread_is_bit_identical_to_in_turn(name):
+    def build(prefetch):
+        if name == "host_noise":
+            return _pipeline(_noisy, prefetch)
+        return build_augmenter([name, "hflip"], seed=4, device=torch.device("cpu"),
+                               prefetch=prefetch)
+
+    in_turn, threaded = build(0), build(2)
+    loss, weights = _epoch(in_turn)
+    threaded_loss, threaded_weights = _epoch(threaded)
+    assert threaded_loss == loss
+    for ours, theirs in zip(threaded_weights, weights, strict=True):
+        assert torch.equal(ours, theirs)
+    assert threaded.batches == in_turn.batches == 6
+    assert threaded.state_dict()["host"].equal(in_turn.state_dict()["host"])
+    assert not _host_threads()
+    # the stream equals calling the augmenter batch by batch, and augmenting really happened
+    images = torch.randint(0, 256, (32, 28, 28), dtype=torch.uint8)
+    labels, batches = torch.arange(32) % 4, list(torch.arange(32).split(8))
+    called = build(0)
+    expected = [called(images[i].unsqueeze(1).float().mul_(1 / 255), labels[i])[0]
+                for i in batches]
+    with build(2).stream(images, labels, batches) as augmented:
+        got = [x for x, _, _ in augmented]
+    assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
+    assert not torch.equal(got[0], images[batches[0]].unsqueeze(1).float() / 255)
+
+
+def test_host_augmentation_error_is_raised_in_training_and_the_thread_ends():
+    calls = []
+
+    def failing(images, seed):
+        calls.append(seed)
+        if len(calls) == 3:
+            raise ValueError("ImageMagick said no")
+        return images
+
+    with pytest.raises(ValueError, match="ImageMagick said no"):
+        _epoch(_pipeline(failing, 2))
+    assert not _host_threads()
+
+
+def test_interrupted_training_stops_the_host_thread_without_running_ahead():
+    import time
+
+    prepared = []
+
+    def slow(images, seed):
+        prepared.append(seed)
+        time.sleep(0.01)
+        return images
+
+    class Interrupting(torch.nn.CrossEntropyLoss):
+        steps = 0
+
+        def forward(self, logits, y):
+            Interrupting.steps += 1
+            if Interrupting.steps == 2:
+                raise KeyboardInterrupt
+            return super().forward(logits, y)
+
+    with pytest.raises(KeyboardInterrupt):
+        _epoch(_pipeline(slow, 1), criterion=Interrupting())
+    assert not _host_threads()
+    assert 2 <= len(prepared) <= 4  # the bounded queue: never the whole epoch ahead of time

@@ -199,6 +199,37 @@ def test_stacked_grid_on_ray_gives_the_records_of_the_local_stacked_grid(tmp_pat
         assert record.hardware["ray_node"]
 
 
+def test_corrupted_evaluation_on_ray_equals_local_and_only_the_driver_writes(
+        tmp_path, oct_npz, ray_instance, restore_torch):
+    """The worker scores the corrupted sets without the run folder; the driver writes the
+    section, the stored predictions and the sample strip, as a local run does."""
+    import numpy as np
+
+    pytest.importorskip("medmnistc", reason="the robustness extra is not installed")
+    pytest.importorskip("wand.image", reason="Wand needs the ImageMagick library")
+    corrupted = {"evaluate": {"corruptions": ["pixelate"], "severities": [2]},
+                 "strategies": ["none"]}
+    local, on_ray = tmp_path / "local", tmp_path / "ray"
+    for home, executor in ((local, None), (on_ray, executors.RayExecutor())):
+        raw = grid_config(home, oct_npz, **corrupted)
+        raw["train"]["epochs"] = 1
+        summary = run_experiment(parse_config(raw), quiet=True, say=lambda _: None,
+                                 **({"executor": executor} if executor else {}))
+        assert summary.ok and len(summary.completed) == 1
+    (run,) = [p.name for p in (local / "results" / "tiny").iterdir() if p.is_dir()]
+    folders = [home / "results" / "tiny" / run for home in (local, on_ray)]
+    sections = [ResultsStore(f.parent).read(run).robustness for f in folders]
+    assert sections[0]["cells"] == sections[1]["cells"] and sections[0]["cells"]
+    assert sections[0]["summary"] == sections[1]["summary"]
+    for name in (ResultsStore.ROBUSTNESS_PREDICTIONS, ResultsStore.ROBUSTNESS_SAMPLES):
+        with np.load(folders[0] / name) as ours, np.load(folders[1] / name) as theirs:
+            assert ours.files == theirs.files
+            for key in ours.files:
+                np.testing.assert_array_equal(ours[key], theirs[key])
+    assert not list(folders[1].glob("robustness.partial.*"))
+    assert leftovers(folders[1].parent) == []
+
+
 def test_worker_killed_mid_run_resumes_from_its_epoch_checkpoint(tmp_path, oct_npz, reference,
                                                                   ray_instance, restore_torch,
                                                                   caplog):

@@ -173,7 +173,7 @@ def test_corrupted_evaluation_resumes_after_a_crash(oct_npz, tmp_path, monkeypat
     resumed = record("crashed")
     assert resumed["status"] == "complete"
     assert resumed["robustness"]["timing"]["cells_reused"] == 3
-    assert not list((tmp_path / "crashed").rglob("robustness.partial.json"))
+    assert not list((tmp_path / "crashed").rglob("robustness.partial.*"))
 
     calls.update(scored=0, generated=0)
     run_experiment(parse_config(_robust_config(tmp_path, oct_npz, "straight")), quiet=True,

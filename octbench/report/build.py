@@ -112,7 +112,7 @@ def build_report(source: str | Path, out: str | Path = "reports", *,
         figures = (_make_figures(data, table, devices, figure_dir, data.warnings, rankings)
                    if data.runs else [])
         tuning = _study_figures(study, data, figure_dir)
-        robust_figures, robust_lines = _robustness(data, figure_dir)
+        robust_figures, robust_lines = _robustness(data, figure_dir, n_resamples)
         text = render_markdown(data, table=table, comparisons=comparisons,
                                per_class=per_class, devices=devices, figures=figures,
                                n_resamples=n_resamples, study_figures=tuning,
@@ -186,11 +186,12 @@ def _study_summary(study: str | Path | None, data: ReportData) -> dict | None:
         return None
 
 
-def _robustness(data: ReportData, figure_dir: Path) -> tuple[list, list[str]]:
+def _robustness(data: ReportData, figure_dir: Path,
+                n_resamples: int) -> tuple[list, list[str]]:
     """The robustness section's figures and markdown (none without corrupted runs)."""
     from octbench.report.sections import robustness
 
-    table = robustness.robustness_table(data)
+    table = robustness.robustness_table(data, n_resamples=n_resamples)
     if table.empty:
         return [], []
     prefix = "SYNTHETIC DATA (not OCTMNIST) — " if data.synthetic else ""

@@ -99,7 +99,7 @@ def test_predict_uses_the_fitted_temperature_and_says_so(trained, tmp_path: Path
     assert scaled == pytest.approx(expected.numpy(), abs=1e-5)
     scan = Path(__file__).parent / "data" / "CNV-451136-1.jpeg"
     out = run_cli(["predict", "--run", spec.run_id, str(scan),
-                   "--results-dir", str(root / "results")], cli_env(tmp_path))
+                   "--results-dir", str(root / "results")], cli_env(tmp_path), quiet=False)
     assert out.returncode == 0, out.stderr
     assert f"temperature-scaled with T = {predictor.temperature:.3f}" in out.stdout
 

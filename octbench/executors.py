@@ -257,7 +257,7 @@ class RelayStore:
 
     def load_bytes(self, run_id: str, name: str) -> bytes | None:
         """What this task saved as ``name``: a worker never reads the driver's run folder."""
-        return self.files.get(name)
+        return self._result(run_id).files.get(name)
 
     def save_predictions(self, run_id: str, **arrays) -> None:
         self._result(run_id).predictions = arrays

@@ -372,7 +372,9 @@ def _dataset_section(data: ReportData) -> list[str]:
     return out
 
 
-def _cell(row, metric: str, best: float) -> str:
+def mean_std_cell(row, metric: str, best: float = math.nan,
+                  intervals: Sequence[str] = CI_METRICS) -> str:
+    """Mean ± std, bold when best, and the bootstrap interval below it for ``intervals``."""
     mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
     if math.isnan(mean):
         return "n/a"
@@ -380,7 +382,7 @@ def _cell(row, metric: str, best: float) -> str:
     if not math.isnan(best) and round(mean, 3) == round(best, 3):
         text = f"**{text}**"
     text += f" ± {fmt(std)}" if not math.isnan(std) else ""
-    if metric not in CI_METRICS:
+    if metric not in intervals:
         return text
     low, high = row[f"{metric}_low"], row[f"{metric}_high"]
     ci = f"[{fmt(low)}, {fmt(high)}]" if not math.isnan(low) else "[n/a]"
@@ -424,7 +426,7 @@ def _results_section(data: ReportData, table: pd.DataFrame, n_resamples: int) ->
                 delta += " †"
                 dagger = True
         rows.append([*cells(row), str(row.seeds),
-                     *[_cell(row, m, best[m]) for m in TABLE_METRICS], delta])
+                     *[mean_std_cell(row, m, best[m]) for m in TABLE_METRICS], delta])
     arrows = {m: "↑" if METRICS[m] == "max" else "↓" for m in TABLE_METRICS}
     out.append(md_table([*headers, "Seeds", *[f"{METRIC_LABELS[m]} {arrows[m]}"
                                              for m in TABLE_METRICS], delta_header], rows,

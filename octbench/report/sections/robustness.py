@@ -22,7 +22,14 @@ import pandas as pd
 from octbench.errors import OctbenchError
 from octbench.metrics import metric_fn
 from octbench.report.collect import GroupKey, ReportData, Run, _groups
-from octbench.report.markdown import bootstrap_scheme, fmt, fmt_p, md_escape, md_table
+from octbench.report.markdown import (
+    bootstrap_scheme,
+    fmt,
+    fmt_p,
+    md_escape,
+    md_table,
+    mean_std_cell,
+)
 from octbench.report.tables import resampling
 from octbench.results import ResultsStore
 from octbench.stats import bootstrap_ci, holm, mean_std, paired_bootstrap_test, seed_test
@@ -328,14 +335,14 @@ def render_section(data: ReportData, table: pd.DataFrame,
     best = table["corrupted_macro_f1_mean"].max()
     rows = []
     for _, row in table.iterrows():
-        corrupted = _mean_std(row, "corrupted_macro_f1", best=best)
+        corrupted = mean_std_cell(row, "corrupted_macro_f1", best, INTERVALS)
         scores = (["be", "rbe"] if normalised else ["error", "error_drop"])
         compared = not math.isnan(row["delta"])
         rows.append([md_escape(row["model"]) + (f" ({md_escape(row['setup'])})"
                                                 if row["setup"] else ""),
                      md_escape(row["strategy"]), str(row["seeds"]),
-                     _mean_std(row, "clean_macro_f1"), corrupted,
-                     *(_mean_std(row, s) for s in scores),
+                     mean_std_cell(row, "clean_macro_f1", intervals=INTERVALS), corrupted,
+                     *(mean_std_cell(row, s, intervals=INTERVALS) for s in scores),
                      fmt(row["delta"], sign=True) if compared else "—",
                      fmt_p(row["p_holm"]) if compared else "—",
                      fmt_p(row["seed_p_holm"]) if compared else "—"])
@@ -345,18 +352,3 @@ def render_section(data: ReportData, table: pd.DataFrame,
     for path, caption in figures:
         out += [f"![{path.stem.replace('_', ' ')}](figures/{path.name})", "", f"*{caption}*", ""]
     return out
-
-
-def _mean_std(row, name: str, best: float = math.nan) -> str:
-    """Mean ± std, bold when best, and the bootstrap interval below it when it has one."""
-    mean, std = row[f"{name}_mean"], row[f"{name}_std"]
-    if math.isnan(mean):
-        return "n/a"
-    text = fmt(mean)
-    if not math.isnan(best) and round(mean, 3) == round(best, 3):
-        text = f"**{text}**"
-    text += f" ± {fmt(std)}" if not math.isnan(std) else ""
-    if name not in INTERVALS:
-        return text
-    low, high = row[f"{name}_low"], row[f"{name}_high"]
-    return f"{text}<br>" + (f"[{fmt(low)}, {fmt(high)}]" if not math.isnan(low) else "[n/a]")

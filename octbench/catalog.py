@@ -16,6 +16,8 @@ import logging
 import os
 from pathlib import Path
 
+from octbench.plugins import plugin_names
+
 log = logging.getLogger(__name__)
 
 KINDS = ("models", "strategies", "datasets", "augmentations", "timm")
@@ -35,7 +37,7 @@ def catalog(*, use_cache: bool = True) -> dict[str, list[dict]]:
         >>> [entry["name"] for entry in catalog()["strategies"]][:2]  # doctest: +SKIP
         ['balanced_softmax', 'class_balanced']
     """
-    if not use_cache or os.environ.get("OCTBENCH_PLUGINS", "").strip():
+    if not use_cache or plugin_names().strip():
         return build_catalog()
     cached = cached_catalog()
     if cached is not None:
@@ -53,7 +55,7 @@ def catalog(*, use_cache: bool = True) -> dict[str, list[dict]]:
 
 def cached_catalog() -> dict[str, list] | None:
     """The cached listing if it is there and current, else None; never builds it (no torch)."""
-    if os.environ.get("OCTBENCH_PLUGINS", "").strip():
+    if plugin_names().strip():
         return None
     try:
         cached = json.loads(_cache_path().read_text())

@@ -16,7 +16,6 @@ imports); no module imports the CLI but ``__main__``.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ import sys
 from pathlib import Path
 
 from octbench.errors import OctbenchError
+from octbench.plugins import load_plugins
 from octbench.untrusted import printable
 
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
@@ -34,7 +34,6 @@ EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 MAX_WORKERS = 4 * (os.cpu_count() or 1)
 #: Most runs in one stack (`run --stack`): memory grows with it.
 MAX_STACK = 64
-PLUGINS_VARIABLE = "OCTBENCH_PLUGINS"
 #: Even on purpose, a grid beyond this is a mistake: each run is a folder and a record.
 MAX_RUNS_CEILING = 10_000_000
 
@@ -364,30 +363,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
-
-
-def load_plugins(names: str | None = None) -> list[str]:
-    """Import the modules named in ``$OCTBENCH_PLUGINS`` (comma-separated); return their names.
-
-    A plugin registers its entries on import, e.g. ``@MODELS.register`` on a factory
-    ``def my_net(*, num_classes: int = 4, in_chans: int = 1, img_size: int = 28)``.
-
-    Raises:
-        OctbenchError: a named module cannot be imported.
-    """
-    names = os.environ.get(PLUGINS_VARIABLE, "") if names is None else names
-    loaded = []
-    for name in filter(None, (part.strip() for part in names.split(","))):
-        try:
-            importlib.import_module(name)
-        except Exception as error:
-            raise OctbenchError(
-                f"cannot import plugin module '{name}' named in ${PLUGINS_VARIABLE} "
-                f"({type(error).__name__}: {error}); install it, add its folder to PYTHONPATH, "
-                f"or remove it from ${PLUGINS_VARIABLE}."
-            ) from None
-        loaded.append(name)
-    return loaded
 
 
 def _load_experiment(path: str, settings: list[tuple[str, object]], max_runs: int | None = None):

@@ -44,6 +44,7 @@ from typing import Protocol
 from octbench.config import Component
 from octbench.data import OCTData, load_dataset
 from octbench.errors import OctbenchError
+from octbench.plugins import load_plugins, plugin_names
 from octbench.progress import GridProgress, RunProgress
 from octbench.results import (
     COMPLETE,
@@ -368,8 +369,6 @@ def train_on_worker(spec: RunSpec, boxed_data: list, keeper, plugins: str) -> Ru
     """
     import ray
 
-    from octbench.cli import load_plugins
-
     load_plugins(plugins)
     node = _node_name()
     # Waited for: the driver's "start" line comes when the run really starts.
@@ -535,7 +534,7 @@ class RayExecutor:
         self._warm_up(pending)
         payload, dataset = self._data_payload(data)
         keeper = self._start_keeper(store)
-        plugins = os.environ.get("OCTBENCH_PLUGINS", "")
+        plugins = plugin_names()
         claims, running, numbers, started, by_id, submitted = {}, {}, {}, {}, {}, {}
         try:
             for number, spec in enumerate(pending, 1):

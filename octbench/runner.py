@@ -62,7 +62,6 @@ from octbench.models import (
     weights_fit_problem,
 )
 from octbench.paths import values_label
-from octbench.plan import check_writable
 from octbench.progress import GridProgress, RunProgress, single_run
 from octbench.results import (
     COMPLETE,
@@ -73,6 +72,7 @@ from octbench.results import (
     RunLocked,
     RunRecord,
     StorageError,
+    check_writable,
 )
 from octbench.robustness.corruptions import require_medmnistc
 from octbench.strategies import build_strategy

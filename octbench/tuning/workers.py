@@ -206,7 +206,7 @@ class _Progress:
         self.started, self.done = time.perf_counter(), 0
 
     def _head(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
-        from octbench.plan import format_duration
+        from octbench.progress import format_duration
 
         self.done += 1
         elapsed = time.perf_counter() - self.started

@@ -11,7 +11,8 @@ from octbench.cli import main
 from octbench.config import parse_config
 from octbench.errors import ConfigError
 from octbench.models import build_model
-from octbench.models.timm_models import read_weights, tensors_digest
+from octbench.models.pretrained import read_weights
+from octbench.models.timm_models import tensors_digest
 from octbench.results import COMPLETE, ResultsStore
 from octbench.runner import run_experiment
 

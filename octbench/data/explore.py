@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from octbench.data import SPLITS, OCTData
+from octbench.data.dataset import SPLITS, OCTData
 from octbench.data.duplicates import summary
 
 

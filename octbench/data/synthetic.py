@@ -17,16 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from octbench.data import (
-    AVAILABILITY_CHECKS,
-    DATASETS,
-    OCT_CLASSES,
-    SPLITS,
-    OCTData,
-    cache_root,
-    fingerprinter,
-    from_arrays,
-)
+from octbench.data._registry import AVAILABILITY_CHECKS, DATASETS, cache_root, fingerprinter
+from octbench.data.dataset import OCT_CLASSES, SPLITS, OCTData, from_arrays
 from octbench.data.npz import read_npz
 from octbench.fileio import atomic_write, remove_stale_temp_files
 from octbench.registry import Interval, OneOf

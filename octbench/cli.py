@@ -842,6 +842,7 @@ def _list_timm(names: list[str], pattern: str, what: str) -> int:
 def cmd_report(args) -> int:
     from octbench.report import build_report, load_records, print_summary
     from octbench.report.build import check_options
+    from octbench.tuning import study_figures, study_summary
 
     formats = ("md", "csv") if args.format == "all" else (args.format,)
     check_options(formats, args.resamples)
@@ -860,7 +861,8 @@ def cmd_report(args) -> int:
     print_summary(source, allow_mixed_data=args.allow_mixed_data, full=not args.quiet)
     written = build_report(source, args.out, formats=formats, baseline=args.baseline,
                            n_resamples=args.resamples, study=args.study,
-                           allow_mixed_data=args.allow_mixed_data, stratify=args.stratify)
+                           allow_mixed_data=args.allow_mixed_data, stratify=args.stratify,
+                           draw_study=study_figures, summarise_study=study_summary)
     for path in written if not args.quiet else written[:1]:  # -q: the report itself only
         print(f"wrote {path}" + (f" ({Path(path).stat().st_size:,} bytes)" if args.verbose else ""))
     if args.verbose:

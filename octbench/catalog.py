@@ -16,6 +16,7 @@ import logging
 import os
 from pathlib import Path
 
+from octbench.fileio import atomic_write_text
 from octbench.plugins import plugin_names
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,6 @@ def catalog(*, use_cache: bool = True) -> dict[str, list[dict]]:
     listing = build_catalog()  # missing, damaged or stale: rebuild
     path = _cache_path()
     try:
-        from octbench.fileio import atomic_write_text
-
         atomic_write_text(path, json.dumps(listing, indent=1))
     except OSError as error:  # a read-only home is no reason to fail a listing
         log.debug("could not cache the listing at %s: %s", path, error)

@@ -46,9 +46,10 @@ This package must not import the report; the report finds a study by its files.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from octbench.tuning.objective import TrialFailed, make_objective
+from octbench.tuning.objective import ERROR_ATTR, SURPLUS_ATTR, TrialFailed, make_objective
 from octbench.tuning.space import (
     DEFAULT_PRUNER,
     SearchParam,
@@ -102,12 +103,9 @@ def study_summary(study_dir: str | Path, *, storage: str | None = None) -> dict:
         >>> study_summary("results/quickstart-tune")["best"]["number"]  # doctest: +SKIP
         4
     """
-    import json
-
     from optuna.trial import TrialState
 
     from octbench.figures import MIN_IMPORTANCE_TRIALS
-    from octbench.tuning.objective import ERROR_ATTR, SURPLUS_ATTR
 
     study, info = load_study(study_dir, storage=storage)
     trials = []

@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 
 from octbench.errors import OctbenchError
 from octbench.fileio import atomic_write_text, writable_folder
+from octbench.progress import format_duration
 from octbench.tuning.objective import (
     ERROR_ATTR,
     SURPLUS_ATTR,
@@ -206,8 +207,6 @@ class _Progress:
         self.started, self.done = time.perf_counter(), 0
 
     def _head(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
-        from octbench.progress import format_duration
-
         self.done += 1
         elapsed = time.perf_counter() - self.started
         finished = _counts(study)["finished"]

@@ -36,7 +36,7 @@ from octbench.devices import autocast, synchronize
 from octbench.engine import (
     DEFAULT_NORMALIZATION,
     GRAPH_WARMUP_STEPS,
-    _capturable,
+    capturable,
     run_steps,
     to_input,
 )
@@ -299,7 +299,7 @@ def train_stacked_epoch(
     full = orders.shape[1] // batch_size
     augmented = any(a is not None for a in augmenters)
     graphed = (cuda_graph and device.type == "cuda" and not augmented
-               and full > GRAPH_WARMUP_STEPS and _capturable(optimizer))
+               and full > GRAPH_WARMUP_STEPS and capturable(optimizer))
 
     def step(index: torch.Tensor, *, cache: bool = True) -> None:
         parts, targets = [], []

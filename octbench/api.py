@@ -53,7 +53,7 @@ def experiment_config(experiment: str | Path | Mapping | ExperimentConfig, *,
         (1, (0, 1))
     """
     from octbench.config import ExperimentConfig, parse_config, read_yaml
-    from octbench.paths import apply_values
+    from octbench.dotted import with_values
 
     if isinstance(experiment, ExperimentConfig):
         if not overrides:
@@ -68,7 +68,7 @@ def experiment_config(experiment: str | Path | Mapping | ExperimentConfig, *,
         raise OctbenchError(f"an experiment is a YAML path, a dict or an ExperimentConfig; got "
                             f"{type(experiment).__name__}.")
     if overrides:
-        raw = apply_values(raw, overrides)
+        raw = with_values(raw, overrides)
     return parse_config(raw, source=source)
 
 

@@ -206,7 +206,7 @@ class ExperimentConfig:
         return out
 
 
-def fingerprint(data: Any) -> str:
+def config_hash(data: Any) -> str:
     """A short stable hash of JSON-serialisable data (used to key runs by their config)."""
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
@@ -402,7 +402,7 @@ def apply_overrides(raw: dict, overrides: typing.Mapping[str, Any],
     Raises:
         ConfigError: a path goes below a value (``train.lr.x``).
     """
-    from octbench.paths import PathError, apply_values
+    from octbench.dotted import PathError, with_values
 
     raw = dict(raw)
     for path in overrides:
@@ -410,7 +410,7 @@ def apply_overrides(raw: dict, overrides: typing.Mapping[str, Any],
         if "." in path and isinstance(raw.get(head), str):
             raw[head] = {"name": raw[head]}
     try:
-        return apply_values(raw, overrides)
+        return with_values(raw, overrides)
     except PathError as error:
         raise ConfigError([f"--set {error}"], source) from None
 
@@ -879,7 +879,7 @@ COMPONENT_KEYS = {"model": "models", "strategy": "strategies"}
 
 def _parse_sweep(problems, raw_sweep, raw: dict) -> tuple[tuple[str, tuple], ...]:
     """Check ``sweep:`` and every value in it as if written in place (same messages)."""
-    from octbench.paths import PathError, canonical_path
+    from octbench.dotted import PathError, canonical_path
 
     if not isinstance(raw_sweep, dict) or not raw_sweep:
         problems.append("'sweep' must map dotted config paths to lists of values, e.g. "
@@ -972,9 +972,9 @@ def apply_sweep(base: dict, values: dict) -> dict:
     ``report.baseline`` names a strategy by its label, which a swept ``strategy.<param>``
     changes (``focal`` becomes ``focal(gamma=3)``): the baseline follows its strategy.
     """
-    from octbench.paths import apply_values, canonical_path
+    from octbench.dotted import canonical_path, with_values
 
-    out = apply_values(base, values)
+    out = with_values(base, values)
     report = base.get("report")
     baseline = report.get("baseline") if isinstance(report, dict) else None
     before, after = base.get("strategies"), out.get("strategies")

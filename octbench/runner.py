@@ -35,10 +35,11 @@ import torch
 
 from octbench.augment import build_augmenter
 from octbench.calibration import calibration_summary, fit_temperature
-from octbench.config import Component, EvaluateConfig, ExperimentConfig, TrainConfig, fingerprint
+from octbench.config import Component, EvaluateConfig, ExperimentConfig, TrainConfig, config_hash
 from octbench.corrupted_eval import PARTIAL, SAMPLES, CorruptionPlan, evaluate_corruptions
 from octbench.data import OCTData, check_available, data_fingerprint
 from octbench.devices import check_precision, describe, resolve_device
+from octbench.dotted import values_label
 from octbench.engine import (
     Predictions,
     default_eval_batch,
@@ -61,7 +62,6 @@ from octbench.models import (
     use_cosine_head,
     weights_fit_problem,
 )
-from octbench.paths import values_label
 from octbench.progress import GridProgress, RunProgress, single_run
 from octbench.results import (
     COMPLETE,
@@ -122,7 +122,7 @@ class RunSpec:
         a hash of the config."""
         parts = [self.model.label, self.strategy.label, f"seed{self.seed}", self.device,
                  *([values_label(self.sweep, short=True)] if self.sweep else []),
-                 fingerprint(self.config())]
+                 config_hash(self.config())]
         run_id = "__".join(_slug(p) for p in parts)
         if len(run_id) > MAX_RUN_ID:  # a file name must fit the file system (255 bytes)
             run_id = "__".join(_slug(p)[:60] for p in parts)

@@ -23,7 +23,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "octbench"
 LAYERS: dict[str, int] = {
     # L0: no torch, no octbench imports above L0
     "octbench.errors": 0, "octbench.registry": 0, "octbench.plugins": 0,
-    "octbench.fileio": 0, "octbench.progress": 0, "octbench.stats": 0, "octbench.paths": 0,
+    "octbench.fileio": 0, "octbench.progress": 0, "octbench.stats": 0, "octbench.dotted": 0,
     "octbench.untrusted": 0,
     # L1: data, models, strategies (each a leaf registry + one module per family) and peers
     "octbench.data": 1, "octbench.models": 1, "octbench.strategies": 1, "octbench.augment": 1,
@@ -78,7 +78,7 @@ ALLOWED_LAZY: dict[tuple[str, str], str] = {
             "octbench.augment", "octbench.data", "octbench.models", "octbench.strategies"),
     **_each("octbench.config", "split next: config -> config/ package",
             "octbench.augment", "octbench.data", "octbench.data.duplicates", "octbench.devices",
-            "octbench.metrics", "octbench.models", "octbench.paths", "octbench.registry",
+            "octbench.metrics", "octbench.models", "octbench.dotted", "octbench.registry",
             "octbench.robustness", "octbench.strategies"),
     **_each("octbench.data.explore", "figures imports matplotlib: only drawing pays",
             "octbench.figures"),

@@ -235,7 +235,7 @@ def test_unwritable_output_is_one_clear_message(tmp_path, capsys):
 
 
 def test_long_run_ids_are_shortened_to_fit_a_file_name(tmp_path, oct_npz):
-    from octbench.config import fingerprint
+    from octbench.config import config_hash
     from octbench.runner import expand_grid
 
     ids = []
@@ -244,7 +244,7 @@ def test_long_run_ids_are_shortened_to_fit_a_file_name(tmp_path, oct_npz):
         raw = experiment(tmp_path, oct_npz, strategies=[{"name": "focal", "alpha": alpha}])
         (spec,) = expand_grid(parse_config(raw))
         assert len(spec.strategy.label) > 255
-        assert len(spec.run_id) <= 255 and spec.run_id.endswith(fingerprint(spec.config()))
+        assert len(spec.run_id) <= 255 and spec.run_id.endswith(config_hash(spec.config()))
         ids.append(spec.run_id)
     assert ids[0] != ids[1]
 

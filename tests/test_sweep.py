@@ -8,13 +8,13 @@ import pytest
 import yaml
 from conftest import ROOT, experiment, write_yaml
 
-import octbench.paths
+import octbench.dotted
 from octbench import cli
 from octbench.config import load_config, parse_config
 from octbench.errors import ConfigError
 from octbench.results import ResultsStore
 from octbench.runner import expand_grid, run_experiment
-from octbench.tuning.space import apply_values as tuning_apply_values
+from octbench.tuning.space import trial_experiment
 
 
 def swept(tmp_path, oct_npz, sweep, **overrides) -> dict:
@@ -90,20 +90,20 @@ def test_bad_sweeps_name_the_yaml_path(tmp_path, oct_npz, sweep, expected):
 
 
 def test_search_and_sweep_share_one_path_resolution(tmp_path, oct_npz, monkeypatch):
-    """Tuning's `search:` values and `sweep:` values are applied by octbench.paths alone."""
+    """Tuning's `search:` values and `sweep:` values are applied by octbench.dotted alone."""
     calls = []
-    real = octbench.paths.apply_values
+    real = octbench.dotted.with_values
 
     def spy(raw, values):
         calls.append(dict(values))
         return real(raw, values)
 
-    monkeypatch.setattr(octbench.paths, "apply_values", spy)
+    monkeypatch.setattr(octbench.dotted, "with_values", spy)
     parse_config(swept(tmp_path, oct_npz, {"train.lr": [1e-3]})).variants()
     assert {"train.lr": 1e-3} in calls
     calls.clear()
     base = experiment(tmp_path, oct_npz, strategies=["none"])
-    raw = tuning_apply_values(base, {"train.lr": 0.01, "model.width": 0.5})
+    raw = trial_experiment(base, {"train.lr": 0.01, "model.width": 0.5})
     assert calls == [{"train.lr": 0.01, "model.width": 0.5}]
     assert raw["models"] == [{"name": "reference_cnn", "width": 0.5}]
 

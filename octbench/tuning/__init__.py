@@ -54,17 +54,17 @@ from octbench.tuning.space import (
     DEFAULT_PRUNER,
     SearchParam,
     TuneConfig,
-    apply_values,
     best_experiment,
     load_tune_config,
     parse_tune_config,
     suggest_experiment,
+    trial_experiment,
 )
 from octbench.tuning.storage import load_study, open_storage, resolve_storage
 from octbench.tuning.workers import TuneResult, run_worker, tune, write_best_experiment
 
 __all__ = [
-    "DEFAULT_PRUNER", "SearchParam", "TrialFailed", "TuneConfig", "TuneResult", "apply_values",
+    "DEFAULT_PRUNER", "SearchParam", "TrialFailed", "TuneConfig", "TuneResult", "trial_experiment",
     "best_experiment", "load_study", "load_tune_config", "make_objective", "open_storage",
     "parse_tune_config", "resolve_storage", "run_worker", "study_figures", "study_summary",
     "suggest_experiment", "tune", "write_best_experiment",

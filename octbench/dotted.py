@@ -1,7 +1,7 @@
 """Dotted config paths: set ``{"train.lr": 0.01}`` in an experiment's plain data.
 
 Owns the path syntax (``section.key``, with ``models.0`` / ``strategies.0`` as aliases of
-``model`` / ``strategy``), setting a value at a path (:func:`apply_values`: ``model.<param>``
+``model`` / ``strategy``), setting a value at a path (:func:`with_values`: ``model.<param>``
 sets the parameter of every listed model), and :class:`PathError` for a path that goes below a
 value. Tuning's ``search:`` and the experiment's ``sweep:`` apply their values with it, then
 validate the result with :func:`octbench.config.parse_config`.
@@ -64,7 +64,7 @@ def set_path(raw: dict, path: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def apply_values(raw: Mapping, values: Mapping[str, Any]) -> dict:
+def with_values(raw: Mapping, values: Mapping[str, Any]) -> dict:
     """A deep copy of ``raw`` with each ``{dotted.path: value}`` of ``values`` set;
     ``model.<param>`` / ``strategy.<param>`` set that parameter on every listed model /
     strategy (a bare name becomes ``{name: ...}``).
@@ -73,7 +73,7 @@ def apply_values(raw: Mapping, values: Mapping[str, Any]) -> dict:
         PathError: if a path goes below a value.
 
     Example:
-        >>> apply_values({"models": ["a", {"name": "b", "w": 2}]}, {"model.pretrained": True})
+        >>> with_values({"models": ["a", {"name": "b", "w": 2}]}, {"model.pretrained": True})
         {'models': [{'name': 'a', 'pretrained': True}, {'name': 'b', 'w': 2, 'pretrained': True}]}
     """
     out = copy.deepcopy(dict(raw))

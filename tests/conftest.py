@@ -140,6 +140,28 @@ def cli_in_process(argv: list[str], capsys) -> dict:
     return {"code": code, "out": out, "err": err}
 
 
+def assert_usage_error(result, *expect: str) -> str:
+    """A user error as octbench promises it: exit code 2, exactly one ``error:`` line on stderr,
+    no traceback, and each of ``expect`` in the message. Returns stderr.
+
+    ``result``: a finished ``subprocess`` run, the dict of :func:`cli_in_process`, or
+    ``(exit code, stderr)``.
+    """
+    if isinstance(result, subprocess.CompletedProcess):
+        code, err = result.returncode, result.stderr
+    elif isinstance(result, dict):
+        code, err = result["code"], result["err"]
+    else:
+        code, err = result
+    assert code == 2, f"exit {code}, not 2:\n{err[-3000:]}"
+    assert "Traceback" not in err, err[-3000:]
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1, f"{len(errors)} 'error:' lines, not 1:\n{err[-3000:]}"
+    for part in expect:
+        assert part in err, f"{part!r} missing from:\n{err[-3000:]}"
+    return err
+
+
 def tree_digest(folder: Path) -> dict[str, str]:
     """Relative path -> SHA-256 of every file below ``folder`` (to prove nothing changed)."""
     folder = Path(folder)

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, experiment, imports_torch, tree_digest, write_yaml
+from conftest import (
+    ROOT,
+    assert_usage_error,
+    cli_in_process,
+    experiment,
+    imports_torch,
+    tree_digest,
+    write_yaml,
+)
 
 import octbench
 from octbench import cli
@@ -101,10 +109,8 @@ def test_dry_run_offline_on_baseline_exits_2_and_creates_nothing(tmp_path, monke
     before = tree_digest(tmp_path)
     baseline = str(ROOT / "experiments" / "baseline.yaml")
     for argv in (["run", baseline, "--dry-run"], ["run", baseline]):
-        assert cli.main(argv) == cli.EXIT_USAGE
-        err = capsys.readouterr().err
+        err = assert_usage_error(cli_in_process(argv, capsys))
         assert err.startswith("octbench: error: OCTMNIST is not available")
-        assert "Traceback" not in err
         assert sorted(p.name for p in tmp_path.iterdir()) == [], "nothing may be created"
     assert tree_digest(tmp_path) == before
 

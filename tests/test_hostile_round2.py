@@ -25,7 +25,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT, cli_env, experiment, make_npz, tree_digest, write_yaml
+from conftest import (
+    ROOT,
+    assert_usage_error,
+    cli_env,
+    experiment,
+    make_npz,
+    tree_digest,
+    write_yaml,
+)
 from conftest import cli_in_process as in_process
 from test_report import N_TEST, write_run
 
@@ -81,10 +89,10 @@ def run_limited(cases: dict[str, list[str]], cwd: Path, env: dict[str, str]) -> 
 def assert_refused(result: dict, *expect: str, code: int = 2) -> None:
     """The harness's contract: the exit code, one error line when refused, no traceback."""
     text = result["err"] + result["out"]
+    if code == 2:
+        assert_usage_error(result)
     assert result["code"] == code, f"exit {result['code']}\n{text[-3000:]}"
     assert "Traceback" not in text, text[-3000:]
-    if code == 2:
-        assert len([line for line in result["err"].splitlines() if "error:" in line]) == 1, text
     for part in expect:
         assert part in text, f"{part!r} missing from:\n{text[-3000:]}"
 

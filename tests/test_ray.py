@@ -25,7 +25,9 @@ import torch
 from conftest import (
     PLUGINS,
     ROOT,
+    assert_usage_error,
     cli_env,
+    cli_in_process,
     experiment,
     leftovers,
     make_npz,
@@ -247,10 +249,8 @@ def test_impossible_resources_exit_2_and_write_nothing(tmp_path, oct_npz, ray_in
         for n in nodes()])
     for options, expect in ((["--gpus-per-run", "0.25"], "has no GPU"),
                             (["--cpus-per-run", "64"], "no node of the Ray cluster")):
-        code = cli.main(["run", str(path), "--executor", "ray", *options])
-        err = capsys.readouterr().err
-        assert code == 2 and expect in err and "Traceback" not in err, err
-        assert len([line for line in err.splitlines() if "error:" in line]) == 1
+        assert_usage_error(cli_in_process(["run", str(path), "--executor", "ray", *options],
+                                          capsys), expect)
         assert not (tmp_path / "results").exists()
 
 
@@ -510,11 +510,10 @@ def test_runs_that_cannot_start_are_explained_and_exit_2_on_request(tmp_path, oc
                                                                     cpus_taken, capsys):
     path = write_yaml(tmp_path / "tiny.yaml", grid_config(tmp_path, oct_npz))
     started = time.monotonic()
-    code = cli.main(["run", str(path), "--executor", "ray", "--stuck-after", "0.02",
-                     "--on-stuck", "exit"])
-    err = capsys.readouterr().err
-    assert code == 2 and "Traceback" not in err, err
-    assert "2 run(s) have waited" in err and "none is training: each asks CPU 1, GPU 0" in err
+    err = assert_usage_error(cli_in_process(["run", str(path), "--executor", "ray",
+                                             "--stuck-after", "0.02", "--on-stuck", "exit"],
+                                            capsys),
+                       "2 run(s) have waited", "none is training: each asks CPU 1, GPU 0")
     assert "CPU 0 free of 2" in err and "1 node(s) alive" in err
     assert time.monotonic() - started < 60
     assert not list((tmp_path / "results" / "tiny").glob("*/record.json"))  # nothing recorded

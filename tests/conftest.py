@@ -53,6 +53,15 @@ def make_npz(path: Path, *, size: int = 28, seed: int = 0,
     return path
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch) -> Path:
+    """Every test gets its own ``$OCTBENCH_CACHE`` (listings, rendered and decoded data), so no
+    test reads what another left, nor the user's cache."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("OCTBENCH_CACHE", str(cache))
+    return cache
+
+
 @pytest.fixture(scope="session")
 def oct_npz(tmp_path_factory) -> Path:
     """A valid MedMNIST-format file (see :func:`make_npz`), shared by the whole session."""

@@ -339,7 +339,6 @@ TABLE = [
 @pytest.fixture
 def ws(tmp_path, oct_npz, monkeypatch) -> Workspace:
     """A workspace whose results folder already holds a finished run (fake, but real files)."""
-    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("OCTBENCH_PLUGINS", raising=False)
     run = tmp_path / "results" / "tiny" / "reference_cnn__none__seed0__cpu__00000000"
     run.mkdir(parents=True)

@@ -70,13 +70,12 @@ def test_only_octbench_logs_reach_the_terminal(capsys):
     assert "octbench: resuming a run" in err
 
 
-def test_help_and_warm_listing_do_not_import_torch(tmp_path, monkeypatch):
+def test_help_and_warm_listing_do_not_import_torch(tmp_path):
     # torch is most of the start-up time (seconds on a small CPU): --help and list avoid it.
     assert not imports_torch("from octbench import cli\ntry:\n    cli.main(['--help'])\n"
                               "except SystemExit:\n    pass", tmp_path)
     from octbench.catalog import catalog
 
-    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))  # the subprocess's cache
     catalog()  # the first listing builds the cache
     assert not imports_torch("from octbench import cli\ncli.main(['list', 'models'])",
                               tmp_path)
@@ -86,7 +85,6 @@ def test_listing_parameter_counts_match_real_models(tmp_path, monkeypatch, capsy
     from octbench import catalog
     from octbench.models import MODELS, build_model, count_parameters
 
-    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))
     listed = {entry["name"]: entry["parameters"] for entry in catalog.catalog()["models"]}
     assert set(listed) == set(MODELS.names())
     for name in ("reference_cnn", "reference_cnn_2conv"):

@@ -173,12 +173,11 @@ def test_site_builds_strictly_with_the_generated_pages(tmp_path):
 
 
 @pytest.mark.extras
-def test_example_notebook_runs(tmp_path, monkeypatch):
+def test_example_notebook_runs(tmp_path):
     nbformat = pytest.importorskip("nbformat", reason="the notebook needs the [docs] extra")
     nbclient = pytest.importorskip("nbclient", reason="the notebook needs the [docs] extra")
     pytest.importorskip("ipykernel", reason="the notebook needs the [docs] extra")
     notebook = nbformat.read(DOCS / "notebooks" / "quickstart.ipynb", as_version=4)
-    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))  # the kernel inherits it
     nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = "\n".join(str(output) for cell in notebook.cells if cell.cell_type == "code"

@@ -183,7 +183,6 @@ class Hostile:
 
 @pytest.fixture
 def hostile(tmp_path, oct_npz, monkeypatch) -> Hostile:
-    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("OCTBENCH_PLUGINS", raising=False)
     ws = Hostile(tmp_path, oct_npz)
     ws.canary("victim.txt")

@@ -197,12 +197,11 @@ def test_config_errors_are_reported_before_torch_is_imported(tmp_path):
     assert not imports_torch(code, tmp_path)
 
 
-def test_fast_name_checks_say_what_the_full_check_says(tmp_path, monkeypatch):
+def test_fast_name_checks_say_what_the_full_check_says(tmp_path):
     from octbench import catalog
     from octbench.config import check_plain
     from octbench.errors import ConfigError
 
-    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))
     listing = catalog.catalog()
     known = {"model": [e["name"] for e in listing["models"]], "timm": listing["timm"],
              "strategy": [e["name"] for e in listing["strategies"]],
@@ -314,8 +313,7 @@ def test_predict_takes_folders_of_scans_but_not_links(tmp_path):
 # Listings and help
 
 
-def test_listings_show_parameters_augmentations_and_timm_names(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))
+def test_listings_show_parameters_augmentations_and_timm_names(tmp_path, capsys):
     assert cli.main(["list", "strategies"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^focal +Focal loss .*\n +parameters: gamma=2, alpha=None$", out, re.M)

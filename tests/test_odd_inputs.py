@@ -115,7 +115,6 @@ ROWS = [
 
 @pytest.fixture
 def odd_ws(tmp_path, oct_npz, monkeypatch):
-    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("OCTBENCH_PLUGINS", raising=False)
     run = tmp_path / "results" / "tiny" / "reference_cnn__none__seed0__cpu__00000000"
     run.mkdir(parents=True)

@@ -53,11 +53,6 @@ FOLDER = {"train": {"CNV": [0, 1], "DRUSEN": [3, 4], "NORMAL": [5, 2]},
           "test": {"CNV": [1], "DRUSEN": [4], "NORMAL": [5]}}
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))
-
-
 # --- class names and count -------------------------------------------------------------------
 
 def test_class_names_come_from_the_file_the_config_or_the_labels(tmp_path):

@@ -97,8 +97,7 @@ def test_data_synth_writes_a_medmnist_file_that_stays_synthetic(tmp_path, capsys
     assert "[SYNTHETIC DATA]" in text and "largest:smallest class 5.9:1" in text
 
 
-def test_data_show_and_info_figure_write_pngs(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))
+def test_data_show_and_info_figure_write_pngs(tmp_path, capsys):
     grid, chart = tmp_path / "grid.png", tmp_path / "dist.png"
     assert main(["data", "show", "--set", "scale=0.005", "--out", str(grid),
                  "--per-class", "3"]) == 0

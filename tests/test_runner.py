@@ -12,8 +12,7 @@ from octbench.runner import expand_grid, run_experiment
 
 
 @pytest.fixture
-def config(tmp_path, monkeypatch):
-    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))
+def config(tmp_path):
     return parse_config({
         "name": "tiny",
         "data": {"name": "synthetic", "scale": 0.01, "test_scale": 0.2},

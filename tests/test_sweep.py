@@ -120,9 +120,8 @@ def test_recipes_expand_to_the_medmnist_plus_grid():
 
 
 @pytest.mark.slow
-def test_synthetic_twin_runs_offline_with_per_size_tables(tmp_path, monkeypatch, restore_torch):
+def test_synthetic_twin_runs_offline_with_per_size_tables(tmp_path, restore_torch):
     """The twin recipe as shipped (a results folder of its own), then its report."""
-    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))
     raw = yaml.safe_load((ROOT / "experiments" / "medmnist_plus_synthetic.yaml").read_text())
     raw["results_dir"] = str(tmp_path / "results")
     path = write_yaml(tmp_path / "twin.yaml", raw)

@@ -58,7 +58,6 @@ def tune_dict(tmp_path: Path, data_path: Path, **overrides) -> dict:
 def in_tmp(tmp_path, monkeypatch):
     """Run in tmp_path, so experiments/generated/ lands there, with a private data cache."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))
     return tmp_path
 
 

@@ -4,6 +4,9 @@ A model is a keyword-only factory ``f(*, num_classes, in_chans, img_size, **para
 :data:`MODELS`; ``num_classes``, ``in_chans`` and ``img_size`` come from the data, the rest from
 the YAML. Any timm model enters by the prefix ``timm:<name>``, parsed only in :func:`build_model`.
 
+The registry itself is :mod:`octbench.models._registry`, which the model modules import;
+importing this package registers them.
+
 Must not import: strategies, data, the engine or config: models know nothing of losses or YAML.
 """
 
@@ -12,7 +15,7 @@ from __future__ import annotations
 from torch import nn
 
 from octbench.errors import OctbenchError
-from octbench.models import reference, resnet, timm_models  # noqa: F401  (they register)
+from octbench.models import reference, resnet, timm_models  # noqa: F401  (reference, resnet register)
 from octbench.models._registry import DATA_PARAMS, MODELS
 from octbench.models.heads import CosineLinear, classifier_head, use_cosine_head
 from octbench.models.pretrained import plan_weights, read_weights
@@ -58,7 +61,7 @@ def build_model(name: str, *, num_classes: int = 4, in_chans: int = 1, img_size:
     if problem:
         raise OctbenchError(problem)
     return timm_models.create_timm_model(inner, num_classes=num_classes, in_chans=in_chans,
-                             img_size=img_size, **params)
+                                         img_size=img_size, **params)
 
 
 def input_normalization(name: str, params: dict) -> tuple[float, float]:

@@ -166,10 +166,10 @@ def test_checkpoint_carries_provenance_readable_without_pickle(trained_run):
 
 
 def test_predict_says_synthetic_in_text_and_json(trained_run, capsys):
-    assert main(["predict", "--run", str(trained_run), str(SCANS[0])]) == 0
+    assert main(["predict", "--run", str(trained_run.folder), str(SCANS[0])]) == 0
     first = capsys.readouterr().out.splitlines()[0]
     assert "model trained on SYNTHETIC data - not a diagnosis" in first
-    assert main(["predict", "--run", str(trained_run), "--json", str(SCANS[0])]) == 0
+    assert main(["predict", "--run", str(trained_run.folder), "--json", str(SCANS[0])]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out)[0]["synthetic"] is True and "SYNTHETIC" in err
 

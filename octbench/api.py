@@ -52,8 +52,7 @@ def experiment_config(experiment: str | Path | Mapping | ExperimentConfig, *,
         >>> config.train.epochs, config.seeds
         (1, (0, 1))
     """
-    from octbench.config import ExperimentConfig, parse_config, read_yaml
-    from octbench.dotted import with_values
+    from octbench.config import ExperimentConfig, apply_overrides, parse_config, read_yaml
 
     if isinstance(experiment, ExperimentConfig):
         if not overrides:
@@ -68,7 +67,7 @@ def experiment_config(experiment: str | Path | Mapping | ExperimentConfig, *,
         raise OctbenchError(f"an experiment is a YAML path, a dict or an ExperimentConfig; got "
                             f"{type(experiment).__name__}.")
     if overrides:
-        raw = with_values(raw, overrides)
+        raw = apply_overrides(raw, overrides, source)
     return parse_config(raw, source=source)
 
 

@@ -450,6 +450,13 @@ def _dry_run(config, shard, threads: int, *, stack: int | None, local: bool) -> 
         print(f"sweep: {' x '.join(f'{p} {list(v)}' for p, v in config.sweep)} = "
               f"{len(config.variants())} combinations of {cell} runs "
               "(models x strategies x seeds x devices)")
+        from octbench.config import swept_values
+
+        values = config.variants()[0][0]
+        shared = [s.label for s in config.strategies if swept_values(values, s) != values]
+        if shared:
+            print(f"shared: {', '.join(shared)} take(s) no swept strategy parameter, so their "
+                  "runs are made once and shared by every combination")
     for line in plan.lines():
         print(line)
     if local and plan.pending:

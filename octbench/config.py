@@ -202,7 +202,7 @@ class ExperimentConfig:
         out = []
         for combination in itertools.product(*(values for _, values in self.sweep)):
             values = dict(zip(paths, combination, strict=True))
-            out.append((values, parse_config(apply_sweep(base, values))))
+            out.append((values, parse_config(set_values(base, values))))
         return out
 
 
@@ -394,15 +394,17 @@ def read_config(path: str | Path, overrides: typing.Mapping[str, Any] | None = N
 
 def apply_overrides(raw: dict, overrides: typing.Mapping[str, Any],
                     source: str | None = None) -> dict:
-    """A copy of the mapping ``raw`` with each ``{dotted.path: value}`` set (``--set``).
+    """A copy of the mapping ``raw`` with each ``{dotted.path: value}`` set (``--set``), by
+    :func:`set_values`, as ``sweep:`` and tuning's ``search:`` set theirs.
 
     A component written as a bare name (``data: synthetic``) becomes ``{name: synthetic}`` when
     a path goes below it, so ``data.scale=0.1`` works on either spelling.
 
     Raises:
-        ConfigError: a path goes below a value (``train.lr.x``).
+        ConfigError: a path goes below a value (``train.lr.x``), or no strategy takes a
+            ``strategy.<param>``.
     """
-    from octbench.dotted import PathError, with_values
+    from octbench.dotted import PathError
 
     raw = dict(raw)
     for path in overrides:
@@ -410,9 +412,90 @@ def apply_overrides(raw: dict, overrides: typing.Mapping[str, Any],
         if "." in path and isinstance(raw.get(head), str):
             raw[head] = {"name": raw[head]}
     try:
-        return with_values(raw, overrides)
+        return set_values(raw, overrides)
     except PathError as error:
         raise ConfigError([f"--set {error}"], source) from None
+
+
+def set_values(raw: typing.Mapping, values: typing.Mapping[str, Any]) -> dict:
+    """``raw`` (plain experiment data) with each ``{dotted.path: value}`` set: the one path
+    resolution of ``--set``, ``sweep:`` and tuning's ``search:``.
+
+    ``model.<param>`` is set on every model (one that does not take it says so);
+    ``strategy.<param>`` only on the strategies that take it, as a grid's baseline (``none``)
+    takes no parameter. ``report.baseline`` names a strategy by its label, which a set
+    parameter changes (``focal`` becomes ``focal(gamma=3.0)``): the baseline follows its strategy.
+
+    Raises:
+        PathError: a path goes below a value, or no strategy takes a ``strategy.<param>``.
+
+    Example:
+        >>> out = set_values({"strategies": ["none", "focal"], "report": {"baseline": "focal"}},
+        ...                  {"strategy.gamma": 3.0})
+        >>> out["strategies"], out["report"]
+        (['none', {'name': 'focal', 'gamma': 3.0}], {'baseline': 'focal(gamma=3.0)'})
+    """
+    from octbench import dotted
+    from octbench.dotted import canonical_path
+
+    out = dotted.with_values(raw, values, accepts=_sets_parameter)
+    report = raw.get("report")
+    baseline = report.get("baseline") if isinstance(report, dict) else None
+    before, after = raw.get("strategies"), out.get("strategies")
+    if (baseline is None or not isinstance(before, list) or not isinstance(after, list)
+            or len(before) != len(after)
+            or not any(canonical_path(p).startswith("strategy.") for p in values)):
+        return out
+    for old, new in zip(before, after, strict=True):  # gamma: 2 is labelled gamma=2.0 too
+        if baseline in (_label(old), _label(_floats(old))) and _label(new) is not None:
+            out["report"] = {**report, "baseline": _label(new)}
+    return out
+
+
+def _sets_parameter(kind: str, name: str, param: str) -> bool:
+    # An unknown strategy gets the parameter, so that its own problem is the one reported.
+    from octbench.strategies import STRATEGIES
+
+    return kind == "model" or name not in STRATEGIES or takes_parameter(kind, name, param)
+
+
+def takes_parameter(kind: str, name: str, param: str) -> bool:
+    """Whether model / strategy ``name`` takes the keyword ``param`` (timm models take any).
+
+    Example:
+        >>> takes_parameter("strategy", "focal", "gamma"), takes_parameter("strategy", "none",
+        ...                                                                 "gamma")
+        (True, False)
+    """
+    if kind == "model":
+        from octbench.models import DATA_PARAMS, MODELS
+
+        registry, data_params = MODELS, DATA_PARAMS
+    else:
+        from octbench.strategies import STRATEGIES
+
+        registry, data_params = STRATEGIES, ("class_counts",)
+    if not isinstance(name, str) or name not in registry:
+        return kind == "model" and isinstance(name, str) and name.startswith("timm:")
+    return param in registry.parameters(name) and param not in data_params
+
+
+def swept_values(values: typing.Mapping[str, Any], strategy: Component) -> dict:
+    """The values of a sweep combination that change the runs of ``strategy``: a swept strategy
+    parameter it does not take leaves them alone, so those runs are shared by the combinations.
+
+    Example:
+        >>> values = {"train.lr": 0.01, "strategy.gamma": 3.0}
+        >>> swept_values(values, Component("none")), swept_values(values, Component("focal"))
+        ({'train.lr': 0.01}, {'train.lr': 0.01, 'strategy.gamma': 3.0})
+    """
+    from octbench.dotted import canonical_path
+
+    def changes(path: str) -> bool:
+        head, _, param = canonical_path(path).partition(".")
+        return head != "strategy" or takes_parameter("strategy", strategy.name, param)
+
+    return {path: value for path, value in values.items() if changes(path)}
 
 
 def check_grid_size(raw: dict, max_runs: int = MAX_RUNS, *, source: str | None = None) -> int:
@@ -806,6 +889,13 @@ def parse_config(raw: dict, source: str | None = None) -> ExperimentConfig:
         problems.append(f"train.select_on must be a validation metric, one of "
                         f"{', '.join(METRICS)}. Got {train.select_on!r} instead."
                         f"{did_you_mean(str(train.select_on), list(METRICS))}")
+    written = raw.get("strategies")
+    if (isinstance(report.baseline, str) and isinstance(written, list)
+            and len(written) == len(strategies)):  # `focal(gamma=1)` names focal(gamma=1.0)
+        as_written = {_label(entry): s.label
+                      for entry, s in zip(written, strategies, strict=True)}
+        report = dataclasses.replace(report, baseline=as_written.get(report.baseline,
+                                                                     report.baseline))
     if strategies and report.baseline is None:
         labels = [s.label for s in strategies]
         report = dataclasses.replace(report, baseline="none" if "none" in labels else labels[0])
@@ -929,10 +1019,10 @@ def _parse_sweep(problems, raw_sweep, raw: dict) -> tuple[tuple[str, tuple], ...
         for index, value in enumerate(values):
             where = f"sweep[{path!r}][{index}]"
             try:
-                config = parse_config(apply_sweep(base, {canonical: value}))
-            except PathError as error:
-                problems.append(f"{where}: {error}")
-                continue
+                config = parse_config(set_values(base, {canonical: value}))
+            except PathError as error:  # the same for every value
+                problems.append(f"sweep[{path!r}]: {error}")
+                break
             except ConfigError as error:
                 problems.extend(f"{where} = {value!r}: {p}" for p in error.problems)
                 continue
@@ -950,7 +1040,7 @@ def _parse_sweep(problems, raw_sweep, raw: dict) -> tuple[tuple[str, tuple], ...
             values = {canonical: v for (canonical, _, _), v in zip(parsed, combination,
                                                                    strict=True)}
             try:
-                parse_config(apply_sweep(base, values))
+                parse_config(set_values(base, values))
             except ConfigError as error:
                 problems.extend(f"sweep combination {values}: {p}" for p in error.problems)
                 break
@@ -964,27 +1054,6 @@ def _floats(value):
     if isinstance(value, (list, tuple)):
         return [_floats(v) for v in value]
     return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-
-def apply_sweep(base: dict, values: dict) -> dict:
-    """``base`` (plain experiment data) with one sweep combination's ``values`` set.
-
-    ``report.baseline`` names a strategy by its label, which a swept ``strategy.<param>``
-    changes (``focal`` becomes ``focal(gamma=3)``): the baseline follows its strategy.
-    """
-    from octbench.dotted import canonical_path, with_values
-
-    out = with_values(base, values)
-    report = base.get("report")
-    baseline = report.get("baseline") if isinstance(report, dict) else None
-    before, after = base.get("strategies"), out.get("strategies")
-    if (baseline is None or not isinstance(before, list) or not isinstance(after, list)
-            or not any(canonical_path(p).startswith("strategy.") for p in values)):
-        return out
-    for old, new in zip(before, after, strict=True):
-        if _label(old) == baseline and _label(new) is not None:
-            out["report"] = {**report, "baseline": _label(new)}
-    return out
 
 
 def _label(entry) -> str | None:

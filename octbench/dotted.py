@@ -13,7 +13,7 @@ third-party package.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 #: Path prefixes that name the one model / strategy of a single-cell experiment.
@@ -64,17 +64,22 @@ def set_path(raw: dict, path: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def with_values(raw: Mapping, values: Mapping[str, Any]) -> dict:
+def with_values(raw: Mapping, values: Mapping[str, Any], *,
+                 accepts: Callable[[str, str, str], bool] | None = None) -> dict:
     """A deep copy of ``raw`` with each ``{dotted.path: value}`` of ``values`` set;
     ``model.<param>`` / ``strategy.<param>`` set that parameter on every listed model /
-    strategy (a bare name becomes ``{name: ...}``).
+    strategy (a bare name becomes ``{name: ...}``) for which ``accepts(kind, name, param)``
+    holds (all of them without ``accepts``).
 
     Raises:
-        PathError: if a path goes below a value.
+        PathError: if a path goes below a value, or no listed model / strategy accepts it.
 
     Example:
         >>> with_values({"models": ["a", {"name": "b", "w": 2}]}, {"model.pretrained": True})
         {'models': [{'name': 'a', 'pretrained': True}, {'name': 'b', 'w': 2, 'pretrained': True}]}
+        >>> with_values({"strategies": ["none", "focal"]}, {"strategy.gamma": 1.0},
+        ...              accepts=lambda kind, name, param: name == "focal")
+        {'strategies': ['none', {'name': 'focal', 'gamma': 1.0}]}
     """
     out = copy.deepcopy(dict(raw))
     for path, value in values.items():
@@ -83,11 +88,21 @@ def with_values(raw: Mapping, values: Mapping[str, Any]) -> dict:
             key = COMPONENTS[head]
             entries = out.get(key) or []
             entries = entries if isinstance(entries, list) else [entries]
-            out[key] = [{**(e if isinstance(e, dict) else {"name": e}), param: value}
-                        for e in entries]
+            takes = [accepts is None or accepts(head, _name(e), param) for e in entries]
+            if entries and not any(takes):
+                names = ", ".join(str(_name(e)) for e in entries)
+                raise PathError(f"{path} names a parameter that no {head} of the experiment "
+                                f"takes ({key}: {names}).")
+            out[key] = [{**(e if isinstance(e, dict) else {"name": e}), param: value} if take
+                        else e for e, take in zip(entries, takes, strict=True)]
         else:
             set_path(out, path, value)
     return out
+
+
+def _name(entry) -> Any:
+    """The name of a model / strategy entry: ``focal`` or ``{name: focal, ...}``."""
+    return entry.get("name") if isinstance(entry, dict) else entry
 
 
 def values_label(values: Mapping[str, Any], *, short: bool = False) -> str:

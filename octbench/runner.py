@@ -35,7 +35,14 @@ import torch
 
 from octbench.augment import build_augmenter
 from octbench.calibration import calibration_summary, fit_temperature
-from octbench.config import Component, EvaluateConfig, ExperimentConfig, TrainConfig, config_hash
+from octbench.config import (
+    Component,
+    EvaluateConfig,
+    ExperimentConfig,
+    TrainConfig,
+    config_hash,
+    swept_values,
+)
 from octbench.corrupted_eval import PARTIAL, SAMPLES, CorruptionPlan, evaluate_corruptions
 from octbench.data import OCTData, check_available, data_fingerprint
 from octbench.devices import check_precision, describe, resolve_device
@@ -164,15 +171,19 @@ def configured_grid(config: ExperimentConfig) -> list[RunSpec]:
             fingerprints[key] = data_fingerprint(data.name, **data.params)
         return fingerprints[key]
 
-    return [
-        RunSpec(config.name, cell.data, model, strategy, seed, device, cell.train, values,
-                fingerprint_of(cell.data), corruption_plan(cell.evaluate))
+    specs = [
+        RunSpec(config.name, cell.data, model, strategy, seed, device, cell.train,
+                swept_values(values, strategy), fingerprint_of(cell.data),
+                corruption_plan(cell.evaluate))
         for values, cell in config.variants()
         for model in cell.models
         for strategy in cell.strategies
         for seed in cell.seeds
         for device in cell.devices
     ]
+    # A strategy that does not take a swept parameter makes the same runs in every combination:
+    # they are trained once and shared (the report compares each combination with them).
+    return list({spec.run_id: spec for spec in specs}.values())
 
 
 def corruption_plan(evaluate: EvaluateConfig) -> CorruptionPlan | None:

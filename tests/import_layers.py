@@ -114,7 +114,7 @@ ALLOWED_LAZY: dict[tuple[str, str], str] = {
     **_each("octbench.tuning.objective", "keeps tuning torch-free; split next: tune at the CLI",
             "octbench.data", "octbench.results", "octbench.runner"),
     **_each("octbench.tuning.space", "keeps tuning torch-free; split next: known paths in config/",
-            "octbench.data", "octbench.metrics", "octbench.models", "octbench.strategies"),
+            "octbench.data", "octbench.metrics"),
     **_each("octbench.tuning.workers", "devices imports torch: only a worker pays",
             "octbench.devices"),
 }
@@ -129,9 +129,10 @@ ALLOWED_DYNAMIC: dict[str, str] = {
 ALLOWED_PRIVATE: dict[tuple[str, str], str] = {
     (importer, "octbench.report.collect"): "split next: report/ sections share public helpers"
     for importer in ("octbench.report.build", "octbench.report.calibration",
-                     "octbench.report.export", "octbench.report.ranking",
-                     "octbench.report.sections.recipe", "octbench.report.sections.robustness",
-                     "octbench.report.summary", "octbench.report.tables")
+                     "octbench.report.export", "octbench.report.markdown",
+                     "octbench.report.ranking", "octbench.report.sections.recipe",
+                     "octbench.report.sections.robustness", "octbench.report.summary",
+                     "octbench.report.tables")
 }
 
 

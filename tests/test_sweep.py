@@ -90,13 +90,15 @@ def test_bad_sweeps_name_the_yaml_path(tmp_path, oct_npz, sweep, expected):
 
 
 def test_search_and_sweep_share_one_path_resolution(tmp_path, oct_npz, monkeypatch):
-    """Tuning's `search:` values and `sweep:` values are applied by octbench.dotted alone."""
-    calls = []
+    """Tuning's `search:`, `sweep:` and `--set` values are applied by octbench.dotted alone,
+    with the same rule for which strategies take a parameter."""
+    calls, rules = [], set()
     real = octbench.dotted.with_values
 
-    def spy(raw, values):
+    def spy(raw, values, **options):
         calls.append(dict(values))
-        return real(raw, values)
+        rules.add(options.get("accepts"))
+        return real(raw, values, **options)
 
     monkeypatch.setattr(octbench.dotted, "with_values", spy)
     parse_config(swept(tmp_path, oct_npz, {"train.lr": [1e-3]})).variants()
@@ -106,6 +108,11 @@ def test_search_and_sweep_share_one_path_resolution(tmp_path, oct_npz, monkeypat
     raw = trial_experiment(base, {"train.lr": 0.01, "model.width": 0.5})
     assert calls == [{"train.lr": 0.01, "model.width": 0.5}]
     assert raw["models"] == [{"name": "reference_cnn", "width": 0.5}]
+    calls.clear()
+    path = write_yaml(tmp_path / "set.yaml", experiment(tmp_path, oct_npz))
+    assert load_config(path, {"strategy.gamma": 3.0}).strategies[3].params["gamma"] == 3.0
+    assert calls == [{"strategy.gamma": 3.0}]
+    assert len(rules) == 1 and None not in rules
 
 
 def test_recipes_expand_to_the_medmnist_plus_grid():

@@ -82,7 +82,8 @@ BAD = {
     "unknown section": ({"search": {"trian.lr": [0.1]}}, "search.trian.lr",
                         "unknown top-level key 'trian'"),
     "param of no strategy": ({"strategies": ["none"], "search": {"strategy.gamma": [1.0]}},
-                             "unknown parameter 'gamma' of strategy 'none'", ""),
+                             "search.strategy.gamma: strategy.gamma names a parameter that "
+                             "no strategy of the experiment takes (strategies: none)", ""),
     "low > high": ({"search": {"train.lr": {"type": "float", "low": 0.1, "high": 0.01}}},
                    "search.train.lr: low (0.1) is greater than high (0.01)", "swap"),
     "empty categorical": ({"search": {"train.optimizer": {"type": "categorical",

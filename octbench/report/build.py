@@ -255,7 +255,7 @@ def _make_figures(data: ReportData, table: pd.DataFrame, devices: pd.DataFrame,
          "seeds' minimum to maximum; a star marks the epoch whose checkpoint each seed kept "
          f"(best validation {_selection_metrics(data)})."),
         ("macro_f1_ci.png", lambda p: figures.interval_plot(
-            _interval_frame(table, label, data.baseline), "Macro-F1 (test)",
+            _interval_frame(table, label, data), "Macro-F1 (test)",
             f"{prefix}Macro-F1 with 95% bootstrap CI ({source})", p),
          "Test macro-F1 per strategy: mean over seeds (diamond) with its 95% bootstrap "
          "interval, and each seed (dots). The dashed line marks the baseline's mean."),
@@ -295,11 +295,12 @@ def _make_figures(data: ReportData, table: pd.DataFrame, devices: pd.DataFrame,
 
 
 def _curves(data: ReportData, label: Callable[[GroupKey], str]) -> pd.DataFrame:
-    rows = [{"label": label(run.key), "seed": run.record.seed, "epoch": h.get("epoch"),
+    rows = [{"label": label(key), "seed": run.record.seed, "epoch": h.get("epoch"),
              "train_loss": _number(h.get("train_loss")),
              "val_macro_f1": _number(h.get("val_macro_f1")),
              "selected": h.get("epoch") == run.record.best_epoch}
-            for run in data.runs for h in run.record.history]
+            for key, runs in _groups(data.runs).items() for run in runs
+            for h in run.record.history]
     return pd.DataFrame(rows, columns=["label", "seed", "epoch", "train_loss", "val_macro_f1",
                                        "selected"])
 
@@ -311,11 +312,11 @@ def _selection_metrics(data: ReportData) -> str:
 
 
 def _interval_frame(table: pd.DataFrame, label: Callable[[GroupKey], str],
-                    baseline: str | None) -> pd.DataFrame:
+                    data: ReportData) -> pd.DataFrame:
     return pd.DataFrame([{
         "label": label((r.model, r.strategy, r.setup)), "mean": r.macro_f1_mean,
         "low": r.macro_f1_low, "high": r.macro_f1_high, "values": r.macro_f1_values,
-        "baseline": r.strategy == baseline} for r in table.itertuples()])
+        "baseline": r.strategy == data.baseline_in(r.setup)} for r in table.itertuples()])
 
 
 def _throughput_frame(devices: pd.DataFrame) -> pd.DataFrame:

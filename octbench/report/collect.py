@@ -2,7 +2,8 @@
 
 Owns finding the records of an experiment (YAML or results folder), keeping the comparable ones,
 reading each complete run's stored test predictions (recomputing its metrics), and grouping
-runs by (model, strategy, setup).
+runs by (model, strategy, setup), where a run that a sweep leaves unchanged (its strategy does
+not take the swept parameter) is shared by every combination of the sweep.
 
 Must not import: the other report modules (they import this one), tuning, or the engine.
 """
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from octbench.config import Component, swept_values
 from octbench.dotted import values_label
 from octbench.errors import OctbenchError
 from octbench.metrics import METRICS, compute_metrics
@@ -144,10 +146,6 @@ class Run:
     groups: np.ndarray | None = None
 
     @property
-    def key(self) -> GroupKey:
-        return (self.record.model, self.record.strategy, setup_label(self.record))
-
-    @property
     def preds(self) -> np.ndarray | None:
         return None if self.scores is None else self.scores.argmax(axis=1)
 
@@ -177,6 +175,20 @@ class ReportData:
     warnings: list[str] = field(default_factory=list)
     #: how the bootstrap resamples test items: "class" (within classes), "groups" or "none"
     stratify: str = "class"
+    #: the baseline's label per sweep combination (``values_label``), where a swept strategy
+    #: parameter changes it (``focal(gamma=1.0)``, ``focal(gamma=3.0)``)
+    baselines: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def baseline_label(self) -> str | None:
+        """The baseline for people: its label, or where a sweep changes it, its name."""
+        if len(set(self.baselines.values())) > 1:
+            return f"{self.baseline.partition('(')[0]} (of each sweep combination)"
+        return self.baseline
+
+    def baseline_in(self, setup: str) -> str | None:
+        """The baseline strategy's label among the runs of ``setup`` (a sweep combination)."""
+        return self.baselines.get(setup.partition(SWEPT)[2], self.baseline)
 
     @property
     def dataset(self) -> dict:
@@ -242,9 +254,18 @@ def collect(source: str | Path, *, baseline: str | None = None,
     warnings: list[str] = []
     name, folder, run_ids = resolve_source(source)
     order: list[str] = []
+    baselines: dict[str, str] = {}
     if run_ids is not None:
         config = experiment_of(source)
         order = [s.label for s in config.strategies]
+        if config.sweep:  # a swept strategy parameter changes labels, the baseline's too
+            variants = config.variants()
+            # in the YAML's order (every combination lists as many strategies)
+            by_entry = zip(*(cell.strategies for _, cell in variants), strict=True)
+            order = list(dict.fromkeys(s.label for entry in by_entry for s in entry))
+            if baseline is None:
+                baselines = {values_label(values): cell.report.baseline
+                             for values, cell in variants}
         baseline = baseline or config.report.baseline
         stratify = stratify or config.report.bootstrap.stratify
     store = ResultsStore(folder)
@@ -271,12 +292,14 @@ def collect(source: str | Path, *, baseline: str | None = None,
     rank = {s: i for i, s in enumerate(order)}
     runs.sort(key=lambda run: (run.record.model, rank.get(run.record.strategy, len(rank)),
                                setup_label(run.record), run.record.seed))
-    if baseline is not None and runs and baseline not in {r.record.strategy for r in runs}:
+    data = ReportData(name, folder, records, runs, baseline,
+                      run_ids.runs if run_ids is not None else None, order, warnings,
+                      stratify or "class", baselines)
+    if baseline is not None and runs and not any(
+            strategy == data.baseline_in(setup) for _, strategy, setup in _groups(runs)):
         warnings.append(f"the baseline strategy '{baseline}' has no complete run; differences "
                         "to it cannot be computed (choose another with --baseline)")
-    return ReportData(name, folder, records, runs, baseline,
-                      run_ids.runs if run_ids is not None else None, order, warnings,
-                      stratify or "class")
+    return data
 
 
 def _comparable(dataset: dict) -> dict:
@@ -322,13 +345,19 @@ def _number(value):
     return math.nan if value is None else value
 
 
-def setup_label(record: RunRecord) -> str:
+def setup_label(record: RunRecord, sweep: dict | None = None) -> str:
     """Where and how a run ran: device and precision, then the values of its sweep
-    combination, e.g. ``cpu fp32`` or ``cpu fp32 · data.size=64, model.pretrained=True``.
+    combination (``sweep``, default the record's), e.g. ``cpu fp32`` or
+    ``cpu fp32 · data.size=64, model.pretrained=True``.
     Runs are grouped and compared only within one setup: strategies only within a combination.
     """
     where = f"{record.device} {record.precision}"
-    return f"{where} · {values_label(record.sweep)}" if record.sweep else where
+    sweep = record.sweep if sweep is None else sweep
+    return f"{where}{SWEPT}{values_label(sweep)}" if sweep else where
+
+
+#: What separates the device from the sweep combination in a setup label.
+SWEPT = " · "
 
 
 def dataset_label(record: RunRecord) -> str:
@@ -339,7 +368,44 @@ def dataset_label(record: RunRecord) -> str:
 
 
 def _groups(runs: Sequence[Run]) -> dict[GroupKey, list[Run]]:
+    """The runs by (model, strategy, setup), in order. A run whose strategy does not take a
+    swept strategy parameter was made once for every combination of the sweep, so it is in the
+    group of each combination it belongs to (and each compares with it)."""
+    shared = _shared_combinations(runs)
     groups: dict[GroupKey, list[Run]] = {}
     for run in runs:
-        groups.setdefault(run.key, []).append(run)
+        r = run.record
+        for sweep in shared(r):
+            groups.setdefault((r.model, r.strategy, setup_label(r, sweep)), []).append(run)
     return groups
+
+
+def _shared_combinations(runs: Sequence[Run]):
+    """A function: record -> the sweep combinations it belongs to (its own, unless shared)."""
+    combinations: dict[tuple, dict[str, dict]] = {}
+    for run in runs:
+        r = run.record
+        combinations.setdefault((r.device, r.precision), {})[_key(r.sweep)] = r.sweep
+    swept = {where: {path for sweep in found.values() for path in sweep}
+             for where, found in combinations.items()}
+    changing: dict[tuple[str, str], dict] = {}  # (strategy, combination) -> what changes it
+
+    def of(record: RunRecord) -> list[dict]:
+        where = (record.device, record.precision)
+        if swept[where] <= record.sweep.keys():  # every swept value applies: not shared
+            return [record.sweep]
+        written = record.config.get("strategy")
+        strategy = str(written.get("name") if isinstance(written, dict)
+                       else record.strategy.partition("(")[0])
+        found = []
+        for key, sweep in combinations[where].items():
+            if (strategy, key) not in changing:
+                changing[(strategy, key)] = swept_values(sweep, Component(strategy))
+            if len(sweep) > len(record.sweep) and changing[(strategy, key)] == record.sweep:
+                found.append(sweep)
+        return found or [record.sweep]
+    return of
+
+
+def _key(sweep: dict) -> str:
+    return json.dumps(sweep, sort_keys=True, default=str)

@@ -18,7 +18,13 @@ import numpy as np
 import pandas as pd
 
 from octbench.metrics import METRICS
-from octbench.report.collect import DEFAULT_CLASSES, UNKNOWN_FINGERPRINT, ReportData, dataset_label
+from octbench.report.collect import (
+    DEFAULT_CLASSES,
+    UNKNOWN_FINGERPRINT,
+    ReportData,
+    _groups,
+    dataset_label,
+)
 from octbench.report.published import protocol_differences, published
 from octbench.report.tables import (
     CI_METRICS,
@@ -229,7 +235,7 @@ def _header(data: ReportData) -> list[str]:
         ["Report written", f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"],
     ]
     if data.baseline is not None and data.runs:
-        rows.insert(4, ["Baseline strategy", md_code(data.baseline)])
+        rows.insert(4, ["Baseline strategy", md_code(data.baseline_label)])
     return [md_table(["Experiment", f"**{md_escape(data.name)}**"], rows, align=["l", "l"])]
 
 
@@ -390,7 +396,7 @@ def key_columns(data: ReportData, frame: pd.DataFrame) -> tuple[list[str], Calla
         out = []
         for c in columns:
             text = md_escape(row[c])
-            if c == "strategy" and row[c] == data.baseline:
+            if c == "strategy" and row[c] == data.baseline_in(row["setup"]):
                 text += " (baseline)"
             out.append(text)
         return out
@@ -402,11 +408,11 @@ def _results_section(data: ReportData, table: pd.DataFrame, n_resamples: int) ->
     out = ["## Results on the test split" + _synthetic_tag(data), ""]
     headers, cells = key_columns(data, table)
     best = {m: _best(table[f"{m}_mean"].tolist(), m) for m in TABLE_METRICS}
-    delta_header = f"Δ Macro-F1 vs {md_escape(data.baseline)}"
+    delta_header = f"Δ Macro-F1 vs {md_escape(data.baseline_label)}"
     dagger = False
     rows = []
     for _, row in table.iterrows():
-        if row.strategy == data.baseline:
+        if row.strategy == data.baseline_in(row.setup):
             delta = "—"
         elif math.isnan(row.delta):
             delta = "n/a"
@@ -478,7 +484,7 @@ def _published_section(data: ReportData, table: pd.DataFrame) -> list[str]:
                "the test split is not OCTMNIST's official one (250 per class)")
         return [f"Published OCTMNIST results are not shown: {why}."]
     catalogue = published()
-    record_of = {run.key: run.record for run in data.runs}
+    record_of = {key: runs[0].record for key, runs in _groups(data.runs).items()}
     ours = [(r, record_of[(r.model, r.strategy, r.setup)]) for r in table.itertuples()
             if (r.model, r.strategy, r.setup) in record_of]
     same, apart = [], []
@@ -519,8 +525,10 @@ def _published_section(data: ReportData, table: pd.DataFrame) -> list[str]:
         protocol = "; ".join(f"{k} {v}" for k, v in source["protocol"].items())
         out.append(f"{label[sid]} {md_escape(source['citation'])} Protocol: "
                    f"{md_escape(protocol)}.")
-    out += ["", "Rows with AUC n/a: the source quoted here gives accuracy only. Rows the "
-            "table lacks (and why) are listed in `octbench/report/published.yaml`."]
+    out += ["", "Rows with AUC n/a: the source quoted here gives accuracy only. Optimiser, "
+            "epochs or augmentation \"unknown\": an AutoML tool chose them."]
+    out += [f"- Not stored ({label[gap['source']]}): {md_escape(gap['what'])} — "
+            f"{md_escape(gap['reason'])}." for gap in catalogue.get("not_stored", [])]
     return out
 
 
@@ -563,10 +571,10 @@ def _verdict(row) -> str:
 
 def _comparison_section(data: ReportData, comparisons: pd.DataFrame,
                         n_resamples: int) -> list[str]:
-    out = [f"## Differences to the baseline {md_code(data.baseline)}" + _synthetic_tag(data),
+    out = [f"## Differences to the baseline {md_code(data.baseline_label)}" + _synthetic_tag(data),
            ""]
     if comparisons.empty:
-        return out + [f"n/a: no strategy other than {md_code(data.baseline)} has complete "
+        return out + [f"n/a: no strategy other than {md_code(data.baseline_label)} has complete "
                       "runs beside a complete baseline run of the same model and setup."]
     headers, cells = key_columns(data, comparisons)
     rows = []
@@ -650,8 +658,9 @@ def _minority_story(data: ReportData, per_class: pd.DataFrame) -> str:
     column = f"recall_{rare}_mean"
     sentences = []
     for (model, setup), rows in per_class.groupby(["model", "setup"], sort=False):
-        base = rows[rows.strategy == data.baseline]
-        others = rows[(rows.strategy != data.baseline) & rows[column].notna()]
+        baseline = data.baseline_in(setup)
+        base = rows[rows.strategy == baseline]
+        others = rows[(rows.strategy != baseline) & rows[column].notna()]
         if base.empty or others.empty or math.isnan(base[column].iloc[0]):
             continue
         top = others.loc[others[column].idxmax()]
@@ -659,7 +668,7 @@ def _minority_story(data: ReportData, per_class: pd.DataFrame) -> str:
             md_escape(model))
         sentences.append(
             f"{where}: recall of {md_escape(rare)}, the rarest training class, is "
-            f"{fmt(base[column].iloc[0])} with {md_code(data.baseline)} and "
+            f"{fmt(base[column].iloc[0])} with {md_code(baseline)} and "
             f"{fmt(top[column])} with {md_code(top.strategy)} (the highest).")
     return " ".join(sentences)
 

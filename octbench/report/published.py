@@ -38,14 +38,16 @@ def published() -> dict:
 
 
 def row_protocol(row: dict) -> dict:
-    """A row's protocol: its own keys, completed by its source's (optimiser, epochs, ...)."""
+    """A row's protocol: its own keys, completed by its source's (optimiser, epochs, ...).
+
+    A row states a key itself where its source's recipe does not apply (the AutoML rows);
+    ``null`` there means the value is not known.
+    """
     source = published()["sources"][row["source"]]["protocol"]
-    epochs = re.match(r"\d+", str(source.get("epochs", "")))
-    return {"size": row.get("size"), "input_size": row.get("input_size"),
-            "channels": row.get("channels"), "pretrained": row.get("pretrained"),
-            "mode": row.get("mode"), "optimizer": source.get("optimizer"),
-            "epochs": int(epochs.group()) if epochs else None,
-            "augmentation": source.get("augmentation")}
+    protocol = {key: row[key] if key in row else source.get(key) for key in PROTOCOL_KEYS}
+    epochs = re.match(r"\d+", str(protocol["epochs"] or ""))
+    protocol["epochs"] = int(epochs.group()) if epochs else None
+    return protocol
 
 
 def run_protocol(record: RunRecord) -> dict:

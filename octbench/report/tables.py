@@ -120,28 +120,31 @@ def _warn_once(data: ReportData, message: str) -> None:
 
 
 def compare_to_baseline(data: ReportData, *, n_resamples: int = 2000) -> pd.DataFrame:
-    """Each (model, strategy, setup) against the baseline strategy of the same model and setup.
+    """Each (model, strategy, setup) against the baseline strategy of the same model and setup
+    (in a sweep, its runs of the same combination, or those shared by every combination).
 
     Only seeds both have are paired. Per metric of :data:`COMPARE_METRICS`: ``<metric>_delta``
     (mean over paired seeds of A - baseline), ``<metric>_p`` (paired bootstrap over the test
     items, the same items for both and for every seed) and ``<metric>_p_holm`` (Holm-adjusted
-    over all comparisons of that metric). For :data:`PRIMARY` also the across-seed paired t test
-    (``seed_t_p``, ``seed_t_p_holm``) and Wilcoxon signed-rank (``seed_wilcoxon_p``), and the
-    per-seed differences (``seed_differences``).
+    over all distinct comparisons of that metric). For :data:`PRIMARY` also the across-seed
+    paired t test (``seed_t_p``, ``seed_t_p_holm``) and Wilcoxon signed-rank
+    (``seed_wilcoxon_p``), and the per-seed differences (``seed_differences``).
     """
     groups = _groups(data.runs)
     k = len(data.class_names)
     rows = []
     for (model, strategy, setup), runs in groups.items():
-        base = groups.get((model, data.baseline, setup))
-        if strategy == data.baseline or base is None:
+        baseline = data.baseline_in(setup)
+        base = groups.get((model, baseline, setup))
+        if strategy == baseline or base is None:
             continue
         by_seed = {r.record.seed: r for r in runs}
         base_by_seed = {r.record.seed: r for r in base}
         seeds = sorted(by_seed.keys() & base_by_seed.keys())
         a, b = [by_seed[s] for s in seeds], [base_by_seed[s] for s in seeds]
+        pair = " ".join(r.record.run_id for r in [*a, *b]) or repr((model, strategy, setup))
         row = {"model": model, "strategy": strategy, "setup": setup, "seeds": len(seeds),
-               "note": "" if seeds else "no seed in common with the baseline"}
+               "note": "" if seeds else "no seed in common with the baseline", "pair": pair}
         for metric in COMPARE_METRICS:
             diffs = [x.test[metric] - y.test[metric] for x, y in zip(a, b, strict=True)]
             delta = float(np.mean(diffs)) if diffs else math.nan
@@ -163,9 +166,13 @@ def compare_to_baseline(data: ReportData, *, n_resamples: int = 2000) -> pd.Data
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    for metric in COMPARE_METRICS:
-        table[f"{metric}_p_holm"] = holm(table[f"{metric}_p"].to_numpy(dtype=float))
-    table["seed_t_p_holm"] = holm(table["seed_t_p"].to_numpy(dtype=float))
+    # Runs shared by a sweep's combinations (both strategies unswept) make the same comparison
+    # in each: it counts once among the comparisons that Holm adjusts for.
+    pairs = table.pop("pair")
+    once = ~pairs.duplicated()
+    for column in [f"{metric}_p" for metric in COMPARE_METRICS] + ["seed_t_p"]:
+        adjusted = holm(table.loc[once, column].to_numpy(dtype=float))
+        table[f"{column}_holm"] = pairs.map(dict(zip(pairs[once], adjusted, strict=True)))
     return table
 
 

@@ -2,7 +2,8 @@
 
 Owns :class:`TuneConfig` and :class:`SearchParam` (parsing and checking a ``search:`` section
 against the base experiment), the sampler and pruner a config names, and turning sampled values
-into an experiment (:func:`trial_experiment`, dotted paths via :mod:`octbench.dotted`).
+into an experiment (:func:`trial_experiment`, dotted paths by
+:func:`octbench.config.set_values`, as ``sweep:`` and ``--set``).
 
 Must not import: the other tuning modules (storage, objective, workers import this one), the
 runner, the engine or the report.
@@ -21,7 +22,6 @@ from typing import Any
 
 import optuna
 
-from octbench import dotted
 from octbench.config import (
     NAME_PATTERN,
     TOP_LEVEL,
@@ -29,6 +29,8 @@ from octbench.config import (
     apply_overrides,
     parse_config,
     read_yaml,
+    set_values,
+    takes_parameter,
 )
 from octbench.dotted import COMPONENTS, PathError, canonical_path
 from octbench.errors import ConfigError
@@ -444,21 +446,6 @@ def _component_names(base: dict, kind: str) -> list[str]:
             for e in base.get(COMPONENTS[kind]) or []]
 
 
-def _accepts(kind: str, name: str, param: str) -> bool:
-    """Whether model/strategy ``name`` takes the keyword ``param`` (timm models take any)."""
-    if kind == "model":
-        from octbench.models import DATA_PARAMS, MODELS
-
-        registry, data_params = MODELS, DATA_PARAMS
-    else:
-        from octbench.strategies import STRATEGIES
-
-        registry, data_params = STRATEGIES, ("class_counts",)
-    if not isinstance(name, str) or name not in registry:
-        return kind == "model" and isinstance(name, str) and name.startswith("timm:")
-    return param in registry.parameters(name) and param not in data_params
-
-
 def _check_paths(problems, params: list[SearchParam], base: dict) -> None:
     """Check the base and every searched path by applying sample values and parsing the config."""
     try:
@@ -496,7 +483,7 @@ def _check_paths(problems, params: list[SearchParam], base: dict) -> None:
         candidates = (list(searched[head].choices) if head in searched
                       else _component_names(base, head)[:1]) if param.component else [None]
         if param.component:
-            accepting = [n for n in candidates if _accepts(head, n, rest)]
+            accepting = [n for n in candidates if takes_parameter(head, n, rest)]
             if head in searched and not accepting:
                 problems.append(f"{where}: none of the searched {COMPONENTS[head]} "
                                 f"({', '.join(map(str, candidates))}) has a parameter '{rest}'.")
@@ -544,7 +531,7 @@ def trial_experiment(base: Mapping, values: Mapping[str, Any]) -> dict:
         raw[key] = [entry]
     if isinstance(raw.get("report"), dict):
         raw["report"].pop("baseline", None)  # the one strategy is its own baseline
-    return dotted.with_values(raw, {p: v for p, v in values.items() if p not in COMPONENTS})
+    return set_values(raw, {p: v for p, v in values.items() if p not in COMPONENTS})
 
 
 def suggest_experiment(trial: optuna.Trial, tune_config: TuneConfig) -> dict:
@@ -554,7 +541,7 @@ def suggest_experiment(trial: optuna.Trial, tune_config: TuneConfig) -> dict:
         head, _, rest = param.path.partition(".")
         if param.component:
             name = values.get(head) or _component_names(tune_config.base, head)[0]
-            if not _accepts(head, name, rest):
+            if not takes_parameter(head, name, rest):
                 continue  # this model/strategy has no such parameter: not part of this trial
         values[param.path] = param.suggest(trial)
     raw = trial_experiment(tune_config.base, _tidy(values))

@@ -65,8 +65,8 @@ def robustness_table(data: ReportData) -> pd.DataFrame:
         for name, values in columns.items():
             row[f"{name}_mean"], row[f"{name}_std"] = mean_std(values)
         row["delta"] = row["p"] = math.nan
-        base = groups.get((model, data.baseline, setup))
-        if base is not None and strategy != data.baseline:
+        base = groups.get((model, data.baseline_in(setup), setup))
+        if base is not None and strategy != data.baseline_in(setup):
             ours = {r.record.seed: r.record.robustness["summary"]["mean"]["macro_f1"]
                     for r in runs}
             theirs = {r.record.seed: r.record.robustness["summary"]["mean"]["macro_f1"]
@@ -158,7 +158,7 @@ def render_section(data: ReportData, table: pd.DataFrame,
     protocols = sorted({p for cell in table["protocol"] for p in cell.split(", ")})
     out += [f"- {md_escape(PROTOCOLS.get(p, p))}." for p in protocols]
     normalised = not table["be_mean"].isna().all()
-    base = md_escape(data.baseline or "the baseline")
+    base = md_escape(data.baseline_label or "the baseline")
     out += ["- Mean corrupted macro-F1 averages every corruption x severity scored; "
             + ("BE is the balanced error (1 − balanced accuracy) averaged over severities and "
                "divided by AlexNet's (MedMNIST-C), rBE its increase over the clean error "

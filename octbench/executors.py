@@ -42,7 +42,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from octbench.config import Component
 from octbench.data import OCTData, load_dataset
@@ -314,7 +314,9 @@ class RelayGridProgress:
     def __init__(self, keeper, node: str):
         self.keeper, self.node = keeper, node
 
-    def start_run(self, number: int, run_id: str, device: str) -> RelayProgress:
+    def start_run(self, number: int, run_id: str, device: str, *,
+                  spec: Any = None) -> RelayProgress:
+        """Tell the driver the run started; its observers hear of ``spec`` there, not here."""
         import ray
 
         # Waited for: the driver's "start" line comes when the run really starts.

@@ -1,4 +1,5 @@
-"""Seconds a newcomer waits for the CLI's first answers: config errors, cold and warm listings.
+"""Seconds a newcomer waits for the CLI's first answers: --help, config errors, cold and warm
+listings.
 
 Runs each case as a fresh ``python -m octbench`` process, alternating between this checkout and
 an optional other one (``--before DIR``, e.g. ``git archive <commit> | tar -x -C DIR``), so both
@@ -60,6 +61,7 @@ def main() -> None:
         (tmp / "bad_name.yaml").write_text(BAD_NAME)
         (tmp / "bad_params.yaml").write_text(BAD_PARAMS)
         cases = {
+            "--help": (["--help"], "warm"),
             "config error: key, device, train value": (["run", "bad_keys.yaml"], "warm"),
             "config error: model name (listing cached)": (["run", "bad_name.yaml"], "warm"),
             "config error: strategy parameters (listing cached)": (

@@ -151,9 +151,11 @@ def write_report(source: str | Path, out: str | Path = "reports", *,
         PosixPath('reports/quickstart/report.md')
     """
     from octbench.report import build_report
+    from octbench.tuning import study_figures, study_summary
 
     return build_report(source, out, formats=tuple(formats), baseline=baseline,
-                        n_resamples=resamples, study=study, allow_mixed_data=allow_mixed_data)
+                        n_resamples=resamples, study=study, allow_mixed_data=allow_mixed_data,
+                        draw_study=study_figures, summarise_study=study_summary)
 
 
 def tune(config: str | Path | Mapping | TuneConfig, *, workers: int = 1,

@@ -16,6 +16,8 @@ import logging
 import os
 from pathlib import Path
 
+from octbench.fileio import atomic_write_text
+from octbench.plugins import plugin_names
 from octbench.registry import Parameter
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,7 @@ def catalog(*, use_cache: bool = True) -> dict[str, list[dict]]:
         >>> [entry["name"] for entry in catalog()["strategies"]][:2]  # doctest: +SKIP
         ['balanced_softmax', 'class_balanced']
     """
-    if not use_cache or os.environ.get("OCTBENCH_PLUGINS", "").strip():
+    if not use_cache or plugin_names().strip():
         return build_catalog()
     cached = cached_catalog()
     if cached is not None:
@@ -47,8 +49,6 @@ def catalog(*, use_cache: bool = True) -> dict[str, list[dict]]:
     listing = build_catalog()  # missing, damaged or stale: rebuild
     path = _cache_path()
     try:
-        from octbench.fileio import atomic_write_text
-
         atomic_write_text(path, json.dumps(listing, indent=1))
     except OSError as error:  # a read-only home is no reason to fail a listing
         log.debug("could not cache the listing at %s: %s", path, error)
@@ -57,7 +57,7 @@ def catalog(*, use_cache: bool = True) -> dict[str, list[dict]]:
 
 def cached_catalog() -> dict[str, list] | None:
     """The cached listing if it is there and current, else None; never builds it (no torch)."""
-    if os.environ.get("OCTBENCH_PLUGINS", "").strip():
+    if plugin_names().strip():
         return None
     try:
         cached = json.loads(_cache_path().read_text())

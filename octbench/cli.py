@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import json
 import os
 import re
@@ -28,6 +27,7 @@ from pathlib import Path
 
 from octbench.console import Console
 from octbench.errors import OctbenchError
+from octbench.plugins import load_plugins
 from octbench.untrusted import printable
 
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
@@ -37,7 +37,6 @@ EXIT_BROKEN_PIPE = 141
 MAX_WORKERS = 4 * (os.cpu_count() or 1)
 #: Most runs in one stack (`run --stack`): memory grows with it.
 MAX_STACK = 64
-PLUGINS_VARIABLE = "OCTBENCH_PLUGINS"
 #: Even on purpose, a grid beyond this is a mistake: each run is a folder and a record.
 MAX_RUNS_CEILING = 10_000_000
 
@@ -362,30 +361,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
-
-
-def load_plugins(names: str | None = None) -> list[str]:
-    """Import the modules named in ``$OCTBENCH_PLUGINS`` (comma-separated); return their names.
-
-    A plugin registers its entries on import, e.g. ``@MODELS.register`` on a factory
-    ``def my_net(*, num_classes: int = 4, in_chans: int = 1, img_size: int = 28)``.
-
-    Raises:
-        OctbenchError: a named module cannot be imported.
-    """
-    names = os.environ.get(PLUGINS_VARIABLE, "") if names is None else names
-    loaded = []
-    for name in filter(None, (part.strip() for part in names.split(","))):
-        try:
-            importlib.import_module(name)
-        except Exception as error:
-            raise OctbenchError(
-                f"cannot import plugin module '{name}' named in ${PLUGINS_VARIABLE} "
-                f"({type(error).__name__}: {error}); install it, add its folder to PYTHONPATH, "
-                f"or remove it from ${PLUGINS_VARIABLE}."
-            ) from None
-        loaded.append(name)
-    return loaded
 
 
 def _load_experiment(path: str, settings: list[tuple[str, object]], max_runs: int | None = None):
@@ -965,6 +940,7 @@ def _list_timm(names: list[str], pattern: str, what: str, out: Console) -> int:
 def cmd_report(args) -> int:
     from octbench.report import build_report, load_records, print_summary
     from octbench.report.build import check_options
+    from octbench.tuning import study_figures, study_summary
 
     formats = ("md", "csv") if args.format == "all" else (args.format,)
     check_options(formats, args.resamples)
@@ -984,7 +960,8 @@ def cmd_report(args) -> int:
     print_summary(source, allow_mixed_data=args.allow_mixed_data, full=not out.quiet)
     written = build_report(source, args.out, formats=formats, baseline=args.baseline,
                            n_resamples=args.resamples, study=args.study,
-                           allow_mixed_data=args.allow_mixed_data, stratify=args.stratify)
+                           allow_mixed_data=args.allow_mixed_data, stratify=args.stratify,
+                           draw_study=study_figures, summarise_study=study_summary)
     for index, path in enumerate(written):  # -q: the report itself only
         line = f"wrote {path}" + (f" ({Path(path).stat().st_size:,} bytes)" if out.verbose
                                   else "")

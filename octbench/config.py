@@ -213,7 +213,7 @@ class ExperimentConfig:
         return out
 
 
-def fingerprint(data: Any) -> str:
+def config_hash(data: Any) -> str:
     """A short stable hash of JSON-serialisable data (used to key runs by their config)."""
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
@@ -411,7 +411,7 @@ def apply_overrides(raw: dict, overrides: typing.Mapping[str, Any],
         ConfigError: a path goes below a value (``train.lr.x``), or no strategy takes a
             ``strategy.<param>``.
     """
-    from octbench.paths import PathError
+    from octbench.dotted import PathError
 
     raw = dict(raw)
     for path in overrides:
@@ -442,10 +442,10 @@ def set_values(raw: typing.Mapping, values: typing.Mapping[str, Any]) -> dict:
         >>> out["strategies"], out["report"]
         (['none', {'name': 'focal', 'gamma': 3.0}], {'baseline': 'focal(gamma=3.0)'})
     """
-    from octbench import paths
-    from octbench.paths import canonical_path
+    from octbench import dotted
+    from octbench.dotted import canonical_path
 
-    out = paths.apply_values(raw, values, accepts=_sets_parameter)
+    out = dotted.with_values(raw, values, accepts=_sets_parameter)
     report = raw.get("report")
     baseline = report.get("baseline") if isinstance(report, dict) else None
     before, after = raw.get("strategies"), out.get("strategies")
@@ -496,7 +496,7 @@ def swept_values(values: typing.Mapping[str, Any], strategy: Component) -> dict:
         >>> swept_values(values, Component("none")), swept_values(values, Component("focal"))
         ({'train.lr': 0.01}, {'train.lr': 0.01, 'strategy.gamma': 3.0})
     """
-    from octbench.paths import canonical_path
+    from octbench.dotted import canonical_path
 
     def changes(path: str) -> bool:
         head, _, param = canonical_path(path).partition(".")
@@ -989,7 +989,7 @@ COMPONENT_KEYS = {"model": "models", "strategy": "strategies"}
 
 def _parse_sweep(problems, raw_sweep, raw: dict) -> tuple[tuple[str, tuple], ...]:
     """Check ``sweep:`` and every value in it as if written in place (same messages)."""
-    from octbench.paths import PathError, canonical_path
+    from octbench.dotted import PathError, canonical_path
 
     if not isinstance(raw_sweep, dict) or not raw_sweep:
         problems.append("'sweep' must map dotted config paths to lists of values, e.g. "

@@ -158,7 +158,7 @@ def train_one_epoch(
     full = len(order) // batch_size
     # Augmentation draws from its own generators and mixes on the host: it runs eagerly.
     graphed = (cuda_graph and device.type == "cuda" and scaler is None and augment is None
-               and full > GRAPH_WARMUP_STEPS and _capturable(optimizer))
+               and full > GRAPH_WARMUP_STEPS and capturable(optimizer))
 
     def step(index: torch.Tensor, *, cache: bool = True) -> None:
         y, partner, lam = labels[index], None, 1.0
@@ -227,7 +227,7 @@ def run_steps(step, batches: list[torch.Tensor], *, graphed: bool, full: int, op
             progress.update(count(index))
 
 
-def _capturable(optimizer: torch.optim.Optimizer) -> bool:
+def capturable(optimizer: torch.optim.Optimizer) -> bool:
     # Adam's step count must live on the GPU inside a graph; SGD keeps no count.
     return all(group.get("capturable", True) for group in optimizer.param_groups)
 

@@ -47,6 +47,7 @@ from typing import Any, Protocol
 from octbench.config import Component
 from octbench.data import OCTData, load_dataset
 from octbench.errors import OctbenchError
+from octbench.plugins import load_plugins, plugin_names
 from octbench.progress import GridProgress, RunProgress
 from octbench.results import (
     COMPLETE,
@@ -401,7 +402,6 @@ def train_on_worker(specs: list[RunSpec], boxed_data: list, keeper,
     ``boxed_data`` holds the data's object reference (or, for big files, what to load) inside a
     list, so Ray does not fetch the data before this looks in the worker's cache.
     """
-    from octbench.cli import load_plugins
 
     load_plugins(plugins)
     node = _node_name()
@@ -578,7 +578,7 @@ class RayExecutor:
         self._warm_up(pending)
         payload, dataset = self._data_payload(data)
         keeper = self._start_keeper(store)
-        plugins = os.environ.get("OCTBENCH_PLUGINS", "")
+        plugins = plugin_names()
         claims, running, started, by_id, submitted = {}, {}, {}, {}, {}
         numbers = {spec.run_id: number for number, spec in enumerate(pending, 1)}
         try:

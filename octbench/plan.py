@@ -11,16 +11,22 @@ Must not import: the CLI, report or tuning.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from octbench.config import ExperimentConfig
-
-if TYPE_CHECKING:
-    from octbench.runner import Shard
+from octbench.data import check_available
+from octbench.progress import format_duration
+from octbench.results import ResultsStore, check_writable, read_record
+from octbench.runner import (
+    Shard,
+    check_pretrained_weights,
+    configured_grid,
+    default_threads,
+    distinct_data,
+    with_threads,
+)
 
 #: Past records read for an estimate, at most (a huge results tree must not make a dry run slow).
 MAX_RECORDS = 5000
@@ -85,16 +91,6 @@ def plan_experiment(config: ExperimentConfig, *, shard: Shard | None = None,
         DataError: the data cannot be loaded (the same message as the real run).
         StorageError: the results folder cannot be written.
     """
-    from octbench.data import check_available
-    from octbench.results import ResultsStore
-    from octbench.runner import (
-        check_pretrained_weights,
-        configured_grid,
-        default_threads,
-        distinct_data,
-        with_threads,
-    )
-
     data = "; ".join(dict.fromkeys(check_available(d.name, **d.params)
                                    for d in distinct_data(config)))
     specs = configured_grid(config)  # after the checks: run ids need the data's fingerprint
@@ -116,28 +112,8 @@ def plan_experiment(config: ExperimentConfig, *, shard: Shard | None = None,
     return Plan(data, results, runs)
 
 
-def check_writable(folder: Path) -> str:
-    """Say whether ``folder`` exists or would be created, creating nothing.
-
-    Raises:
-        StorageError: the folder, or the nearest existing folder above it, cannot be written.
-    """
-    from octbench.results import unwritable
-
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise unwritable(folder, "Not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise unwritable(folder, "Permission denied")
-    return str(folder) if existing == folder else f"{folder} (created when the run starts)"
-
-
 def past_epoch_seconds(results_dir: Path) -> dict[str, float]:
     """Median training seconds per epoch of complete past runs, by :func:`_timing_key`."""
-    from octbench.results import read_record
-
     seen: dict[str, list[float]] = {}
     for count, path in enumerate(results_dir.glob("*/*/record.json")):
         if count >= MAX_RECORDS:
@@ -161,16 +137,4 @@ def _timing_key(config: dict) -> str:
                        train.get("compile"), train.get("channels_last")], sort_keys=True)
 
 
-def format_duration(seconds: float) -> str:
-    """``42 s``, ``3 min 5 s``, ``2 h 10 min``."""
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds} s" if minutes < 10 and seconds else f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-
-
-__all__ = ["Plan", "PlannedRun", "check_writable", "format_duration", "plan_experiment"]
+__all__ = ["Plan", "PlannedRun", "plan_experiment"]

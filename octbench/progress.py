@@ -19,10 +19,20 @@ from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol, TextIO
 
-from octbench.plan import format_duration
-
 #: Seconds between in-epoch lines when the output is not a terminal.
 HEARTBEAT_SECONDS = 60.0
+
+
+def format_duration(seconds: float) -> str:
+    """``42 s``, ``3 min 5 s``, ``2 h 10 min``."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s" if minutes < 10 and seconds else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
 def interactive(stream: TextIO) -> bool:

@@ -300,6 +300,22 @@ def unwritable(folder: Path, reason: str) -> StorageError:
     )
 
 
+def check_writable(folder: Path) -> str:
+    """Say whether ``folder`` exists or would be created, creating nothing.
+
+    Raises:
+        StorageError: the folder, or the nearest existing folder above it, cannot be written.
+    """
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise unwritable(folder, "Not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise unwritable(folder, "Permission denied")
+    return str(folder) if existing == folder else f"{folder} (created when the run starts)"
+
+
 @contextmanager
 def _writing(path: Path) -> Iterator[None]:
     try:

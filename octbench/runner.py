@@ -40,12 +40,13 @@ from octbench.config import (
     EvaluateConfig,
     ExperimentConfig,
     TrainConfig,
-    fingerprint,
+    config_hash,
     swept_values,
 )
 from octbench.corrupted_eval import PARTIAL, CorruptionPlan, evaluate_corruptions
 from octbench.data import OCTData, check_available, data_fingerprint
 from octbench.devices import check_precision, describe, resolve_device
+from octbench.dotted import values_label
 from octbench.engine import (
     Predictions,
     default_eval_batch,
@@ -68,8 +69,6 @@ from octbench.models import (
     use_cosine_head,
     weights_fit_problem,
 )
-from octbench.paths import values_label
-from octbench.plan import check_writable
 from octbench.progress import GridProgress, RunObserver, RunProgress, single_run
 from octbench.results import (
     COMPLETE,
@@ -80,6 +79,7 @@ from octbench.results import (
     RunLocked,
     RunRecord,
     StorageError,
+    check_writable,
 )
 from octbench.robustness.corruptions import require_medmnistc
 from octbench.strategies import build_strategy
@@ -129,7 +129,7 @@ class RunSpec:
         a hash of the config."""
         parts = [self.model.label, self.strategy.label, f"seed{self.seed}", self.device,
                  *([values_label(self.sweep, short=True)] if self.sweep else []),
-                 fingerprint(self.config())]
+                 config_hash(self.config())]
         run_id = "__".join(_slug(p) for p in parts)
         if len(run_id) > MAX_RUN_ID:  # a file name must fit the file system (255 bytes)
             run_id = "__".join(_slug(p)[:60] for p in parts)

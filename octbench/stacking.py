@@ -36,7 +36,7 @@ from octbench.devices import autocast, synchronize
 from octbench.engine import (
     DEFAULT_NORMALIZATION,
     GRAPH_WARMUP_STEPS,
-    _capturable,
+    capturable,
     run_steps,
     to_input,
 )
@@ -304,7 +304,7 @@ def train_stacked_epoch(
     full = orders.shape[1] // batch_size
     augmented = any(a is not None for a in augmenters)
     graphed = (cuda_graph and device.type == "cuda" and not augmented
-               and full > GRAPH_WARMUP_STEPS and _capturable(optimizer))
+               and full > GRAPH_WARMUP_STEPS and capturable(optimizer))
     params = [p.detach() for p in model.parameters()] if lrs is not None else []
     scales = None if lrs is None else torch.tensor(lrs, dtype=torch.float32, device=device)
 

@@ -37,7 +37,7 @@ _ROUNDING = 1e-12
 
 
 @dataclass(frozen=True)
-class Interval:
+class ConfidenceInterval:
     """A point estimate with its confidence interval.
 
     Attributes:
@@ -92,7 +92,7 @@ def bootstrap_ci(
     strata: np.ndarray | None = None,
     method: str = "percentile",
     vectorized: bool = False,
-) -> Interval:
+) -> ConfidenceInterval:
     """Bootstrap confidence interval of a metric over the test items.
 
     Test items are resampled with replacement (``scipy.stats.bootstrap`` on item indices) and the
@@ -139,18 +139,18 @@ def bootstrap_ci(
     method_text = f"{method} bootstrap, {n_resamples} resamples of {described}"
     estimate = metric(np.arange(n)) if n else math.nan
     if len(units) < 2:  # nothing to resample: any interval would be invented
-        return Interval(estimate, math.nan, math.nan, confidence, method_text)
+        return ConfidenceInterval(estimate, math.nan, math.nan, confidence, method_text)
     if strata is not None:
         if method not in ("percentile", "basic"):
             raise ValueError(f"a stratified bootstrap interval is 'percentile' or 'basic'; got "
                              f"method={method!r}.")
         values = _stratified_distribution(strata, metric, n_resamples, seed, vectorized)
         low, high = _interval(values, estimate, confidence, method)
-        return Interval(estimate, low, high, confidence, method_text)
+        return ConfidenceInterval(estimate, low, high, confidence, method_text)
     statistic = _resample_statistic(metric, to_items, vectorized and groups is None)
     result = _bootstrap(units, statistic, n_resamples, confidence, seed, method)
     low, high = result.confidence_interval
-    return Interval(estimate, float(low), float(high), confidence, method_text)
+    return ConfidenceInterval(estimate, float(low), float(high), confidence, method_text)
 
 
 def paired_bootstrap_test(

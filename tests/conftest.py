@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -53,10 +54,52 @@ def make_npz(path: Path, *, size: int = 28, seed: int = 0,
     return path
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch) -> Path:
+    """Every test gets its own ``$OCTBENCH_CACHE`` (listings, rendered and decoded data), so no
+    test reads what another left, nor the user's cache."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("OCTBENCH_CACHE", str(cache))
+    return cache
+
+
 @pytest.fixture(scope="session")
 def oct_npz(tmp_path_factory) -> Path:
     """A valid MedMNIST-format file (see :func:`make_npz`), shared by the whole session."""
     return make_npz(tmp_path_factory.mktemp("data") / "tiny_oct.npz")
+
+
+class TrainedRun(NamedTuple):
+    """A complete run: its results folder (``results_dir``) and its run id."""
+
+    results: Path
+    run_id: str
+
+    @property
+    def folder(self) -> Path:
+        """The run's own folder: record.json, best.pt, predictions.npz."""
+        return self.results / "trained" / self.run_id
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> TrainedRun:
+    """One complete run (a tiny CNN, one epoch on synthetic data), trained once per session for
+    the tests that read a trained model; none may change it."""
+    from octbench.config import parse_config
+    from octbench.runner import expand_grid, run_experiment
+
+    root = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OCTBENCH_CACHE", str(root / "cache"))
+        config = parse_config({
+            "name": "trained", "data": {"name": "synthetic", "scale": 0.01, "test_scale": 0.1},
+            "models": [{"name": "reference_cnn", "width": 0.25}], "strategies": ["none"],
+            "seeds": [0], "train": {"epochs": 1, "threads": 1},
+            "results_dir": str(root / "results")})
+        run_experiment(config, quiet=True, say=lambda _: None)
+    run = TrainedRun(root / "results", expand_grid(config)[0].run_id)
+    assert (run.folder / "record.json").is_file() and (run.folder / "best.pt").is_file()
+    return run
 
 
 def experiment(tmp_path: Path, data_path: Path, **overrides) -> dict:
@@ -138,6 +181,28 @@ def cli_in_process(argv: list[str], capsys) -> dict:
         code = exit.code
     out, err = capsys.readouterr()
     return {"code": code, "out": out, "err": err}
+
+
+def assert_usage_error(result, *expect: str) -> str:
+    """A user error as octbench promises it: exit code 2, exactly one ``error:`` line on stderr,
+    no traceback, and each of ``expect`` in the message. Returns stderr.
+
+    ``result``: a finished ``subprocess`` run, the dict of :func:`cli_in_process`, or
+    ``(exit code, stderr)``.
+    """
+    if isinstance(result, subprocess.CompletedProcess):
+        code, err = result.returncode, result.stderr
+    elif isinstance(result, dict):
+        code, err = result["code"], result["err"]
+    else:
+        code, err = result
+    assert code == 2, f"exit {code}, not 2:\n{err[-3000:]}"
+    assert "Traceback" not in err, err[-3000:]
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1, f"{len(errors)} 'error:' lines, not 1:\n{err[-3000:]}"
+    for part in expect:
+        assert part in err, f"{part!r} missing from:\n{err[-3000:]}"
+    return err
 
 
 def tree_digest(folder: Path) -> dict[str, str]:

@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, cli_env, experiment, imports_torch, tree_digest, write_yaml
+from conftest import (
+    ROOT,
+    assert_usage_error,
+    cli_env,
+    cli_in_process,
+    experiment,
+    imports_torch,
+    tree_digest,
+    write_yaml,
+)
 
 import octbench
 from octbench import cli
@@ -63,13 +72,12 @@ def test_only_octbench_logs_reach_the_terminal(capsys):
     assert "octbench: resuming a run" in err
 
 
-def test_help_and_warm_listing_do_not_import_torch(tmp_path, monkeypatch):
+def test_help_and_warm_listing_do_not_import_torch(tmp_path):
     # torch is most of the start-up time (seconds on a small CPU): --help and list avoid it.
     assert not imports_torch("from octbench import cli\ntry:\n    cli.main(['--help'])\n"
                               "except SystemExit:\n    pass", tmp_path)
     from octbench.catalog import catalog
 
-    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))  # the subprocess's cache
     catalog()  # the first listing builds the cache
     assert not imports_torch("from octbench import cli\ncli.main(['list', 'models'])",
                               tmp_path)
@@ -79,7 +87,6 @@ def test_listing_parameter_counts_match_real_models(tmp_path, monkeypatch, capsy
     from octbench import catalog
     from octbench.models import MODELS, build_model, count_parameters
 
-    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))
     listed = {entry["name"]: entry["parameters"] for entry in catalog.catalog()["models"]}
     assert set(listed) == set(MODELS.names())
     for name in ("reference_cnn", "reference_cnn_2conv"):
@@ -102,10 +109,8 @@ def test_dry_run_offline_on_baseline_exits_2_and_creates_nothing(tmp_path, monke
     before = tree_digest(tmp_path)
     baseline = str(ROOT / "experiments" / "baseline.yaml")
     for argv in (["run", baseline, "--dry-run"], ["run", baseline]):
-        assert cli.main(argv) == cli.EXIT_USAGE
-        err = capsys.readouterr().err
+        err = assert_usage_error(cli_in_process(argv, capsys))
         assert err.startswith("octbench: error: OCTMNIST is not available")
-        assert "Traceback" not in err
         assert sorted(p.name for p in tmp_path.iterdir()) == [], "nothing may be created"
     assert tree_digest(tmp_path) == before
 

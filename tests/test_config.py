@@ -22,6 +22,10 @@ EXPERIMENTS = sorted(p for p in (ROOT / "experiments").glob("*.yaml")
                      if not p.name.startswith("tune"))
 
 
+def test_the_shipped_experiments_are_found():
+    assert len(EXPERIMENTS) >= 8, EXPERIMENTS  # an empty list would run no test below
+
+
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
 def test_shipped_experiments_validate(path):
     config = load_config(path)

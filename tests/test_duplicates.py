@@ -141,10 +141,9 @@ def test_the_default_policy_keeps_run_ids_and_a_bad_one_is_refused(tmp_path):
         parse_config(_config(tmp_path, path, on_duplicates="ignore"))
 
 
-def test_an_image_folder_copied_into_test_is_found(tmp_path, monkeypatch):
+def test_an_image_folder_copied_into_test_is_found(tmp_path):
     from test_own_data import FOLDER, image_folder
 
-    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))
     root = image_folder(tmp_path / "scans", FOLDER)  # every test scan is also a train scan
     data = load_dataset("folder", path=str(root), val_fraction=0.5)
     found = data.duplicates

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import experiment, tree_digest, write_yaml
+from conftest import assert_usage_error, cli_in_process, experiment, tree_digest, write_yaml
 
 from octbench import cli
 from octbench.config import parse_config
@@ -159,11 +159,8 @@ def test_ray_executor_without_ray_names_the_install_command(tmp_path, oct_npz, m
                                                            capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` sees when not installed
     path = write_yaml(tmp_path / "grid.yaml", experiment(tmp_path, oct_npz))
-    code = cli.main(["run", str(path), "--executor", "ray"])
-    err = capsys.readouterr().err
-    assert code == 2 and "Traceback" not in err
-    assert 'pip install "octbench[ray]"' in err and 'pip install -e ".[ray]"' in err
-    assert len([line for line in err.splitlines() if "error:" in line]) == 1
+    assert_usage_error(cli_in_process(["run", str(path), "--executor", "ray"], capsys),
+                       'pip install "octbench[ray]"', 'pip install -e ".[ray]"')
     assert tree_digest(tmp_path / "results") == {}
 
 
@@ -206,7 +203,6 @@ def test_the_thread_count_is_part_of_a_run_and_its_id(tmp_path, oct_npz, restore
 def test_ray_only_options_need_the_ray_executor(tmp_path, oct_npz, capsys):
     path = write_yaml(tmp_path / "grid.yaml", experiment(tmp_path, oct_npz))
     for option in (["--stuck-after", "5"], ["--on-stuck", "exit"]):
-        assert cli.main(["run", str(path), *option]) == 2
-        err = capsys.readouterr().err
-        assert f"{option[0]} needs --executor ray" in err and "Traceback" not in err
+        assert_usage_error(cli_in_process(["run", str(path), *option], capsys),
+                           f"{option[0]} needs --executor ray")
     assert tree_digest(tmp_path / "results") == {}

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import experiment, tree_digest
+from conftest import assert_usage_error, experiment, tree_digest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -155,7 +155,7 @@ def assert_clean_exit(argv: list[str]) -> None:
     assert code in (0, 2), f"exit {code} for {argv!r}\n{text}"
     assert "Traceback" not in text, text
     if code == 2:
-        assert len([line for line in text.splitlines() if "error:" in line]) == 1, text
+        assert_usage_error((code, text))
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import experiment, tree_digest
+from conftest import assert_usage_error, cli_in_process, experiment, tree_digest
 
-from octbench import cli
 from octbench.config import parse_config
 from octbench.data import load_dataset
 from octbench.errors import OctbenchError
@@ -44,21 +43,17 @@ def test_predict_refuses_a_checkpoint_that_needs_pickle(tmp_path, capsys):
     marker = tmp_path / "payload-ran"
     evil = write_evil_checkpoint(tmp_path / "evil.pt", marker, model={}, img_size=28,
                                  class_names=["CNV", "DME", "DRUSEN", "NORMAL"])
-    code = cli.main(["predict", "--run", str(evil), str(SCAN)])
-    err = capsys.readouterr().err
-    assert code == 2, err
+    assert_usage_error(cli_in_process(["predict", "--run", str(evil), str(SCAN)], capsys),
+                       "only pickle can load (io.open)", "refuses it", "retrain it",
+                       "python -m octbench run")
     assert not marker.exists(), "the checkpoint's payload ran"
-    assert "only pickle can load (io.open)" in err and "refuses it" in err
-    assert "retrain it" in err and "python -m octbench run" in err
-    assert "Traceback" not in err
 
 
 def test_a_damaged_checkpoint_is_a_clear_error(tmp_path, capsys):
     bad = tmp_path / "best.pt"
     bad.write_bytes(b"PK\x03\x04 not really a zip")
-    assert cli.main(["predict", "--run", str(bad), str(SCAN)]) == 2
-    err = capsys.readouterr().err
-    assert "is not a usable octbench checkpoint" in err and "Traceback" not in err
+    assert_usage_error(cli_in_process(["predict", "--run", str(bad), str(SCAN)], capsys),
+                       "is not a usable octbench checkpoint")
 
 
 def test_an_evil_resume_state_in_a_copied_results_folder_never_runs(

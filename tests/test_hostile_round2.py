@@ -25,7 +25,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT, cli_env, experiment, make_npz, tree_digest, write_yaml
+from conftest import (
+    ROOT,
+    assert_usage_error,
+    cli_env,
+    experiment,
+    make_npz,
+    tree_digest,
+    write_yaml,
+)
 from conftest import cli_in_process as in_process
 from test_report import N_TEST, write_run
 
@@ -81,10 +89,10 @@ def run_limited(cases: dict[str, list[str]], cwd: Path, env: dict[str, str]) -> 
 def assert_refused(result: dict, *expect: str, code: int = 2) -> None:
     """The harness's contract: the exit code, one error line when refused, no traceback."""
     text = result["err"] + result["out"]
+    if code == 2:
+        assert_usage_error(result)
     assert result["code"] == code, f"exit {result['code']}\n{text[-3000:]}"
     assert "Traceback" not in text, text[-3000:]
-    if code == 2:
-        assert len([line for line in result["err"].splitlines() if "error:" in line]) == 1, text
     for part in expect:
         assert part in text, f"{part!r} missing from:\n{text[-3000:]}"
 
@@ -175,7 +183,6 @@ class Hostile:
 
 @pytest.fixture
 def hostile(tmp_path, oct_npz, monkeypatch) -> Hostile:
-    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("OCTBENCH_PLUGINS", raising=False)
     ws = Hostile(tmp_path, oct_npz)
     ws.canary("victim.txt")
@@ -192,10 +199,12 @@ def test_bombs_and_declared_sizes_stay_bounded(hostile, tmp_path):
     folder = store.root
     # predictions.npz declaring 5 GiB of test scores; labels as uint64 >= 2**63
     big = ws.demo("big")
+    assert len(list(big.root.iterdir())) == 2  # the two demo runs
     for run in sorted(big.root.iterdir()):
         npz_declaring(run / "predictions.npz", {"test_labels": np.zeros(N_TEST, np.uint8)},
                       {"test_scores": (1_250_000_000, 1)})
     huge_labels = ws.demo("labels")
+    assert len(list(huge_labels.root.iterdir())) == 2
     for run in sorted(huge_labels.root.iterdir()):
         np.savez(run / "predictions.npz", test_scores=np.full((N_TEST, 4), 0.25, np.float32),
                  test_labels=np.full(N_TEST, 2**63 + 5, np.uint64))
@@ -297,7 +306,9 @@ def test_crafted_record_checks_agree_with_an_independent_reading(hostile):
     record whose test split lacks a class (absent_classes lists names) is accepted."""
     store = hostile.demo()
     crafted_record(store, "absent", _set("metrics", "test", "absent_classes", value=["DME"]))
-    for path in sorted(store.root.glob("*/record.json")):
+    paths = sorted(store.root.glob("*/record.json"))
+    assert len(paths) >= 2, paths  # the demo's runs and the crafted one
+    for path in paths:
         plain = json.loads(path.read_text())
         checked = read_record(path)
         assert checked.metrics == plain["metrics"] and checked.seed == plain["seed"]

@@ -9,19 +9,18 @@ import re
 
 import pytest
 import yaml
-from conftest import experiment, imports_torch, tree_digest, write_yaml
+from conftest import (
+    assert_usage_error,
+    cli_in_process,
+    experiment,
+    imports_torch,
+    tree_digest,
+    write_yaml,
+)
 
 from octbench import cli
 from octbench.config import load_config, parse_config
 from octbench.runner import expand_grid
-
-
-def _exit_code(argv: list[str]) -> int:
-    """cli.main's exit code, also where argparse exits (a bad option value)."""
-    try:
-        return cli.main(argv)
-    except SystemExit as done:
-        return done.code
 
 
 def _todo(out: str) -> list[str]:
@@ -54,9 +53,7 @@ def test_set_on_run_is_validated_and_part_of_the_run_ids(tmp_path, oct_npz, caps
         ("scale", "'scale' must look like KEY=VALUE in one word, e.g. --set scale=0.1"),
         ("train.lr=[1", "is not valid YAML"),
     ]:
-        assert _exit_code(["run", str(path), "--set", setting]) == cli.EXIT_USAGE
-        err = capsys.readouterr().err
-        assert message in err and "Traceback" not in err, (setting, err)
+        assert_usage_error(cli_in_process(["run", str(path), "--set", setting], capsys), message)
     assert tree_digest(tmp_path) == before
 
 
@@ -206,12 +203,11 @@ def test_config_errors_are_reported_before_torch_is_imported(tmp_path):
     assert not imports_torch(code, tmp_path)
 
 
-def test_fast_name_checks_say_what_the_full_check_says(tmp_path, monkeypatch):
+def test_fast_name_checks_say_what_the_full_check_says(tmp_path):
     from octbench import catalog
     from octbench.config import check_plain
     from octbench.errors import ConfigError
 
-    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))
     listing = catalog.catalog()
     known = {"model": [e["name"] for e in listing["models"]], "timm": listing["timm"],
              "strategy": [e["name"] for e in listing["strategies"]],
@@ -322,9 +318,7 @@ def test_dry_run_catches_offline_pretrained_weights(tmp_path):
 def test_yaml_layout_errors_name_the_fix(tmp_path, capsys, text, expected):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    assert cli.main(["run", str(path)]) == cli.EXIT_USAGE
-    err = capsys.readouterr().err
-    assert expected in err and "Traceback" not in err
+    assert_usage_error(cli_in_process(["run", str(path)], capsys), expected)
 
 
 def test_synonyms_get_a_did_you_mean(tmp_path, oct_npz):
@@ -368,8 +362,7 @@ def test_predict_takes_folders_of_scans_but_not_links(tmp_path):
 # Listings and help
 
 
-def test_listings_show_parameters_augmentations_and_timm_names(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))
+def test_listings_show_parameters_augmentations_and_timm_names(tmp_path, capsys):
     assert cli.main(["list", "strategies"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^focal +Focal loss .*\n +parameters: gamma=2, alpha=None$", out, re.M)

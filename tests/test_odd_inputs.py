@@ -14,7 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli_env, cli_in_process, experiment, run_cli, tree_digest, write_yaml
+from conftest import (
+    assert_usage_error,
+    cli_env,
+    cli_in_process,
+    experiment,
+    run_cli,
+    tree_digest,
+    write_yaml,
+)
 from PIL import Image
 
 from octbench import cli
@@ -107,7 +115,6 @@ ROWS = [
 
 @pytest.fixture
 def odd_ws(tmp_path, oct_npz, monkeypatch):
-    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("OCTBENCH_PLUGINS", raising=False)
     run = tmp_path / "results" / "tiny" / "reference_cnn__none__seed0__cpu__00000000"
     run.mkdir(parents=True)
@@ -120,13 +127,7 @@ def test_odd_input(row: Odd, odd_ws, capsys):
     tmp, data = odd_ws
     argv = row.argv(tmp, data)
     before = tree_digest(tmp / "results")
-    result = cli_in_process(argv, capsys)
-    code, out, err = result["code"], result["out"], result["err"]
-    assert code == 2, f"exit {code}\n{out}\n{err}"
-    assert "Traceback" not in err
-    for text in row.expect:
-        assert text in err, f"{text!r} missing from:\n{err}"
-    assert len([line for line in err.splitlines() if "error:" in line]) == 1, err
+    assert_usage_error(cli_in_process(argv, capsys), *row.expect)
     assert tree_digest(tmp / "results") == before
 
 
@@ -226,16 +227,15 @@ def test_unwritable_synthetic_cache_still_gives_the_data(tmp_path, monkeypatch, 
 def test_unwritable_output_is_one_clear_message(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    code = cli.main(["data", "synth", "--out", str(blocker / "x.npz"), "--set", "scale=0.002",
-                     "--set", "test_scale=0.02"])
-    err = capsys.readouterr().err
-    assert code == 2 and "Traceback" not in err
-    assert f"cannot write to --out folder {blocker}: {blocker} is a file, not a folder" in err
+    argv = ["data", "synth", "--out", str(blocker / "x.npz"), "--set", "scale=0.002",
+            "--set", "test_scale=0.02"]
+    assert_usage_error(cli_in_process(argv, capsys),
+                       f"cannot write to --out folder {blocker}: {blocker} is a file, not a folder")
     assert blocker.read_text() == "not a folder"
 
 
 def test_long_run_ids_are_shortened_to_fit_a_file_name(tmp_path, oct_npz):
-    from octbench.config import fingerprint
+    from octbench.config import config_hash
     from octbench.runner import expand_grid
 
     ids = []
@@ -244,7 +244,7 @@ def test_long_run_ids_are_shortened_to_fit_a_file_name(tmp_path, oct_npz):
         raw = experiment(tmp_path, oct_npz, strategies=[{"name": "focal", "alpha": alpha}])
         (spec,) = expand_grid(parse_config(raw))
         assert len(spec.strategy.label) > 255
-        assert len(spec.run_id) <= 255 and spec.run_id.endswith(fingerprint(spec.config()))
+        assert len(spec.run_id) <= 255 and spec.run_id.endswith(config_hash(spec.config()))
         ids.append(spec.run_id)
     assert ids[0] != ids[1]
 
@@ -275,10 +275,9 @@ def test_parameters_only_the_data_can_judge_fail_before_training(tmp_path, oct_n
     config = experiment(tmp_path, oct_npz, seeds=[0, 1],
                         strategies=["none", {"name": "focal", "alpha": [1.0, 2.0]}])
     path = write_yaml(tmp_path / "alpha.yaml", config)
-    assert cli.main(["-q", "run", str(path)]) == 2
-    err = capsys.readouterr().err
-    assert "strategy focal(alpha=[1.0, 2.0]): The 'alpha' parameter" in err
-    assert "must be a list of 4 floats" in err and "Traceback" not in err
+    assert_usage_error(cli_in_process(["-q", "run", str(path)], capsys),
+                       "strategy focal(alpha=[1.0, 2.0]): The 'alpha' parameter",
+                       "must be a list of 4 floats")
     assert not list((tmp_path / "results").rglob("record.json"))  # nothing trained
 
 
@@ -290,7 +289,7 @@ def test_report_into_an_unwritable_place_is_named_before_any_work(tmp_path, caps
     write_run(ResultsStore(tmp_path / "results" / "demo"))
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    assert cli.main(["report", str(tmp_path / "results" / "demo"), "--out", str(blocker)]) == 2
-    err = capsys.readouterr().err
-    assert f"cannot write to report folder {blocker / 'demo'}: {blocker} is a file" in err
-    assert "Traceback" not in err and blocker.read_text() == "not a folder"
+    argv = ["report", str(tmp_path / "results" / "demo"), "--out", str(blocker)]
+    assert_usage_error(cli_in_process(argv, capsys),
+                       f"cannot write to report folder {blocker / 'demo'}: {blocker} is a file")
+    assert blocker.read_text() == "not a folder"

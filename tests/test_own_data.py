@@ -53,11 +53,6 @@ FOLDER = {"train": {"CNV": [0, 1], "DRUSEN": [3, 4], "NORMAL": [5, 2]},
           "test": {"CNV": [1], "DRUSEN": [4], "NORMAL": [5]}}
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))
-
-
 # --- class names and count -------------------------------------------------------------------
 
 def test_class_names_come_from_the_file_the_config_or_the_labels(tmp_path):
@@ -158,35 +153,23 @@ def test_version_one_records_stay_readable():
 
 # --- provenance ------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def synthetic_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic_run")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OCTBENCH_CACHE", str(root / "cache"))
-        config = parse_config({**tiny_config(root, {"name": "synthetic", "scale": 0.005,
-                                                    "test_scale": 0.05}, name="syn"),
-                               "train": {"epochs": 1, "threads": 1}})
-        run_experiment(config, quiet=True, say=lambda _: None)
-    return root / "results" / "syn" / expand_grid(config)[0].run_id
-
-
-def test_checkpoint_carries_provenance_readable_without_pickle(synthetic_run):
-    state = torch.load(synthetic_run / "best.pt", weights_only=True)
+def test_checkpoint_carries_provenance_readable_without_pickle(trained_run):
+    state = torch.load(trained_run.folder / "best.pt", weights_only=True)
     provenance = state["provenance"]
     assert provenance["synthetic"] is True and provenance["dataset"] == "synthetic"
     assert provenance["class_names"] == ["CNV", "DME", "DRUSEN", "NORMAL"]
     assert provenance["img_size"] == 28
     assert provenance["normalisation"] == {"scale": 1 / 255, "mean": 0.5, "std": 0.5}
-    record = json.loads((synthetic_run / "record.json").read_text())
+    record = json.loads((trained_run.folder / "record.json").read_text())
     assert provenance["fingerprint"] == record["dataset"]["fingerprint"]
     assert provenance["fingerprint"].startswith("synthetic-v")
 
 
-def test_predict_says_synthetic_in_text_and_json(synthetic_run, capsys):
-    assert main(["predict", "--run", str(synthetic_run), str(SCANS[0])]) == 0
+def test_predict_says_synthetic_in_text_and_json(trained_run, capsys):
+    assert main(["predict", "--run", str(trained_run.folder), str(SCANS[0])]) == 0
     first = capsys.readouterr().out.splitlines()[0]
     assert "model trained on SYNTHETIC data - not a diagnosis" in first
-    assert main(["predict", "--run", str(synthetic_run), "--json", str(SCANS[0])]) == 0
+    assert main(["predict", "--run", str(trained_run.folder), "--json", str(SCANS[0])]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out)[0]["synthetic"] is True and "SYNTHETIC" in err
 

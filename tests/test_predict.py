@@ -8,25 +8,9 @@ import numpy as np
 import pytest
 
 from octbench.cli import main
-from octbench.config import parse_config
 from octbench.data import OCT_CLASSES
-from octbench.runner import expand_grid, run_experiment
 
 SCANS = sorted((Path(__file__).parent / "data").glob("*.jpeg"))
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("predict")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OCTBENCH_CACHE", str(root / "cache"))
-        config = parse_config({
-            "name": "p", "data": {"name": "synthetic", "scale": 0.01, "test_scale": 0.1},
-            "models": [{"name": "reference_cnn", "width": 0.25}], "strategies": ["none"],
-            "seeds": [0], "train": {"epochs": 1}, "results_dir": str(root / "results"),
-        })
-        run_experiment(config, quiet=True, say=lambda _: None)
-    return root / "results", expand_grid(config)[0].run_id
 
 
 def test_predict_every_real_scan(trained_run, capsys):
@@ -52,7 +36,7 @@ def test_predict_accepts_a_checkpoint_path_and_a_run_prefix(trained_run, capsys)
     assert main(["predict", "--run", run_id[:20], "--results-dir", str(results),
                  str(SCANS[0])]) == 0
     assert capsys.readouterr().out == by_path
-    assert main(["predict", "--run", f"p/{run_id[:20]}", "--results-dir", str(results),
+    assert main(["predict", "--run", f"trained/{run_id[:20]}", "--results-dir", str(results),
                  str(SCANS[0])]) == 0
     assert capsys.readouterr().out == by_path
     assert SCANS[0].name in by_path and "CNV" in by_path
@@ -97,8 +81,7 @@ def test_data_synth_writes_a_medmnist_file_that_stays_synthetic(tmp_path, capsys
     assert "[SYNTHETIC DATA]" in text and "largest:smallest class 5.9:1" in text
 
 
-def test_data_show_and_info_figure_write_pngs(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))
+def test_data_show_and_info_figure_write_pngs(tmp_path, capsys):
     grid, chart = tmp_path / "grid.png", tmp_path / "dist.png"
     assert main(["data", "show", "--set", "scale=0.005", "--out", str(grid),
                  "--per-class", "3"]) == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import faulthandler
 import io
+import json
 import logging
 import os
 import signal
@@ -25,13 +26,14 @@ import torch
 from conftest import (
     PLUGINS,
     ROOT,
+    assert_usage_error,
     cli_env,
+    cli_in_process,
     experiment,
     leftovers,
     make_npz,
     run_cli,
     run_outcome,
-    start_cli,
     write_yaml,
 )
 
@@ -57,25 +59,36 @@ def watchdog():
 
 
 @pytest.fixture(scope="module")
-def ray_instance():
+def faults(tmp_path_factory) -> Path:
+    """The folder where a test puts the fault.json of the worker-faults plugin."""
+    return tmp_path_factory.mktemp("faults")
+
+
+@pytest.fixture(scope="module")
+def ray_instance(faults):
     """One local Ray instance for the module; executors find it initialised and reuse it.
 
     Its two GPUs are Ray's fake ones (a resource count): tasks that ask for them get
     CUDA_VISIBLE_DEVICES set by Ray, which is all the GPU binding tests need.
     """
-    # Its workers import the test plugins that `run` subprocesses name in $OCTBENCH_PLUGINS.
-    path = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PLUGINS), path]))
-    try:
+    # Its workers import the test plugins that `run` names in $OCTBENCH_PLUGINS, and the
+    # worker-faults plugin reads $OCTBENCH_TEST_FAULTS: workers inherit the environment of
+    # this moment.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", os.pathsep.join(
+            filter(None, [str(PLUGINS), os.environ.get("PYTHONPATH")])))
+        patch.setenv("OCTBENCH_TEST_FAULTS", str(faults))
         ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False,
                  log_to_driver=False, logging_level=logging.WARNING)
-    finally:
-        if path is None:
-            del os.environ["PYTHONPATH"]
-        else:
-            os.environ["PYTHONPATH"] = path
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
+
+
+def inject_fault(faults: Path, run_id: str, epoch: int, action: str) -> None:
+    """Arm the worker-faults plugin: ``action`` once ``run_id`` has finished ``epoch`` epochs."""
+    (faults / "fault.taken").unlink(missing_ok=True)
+    (faults / "fault.json").write_text(json.dumps({"run": run_id, "epoch": epoch,
+                                                   "action": action}))
 
 
 def grid_config(home: Path, data: Path, **changes) -> dict:
@@ -102,34 +115,6 @@ def reference(tmp_path_factory, oct_npz):
     torch.use_deterministic_algorithms(False)
     assert summary.ok and len(summary.completed) == 2
     return outcome(home / "results" / "tiny")
-
-
-def _parent(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat.rpartition(")")[2].split()[1])
-
-
-def ray_workers_running() -> list[int]:
-    """Process ids of this test process's Ray workers executing an octbench run.
-
-    Only descendants of this process (its Ray instance's raylet started them) count: other Ray
-    instances on the machine, e.g. another test run's, are never touched.
-    """
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if not (entry / "cmdline").read_bytes().startswith(b"ray::train_on_worker"):
-                continue
-            pid = ancestor = int(entry.name)
-            while ancestor > 1 and ancestor != os.getpid():
-                ancestor = _parent(ancestor)
-        except (OSError, ValueError, IndexError):
-            continue
-        if ancestor == os.getpid():
-            found.append(pid)
-    return found
 
 
 def test_ray_records_equal_the_local_executors(tmp_path, oct_npz, reference, ray_instance,
@@ -230,67 +215,47 @@ def test_corrupted_evaluation_on_ray_equals_local_and_only_the_driver_writes(
     assert leftovers(folders[1].parent) == []
 
 
-def test_worker_killed_mid_run_resumes_from_its_epoch_checkpoint(tmp_path, oct_npz, reference,
-                                                                  ray_instance, restore_torch,
-                                                                  caplog):
-    """SIGKILL the worker during a run: Ray retries the task, which resumes from the epoch
-    checkpoint kept on the driver's side; the grid ends complete, equal to the reference."""
+def test_worker_killed_mid_run_resumes_from_its_epoch_checkpoint(
+        tmp_path, oct_npz, reference, ray_instance, faults, restore_torch, caplog, monkeypatch):
+    """SIGKILL the worker right after epoch 2 of one run: Ray retries the task, which resumes
+    from the epoch checkpoint kept on the driver's side; the grid ends complete, equal to the
+    reference. The worker kills itself (the worker-faults plugin), so nothing races."""
     config = parse_config(grid_config(tmp_path, oct_npz))
     root = tmp_path / "results" / "tiny"
-    killed = []
-
-    def kill_a_worker_after_its_first_epoch():
-        deadline = time.monotonic() + WAIT
-        while not killed and time.monotonic() < deadline:
-            if any(root.glob("*/resume.pt")):
-                for pid in ray_workers_running():
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-            time.sleep(0.005)
-
-    killer = threading.Thread(target=kill_a_worker_after_its_first_epoch, daemon=True)
-    killer.start()
+    victim = expand_grid(config)[1].run_id
+    inject_fault(faults, victim, 2, "kill-worker")
+    monkeypatch.setenv("OCTBENCH_PLUGINS", "octbench_worker_faults")
     caplog.set_level(logging.INFO, logger="octbench")
-    # 2 CPUs per run on a 2-CPU instance: one run at a time, so the worker killed is the one
-    # whose checkpoint exists.
     summary = run_experiment(config, quiet=True, say=lambda _: None,
-                             executor=executors.RayExecutor(cpus_per_run=2))
-    killer.join(timeout=5)
-    assert killed, "no worker was killed"
+                             executor=executors.RayExecutor())
+    assert (faults / "fault.taken").is_file(), "the fault never fired"
     assert summary.ok and len(summary.completed) == 2
     resumed = [r.getMessage() for r in caplog.records if "resumed after epoch" in r.getMessage()]
-    # The killed run resumes; seen once in CI, a second run resumed too (both had an epoch
-    # checkpoint when the worker processes were killed: the kill is a polling race; the
-    # plugin-driven local fault tests are the deterministic kind). Either way nothing restarts
-    # from epoch 0 and the grid ends equal to the reference.
-    assert 1 <= len(resumed) <= 2, resumed
-    for message in resumed:
-        epoch = int(message.split("resumed after epoch ")[1].split()[0])
-        assert 1 <= epoch < 4  # not from epoch 0
-        run_id = message.split()[0]  # its log is the second attempt's, which says it resumed
-        assert f"resuming {run_id} after epoch {epoch}" in (root / run_id / "run.log").read_text()
+    assert len(resumed) == 1 and resumed[0].startswith(f"{victim} resumed after epoch 2 on "), \
+        resumed
+    # the run's log is the second attempt's, which says it resumed
+    assert f"resuming {victim} after epoch 2" in (root / victim / "run.log").read_text()
     assert outcome(root) == reference  # no duplicate, partial or different record
     assert leftovers(root) == []
 
 
-def test_driver_interrupted_then_rerun_finishes_exactly_the_missing_runs(tmp_path, oct_npz,
-                                                                         reference, ray_instance):
-    """Ctrl-C on `run --executor ray --address ...`: exit 130, in-flight runs recorded
-    interrupted; the same command again completes the grid, equal to the reference."""
-    path = write_yaml(tmp_path / "tiny.yaml", grid_config(tmp_path, oct_npz))
+def test_driver_interrupted_then_rerun_finishes_exactly_the_missing_runs(
+        tmp_path, oct_npz, reference, ray_instance, faults):
+    """Ctrl-C on `run --executor ray --address ...` when the driver hears that the first run
+    finished its first epoch: exit 130, in-flight runs recorded interrupted; the same command
+    again completes the grid, equal to the reference."""
+    raw = grid_config(tmp_path, oct_npz)
+    path = write_yaml(tmp_path / "tiny.yaml", raw)
     root = tmp_path / "results" / "tiny"
+    first = expand_grid(parse_config(raw))[0].run_id
+    inject_fault(faults, first, 1, "interrupt-driver")
     argv = ["run", str(path), "--executor", "ray", "--address", ray_instance]
-    process = start_cli(argv, cli_env(tmp_path))
-    deadline = time.monotonic() + WAIT
-    while not any(root.glob("*/resume.pt")):
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "training never started"
-        time.sleep(0.01)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=WAIT)
-    assert process.returncode == 130, err
+    env = cli_env(tmp_path, "octbench_worker_faults", OCTBENCH_TEST_FAULTS=str(faults))
+    done = run_cli(argv, env, timeout=WAIT)
+    assert done.returncode == 130, done.stderr
+    assert (faults / "fault.taken").is_file(), "the fault never fired"
     statuses = {r.run_id: r.status for r in ResultsStore(root).records()}
-    assert INTERRUPTED in statuses.values(), statuses
+    assert statuses[first] == INTERRUPTED, statuses
     assert set(statuses.values()) <= {INTERRUPTED, COMPLETE}
     done = run_cli(argv, cli_env(tmp_path), timeout=WAIT)
     assert done.returncode == 0, done.stderr
@@ -310,10 +275,8 @@ def test_impossible_resources_exit_2_and_write_nothing(tmp_path, oct_npz, ray_in
         for n in nodes()])
     for options, expect in ((["--gpus-per-run", "0.25"], "has no GPU"),
                             (["--cpus-per-run", "64"], "no node of the Ray cluster")):
-        code = cli.main(["run", str(path), "--executor", "ray", *options])
-        err = capsys.readouterr().err
-        assert code == 2 and expect in err and "Traceback" not in err, err
-        assert len([line for line in err.splitlines() if "error:" in line]) == 1
+        assert_usage_error(cli_in_process(["run", str(path), "--executor", "ray", *options],
+                                          capsys), expect)
         assert not (tmp_path / "results").exists()
 
 
@@ -573,11 +536,10 @@ def test_runs_that_cannot_start_are_explained_and_exit_2_on_request(tmp_path, oc
                                                                     cpus_taken, capsys):
     path = write_yaml(tmp_path / "tiny.yaml", grid_config(tmp_path, oct_npz))
     started = time.monotonic()
-    code = cli.main(["run", str(path), "--executor", "ray", "--stuck-after", "0.02",
-                     "--on-stuck", "exit"])
-    err = capsys.readouterr().err
-    assert code == 2 and "Traceback" not in err, err
-    assert "2 run(s) have waited" in err and "none is training: each asks CPU 1, GPU 0" in err
+    err = assert_usage_error(cli_in_process(["run", str(path), "--executor", "ray",
+                                             "--stuck-after", "0.02", "--on-stuck", "exit"],
+                                            capsys),
+                       "2 run(s) have waited", "none is training: each asks CPU 1, GPU 0")
     assert "CPU 0 free of 2" in err and "1 node(s) alive" in err
     assert time.monotonic() - started < 60
     assert not list((tmp_path / "results" / "tiny").glob("*/record.json"))  # nothing recorded

@@ -478,14 +478,16 @@ def test_report_reads_old_records_and_warns_about_unreadable_ones(tmp_path, caps
 
 
 def test_plugins_are_imported_and_a_missing_one_is_a_clear_error(monkeypatch, capsys):
-    assert cli.load_plugins(" json , ") == ["json"]
+    from octbench.plugins import load_plugins
+
+    assert load_plugins(" json , ") == ["json"]
     monkeypatch.setenv("OCTBENCH_PLUGINS", "json,no_such_octbench_plugin")
     assert cli.main(["list", "strategies"]) == 2
     err = capsys.readouterr().err
     assert "cannot import plugin module 'no_such_octbench_plugin'" in err
     assert "add its folder to PYTHONPATH" in err and "Traceback" not in err
     with pytest.raises(OctbenchError):
-        cli.load_plugins("no_such_octbench_plugin")
+        load_plugins("no_such_octbench_plugin")
 
 
 def test_interrupt_record_never_replaces_a_complete_one(tmp_path, oct_npz, restore_torch,

@@ -11,7 +11,6 @@ import os
 import re
 import subprocess
 import sys
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -425,8 +424,8 @@ def test_figures_are_valid_pngs(built: Built) -> None:
         assert f"](figures/{path.name})" in built.text
 
 
-def test_tuning_figures_come_from_tuning_module(tmp_path: Path, no_figures: None,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tuning_figures_come_from_the_function_the_caller_hands_in(
+        tmp_path: Path, no_figures: None) -> None:
     # `octbench tune` names the best experiment <study>-best; its study lives in <study>.
     folder = make_grid(tmp_path / "results" / "quick-best", strategies=("none",), seeds=(0,))
     study = tmp_path / "results" / "quick"
@@ -440,12 +439,9 @@ def test_tuning_figures_come_from_tuning_module(tmp_path: Path, no_figures: None
         Image.new("RGB", (300, 200), "white").save(path)
         return [path]
 
-    monkeypatch.setitem(sys.modules, "octbench.tuning",
-                        types.SimpleNamespace(study_figures=study_figures))
-    text = build(folder, tmp_path)
+    text = build(folder, tmp_path, draw_study=study_figures)
     assert seen == [study]
     assert "Hyper-parameter tuning" in text and "](figures/quick-history.png)" in text
-    monkeypatch.setitem(sys.modules, "octbench.tuning", types.SimpleNamespace())
     assert "Hyper-parameter tuning" not in build(folder, tmp_path)  # no hard dependency
 
 

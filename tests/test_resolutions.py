@@ -29,8 +29,7 @@ def test_synthetic_data_is_rendered_at_the_size(size, tmp_path, monkeypatch):
     assert data.train.images.dtype == torch.uint8  # 50 kB per 224-px image, not 200 kB
 
 
-def test_a_224_px_run_trains_and_records_its_size(tmp_path, monkeypatch, restore_torch):
-    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))
+def test_a_224_px_run_trains_and_records_its_size(tmp_path, restore_torch):
     config = parse_config({
         "name": "px224", "data": {"name": "synthetic", "size": 224, "scale": 0.002,
                                   "test_scale": 0.02},

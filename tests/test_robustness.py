@@ -139,7 +139,6 @@ def test_corrupted_evaluation_resumes_after_a_crash(oct_npz, tmp_path, monkeypat
     import octbench.robustness.cache as cache
     from octbench.runner import run_experiment
 
-    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))
     calls = {"scored": 0, "generated": 0, "crash_at": None}
     real_evaluate, real_corrupt = corrupted_eval.evaluate, cache.corrupt_images
 
@@ -221,13 +220,11 @@ def test_evaluate_cli_scores_corruptions_into_the_runs_record(oct_npz, tmp_path)
         k: v for k, v in old.items() if k != "robustness"}
 
 
-def test_report_has_the_robustness_section_curves_and_sample_strip(oct_npz, tmp_path,
-                                                                   monkeypatch):
+def test_report_has_the_robustness_section_curves_and_sample_strip(oct_npz, tmp_path):
     from octbench.report.build import build_report
     from octbench.robustness.cache import corrupted_set
     from octbench.runner import run_experiment
 
-    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))
     raw = experiment(tmp_path, oct_npz, strategies=["none", "weighted_ce"],
                      train={"epochs": 1, "batch_size": 64, "threads": 1},
                      evaluate={"corruptions": ["contrast_down", "pixelate"],
@@ -267,7 +264,7 @@ def test_report_has_the_robustness_section_curves_and_sample_strip(oct_npz, tmp_
 
 
 @pytest.mark.slow
-def test_synthetic_twin_recipe_end_to_end(tmp_path, monkeypatch):
+def test_synthetic_twin_recipe_end_to_end(tmp_path):
     """A cut of experiments/robustness_synthetic.yaml: one model, two strategies, one seed, with
     and without corruption training, all six corruptions at two severities, then its report."""
     import yaml
@@ -275,7 +272,6 @@ def test_synthetic_twin_recipe_end_to_end(tmp_path, monkeypatch):
     from octbench.report.build import build_report
     from octbench.runner import run_experiment
 
-    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))
     raw = yaml.safe_load((ROOT / "experiments" / "robustness_synthetic.yaml").read_text())
     raw.update(models=["reference_cnn"], strategies=["none", "balanced_softmax"], seeds=[0],
                results_dir=str(tmp_path / "results"))
@@ -303,7 +299,6 @@ def test_octmnist_at_28px_uses_the_224px_test_scans_and_alexnet_normalisation(tm
     from octbench.data import load_dataset
     from octbench.models import build_model
 
-    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))
     rng = np.random.default_rng(0)
     labels = {s: rng.permutation(np.arange(n) % 4) for s, n in
               (("train", 16), ("val", 8), ("test", 8))}

@@ -12,8 +12,7 @@ from octbench.runner import expand_grid, run_experiment
 
 
 @pytest.fixture
-def config(tmp_path, monkeypatch):
-    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))
+def config(tmp_path):
     return parse_config({
         "name": "tiny",
         "data": {"name": "synthetic", "scale": 0.01, "test_scale": 0.2},
@@ -80,10 +79,13 @@ def test_results_load_as_a_dataframe(config, tmp_path):
 
 def test_records_are_strict_json(config, tmp_path):
     run_experiment(config, quiet=True, say=lambda _: None)
+
     def refuse(constant):
         raise AssertionError(f"{constant} is not JSON")
 
-    for path in (tmp_path / "results" / "tiny").glob("*/record.json"):
+    paths = sorted((tmp_path / "results" / "tiny").glob("*/record.json"))
+    assert len(paths) == len(expand_grid(config)) == 4  # every run, complete or skipped
+    for path in paths:
         json.loads(path.read_text(), parse_constant=refuse)
 
 

@@ -9,7 +9,7 @@ import pytest
 import scipy.stats
 
 from octbench.stats import (
-    Interval,
+    ConfidenceInterval,
     bootstrap_ci,
     holm,
     mcnemar_test,
@@ -46,7 +46,7 @@ def test_bootstrap_ci_covers_the_true_accuracy() -> None:
 def test_interval_contains_the_point_estimate() -> None:
     preds = _predictions(np.random.default_rng(1), LABELS, 0.7)
     ci = bootstrap_ci(LABELS, preds, accuracy, n_resamples=500)
-    assert isinstance(ci, Interval)
+    assert isinstance(ci, ConfidenceInterval)
     assert ci.estimate == accuracy(LABELS, preds)
     assert ci.low < ci.estimate < ci.high
     assert ci.confidence == 0.95 and "percentile bootstrap" in ci.method

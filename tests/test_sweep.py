@@ -8,13 +8,13 @@ import pytest
 import yaml
 from conftest import ROOT, experiment, write_yaml
 
-import octbench.paths
+import octbench.dotted
 from octbench import cli
 from octbench.config import load_config, parse_config
 from octbench.errors import ConfigError
 from octbench.results import ResultsStore
 from octbench.runner import expand_grid, run_experiment
-from octbench.tuning.space import apply_values as tuning_apply_values
+from octbench.tuning.space import trial_experiment
 
 
 def swept(tmp_path, oct_npz, sweep, **overrides) -> dict:
@@ -90,22 +90,22 @@ def test_bad_sweeps_name_the_yaml_path(tmp_path, oct_npz, sweep, expected):
 
 
 def test_search_and_sweep_share_one_path_resolution(tmp_path, oct_npz, monkeypatch):
-    """Tuning's `search:`, `sweep:` and `--set` values are applied by octbench.paths alone,
+    """Tuning's `search:`, `sweep:` and `--set` values are applied by octbench.dotted alone,
     with the same rule for which strategies take a parameter."""
     calls, rules = [], set()
-    real = octbench.paths.apply_values
+    real = octbench.dotted.with_values
 
     def spy(raw, values, **options):
         calls.append(dict(values))
         rules.add(options.get("accepts"))
         return real(raw, values, **options)
 
-    monkeypatch.setattr(octbench.paths, "apply_values", spy)
+    monkeypatch.setattr(octbench.dotted, "with_values", spy)
     parse_config(swept(tmp_path, oct_npz, {"train.lr": [1e-3]})).variants()
     assert {"train.lr": 1e-3} in calls
     calls.clear()
     base = experiment(tmp_path, oct_npz, strategies=["none"])
-    raw = tuning_apply_values(base, {"train.lr": 0.01, "model.width": 0.5})
+    raw = trial_experiment(base, {"train.lr": 0.01, "model.width": 0.5})
     assert calls == [{"train.lr": 0.01, "model.width": 0.5}]
     assert raw["models"] == [{"name": "reference_cnn", "width": 0.5}]
     calls.clear()
@@ -127,9 +127,8 @@ def test_recipes_expand_to_the_medmnist_plus_grid():
 
 
 @pytest.mark.slow
-def test_synthetic_twin_runs_offline_with_per_size_tables(tmp_path, monkeypatch, restore_torch):
+def test_synthetic_twin_runs_offline_with_per_size_tables(tmp_path, restore_torch):
     """The twin recipe as shipped (a results folder of its own), then its report."""
-    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))
     raw = yaml.safe_load((ROOT / "experiments" / "medmnist_plus_synthetic.yaml").read_text())
     raw["results_dir"] = str(tmp_path / "results")
     path = write_yaml(tmp_path / "twin.yaml", raw)

@@ -33,6 +33,7 @@ from octbench.tuning import (
     open_storage,
     parse_tune_config,
     study_figures,
+    study_summary,
 )
 
 FINISHED = ("COMPLETE", "PRUNED")
@@ -57,7 +58,6 @@ def tune_dict(tmp_path: Path, data_path: Path, **overrides) -> dict:
 def in_tmp(tmp_path, monkeypatch):
     """Run in tmp_path, so experiments/generated/ lands there, with a private data cache."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("OCTBENCH_CACHE", str(tmp_path / "cache"))
     return tmp_path
 
 
@@ -224,7 +224,8 @@ def test_small_study_end_to_end(in_tmp, oct_npz, capsys):
     from octbench.report import build_report
 
     report = build_report(in_tmp / "results" / "tiny-tune", in_tmp / "reports",
-                          n_resamples=100)[0].read_text()
+                          n_resamples=100, draw_study=study_figures,
+                          summarise_study=study_summary)[0].read_text()
     assert "**SYNTHETIC DATA.**" in report and "## Tuning study `tiny-tune`" in report
     assert "| Trial | State | val macro_f1 | Epochs |" in report
     best_trial = study.best_trial

@@ -18,6 +18,7 @@ import logging
 import numpy as np
 import torch
 
+from octbench.data.dataset import Split
 from octbench.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -122,8 +123,6 @@ def apply_policy(data, policy: str = DEFAULT_POLICY, origin: str = ""):
 
 
 def _drop(data, repeats: dict[str, list[int]]):
-    from octbench.data import Split
-
     splits = {}
     for split in SPLITS:
         part = data.split(split)

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from octbench.data import SPLITS, OCTData
+from octbench.data.dataset import SPLITS, OCTData
 from octbench.data.duplicates import summary
+from octbench.data.preprocess import preprocess_array, read_scan
 
 
 def class_distribution(data: OCTData) -> pd.DataFrame:
@@ -105,7 +106,6 @@ def save_scan_grid(scans: list[str | Path], path: str | Path, *, size: int = 28)
     """A PNG of raw scan files (top row) and the model inputs made from them (bottom row)."""
     from matplotlib.figure import Figure
 
-    from octbench.data.preprocess import preprocess_array, read_scan
     from octbench.figures import save_figure
 
     fig = Figure(figsize=(1.9 * len(scans), 3.6))

@@ -19,15 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from octbench.data import (
-    AVAILABILITY_CHECKS,
-    DATASETS,
-    SPLITS,
-    OCTData,
-    cache_root,
-    fingerprinter,
-    from_arrays,
-)
+from octbench.data._registry import AVAILABILITY_CHECKS, DATASETS, cache_root, fingerprinter
+from octbench.data.dataset import SPLITS, OCTData, from_arrays
 from octbench.data.npz import read_npz
 from octbench.data.preprocess import load_scan
 from octbench.errors import DataError

@@ -12,14 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from octbench.data import (
-    AVAILABILITY_CHECKS,
-    DATASETS,
-    OCT_CLASSES,
-    OCTData,
-    fingerprinter,
-    from_arrays,
-)
+from octbench.data._registry import AVAILABILITY_CHECKS, DATASETS, fingerprinter
+from octbench.data.dataset import OCT_CLASSES, OCTData, from_arrays
 from octbench.errors import DataError
 
 

@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image
 from threadpoolctl import threadpool_limits
 
-from octbench.data import OCT_CLASSES
+from octbench.data.dataset import OCT_CLASSES
 from octbench.data.preprocess import RESAMPLE
 from octbench.errors import DataError
 

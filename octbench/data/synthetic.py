@@ -17,18 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from octbench.data import (
-    AVAILABILITY_CHECKS,
-    DATASETS,
-    OCT_CLASSES,
-    SPLITS,
-    OCTData,
-    cache_root,
-    fingerprinter,
-    from_arrays,
-)
+from octbench.data._registry import AVAILABILITY_CHECKS, DATASETS, cache_root, fingerprinter
+from octbench.data.dataset import OCT_CLASSES, SPLITS, OCTData, from_arrays
 from octbench.data.npz import read_npz
+from octbench.data.render import render_scans
 from octbench.fileio import atomic_write, remove_stale_temp_files
+from octbench.progress import counting
 from octbench.registry import Interval, OneOf
 
 log = logging.getLogger(__name__)
@@ -58,8 +52,6 @@ def generate_arrays(
     Label noise flips that fraction of train and val labels to a uniformly drawn other class;
     the test labels stay clean so that the test split measures the truth.
     """
-    from octbench.progress import counting
-
     arrays = {}
     counts = split_counts(scale, test_scale)
     total = sum(sum(per_class) for per_class in counts.values())
@@ -74,8 +66,6 @@ def generate_arrays(
 
 def _generate_split(index: int, split: str, counts: list[int], *, size: int, seed: int,
                     difficulty: float, label_noise: float, progress) -> dict[str, np.ndarray]:
-    from octbench.data.render import render_scans
-
     rng = np.random.default_rng([seed, index])
     labels = rng.permutation(np.repeat(np.arange(len(counts)), counts))
     images = render_scans(labels, size=size, seed=seed * 1000 + index, difficulty=difficulty,

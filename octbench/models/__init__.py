@@ -4,6 +4,9 @@ A model is a keyword-only factory ``f(*, num_classes, in_chans, img_size, **para
 :data:`MODELS`; ``num_classes``, ``in_chans`` and ``img_size`` come from the data, the rest from
 the YAML. Any timm model enters by the prefix ``timm:<name>``, parsed only in :func:`build_model`.
 
+The registry itself is :mod:`octbench.models._registry`, which the model modules import;
+importing this package registers them.
+
 Must not import: strategies, data, the engine or config: models know nothing of losses or YAML.
 """
 
@@ -12,12 +15,11 @@ from __future__ import annotations
 from torch import nn
 
 from octbench.errors import OctbenchError
-from octbench.registry import TIMM_PREFIX, Registry, unknown_model_message
-
-MODELS = Registry("model")
-
-#: Factory arguments supplied by the data, not by the user.
-DATA_PARAMS = ("num_classes", "in_chans", "img_size")
+from octbench.models import reference, resnet, timm_models  # noqa: F401  (reference, resnet register)
+from octbench.models._registry import DATA_PARAMS, MODELS
+from octbench.models.heads import CosineLinear, classifier_head, use_cosine_head
+from octbench.models.pretrained import plan_weights, read_weights
+from octbench.registry import TIMM_PREFIX, unknown_model_message
 
 
 def timm_name(name: str) -> str | None:
@@ -36,9 +38,7 @@ def check_model_name(name: str) -> str | None:
 
 def external_parameter_problems(name: str, params: dict, path: str) -> list[str]:
     """Problems with the YAML parameters of a ``timm:<name>`` model (checked against timm)."""
-    from octbench.models.timm_models import parameter_problems
-
-    return parameter_problems(timm_name(name), params, path)
+    return timm_models.parameter_problems(timm_name(name), params, path)
 
 
 def build_model(name: str, *, num_classes: int = 4, in_chans: int = 1, img_size: int = 28,
@@ -60,10 +60,8 @@ def build_model(name: str, *, num_classes: int = 4, in_chans: int = 1, img_size:
     problem = check_model_name(name)
     if problem:
         raise OctbenchError(problem)
-    from octbench.models.timm_models import create_timm_model
-
-    return create_timm_model(inner, num_classes=num_classes, in_chans=in_chans,
-                             img_size=img_size, **params)
+    return timm_models.create_timm_model(inner, num_classes=num_classes, in_chans=in_chans,
+                                         img_size=img_size, **params)
 
 
 def input_normalization(name: str, params: dict) -> tuple[float, float]:
@@ -72,9 +70,7 @@ def input_normalization(name: str, params: dict) -> tuple[float, float]:
     inner = timm_name(name)
     if inner is None:
         return (0.5, 0.5)
-    from octbench.models.timm_models import normalization
-
-    return normalization(inner, params.get("pretrained", False))
+    return timm_models.normalization(inner, params.get("pretrained", False))
 
 
 def describe_weights(name: str, params: dict, model: nn.Module) -> dict:
@@ -82,8 +78,6 @@ def describe_weights(name: str, params: dict, model: nn.Module) -> dict:
     inner = timm_name(name)
     if inner is None:
         return {"weights": "random"}
-    from octbench.models import timm_models
-
     return timm_models.describe_weights(inner, params.get("pretrained", False), model)
 
 
@@ -95,9 +89,6 @@ def weights_fit_problem(name: str, params: dict, model: nn.Module) -> str | None
         return None
     if not params.get("pretrained_strict", True):
         return None
-    from octbench.models.pretrained import plan_weights
-    from octbench.models.timm_models import read_weights
-
     plan = plan_weights(read_weights(pretrained), model)
     return None if plan.complete else plan.problem(pretrained)
 
@@ -106,16 +97,6 @@ def no_pretrained_message(name: str) -> str:
     return (f"model '{name}' has no pretrained weights (octbench's own models train from "
             "scratch); pretrained weights come with timm models, e.g. "
             "{name: timm:resnet18, pretrained: true}, or remove 'pretrained'.")
-
-
-def classifier_head(model: nn.Module) -> nn.Module:
-    """The layer that maps features to class logits: timm's classifier, else the last Linear."""
-    if hasattr(model, "get_classifier"):
-        return model.get_classifier()
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise OctbenchError(f"{type(model).__name__} has no linear classifier head to probe.")
-    return linears[-1]
 
 
 def freeze_all_but_head(model: nn.Module) -> list[nn.Module]:
@@ -137,10 +118,6 @@ def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
-
-# Importing the modules registers their models.
-from octbench.models import reference, resnet  # noqa: E402,F401
-from octbench.models.heads import CosineLinear, use_cosine_head  # noqa: E402
 
 __all__ = ["MODELS", "DATA_PARAMS", "CosineLinear", "build_model", "check_model_name",
            "classifier_head", "count_parameters", "describe_weights", "freeze_all_but_head",

@@ -27,6 +27,16 @@ class CosineLinear(nn.Linear):
         return F.linear(F.normalize(x, dim=1), F.normalize(self.weight, dim=1))
 
 
+def classifier_head(model: nn.Module) -> nn.Module:
+    """The layer that maps features to class logits: timm's classifier, else the last Linear."""
+    if hasattr(model, "get_classifier"):
+        return model.get_classifier()
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise OctbenchError(f"{type(model).__name__} has no linear classifier head to probe.")
+    return linears[-1]
+
+
 def use_cosine_head(model: nn.Module) -> nn.Module:
     """Replace ``model``'s classifier head (a Linear) with a :class:`CosineLinear` of the same
     shape, in place; returns the model.
@@ -34,8 +44,6 @@ def use_cosine_head(model: nn.Module) -> nn.Module:
     Raises:
         OctbenchError: the model's head is not a single Linear layer.
     """
-    from octbench.models import classifier_head
-
     head = classifier_head(model)
     if isinstance(head, CosineLinear):
         return model

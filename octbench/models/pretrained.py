@@ -3,7 +3,7 @@
 A file saved from a wrapped model (``module.`` from DataParallel / DDP, ``model.`` from Lightning
 and friends, ``backbone.``, ``_orig_mod.`` from ``torch.compile``) has its prefix stripped; the
 ``state_dict`` / ``model`` nesting of a training checkpoint is opened by
-:func:`octbench.models.timm_models.read_weights`. Then every tensor of the model must come from
+:func:`read_weights`. Then every tensor of the model must come from
 the file with its own shape, except two, each named in the run record:
 
 - the classifier head, which is new when the file's head has another number of classes;
@@ -119,6 +119,35 @@ def plan_weights(file_state: dict[str, torch.Tensor], model: nn.Module) -> Weigh
                        unexpected=unexpected, mismatched=mismatched, prefix=prefix)
 
 
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a weights file safely: safetensors, or ``torch.load(weights_only=True)``.
+
+    Raises:
+        OctbenchError: when the file is missing, unreadable or holds no tensors.
+    """
+    path = Path(path).expanduser()
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:
+        raise OctbenchError(
+            f"cannot read {path} as model weights ({type(error).__name__}: {error}); save them "
+            "with safetensors.torch.save_file(model.state_dict(), ...) or "
+            "torch.save(model.state_dict(), ...)") from None
+    for key in ("state_dict", "model"):  # a training checkpoint around the weights, as timm reads
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)} if isinstance(
+        state, dict) else {}
+    if not tensors:
+        raise OctbenchError(f"{path} holds no tensors; it must be a model's state_dict.")
+    return tensors
+
+
 def load_weights_file(model: nn.Module, path: str | Path, *, strict: bool = True) -> WeightsPlan:
     """Load the weights file at ``path`` into ``model`` (see the module docstring).
 
@@ -126,8 +155,6 @@ def load_weights_file(model: nn.Module, path: str | Path, *, strict: bool = True
         OctbenchError: the file is unreadable, or (``strict``) does not fit, naming the keys.
     """
     from timm.models import adapt_input_conv
-
-    from octbench.models.timm_models import read_weights
 
     file_state = read_weights(path)
     plan = plan_weights(file_state, model)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from octbench.models import MODELS
+from octbench.models._registry import MODELS
 from octbench.registry import Interval
 
 

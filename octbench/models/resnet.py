@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from octbench.models import MODELS
+from octbench.models._registry import MODELS
 
 
 def _medmnist_resnet(name: str, *, num_classes: int, in_chans: int, img_size: int,

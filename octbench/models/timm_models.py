@@ -21,6 +21,13 @@ import torch
 from torch import nn
 
 from octbench.errors import OctbenchError
+from octbench.models._registry import DATA_PARAMS
+from octbench.models.pretrained import (
+    file_normalization,
+    load_weights_file,
+    plan_weights,
+    read_weights,
+)
 from octbench.registry import did_you_mean
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
@@ -59,8 +66,6 @@ def create_timm_model(inner: str, *, num_classes: int, in_chans: int, img_size: 
     if "img_size" in model_parameters(inner):  # vision transformers and other fixed-size models
         kwargs["img_size"] = img_size
     if isinstance(pretrained, str):
-        from octbench.models.pretrained import load_weights_file
-
         model = timm.create_model(inner, pretrained=False, **kwargs)
         load_weights_file(model, Path(pretrained).expanduser(), strict=pretrained_strict)
         return model
@@ -112,8 +117,6 @@ def parameter_problems(inner: str, params: dict, path: str) -> list[str]:
     problem = weight_kwargs_problem(inner, params)
     if problem:
         problems.append(f"{path}: {problem}")
-    from octbench.models import DATA_PARAMS
-
     rest = {k: v for k, v in params.items()
             if k not in ("pretrained", "pretrained_strict") and k not in WEIGHT_LOADING_KWARGS}
     for key in [k for k in rest if k in DATA_PARAMS]:
@@ -149,35 +152,6 @@ def _has_pretrained_source(inner: str) -> bool:
 
     cfg = get_pretrained_cfg(inner)
     return cfg is not None and bool(cfg.hf_hub_id or cfg.url or cfg.file)
-
-
-def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a weights file safely: safetensors, or ``torch.load(weights_only=True)``.
-
-    Raises:
-        OctbenchError: when the file is missing, unreadable or holds no tensors.
-    """
-    path = Path(path).expanduser()
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path), device="cpu")
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as error:
-        raise OctbenchError(
-            f"cannot read {path} as model weights ({type(error).__name__}: {error}); save them "
-            "with safetensors.torch.save_file(model.state_dict(), ...) or "
-            "torch.save(model.state_dict(), ...)") from None
-    for key in ("state_dict", "model"):  # a training checkpoint around the weights, as timm reads
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)} if isinstance(
-        state, dict) else {}
-    if not tensors:
-        raise OctbenchError(f"{path} holds no tensors; it must be a model's state_dict.")
-    return tensors
 
 
 def weights_file_problem(text: str) -> str | None:
@@ -248,8 +222,6 @@ def _normalization(inner: str, pretrained: bool | str) -> tuple[tuple[float, flo
     if not pretrained:
         return DEFAULT_NORMALIZATION, "data"
     if isinstance(pretrained, str):
-        from octbench.models.pretrained import file_normalization
-
         carried = file_normalization(pretrained)
         if carried is not None:
             return carried, "file"
@@ -285,8 +257,6 @@ def describe_weights(inner: str, pretrained: bool | str, model: nn.Module) -> di
         cfg = getattr(model, "pretrained_cfg", {}) or {}
         return {"weights": "timm", "source": cfg.get("hf_hub_id") or cfg.get("url"),
                 "normalization_source": normalization_source(inner, pretrained)}
-    from octbench.models.pretrained import plan_weights
-
     path = Path(pretrained).expanduser()
     plan = plan_weights(read_weights(path), model)
     described = {

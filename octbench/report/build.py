@@ -2,9 +2,10 @@
 
 Owns the order of a report (collect, tables, figures, markdown, exports), the figures' data
 frames, and finding a tuning study by its files (``study.json``, ``study.db``, ``journal.log``);
-its figures come from ``octbench.tuning.study_figures``, imported only when a study exists.
+the study's figures and summary are drawn by functions the caller hands in (the CLI passes
+``octbench.tuning.study_figures`` and ``study_summary``), so the report never imports tuning.
 
-Must not import at module level: tuning or optuna (a report stands without them), the engine.
+Must not import: tuning or optuna (a report stands without them), the engine.
 """
 
 from __future__ import annotations
@@ -49,11 +50,17 @@ def check_options(formats, n_resamples, stratify=None) -> None:
         raise OctbenchError(f"the bootstrap's stratify must be class, groups or none. Got "
                             f"{stratify!r} instead.")
 
+#: ``draw(study_folder, figure_folder) -> paths`` and ``summarise(study_folder) -> dict``.
+DrawStudy = Callable[[Path, Path], Sequence[str | Path]]
+SummariseStudy = Callable[[Path], dict]
+
 
 def build_report(source: str | Path, out: str | Path = "reports", *,
                  formats: Sequence[str] = ("md",), baseline: str | None = None,
                  n_resamples: int = 2000, study: str | Path | None = None,
-                 allow_mixed_data: bool = False, stratify: str | None = None) -> list[Path]:
+                 allow_mixed_data: bool = False, stratify: str | None = None,
+                 draw_study: DrawStudy | None = None,
+                 summarise_study: SummariseStudy | None = None) -> list[Path]:
     """Write the report of an experiment to ``<out>/<experiment>/``.
 
     Args:
@@ -64,6 +71,10 @@ def build_report(source: str | Path, out: str | Path = "reports", *,
         baseline: strategy to compare with (default: the YAML's, else ``none``).
         n_resamples: bootstrap resamples of the intervals and tests.
         study: an Optuna study folder whose figures to include (default: :func:`find_study`).
+        draw_study: ``draw(study_folder, figure_folder) -> paths`` for the study's figures
+            (:func:`octbench.tuning.study_figures`); None: no tuning figures or section.
+        summarise_study: ``summarise(study_folder) -> dict`` for the report's tuning section
+            (:func:`octbench.tuning.study_summary`).
         allow_mixed_data: report runs made on data of different fingerprints together
             (otherwise refused, naming them).
         stratify: how the bootstrap resamples test items: ``class`` (within each class),
@@ -111,12 +122,13 @@ def build_report(source: str | Path, out: str | Path = "reports", *,
         step("drawing figures")
         figures = (_make_figures(data, table, devices, figure_dir, data.warnings, rankings)
                    if data.runs else [])
-        tuning = _study_figures(study, data, figure_dir)
+        tuning = _study_figures(study, data, figure_dir, draw_study)
         robust_figures, robust_lines = _robustness(data, figure_dir, n_resamples)
         text = render_markdown(data, table=table, comparisons=comparisons,
                                per_class=per_class, devices=devices, figures=figures,
                                n_resamples=n_resamples, study_figures=tuning,
-                               study=_study_summary(study, data) if tuning else None,
+                               study=(_study_summary(study, data, summarise_study)
+                                      if tuning else None),
                                robustness=robust_lines,
                                sections={"ranking": ranking_section(data, rankings),
                                          "calibration": calibration_section(data, calibration),
@@ -143,20 +155,17 @@ def _is_study(folder: Path) -> bool:
     return any((folder / name).is_file() for name in ("study.json", "study.db", "journal.log"))
 
 
-def _study_figures(study: str | Path | None, data: ReportData, figure_dir: Path) -> list[Path]:
-    """Tuning figures from ``octbench.tuning.study_figures`` when it and a study exist."""
-    import importlib
-
+def _study_figures(study: str | Path | None, data: ReportData, figure_dir: Path,
+                   draw: DrawStudy | None) -> list[Path]:
+    """The tuning study's figures when a study exists and the caller can draw them."""
     folder = Path(study) if study is not None else find_study(data)
     if folder is None:
         return []
     if not _is_study(folder):
         data.warnings.append(f"no Optuna study (study.json, study.db or journal.log) in {folder}")
         return []
-    try:
-        draw = importlib.import_module("octbench.tuning").study_figures
-    except (ImportError, AttributeError):
-        return []  # tuning is optional: the report stands without its figures
+    if draw is None:
+        return []
     try:
         return [Path(p) for p in draw(folder, figure_dir)]
     except UnsafePath:
@@ -167,14 +176,11 @@ def _study_figures(study: str | Path | None, data: ReportData, figure_dir: Path)
         return []
 
 
-def _study_summary(study: str | Path | None, data: ReportData) -> dict | None:
-    """The study's trials for the report's tuning section, from ``octbench.tuning``."""
-    import importlib
-
+def _study_summary(study: str | Path | None, data: ReportData,
+                   summarise: SummariseStudy | None) -> dict | None:
+    """The study's trials for the report's tuning section, when the caller can read them."""
     folder = Path(study) if study is not None else find_study(data)
-    try:
-        summarise = importlib.import_module("octbench.tuning").study_summary
-    except (ImportError, AttributeError):
+    if summarise is None:
         return None
     try:
         return summarise(folder)

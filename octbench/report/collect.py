@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from octbench.config import Component, swept_values
+from octbench.dotted import values_label
 from octbench.errors import OctbenchError
 from octbench.metrics import METRICS, compute_metrics
-from octbench.paths import values_label
 from octbench.results import COMPLETE, ResultsStore, RunRecord
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ from torch import nn
 
 from octbench.errors import OctbenchError
 from octbench.registry import Interval, OneOf
-from octbench.strategies import STRATEGIES, Strategy
+from octbench.strategies._registry import STRATEGIES, Strategy
 
 # The seed project's hard-coded class weights (CNV, DME, DRUSEN, NORMAL).
 SEED_WEIGHTS = [1.0, 1.0, 1.0, 3.0]

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import WeightedRandomSampler
 
 from octbench.registry import Interval
-from octbench.strategies import STRATEGIES, Strategy
+from octbench.strategies._registry import STRATEGIES, Strategy
 from octbench.strategies.losses import AdjustedCrossEntropy
 
 

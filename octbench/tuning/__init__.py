@@ -46,24 +46,25 @@ This package must not import the report; the report finds a study by its files.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from octbench.tuning.objective import TrialFailed, make_objective
+from octbench.tuning.objective import ERROR_ATTR, SURPLUS_ATTR, TrialFailed, make_objective
 from octbench.tuning.space import (
     DEFAULT_PRUNER,
     SearchParam,
     TuneConfig,
-    apply_values,
     best_experiment,
     load_tune_config,
     parse_tune_config,
     suggest_experiment,
+    trial_experiment,
 )
 from octbench.tuning.storage import load_study, open_storage, resolve_storage
 from octbench.tuning.workers import TuneResult, run_worker, tune, write_best_experiment
 
 __all__ = [
-    "DEFAULT_PRUNER", "SearchParam", "TrialFailed", "TuneConfig", "TuneResult", "apply_values",
+    "DEFAULT_PRUNER", "SearchParam", "TrialFailed", "TuneConfig", "TuneResult", "trial_experiment",
     "best_experiment", "load_study", "load_tune_config", "make_objective", "open_storage",
     "parse_tune_config", "resolve_storage", "run_worker", "study_figures", "study_summary",
     "suggest_experiment", "tune", "write_best_experiment",
@@ -102,12 +103,9 @@ def study_summary(study_dir: str | Path, *, storage: str | None = None) -> dict:
         >>> study_summary("results/quickstart-tune")["best"]["number"]  # doctest: +SKIP
         4
     """
-    import json
-
     from optuna.trial import TrialState
 
     from octbench.figures import MIN_IMPORTANCE_TRIALS
-    from octbench.tuning.objective import ERROR_ATTR, SURPLUS_ATTR
 
     study, info = load_study(study_dir, storage=storage)
     trials = []

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from octbench.config import parse_config
 from octbench.errors import ConfigError
 from octbench.tuning.space import TuneConfig, suggest_experiment
-from octbench.tuning.storage import OWNER_ATTR, _fail_dead_trials, _owner, _retry_callback
+from octbench.tuning.storage import OWNER_ATTR, fail_dead_trials, retry_callback, trial_owner
 
 ORIGIN_ATTR = "octbench_origin"
 ERROR_ATTR, SURPLUS_ATTR = "octbench_error", "octbench_surplus"
@@ -33,7 +33,7 @@ class TrialFailed(Exception):
     """A trial's run failed (its FAILED run record holds the details); Optuna records FAIL."""
 
 
-class _BudgetReached(Exception):
+class BudgetReached(Exception):
     """Raised by a trial that was asked for after the study reached ``n_trials``."""
 
 
@@ -76,12 +76,12 @@ def make_objective(tune_config: TuneConfig, *, data=None, quiet: bool = True,
         return data
 
     def objective(trial: optuna.Trial) -> float:
-        trial.set_user_attr(OWNER_ATTR, _owner(trial.number))
+        trial.set_user_attr(OWNER_ATTR, trial_owner(trial.number))
         try:
             if budget is not None:
                 _wait_for_slot(trial, budget)
             return run_trial(trial)
-        except _BudgetReached:
+        except BudgetReached:
             trial.set_user_attr(SURPLUS_ATTR, True)
             raise
         except TrialFailed as error:
@@ -139,7 +139,7 @@ def make_objective(tune_config: TuneConfig, *, data=None, quiet: bool = True,
             # Optuna marks this trial FAIL; queue it again so a rerun resumes its checkpoint.
             frozen = next(t for t in trial.study.get_trials(deepcopy=False)
                           if t.number == trial.number)
-            _retry_callback()(trial.study, frozen)
+            retry_callback()(trial.study, frozen)
             raise
         trial.set_user_attr("seed_values", finished)
         return statistics.fmean(finished)
@@ -155,13 +155,13 @@ def _wait_for_slot(trial: optuna.Trial, n_trials: int, poll_s: float = 1.0) -> N
     """
     while True:
         study = trial.study
-        _fail_dead_trials(study)
+        fail_dead_trials(study)
         trials = study.get_trials(deepcopy=False)
         done = sum(t.state in COUNTED for t in trials)
         ahead = sum(t.state == TrialState.RUNNING and t.number < trial.number for t in trials)
         if done >= n_trials:
             study.stop()
-            raise _BudgetReached(f"the study already has {n_trials} finished trials")
+            raise BudgetReached(f"the study already has {n_trials} finished trials")
         if done + ahead < n_trials:
             return
         time.sleep(poll_s)  # the trials ahead may still fail; then this one is needed

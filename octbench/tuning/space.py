@@ -2,7 +2,7 @@
 
 Owns :class:`TuneConfig` and :class:`SearchParam` (parsing and checking a ``search:`` section
 against the base experiment), the sampler and pruner a config names, and turning sampled values
-into an experiment (:func:`apply_values`, dotted paths by
+into an experiment (:func:`trial_experiment`, dotted paths by
 :func:`octbench.config.set_values`, as ``sweep:`` and ``--set``).
 
 Must not import: the other tuning modules (storage, objective, workers import this one), the
@@ -32,8 +32,8 @@ from octbench.config import (
     set_values,
     takes_parameter,
 )
+from octbench.dotted import COMPONENTS, PathError, canonical_path
 from octbench.errors import ConfigError
-from octbench.paths import COMPONENTS, PathError, canonical_path
 from octbench.registry import did_you_mean, is_finite
 
 TUNE_KEYS = ("study", "base", "search", "objective", "n_trials", "timeout", "seeds_per_trial",
@@ -494,7 +494,7 @@ def _check_paths(problems, params: list[SearchParam], base: dict) -> None:
             if param.component and head in searched:
                 values[head] = candidates[0]
             try:
-                parse_config(apply_values(base, values))
+                parse_config(trial_experiment(base, values))
             except PathError as error:
                 problems.append(f"{where}: {error}")
                 break
@@ -504,7 +504,7 @@ def _check_paths(problems, params: list[SearchParam], base: dict) -> None:
 
 
 
-def apply_values(base: Mapping, values: Mapping[str, Any]) -> dict:
+def trial_experiment(base: Mapping, values: Mapping[str, Any]) -> dict:
     """The base experiment (plain data) with searched values applied at their dotted paths.
 
     A chosen model or strategy name takes its parameters from the base entry of that name (if
@@ -513,7 +513,7 @@ def apply_values(base: Mapping, values: Mapping[str, Any]) -> dict:
     Example:
         >>> base = {"models": [{"name": "reference_cnn", "width": 0.5}], "strategies": ["none"],
         ...         "train": {"epochs": 2}}
-        >>> out = apply_values(base, {"train.lr": 0.01, "strategy": "focal",
+        >>> out = trial_experiment(base, {"train.lr": 0.01, "strategy": "focal",
         ...                          "strategy.gamma": 1.5})
         >>> out["train"], out["strategies"]
         ({'epochs': 2, 'lr': 0.01}, [{'name': 'focal', 'gamma': 1.5}])
@@ -544,7 +544,7 @@ def suggest_experiment(trial: optuna.Trial, tune_config: TuneConfig) -> dict:
             if not takes_parameter(head, name, rest):
                 continue  # this model/strategy has no such parameter: not part of this trial
         values[param.path] = param.suggest(trial)
-    raw = apply_values(tune_config.base, _tidy(values))
+    raw = trial_experiment(tune_config.base, _tidy(values))
     raw["seeds"] = tune_config.seeds
     return raw
 
@@ -564,7 +564,7 @@ def best_experiment(tune_config: TuneConfig, params: Mapping[str, Any]) -> Exper
     beside the tuned one, with the same tuned training settings, so the report of the best
     experiment compares the two instead of showing one strategy alone.
     """
-    raw = apply_values(tune_config.base, _tidy(params))
+    raw = trial_experiment(tune_config.base, _tidy(params))
     raw.update(name=f"{tune_config.study}-best", seeds=list(FINAL_SEEDS))
     baseline = (tune_config.base.get("report") or {}).get("baseline", "none")
     tuned = list(raw.get("strategies") or [])[:1]  # trials train the first strategy only

@@ -51,7 +51,7 @@ def _process_start(pid: int) -> str:
     return fields[19] if len(fields) > 19 and fields[0] != "Z" else "-"
 
 
-def _owner(number: int) -> str:
+def trial_owner(number: int) -> str:
     return f"{socket.gethostname()}|{os.getpid()}|{_process_start(os.getpid())}|{number}"
 
 
@@ -76,14 +76,14 @@ def _is_dead(trial: optuna.trial.FrozenTrial) -> bool:
         UNCLAIMED_GRACE_S
 
 
-def _retry_callback():
+def retry_callback():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RetryHeartbeatStaleTrialCallback(
             max_retry=MAX_RETRY, inherit_intermediate_values=True)
 
 
-def _fail_dead_trials(study: optuna.Study) -> list[int]:
+def fail_dead_trials(study: optuna.Study) -> list[int]:
     """Fail RUNNING trials whose worker is gone, queue their retries; return their numbers.
 
     The rule: a trial's worker records ``host|pid|start time|trial number`` when it starts the
@@ -95,7 +95,7 @@ def _fail_dead_trials(study: optuna.Study) -> list[int]:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # heartbeat storages only; no-op otherwise
     failed = []
-    retry = _retry_callback()
+    retry = retry_callback()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if not _is_dead(trial):
             continue
@@ -146,10 +146,11 @@ class HeartbeatJournalStorage(optuna.storages.JournalStorage, BaseHeartbeat):
         return self.heartbeat_interval
 
     def get_heartbeat_stale_trial_callback(self):
-        return _retry_callback()
+        return retry_callback()
 
 
-def _mask(spec: str) -> str:
+def masked(spec: str) -> str:
+    """The storage ``spec`` with any password hidden, for messages and the study file."""
     if spec.startswith("journal:"):
         return spec
     try:
@@ -168,7 +169,7 @@ def open_storage(spec: str) -> optuna.storages.BaseStorage:
         >>> storage.get_heartbeat_interval()
         10
     """
-    masked = _mask(spec)
+    shown = masked(spec)
     try:
         if spec.startswith("journal:"):
             path = Path(spec[len("journal:"):])
@@ -183,10 +184,10 @@ def open_storage(spec: str) -> optuna.storages.BaseStorage:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
                 spec, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_INTERVAL_S,
-                grace_period=HEARTBEAT_GRACE_S, heartbeat_stale_trial_callback=_retry_callback())
+                grace_period=HEARTBEAT_GRACE_S, heartbeat_stale_trial_callback=retry_callback())
     except ImportError as error:
         raise OctbenchError(
-            f"cannot open the Optuna storage {masked}: its database driver is missing ({error}). "
+            f"cannot open the Optuna storage {shown}: its database driver is missing ({error}). "
             "For PostgreSQL: pip install 'octbench[postgres]'.") from None
     except Exception as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
@@ -195,7 +196,7 @@ def open_storage(spec: str) -> optuna.storages.BaseStorage:
                 f"cannot open the Optuna journal file {spec[len('journal:'):]}: {reason}. "
                 "Use journal:PATH with PATH a writable file in an existing folder.") from None
         raise OctbenchError(
-            f"cannot open the Optuna storage {masked}: {reason}. Check the URL (e.g. "
+            f"cannot open the Optuna storage {shown}: {reason}. Check the URL (e.g. "
             "postgresql://user:password@host:5432/db or sqlite:///path/study.db), that the "
             "server is running and reachable from here, and the credentials.") from None
 
@@ -234,7 +235,7 @@ def resolve_storage(tune_config: TuneConfig, storage: str | None, workers: int) 
         storage = _local_spec(root, "journal" if workers > 1 else "sqlite")
     if workers > 1 and storage.startswith("sqlite"):
         raise OctbenchError(
-            f"--workers {workers} cannot share the SQLite storage {_mask(storage)}: SQLite is "
+            f"--workers {workers} cannot share the SQLite storage {masked(storage)}: SQLite is "
             "not safe for several processes. Use --workers 1, a new study name (it gets a "
             "journal file), or --storage postgresql://...")
     return storage
@@ -247,7 +248,7 @@ def _storage_kind(spec: str, root: Path) -> str:
     return "url"
 
 
-def _check_study(tune_config: TuneConfig, storage) -> bool:
+def check_study(tune_config: TuneConfig, storage) -> bool:
     """Whether the study exists; fail if it was created for a different search or objective."""
     try:
         summaries = optuna.get_all_study_names(storage)
@@ -272,7 +273,7 @@ def _check_study(tune_config: TuneConfig, storage) -> bool:
     return True
 
 
-def _local_file(spec: str) -> Path | None:
+def local_storage_file(spec: str) -> Path | None:
     """The file of a journal or SQLite storage (None for servers and in-memory SQLite)."""
     if spec.startswith("journal:"):
         return Path(spec[len("journal:"):])
@@ -281,7 +282,7 @@ def _local_file(spec: str) -> Path | None:
     return None
 
 
-def _create_study(tune_config: TuneConfig, storage) -> optuna.Study:
+def create_study(tune_config: TuneConfig, storage) -> optuna.Study:
     study = optuna.create_study(
         study_name=tune_config.study, storage=storage, direction=tune_config.direction,
         sampler=make_sampler(tune_config, 0), pruner=make_pruner(tune_config),
@@ -291,10 +292,10 @@ def _create_study(tune_config: TuneConfig, storage) -> optuna.Study:
     return study
 
 
-def _write_study_file(tune_config: TuneConfig, spec: str, synthetic: bool, **extra) -> None:
+def write_study_file(tune_config: TuneConfig, spec: str, synthetic: bool, **extra) -> None:
     root = tune_config.root
     info = {**_recorded(root), "study": tune_config.study,
-            "storage_kind": _storage_kind(spec, root), "storage": _mask(spec),
+            "storage_kind": _storage_kind(spec, root), "storage": masked(spec),
             "source": tune_config.source, "metric": tune_config.metric,
             "direction": tune_config.direction, "n_trials": tune_config.n_trials,
             "seeds_per_trial": tune_config.seeds_per_trial, "synthetic": synthetic, **extra}
@@ -317,7 +318,7 @@ def load_study(study_dir: str | Path, *, storage: str | None = None) -> tuple[op
         # server, any SQLite path) is never opened on its word; only the folder's own files are.
         raise OctbenchError(
             f"study '{info.get('study')}' in {study_dir} names the storage "
-            f"{_mask(str(info.get('storage')))}; octbench opens only a study's own study.db or "
+            f"{masked(str(info.get('storage')))}; octbench opens only a study's own study.db or "
             "journal.log in its folder by itself. Pass that storage explicitly (storage=URL).")
     if storage is None:
         local = study_dir / ("journal.log" if kind == "journal" else "study.db")

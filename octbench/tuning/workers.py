@@ -27,11 +27,12 @@ from optuna.trial import TrialState
 
 from octbench.errors import OctbenchError
 from octbench.fileio import atomic_write_text, writable_folder
+from octbench.progress import format_duration
 from octbench.tuning.objective import (
     ERROR_ATTR,
     SURPLUS_ATTR,
+    BudgetReached,
     TrialFailed,
-    _BudgetReached,
     make_objective,
 )
 from octbench.tuning.space import (
@@ -43,14 +44,14 @@ from octbench.tuning.space import (
 )
 from octbench.tuning.storage import (
     OWNER_ATTR,
-    _check_study,
-    _create_study,
-    _fail_dead_trials,
-    _local_file,
-    _mask,
-    _write_study_file,
+    check_study,
+    create_study,
+    fail_dead_trials,
+    local_storage_file,
+    masked,
     open_storage,
     resolve_storage,
+    write_study_file,
 )
 
 GENERATED_DIR = Path("experiments/generated")
@@ -111,23 +112,23 @@ def tune(tune_config: TuneConfig, *, workers: int = 1, storage: str | None = Non
     check_precision(device, tune_config.base.get("train", {}).get("precision", "fp32"))
     spec = resolve_storage(tune_config, storage, workers)
     root = tune_config.root
-    local = _local_file(spec)
+    local = local_storage_file(spec)
     if local is not None and not local.exists():  # a new file: open it once checks are done
         opened = None
         if local.parent.resolve() != root.resolve() and not local.parent.is_dir():
-            raise OctbenchError(f"cannot open the Optuna storage {_mask(spec)}: folder "
+            raise OctbenchError(f"cannot open the Optuna storage {masked(spec)}: folder "
                                 f"{local.parent} does not exist; create it or fix the path.")
     else:
         opened = open_storage(spec)
-        _check_study(tune_config, opened)
+        check_study(tune_config, opened)
     data = tune_config.load_data()
 
     # Checks done: from here on we write.
     writable_folder(root, "study folder")
     opened = opened or open_storage(spec)
-    study = _create_study(tune_config, opened)
-    _write_study_file(tune_config, spec, data.synthetic)
-    dead = _fail_dead_trials(study)
+    study = create_study(tune_config, opened)
+    write_study_file(tune_config, spec, data.synthetic)
+    dead = fail_dead_trials(study)
     if dead:  # a notice -q keeps
         (result or say)(f"trial(s) {', '.join(map(str, dead))} were left RUNNING by a killed "
                         "process: marked failed and queued for retry.")
@@ -140,7 +141,7 @@ def tune(tune_config: TuneConfig, *, workers: int = 1, storage: str | None = Non
             "for it, or stop it and rerun; use --workers N for several processes.")
     counts = _counts(study)
     timeout = f", timeout {tune_config.timeout:g} s" if tune_config.timeout else ""
-    say(f"study '{tune_config.study}' in {_mask(spec)}: {counts['finished']} finished trial(s) "
+    say(f"study '{tune_config.study}' in {masked(spec)}: {counts['finished']} finished trial(s) "
         f"so far; target {tune_config.n_trials or 'none'}{timeout}"
         + (" [synthetic data]" if data.synthetic else ""))
     if workers == 1:
@@ -192,18 +193,18 @@ def _run_worker(tune_config: TuneConfig, storage, *, index: int, workers: int, d
     callbacks: list = [_Progress(tune_config, say, f" [worker {index}]" if workers > 1 else "",
                                  errors or say)]
     if tune_config.n_trials is not None:
-        _fail_dead_trials(study)
+        fail_dead_trials(study)
         running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         if _counts(study)["finished"] + running >= tune_config.n_trials:
             return
         # Stop once finished + running trials reach n_trials; _wait_for_slot settles races.
-        callbacks += [lambda s, _: _fail_dead_trials(s),
+        callbacks += [lambda s, _: fail_dead_trials(s),
                       optuna.study.MaxTrialsCallback(
                           tune_config.n_trials,
                           states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))]
     objective = make_objective(tune_config, data=data, quiet=quiet, budget=tune_config.n_trials)
     study.optimize(objective, timeout=tune_config.timeout, callbacks=callbacks,
-                   catch=(TrialFailed, _BudgetReached))
+                   catch=(TrialFailed, BudgetReached))
 
 
 class _Progress:
@@ -216,8 +217,6 @@ class _Progress:
         self.started, self.done = time.perf_counter(), 0
 
     def _head(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
-        from octbench.plan import format_duration
-
         self.done += 1
         elapsed = time.perf_counter() - self.started
         finished = _counts(study)["finished"]
@@ -313,9 +312,9 @@ def _threads_per_worker(tune_config: TuneConfig, workers: int):
 
 def _finish(tune_config: TuneConfig, study: optuna.Study, spec: str, synthetic: bool, say,
             result_line, generated_dir: Path) -> TuneResult:
-    _fail_dead_trials(study)
+    fail_dead_trials(study)
     counts = _counts(study)
-    result = TuneResult(study=tune_config.study, storage=_mask(spec), counts=counts)
+    result = TuneResult(study=tune_config.study, storage=masked(spec), counts=counts)
     tag = " [synthetic data]" if synthetic else ""
     say(f"study '{tune_config.study}': {counts['finished']} finished trials "
         f"({counts['complete']} complete, {counts['pruned']} pruned), {counts['fail']} failed"
@@ -333,7 +332,7 @@ def _finish(tune_config: TuneConfig, study: optuna.Study, spec: str, synthetic: 
     for name, value in best.params.items():
         result_line(f"  {name} = {_short(value)}")
     result.generated = write_best_experiment(tune_config, best, generated_dir, synthetic)
-    _write_study_file(tune_config, spec, synthetic, generated=str(result.generated))
+    write_study_file(tune_config, spec, synthetic, generated=str(result.generated))
     result_line(f"wrote {result.generated}")
     say(f"its test metrics come from running it ({len(FINAL_SEEDS)} seeds):\n"
         f"  python -m octbench run {result.generated}")

@@ -1,7 +1,7 @@
 """Dotted config paths: set ``{"train.lr": 0.01}`` in an experiment's plain data.
 
 Owns the path syntax (``section.key``, with ``models.0`` / ``strategies.0`` as aliases of
-``model`` / ``strategy``), setting a value at a path (:func:`apply_values`: ``model.<param>``
+``model`` / ``strategy``), setting a value at a path (:func:`with_values`: ``model.<param>``
 sets the parameter of every listed model), and :class:`PathError` for a path that goes below a
 value. Tuning's ``search:`` and the experiment's ``sweep:`` apply their values with it, then
 validate the result with :func:`octbench.config.parse_config`.
@@ -64,7 +64,7 @@ def set_path(raw: dict, path: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def apply_values(raw: Mapping, values: Mapping[str, Any], *,
+def with_values(raw: Mapping, values: Mapping[str, Any], *,
                  accepts: Callable[[str, str, str], bool] | None = None) -> dict:
     """A deep copy of ``raw`` with each ``{dotted.path: value}`` of ``values`` set;
     ``model.<param>`` / ``strategy.<param>`` set that parameter on every listed model /
@@ -75,9 +75,9 @@ def apply_values(raw: Mapping, values: Mapping[str, Any], *,
         PathError: if a path goes below a value, or no listed model / strategy accepts it.
 
     Example:
-        >>> apply_values({"models": ["a", {"name": "b", "w": 2}]}, {"model.pretrained": True})
+        >>> with_values({"models": ["a", {"name": "b", "w": 2}]}, {"model.pretrained": True})
         {'models': [{'name': 'a', 'pretrained': True}, {'name': 'b', 'w': 2, 'pretrained': True}]}
-        >>> apply_values({"strategies": ["none", "focal"]}, {"strategy.gamma": 1.0},
+        >>> with_values({"strategies": ["none", "focal"]}, {"strategy.gamma": 1.0},
         ...              accepts=lambda kind, name, param: name == "focal")
         {'strategies': ['none', {'name': 'focal', 'gamma': 1.0}]}
     """

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from octbench.paths import PathError, apply_values, canonical_path, set_path
+from octbench.dotted import PathError, canonical_path, set_path, with_values
 
 
-def test_apply_values_sets_values_in_a_copy_and_creates_sections() -> None:
+def test_with_values_sets_values_in_a_copy_and_creates_sections() -> None:
     base = {"data": {"name": "synthetic"}, "train": {"epochs": 2}}
-    out = apply_values(base, {"data.size": 64, "train.lr": 0.01, "report.baseline": "none"})
+    out = with_values(base, {"data.size": 64, "train.lr": 0.01, "report.baseline": "none"})
     assert out == {"data": {"name": "synthetic", "size": 64},
                    "train": {"epochs": 2, "lr": 0.01}, "report": {"baseline": "none"}}
     assert base == {"data": {"name": "synthetic"}, "train": {"epochs": 2}}  # untouched

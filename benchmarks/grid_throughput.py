@@ -14,7 +14,8 @@ task a stack of S runs (Ray packs stacks). ``--rounds R`` times the local rows R
 interleaved, and shows each row's median.
 
 Prints wall time, runs/hour, the speed-up over the sequential grid, training images/s of the
-whole grid, the largest difference in test macro-F1 between a run and its sequential twin, on
+whole grid, the largest difference in test macro-F1 between a run and its sequential twin (beside the
+seed-to-seed spread of the sequential grid, the yardstick for that difference), on
 CUDA the peak GPU memory of this process (Ray's workers are other processes: n/a), the load
 average, and Ray's overhead per run (Ray at packing 1 against the sequential grid, same threads
 per run, plus the Ray start, printed separately). The numbers come from synthetic data.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 
@@ -51,6 +53,17 @@ def macro_f1(results: str, name: str) -> dict[str, float]:
     """Run id without the experiment -> test macro-F1 (the run id does not name the experiment)."""
     return {r.run_id: r.metrics["test"]["macro_f1"]
             for r in ResultsStore(f"{results}/{name}").records() if r.status == "complete"}
+
+
+def seed_spread(results: str, name: str) -> float:
+    """Test macro-F1's standard deviation across seeds, averaged over the strategies: how far two
+    draws of the same run lie apart, the yardstick for a stacked run's drift from its twin."""
+    by_strategy: dict[str, list[float]] = {}
+    for r in ResultsStore(f"{results}/{name}").records():
+        if r.status == "complete":
+            by_strategy.setdefault(r.strategy, []).append(r.metrics["test"]["macro_f1"])
+    spreads = [statistics.stdev(scores) for scores in by_strategy.values() if len(scores) > 1]
+    return statistics.fmean(spreads) if spreads else float("nan")
 
 
 def images(results: str, name: str) -> int:
@@ -180,6 +193,9 @@ def table(args, scale: float) -> None:
         memory = "n/a" if memory is None else f"{memory:.0f}"
         print(f"{label:<42} {wall:>8.1f} {seen / wall:>9.0f} {len(scores) * 3600 / wall:>8.0f} "
               f"{sequential / wall:>8.2f}x {diff:>9.4f} {memory:>12} {done}")
+    print(f"seed-to-seed spread of test macro-F1 in the sequential grid (std across seeds, mean "
+          f"over strategies): {seed_spread(results, 'stack-1-round-0'):.4f}; max dF1 above is "
+          "a stacked run against its sequential twin (same seed)")
     if args.rounds > 1:
         for label, _ in local_rows:
             print(f"  {label}: rounds {', '.join(f'{w:.1f}' for w, _, _ in timed[label])} s")

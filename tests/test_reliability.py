@@ -383,7 +383,7 @@ def test_full_disk_stops_the_grid_and_keeps_every_record(tmp_path, oct_npz, monk
     exit 2 with one message, earlier runs byte-identical, nothing half-written; then the
     rerun on a disk with space completes the grid."""
     import octbench.fileio
-    import octbench.results
+    import octbench.results.store
 
     base = experiment(tmp_path, oct_npz, strategies=["none"],
                       train={"epochs": 3, "batch_size": 128, "threads": 1})
@@ -395,7 +395,7 @@ def test_full_disk_stops_the_grid_and_keeps_every_record(tmp_path, oct_npz, monk
     write_yaml(path, {**base, "seeds": [0, 1]})  # one more run to train
     full = FullDisk(room)
     monkeypatch.setattr(octbench.fileio, "open", full, raising=False)
-    monkeypatch.setattr(octbench.results, "open", full, raising=False)
+    monkeypatch.setattr(octbench.results.store, "open", full, raising=False)
     capsys.readouterr()
     assert cli.main(["-q", "run", str(path)]) == 2
     err = capsys.readouterr().err

@@ -21,12 +21,15 @@ import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from octbench.fileio import confined
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,14 @@ def save_figure(fig, path: str | Path) -> Path:
     return path
 
 
+def _new_figure(**kwargs) -> Figure:
+    """A :class:`matplotlib.figure.Figure`; matplotlib is imported here, when a figure is drawn,
+    so importing this module (as the report does) costs nothing until then."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
+
 def _theme() -> None:
     import seaborn as sns
 
@@ -67,7 +78,7 @@ def confusion_grid(panels: Sequence[tuple[str, np.ndarray]], class_names: Sequen
     _theme()
     cols = min(len(panels), 4)
     rows = math.ceil(len(panels) / cols)
-    fig = Figure(figsize=(PAGE_WIDTH, (PAGE_WIDTH / cols) * rows + 0.4), layout="constrained")
+    fig = _new_figure(figsize=(PAGE_WIDTH, (PAGE_WIDTH / cols) * rows + 0.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     for ax, (label, counts) in zip(axes, panels, strict=False):
         counts = np.asarray(counts, dtype=float)
@@ -101,7 +112,7 @@ def training_curves(curves: pd.DataFrame, title: str, path: Path) -> Path | None
     if curves.empty:
         return None
     _theme()
-    fig = Figure(figsize=(PAGE_WIDTH, 2.8), layout="constrained")
+    fig = _new_figure(figsize=(PAGE_WIDTH, 2.8), layout="constrained")
     left, right = fig.subplots(1, 2)
     order = list(dict.fromkeys(curves["label"]))
     for ax, column, name in ((left, "train_loss", "training loss"),
@@ -142,7 +153,7 @@ def interval_plot(frame: pd.DataFrame, metric_label: str, title: str, path: Path
         return None
     _theme()
     colors = sns.color_palette(PALETTE, len(frame))
-    fig = Figure(figsize=(PAGE_WIDTH, 0.9 + 0.4 * len(frame)), layout="constrained")
+    fig = _new_figure(figsize=(PAGE_WIDTH, 0.9 + 0.4 * len(frame)), layout="constrained")
     ax = fig.subplots()
     y = np.arange(len(frame))[::-1]
     for i, row in frame.iterrows():
@@ -181,7 +192,7 @@ def throughput(frame: pd.DataFrame, title: str, path: Path) -> Path | None:
     long = frame.melt(id_vars="label", value_vars=["train", "eval"], var_name="phase",
                       value_name="images/s").dropna()
     long["phase"] = long["phase"].map({"train": "training", "eval": "evaluation"})
-    fig = Figure(figsize=(PAGE_WIDTH, 1.0 + 0.6 * frame["label"].nunique()),
+    fig = _new_figure(figsize=(PAGE_WIDTH, 1.0 + 0.6 * frame["label"].nunique()),
                  layout="constrained")
     ax = fig.subplots()
     sns.barplot(long, y="label", x="images/s", hue="phase", ax=ax, palette=PALETTE,
@@ -214,7 +225,7 @@ def severity_curves(frame: pd.DataFrame, title: str, path: Path) -> Path | None:
     corruptions = list(dict.fromkeys(frame["corruption"]))
     columns = min(3, len(corruptions))
     rows = math.ceil(len(corruptions) / columns)
-    fig = Figure(figsize=(PAGE_WIDTH, 0.6 + 2.0 * rows), layout="constrained")
+    fig = _new_figure(figsize=(PAGE_WIDTH, 0.6 + 2.0 * rows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, columns, sharex=True, sharey=True)).ravel()
     order = list(dict.fromkeys(frame["label"]))
     for ax, corruption in zip(axes, corruptions, strict=False):
@@ -240,7 +251,7 @@ def image_strip(clean: np.ndarray, images: np.ndarray, rows: Sequence[str],
     if images.size == 0:
         return None
     n_rows, n_cols = images.shape[:2]
-    fig = Figure(figsize=(min(PAGE_WIDTH, 1.1 * (n_cols + 1) + 1.2), 0.5 + 1.1 * n_rows),
+    fig = _new_figure(figsize=(min(PAGE_WIDTH, 1.1 * (n_cols + 1) + 1.2), 0.5 + 1.1 * n_rows),
                  layout="constrained")
     axes = np.asarray(fig.subplots(n_rows, n_cols + 1, squeeze=False))
     for i in range(n_rows):
@@ -309,7 +320,7 @@ def _study_history(trials, best, maximize: bool, metric: str, title: str,
                    path: Path) -> Path | None:
     from optuna.trial import TrialState
 
-    fig = Figure(figsize=(PAGE_WIDTH / 2, 2.6), layout="constrained")
+    fig = _new_figure(figsize=(PAGE_WIDTH / 2, 2.6), layout="constrained")
     ax = fig.subplots()
     colours = {"complete": "#0173b2", "pruned": "#949494"}
     for state, marker in (("complete", "o"), ("pruned", "x")):
@@ -349,7 +360,7 @@ def _finish_study_axes(fig: Figure, ax, xlabel: str, metric: str, title: str,
 def _study_curves(trials, best, metric: str, title: str, path: Path) -> Path | None:
     from optuna.trial import TrialState
 
-    fig = Figure(figsize=(PAGE_WIDTH / 2, 2.6), layout="constrained")
+    fig = _new_figure(figsize=(PAGE_WIDTH / 2, 2.6), layout="constrained")
     ax = fig.subplots()
     seen = set()
     for t in sorted(trials, key=lambda t: t.state == TrialState.COMPLETE):  # complete on top
@@ -384,7 +395,7 @@ def _study_importance(study, n_complete: int, title: str, path: Path) -> Path | 
     if not importance:
         return None
     names = list(importance)[::-1]
-    fig = Figure(figsize=(PAGE_WIDTH / 2, 0.8 + 0.3 * len(names)), layout="constrained")
+    fig = _new_figure(figsize=(PAGE_WIDTH / 2, 0.8 + 0.3 * len(names)), layout="constrained")
     ax = fig.subplots()
     ax.barh(names, [importance[n] for n in names], color="#0173b2")
     ax.set_xlabel(f"share of the variance explained ({n_complete} complete trials)")
@@ -405,7 +416,7 @@ def critical_difference(names: Sequence[str], mean_ranks: Sequence[float], cd: f
     _theme()
     order = sorted(range(k), key=lambda i: mean_ranks[i])
     rows = math.ceil(k / 2)
-    fig = Figure(figsize=(PAGE_WIDTH, 1.4 + 0.28 * rows))
+    fig = _new_figure(figsize=(PAGE_WIDTH, 1.4 + 0.28 * rows))
     ax = fig.subplots()
     ax.set_xlim(0.5, k + 0.5)
     below = 0.35 + 0.25 * len(cliques)  # the clique bars sit between the axis and the labels
@@ -445,7 +456,7 @@ def reliability(curves: Sequence[dict], title: str, path: Path) -> Path | None:
     _theme()
     columns = min(3, len(curves))
     rows = math.ceil(len(curves) / columns)
-    fig = Figure(figsize=(PAGE_WIDTH, 2.4 * rows + 0.4))
+    fig = _new_figure(figsize=(PAGE_WIDTH, 2.4 * rows + 0.4))
     axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
     for ax, curve in zip(axes, curves, strict=False):
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")

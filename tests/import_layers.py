@@ -80,8 +80,6 @@ ALLOWED_LAZY: dict[tuple[str, str], str] = {
             "octbench.augment", "octbench.data", "octbench.data.duplicates", "octbench.devices",
             "octbench.metrics", "octbench.models", "octbench.dotted", "octbench.registry",
             "octbench.robustness", "octbench.strategies"),
-    **_each("octbench.data.explore", "figures imports matplotlib: only drawing pays",
-            "octbench.figures"),
     **_each("octbench.data.folder", "a bar only while a big folder is read",
             "tqdm"),
     **_each("octbench.executors", "split next: executors -> executors/{base,local,ray}",
@@ -91,16 +89,10 @@ ALLOWED_LAZY: dict[tuple[str, str], str] = {
             "octbench.strategies"),
     **_each("octbench.progress", "a bar only on a terminal or in a notebook",
             "tqdm"),
-    **_each("octbench.report.build", "figures imports matplotlib: split next, report sections",
-            "octbench.figures"),
-    **_each("octbench.report.build", "split next: report sections, each imported by build",
-            "octbench.report.sections.robustness"),
     **_each("octbench.report.collect", "split next: a torch-free config/ for the report",
             "octbench.config"),
     **_each("octbench.report.collect", "split next: grid.py (torch-free GridIds) for the report",
             "octbench.runner"),
-    **_each("octbench.report.sections.robustness", "figures imports matplotlib: only drawing pays",
-            "octbench.figures"),
     **_each("octbench.runner", "stdlib, in a cached function; split next: runner provenance",
             "importlib"),
     **_each("octbench.runner", "split next: experiment.py above the executors",
@@ -126,14 +118,7 @@ ALLOWED_DYNAMIC: dict[str, str] = {
 }
 
 #: Underscore names imported from another module: (importer, module) -> reason. Held exact.
-ALLOWED_PRIVATE: dict[tuple[str, str], str] = {
-    (importer, "octbench.report.collect"): "split next: report/ sections share public helpers"
-    for importer in ("octbench.report.build", "octbench.report.calibration",
-                     "octbench.report.export", "octbench.report.markdown",
-                     "octbench.report.ranking", "octbench.report.sections.recipe",
-                     "octbench.report.sections.robustness", "octbench.report.summary",
-                     "octbench.report.tables")
-}
+ALLOWED_PRIVATE: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)

@@ -660,20 +660,20 @@ def test_groups_requested_without_groups_falls_back_to_classes_and_says_so(
 
 
 def test_seed_wording_for_identical_one_and_constant_differences() -> None:
-    from octbench.report.markdown import _verdict, seed_wording
+    from octbench.report.sections.comparison import macro_f1_verdict, seed_wording
 
     def row(differences, p=0.5, seed_p=math.nan, delta=0.0):
         return pd.Series({"seed_differences": differences, "seed_t_p_holm": seed_p,
                           "macro_f1_p_holm": p, "macro_f1_delta": delta})
 
     assert seed_wording(row([0.0, 0.0, 0.0])) == "identical on every seed (3 seeds)"
-    assert _verdict(row([0.0, 0.0, 0.0], p=1.0)) == "identical on every seed"
+    assert macro_f1_verdict(row([0.0, 0.0, 0.0], p=1.0)) == "identical on every seed"
     assert seed_wording(row([0.1])) == "untestable with one seed"
-    assert _verdict(row([0.1], p=0.01, delta=0.1)) == (
+    assert macro_f1_verdict(row([0.1], p=0.01, delta=0.1)) == (
         "better on the test items; across seeds untestable with one seed")
     assert seed_wording(row([0.02, 0.02])).startswith("the same difference on every seed")
     assert seed_wording(row([0.01, 0.03], seed_p=0.2)) == "Holm p = 0.200"
-    assert _verdict(row([0.01, 0.03], p=0.01, seed_p=0.2, delta=0.02)) == (
+    assert macro_f1_verdict(row([0.01, 0.03], p=0.01, seed_p=0.2, delta=0.02)) == (
         "better on the test items, not confirmed across seeds")
     assert seed_wording(row([])) == "n/a (no paired seed)"
 

@@ -13,6 +13,7 @@ import pandas as pd
 from octbench.data.dataset import SPLITS, OCTData
 from octbench.data.duplicates import summary
 from octbench.data.preprocess import preprocess_array, read_scan
+from octbench.figures import save_figure
 
 
 def class_distribution(data: OCTData) -> pd.DataFrame:
@@ -54,8 +55,6 @@ def save_distribution_figure(data: OCTData, path: str | Path) -> Path:
     import seaborn as sns
     from matplotlib.figure import Figure
 
-    from octbench.figures import save_figure
-
     table = class_distribution(data)
     fig = Figure(figsize=(12, 3.6))
     axes = fig.subplots(1, len(SPLITS))
@@ -77,8 +76,6 @@ def save_sample_grid(data: OCTData, path: str | Path, *, per_class: int = 8,
                      split: str = "test", seed: int = 0) -> Path:
     """A PNG grid: one row per class with ``per_class`` random samples of ``split``."""
     from matplotlib.figure import Figure
-
-    from octbench.figures import save_figure
 
     part = data.split(split)
     labels = part.labels.numpy()
@@ -105,8 +102,6 @@ def save_sample_grid(data: OCTData, path: str | Path, *, per_class: int = 8,
 def save_scan_grid(scans: list[str | Path], path: str | Path, *, size: int = 28) -> Path:
     """A PNG of raw scan files (top row) and the model inputs made from them (bottom row)."""
     from matplotlib.figure import Figure
-
-    from octbench.figures import save_figure
 
     fig = Figure(figsize=(1.9 * len(scans), 3.6))
     axes = fig.subplots(2, len(scans), squeeze=False)

@@ -21,18 +21,21 @@ be computed reads "n/a", and a warning in the report says why.
 
 Modules: :mod:`~octbench.report.collect` (records -> :class:`ReportData`),
 :mod:`~octbench.report.tables` (main, comparison, per-class and device tables as DataFrames),
-:mod:`~octbench.report.markdown` (the sections of ``report.md``), :mod:`~octbench.report.export`
-(``runs.csv``, medmnist files), :mod:`~octbench.report.build` (:func:`build_report`, figures)
-and :mod:`~octbench.report.summary` (the terminal summary); :mod:`~octbench.report.published`,
-:mod:`~octbench.report.ranking` and :mod:`~octbench.report.calibration` compute what
-:mod:`octbench.report.sections` renders. The report must not import tuning or
+:mod:`octbench.report.sections` (one module per section of ``report.md``, with the markdown
+helpers of :mod:`~octbench.report.markdown`), :mod:`~octbench.report.render` (the sections in
+order), :mod:`~octbench.report.export` (``runs.csv``, medmnist files),
+:mod:`~octbench.report.build` (:func:`build_report`, figures) and
+:mod:`~octbench.report.summary` (the terminal summary); :mod:`~octbench.report.published`,
+:mod:`~octbench.report.ranking` and :mod:`~octbench.report.calibration` compute what the
+sections render. The report must not import tuning or
 optuna at module level: it finds a study by its files.
 """
 
 from octbench.report.build import build_report, find_study
 from octbench.report.collect import ReportData, Run, collect, load_records, resolve_source
 from octbench.report.export import export_medmnist, runs_frame
-from octbench.report.markdown import md_escape, render_markdown
+from octbench.report.markdown import md_escape
+from octbench.report.render import render_markdown
 from octbench.report.summary import print_summary, summary_table
 from octbench.report.tables import (
     CI_METRICS,

@@ -19,13 +19,22 @@ import numpy as np
 import pandas as pd
 
 from octbench.errors import OctbenchError
+from octbench.figures import (
+    confusion_grid,
+    critical_difference,
+    interval_plot,
+    reliability,
+    throughput,
+    training_curves,
+)
 from octbench.fileio import UnsafePath, atomic_write_text, confined, writable_folder
 from octbench.rankings import MIN_BLOCKS
 from octbench.report.calibration import calibration_table, reliability_curves
-from octbench.report.collect import GroupKey, ReportData, _groups, _number, collect
+from octbench.report.collect import GroupKey, ReportData, collect, group_runs, null_to_nan
 from octbench.report.export import export_medmnist, runs_frame
-from octbench.report.markdown import render_markdown
 from octbench.report.ranking import SetupRanking, rank_setups
+from octbench.report.render import render_markdown
+from octbench.report.sections import robustness
 from octbench.report.sections.calibration import calibration_section
 from octbench.report.sections.ranking import ranking_section
 from octbench.report.sections.recipe import recipe_section
@@ -195,8 +204,6 @@ def _study_summary(study: str | Path | None, data: ReportData,
 def _robustness(data: ReportData, figure_dir: Path,
                 n_resamples: int) -> tuple[list, list[str]]:
     """The robustness section's figures and markdown (none without corrupted runs)."""
-    from octbench.report.sections import robustness
-
     table = robustness.robustness_table(data, n_resamples=n_resamples)
     if table.empty:
         return [], []
@@ -212,7 +219,7 @@ def _robustness(data: ReportData, figure_dir: Path,
 
 def _group_label(data: ReportData) -> Callable[[GroupKey], str]:
     """``model / strategy / setup``, leaving out what every group shares."""
-    groups = _groups(data.runs)
+    groups = group_runs(data.runs)
     multi_model = len({k[0] for k in groups}) > 1
     multi_setup = len({k[2] for k in groups}) > 1
 
@@ -226,41 +233,39 @@ def _group_label(data: ReportData) -> Callable[[GroupKey], str]:
 def _make_figures(data: ReportData, table: pd.DataFrame, devices: pd.DataFrame,
                   folder: Path, warnings: list[str],
                   rankings: Sequence[SetupRanking] = ()) -> list[tuple[Path, str]]:
-    from octbench import figures
-
     size = data.dataset.get("size", "?")
     prefix = "SYNTHETIC DATA (not OCTMNIST) — " if data.synthetic else ""
     name = "OCTMNIST" if data.real_octmnist_size else data.dataset.get("name", "?")
     dataset = f"{size} px" if data.synthetic else f"{name}, {size} px"
     source = f"test split, {dataset}"
-    groups = _groups(data.runs)
+    groups = group_runs(data.runs)
     label = _group_label(data)
     made = []
     panels = []
     for key, runs in groups.items():
         # Choose on validation macro-F1: picking the best *test* run would flatter every matrix.
-        best = max(runs, key=lambda r: _number(
+        best = max(runs, key=lambda r: null_to_nan(
             (r.record.metrics.get("val") or {}).get("macro_f1", -1.0)) or -1.0)
         confusion = best.test.get("confusion")
         if confusion is not None:
             panels.append((f"{label(key)}\nseed {best.record.seed}", np.asarray(confusion)))
     jobs = [
-        ("confusion.png", lambda p: figures.confusion_grid(
+        ("confusion.png", lambda p: confusion_grid(
             panels, data.class_names, f"{prefix}Normalised confusion matrices ({source})", p),
          "Row-normalised test confusion matrices (each row sums to 1, so the diagonal is "
          "per-class recall), for the seed with the best validation macro-F1 of each "
          "strategy."),
-        ("training_curves.png", lambda p: figures.training_curves(
+        ("training_curves.png", lambda p: training_curves(
             _curves(data, label), f"{prefix}Training curves ({dataset})", p),
          "Training loss and validation macro-F1 per epoch: mean over seeds, the band spans the "
          "seeds' minimum to maximum; a star marks the epoch whose checkpoint each seed kept "
          f"(best validation {_selection_metrics(data)})."),
-        ("macro_f1_ci.png", lambda p: figures.interval_plot(
+        ("macro_f1_ci.png", lambda p: interval_plot(
             _interval_frame(table, label, data), "Macro-F1 (test)",
             f"{prefix}Macro-F1 with 95% bootstrap CI ({source})", p),
          "Test macro-F1 per strategy: mean over seeds (diamond) with its 95% bootstrap "
          "interval, and each seed (dots). The dashed line marks the baseline's mean."),
-        ("throughput.png", lambda p: figures.throughput(
+        ("throughput.png", lambda p: throughput(
             _throughput_frame(devices), "Throughput per device", p),
          "Training and evaluation throughput (images per second) per model and device; "
          "higher is faster."),
@@ -268,7 +273,7 @@ def _make_figures(data: ReportData, table: pd.DataFrame, devices: pd.DataFrame,
     curves = [{**c, "label": label((c["model"], c["strategy"], c["setup"]))
                + f" ({c['seeds']} seed{'s' if c['seeds'] > 1 else ''})"}
               for c in reliability_curves(data)]
-    jobs.append(("reliability.png", lambda p: figures.reliability(
+    jobs.append(("reliability.png", lambda p: reliability(
         curves, f"{prefix}Reliability before and after temperature scaling ({source})", p),
         "Reliability diagrams per group, test items pooled over seeds: accuracy against mean "
         "confidence in 15 confidence bins, before (dashed) and after (solid) temperature "
@@ -278,7 +283,7 @@ def _make_figures(data: ReportData, table: pd.DataFrame, devices: pd.DataFrame,
     for n, item in enumerate(drawable):
         name = "ranking_cd.png" if len(drawable) == 1 else f"ranking_cd_{n + 1}.png"
         where = f" ({item.setup})" if len(drawable) > 1 else ""
-        jobs.append((name, lambda p, r=item.ranking, w=where: figures.critical_difference(
+        jobs.append((name, lambda p, r=item.ranking, w=where: critical_difference(
             r.names, r.mean_ranks, r.critical_difference, r.cliques(),
             f"{prefix}Mean rank on test macro-F1 over {len(r.values)} seeds{w}", p),
             "Critical-difference diagram: each configuration's mean rank over the seeds "
@@ -297,10 +302,10 @@ def _make_figures(data: ReportData, table: pd.DataFrame, devices: pd.DataFrame,
 
 def _curves(data: ReportData, label: Callable[[GroupKey], str]) -> pd.DataFrame:
     rows = [{"label": label(key), "seed": run.record.seed, "epoch": h.get("epoch"),
-             "train_loss": _number(h.get("train_loss")),
-             "val_macro_f1": _number(h.get("val_macro_f1")),
+             "train_loss": null_to_nan(h.get("train_loss")),
+             "val_macro_f1": null_to_nan(h.get("val_macro_f1")),
              "selected": h.get("epoch") == run.record.best_epoch}
-            for key, runs in _groups(data.runs).items() for run in runs
+            for key, runs in group_runs(data.runs).items() for run in runs
             for h in run.record.history]
     return pd.DataFrame(rows, columns=["label", "seed", "epoch", "train_loss", "val_macro_f1",
                                        "selected"])

@@ -14,7 +14,7 @@ import pandas as pd
 
 from octbench.calibration import apply_temperature, calibration_summary
 from octbench.metrics import ECE_BINS
-from octbench.report.collect import ReportData, _groups
+from octbench.report.collect import ReportData, group_runs
 from octbench.stats import mean_std
 
 
@@ -22,7 +22,7 @@ def calibration_table(data: ReportData) -> pd.DataFrame:
     """Per (model, strategy, setup): runs with a fitted temperature, its mean and range, and
     mean test NLL / ECE before and after scaling (``nll_before``, ``nll_after``, ...)."""
     rows = []
-    for (model, strategy, setup), runs in _groups(data.runs).items():
+    for (model, strategy, setup), runs in group_runs(data.runs).items():
         fitted = [r for r in runs if _temperature(r.record.calibration) is not None
                   and r.scores is not None]
         row = {"model": model, "strategy": strategy, "setup": setup, "runs": len(runs),
@@ -43,7 +43,7 @@ def reliability_curves(data: ReportData, n_bins: int = ECE_BINS) -> list[dict]:
     """Per group with fitted temperatures, pooled over its seeds: for each confidence bin the
     mean confidence and accuracy before and after scaling (NaN for empty bins)."""
     out = []
-    for (model, strategy, setup), runs in _groups(data.runs).items():
+    for (model, strategy, setup), runs in group_runs(data.runs).items():
         fitted = [r for r in runs if _temperature(r.record.calibration) is not None
                   and r.scores is not None]
         if not fitted:

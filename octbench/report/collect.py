@@ -296,7 +296,7 @@ def collect(source: str | Path, *, baseline: str | None = None,
                       run_ids.runs if run_ids is not None else None, order, warnings,
                       stratify or "class", baselines)
     if baseline is not None and runs and not any(
-            strategy == data.baseline_in(setup) for _, strategy, setup in _groups(runs)):
+            strategy == data.baseline_in(setup) for _, strategy, setup in group_runs(runs)):
         warnings.append(f"the baseline strategy '{baseline}' has no complete run; differences "
                         "to it cannot be computed (choose another with --baseline)")
     return data
@@ -311,7 +311,7 @@ def _comparable(dataset: dict) -> dict:
 def _load_run(store: ResultsStore, record: RunRecord, class_names: Sequence[str],
               warnings: list[str]) -> Run:
     saved = (record.metrics or {}).get("test") or {}
-    stored = {k: _number(saved.get(k)) for k in METRICS}  # every key, NaN when missing
+    stored = {k: null_to_nan(saved.get(k)) for k in METRICS}  # every key, NaN when missing
     stored["per_class"] = saved.get("per_class") or {}
     stored["confusion"] = saved.get("confusion")
     try:
@@ -337,10 +337,10 @@ def _load_run(store: ResultsStore, record: RunRecord, class_names: Sequence[str]
             warnings.append(f"run {record.run_id}: its test_groups do not fit its {len(labels)} "
                             "test items; resampled without groups")
             groups = None
-    return Run(record, {k: _number(v) for k, v in test.items()}, labels, scores, groups)
+    return Run(record, {k: null_to_nan(v) for k, v in test.items()}, labels, scores, groups)
 
 
-def _number(value):
+def null_to_nan(value):
     """JSON null (an undefined metric) becomes NaN; other values pass unchanged."""
     return math.nan if value is None else value
 
@@ -367,7 +367,7 @@ def dataset_label(record: RunRecord) -> str:
     return f"{label} [SYNTHETIC]" if record.synthetic else label
 
 
-def _groups(runs: Sequence[Run]) -> dict[GroupKey, list[Run]]:
+def group_runs(runs: Sequence[Run]) -> dict[GroupKey, list[Run]]:
     """The runs by (model, strategy, setup), in order. A run whose strategy does not take a
     swept strategy parameter was made once for every combination of the sweep, so it is in the
     group of each combination it belongs to (and each compares with it)."""

@@ -14,7 +14,7 @@ import pandas as pd
 
 from octbench.fileio import atomic_write, atomic_write_text, confined
 from octbench.metrics import METRICS
-from octbench.report.collect import ReportData, _number
+from octbench.report.collect import ReportData, null_to_nan
 
 
 def runs_frame(data: ReportData) -> pd.DataFrame:
@@ -38,13 +38,13 @@ def runs_frame(data: ReportData) -> pd.DataFrame:
         test = run.test if run else {}
         for split, metrics in (("test", test), ("val", record.metrics.get("val") or {})):
             for metric in METRICS:
-                row[f"{split}_{metric}"] = _number(metrics.get(metric, math.nan))
+                row[f"{split}_{metric}"] = null_to_nan(metrics.get(metric, math.nan))
         for name, values in (test.get("per_class") or {}).items():
             for stat in ("precision", "recall", "f1"):
-                row[f"test_{stat}_{name}"] = _number(values.get(stat))
+                row[f"test_{stat}_{name}"] = null_to_nan(values.get(stat))
         for name in ("train_seconds", "seconds_per_epoch", "train_images_per_s",
                      "eval_images_per_s"):
-            row[name] = _number(record.timing.get(name, math.nan))
+            row[name] = null_to_nan(record.timing.get(name, math.nan))
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from octbench.rankings import Ranking, cliffs_delta, mean_difference, rank_configurations
-from octbench.report.collect import ReportData, _groups
+from octbench.report.collect import ReportData, group_runs
 
 #: The metric configurations are ranked on (checkpoints are selected on it too).
 RANK_METRIC = "macro_f1"
@@ -38,8 +38,8 @@ class SetupRanking:
 def rank_setups(data: ReportData, alpha: float = 0.05) -> list[SetupRanking]:
     """One :class:`SetupRanking` per setup with at least two configurations."""
     by_setup: dict[str, dict[str, dict[int, float]]] = {}
-    multi_model = len({key[0] for key in _groups(data.runs)}) > 1
-    for (model, strategy, setup), runs in _groups(data.runs).items():
+    multi_model = len({key[0] for key in group_runs(data.runs)}) > 1
+    for (model, strategy, setup), runs in group_runs(data.runs).items():
         name = f"{model} / {strategy}" if multi_model else strategy
         by_setup.setdefault(setup, {})[name] = {r.record.seed: r.test.get(RANK_METRIC)
                                                 for r in runs}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from octbench.report.collect import _number, dataset_label, load_records, setup_label
+from octbench.report.collect import dataset_label, load_records, null_to_nan, setup_label
 from octbench.results import COMPLETE, RunRecord
 from octbench.untrusted import printable
 
@@ -21,7 +21,7 @@ def summary_table(records: list[RunRecord]) -> pd.DataFrame:
     """Mean ± std over seeds of the test metrics, per (model, strategy, setup)."""
     rows = [
         {"model": r.model, "strategy": r.strategy, "setup": setup_label(r), "seed": r.seed,
-         **{m: _number(r.metrics.get("test", {}).get(m, math.nan)) for m in SUMMARY_METRICS}}
+         **{m: null_to_nan(r.metrics.get("test", {}).get(m, math.nan)) for m in SUMMARY_METRICS}}
         for r in records if r.status == COMPLETE
     ]
     if not rows:

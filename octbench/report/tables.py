@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from octbench.metrics import SCORE_METRICS, metric_fn
-from octbench.report.collect import ReportData, Run, _groups, _number
+from octbench.report.collect import ReportData, Run, group_runs, null_to_nan
 from octbench.results import RunRecord
 from octbench.stats import bootstrap_ci, holm, mean_std, paired_bootstrap_test, seed_test
 
@@ -76,7 +76,7 @@ def main_table(data: ReportData, *, n_resamples: int = 2000,
     ``seed_p_holm`` (across seeds) of :data:`PRIMARY`.
     """
     rows = []
-    for (model, strategy, setup), runs in _groups(data.runs).items():
+    for (model, strategy, setup), runs in group_runs(data.runs).items():
         row = {"model": model, "strategy": strategy, "setup": setup,
                "seeds": len({r.record.seed for r in runs})}
         if row["seeds"] < len(runs):
@@ -130,7 +130,7 @@ def compare_to_baseline(data: ReportData, *, n_resamples: int = 2000) -> pd.Data
     paired t test (``seed_t_p``, ``seed_t_p_holm``) and Wilcoxon signed-rank
     (``seed_wilcoxon_p``), and the per-seed differences (``seed_differences``).
     """
-    groups = _groups(data.runs)
+    groups = group_runs(data.runs)
     k = len(data.class_names)
     rows = []
     for (model, strategy, setup), runs in groups.items():
@@ -179,11 +179,11 @@ def compare_to_baseline(data: ReportData, *, n_resamples: int = 2000) -> pd.Data
 def per_class_table(data: ReportData) -> pd.DataFrame:
     """Mean and std over seeds of test recall and F1 per class, per (model, strategy, setup)."""
     rows = []
-    for (model, strategy, setup), runs in _groups(data.runs).items():
+    for (model, strategy, setup), runs in group_runs(data.runs).items():
         row = {"model": model, "strategy": strategy, "setup": setup, "seeds": len(runs)}
         for name in data.class_names:
             for stat in ("recall", "f1"):
-                values = [_number(((r.test.get("per_class") or {}).get(name) or {}).get(stat))
+                values = [null_to_nan(((r.test.get("per_class") or {}).get(name) or {}).get(stat))
                           for r in runs]
                 row[f"{stat}_{name}_mean"], row[f"{stat}_{name}_std"] = mean_std(values)
         rows.append(row)
@@ -209,7 +209,7 @@ def device_table(data: ReportData) -> pd.DataFrame:
         r = run.record
         keys.setdefault((r.model, r.device, hardware_name(r), r.precision), []).append(run)
     for (model, device, hardware, precision), runs in keys.items():
-        timing = pd.DataFrame([{k: _number(v) for k, v in r.record.timing.items()}
+        timing = pd.DataFrame([{k: null_to_nan(v) for k, v in r.record.timing.items()}
                                for r in runs])
         row = {"model": model, "device": device, "hardware": hardware, "precision": precision,
                "runs": len(runs)}

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from octbench.report.collect import GroupKey, ReportData, Run, _groups
+from octbench.report.collect import GroupKey, ReportData, Run, group_runs
 from octbench.report.markdown import bootstrap_scheme, md_code, md_escape, md_table
 
 
 def recipe_section(data: ReportData) -> list[str]:
     """The section's lines: one table row per (model, strategy, setup)."""
     out = ["## Method: how each group was trained", ""]
-    groups = _groups(data.runs)
+    groups = group_runs(data.runs)
     if not groups:
         return out + ["n/a: no complete run."]
     rows = [_row(key, runs) for key, runs in groups.items()]

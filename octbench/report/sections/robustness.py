@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 
 from octbench.errors import OctbenchError
+from octbench.figures import image_strip, severity_curves
 from octbench.metrics import metric_fn
-from octbench.report.collect import GroupKey, ReportData, Run, _groups
+from octbench.report.collect import GroupKey, ReportData, Run, group_runs
 from octbench.report.markdown import (
     bootstrap_scheme,
     fmt,
@@ -168,7 +169,7 @@ def robustness_table(data: ReportData, *, n_resamples: int = 2000) -> pd.DataFra
     scheme as the clean table; and the mean corrupted macro-F1's difference to the baseline
     strategy with a paired bootstrap test over the test items and a paired t test across seeds
     (both Holm-adjusted). Runs without stored predictions get mean ± std and the t test."""
-    groups = {key: _robust(runs) for key, runs in _groups(data.runs).items()}
+    groups = {key: _robust(runs) for key, runs in group_runs(data.runs).items()}
     groups = {key: runs for key, runs in groups.items() if runs}
     loaded = {r.record.run_id: load_predictions(data, r) for runs in groups.values()
               for r in runs}
@@ -238,7 +239,7 @@ def _compare(data: ReportData, runs: list[Run], base: list[Run], loaded: dict, k
 def curves_frame(data: ReportData, label: Callable[[GroupKey], str]) -> pd.DataFrame:
     """Rows ``label, seed, corruption, severity, value`` (test macro-F1; severity 0 = clean)."""
     rows = []
-    for key, runs in _groups(data.runs).items():
+    for key, runs in group_runs(data.runs).items():
         for run in _robust(runs):
             for corruption, cells in run.record.robustness["cells"].items():
                 rows.append({"label": label(key), "seed": run.record.seed,
@@ -275,12 +276,10 @@ def load_samples(data: ReportData) -> dict | None:
 def draw_figures(data: ReportData, folder: Path, label: Callable[[GroupKey], str],
                  prefix: str) -> list[tuple[Path, str]]:
     """The severity curves and the sample strip (PNG + SVG); [] without corrupted runs."""
-    from octbench import figures
-
     made = []
     curves = curves_frame(data, label)
     if not curves.empty:
-        path = figures.severity_curves(
+        path = severity_curves(
             curves, f"{prefix}Test macro-F1 under MedMNIST-C corruptions", folder /
             "robustness_curves.png")
         if path is not None:
@@ -289,7 +288,7 @@ def draw_figures(data: ReportData, folder: Path, label: Callable[[GroupKey], str
                                "the band spans the seeds."))
     samples = load_samples(data)
     if samples is not None:
-        path = figures.image_strip(
+        path = image_strip(
             samples["clean"], samples["images"], [str(c) for c in samples["corruptions"]],
             [f"severity {s}" for s in samples["severities"]],
             f"{prefix}One test scan at every corruption and severity",

@@ -267,3 +267,18 @@ def leftovers(root: Path) -> list[str]:
     """Temp files, lock files and resume checkpoints below ``root``."""
     return sorted(str(p.relative_to(root)) for p in Path(root).rglob("*")
                   if p.name.endswith(".tmp") or p.name in (".lock", "resume.pt"))
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    """One report of 3 strategies x 3 seeds (+ a failed and a skipped run), built once for all
+    the ``test_report_*`` modules."""
+    from report_helpers import build_example
+
+    return build_example(tmp_path_factory.mktemp("grid"))
+
+
+@pytest.fixture
+def no_figures(monkeypatch) -> None:
+    """Skip drawing (about a second per report) where a test reads only the text."""
+    monkeypatch.setattr("octbench.report.build._make_figures", lambda *args, **kwargs: [])

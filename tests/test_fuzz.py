@@ -401,7 +401,7 @@ PREDICTIONS = st.sampled_from(["valid", "shape", "dtype", "labels", "huge", "mis
 
 
 def write_predictions(path: Path, kind: str, rng: np.random.Generator) -> None:
-    from test_report import N_TEST
+    from report_helpers import N_TEST
 
     scores = rng.random((N_TEST, 4)).astype(np.float32)
     labels = np.repeat(np.arange(4), N_TEST // 4).astype(np.uint8)
@@ -442,7 +442,7 @@ def crafted_results(draw):
 
 
 def check_results(crafted, shared: Path) -> None:
-    from test_report import write_run
+    from report_helpers import write_run
 
     from octbench.results import ResultsStore
 

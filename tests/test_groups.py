@@ -77,7 +77,7 @@ def test_bootstrap_stratify_is_validated() -> None:
 
 def test_report_cli_takes_stratify_and_refuses_others(tmp_path: Path) -> None:
     from conftest import cli_env, run_cli
-    from test_report import write_run
+    from report_helpers import write_run
 
     folder = tmp_path / "results" / "demo"
     for seed in range(2):

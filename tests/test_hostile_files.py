@@ -152,7 +152,7 @@ def test_cleanup_removes_only_octbench_marked_temp_files(tmp_path):
 
 def test_report_writes_only_below_its_out_folder(tmp_path, monkeypatch, caplog):
     """`report results/demo/..` and a dataset size like `x/../../victim` in a record."""
-    from test_report import dataset, write_run
+    from report_helpers import dataset, write_run
 
     from octbench.report import build_report
 

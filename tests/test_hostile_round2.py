@@ -35,7 +35,7 @@ from conftest import (
     write_yaml,
 )
 from conftest import cli_in_process as in_process
-from test_report import N_TEST, write_run
+from report_helpers import N_TEST, write_run
 
 from octbench.config import MAX_YAML_NODES
 from octbench.results import ResultsStore, read_record

@@ -282,7 +282,7 @@ def test_parameters_only_the_data_can_judge_fail_before_training(tmp_path, oct_n
 
 
 def test_report_into_an_unwritable_place_is_named_before_any_work(tmp_path, capsys):
-    from test_report import write_run
+    from report_helpers import write_run
 
     from octbench.results import ResultsStore
 

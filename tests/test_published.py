@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_report import build, dataset, no_figures, write_run  # noqa: F401 (a fixture)
+from report_helpers import RESAMPLES, build, dataset, write_run
 
+from octbench import report
 from octbench.report.published import (
     PROTOCOL_KEYS,
     protocol_differences,
@@ -147,3 +148,41 @@ def test_a_row_stands_beside_runs_only_when_trained_the_same_way(tmp_path: Path)
     assert len(lines) == len(gaps)
     assert all("no text source available offline" in line for line in lines)
     assert "per-backbone OCTMNIST table" in lines[0] and "medmnist plus [2]" in lines[0]
+
+
+@pytest.mark.parametrize(("size", "test", "shown"), [(28, 250, True), (64, 250, True),
+                                                     (28, 100, False)])
+def test_published_rows_only_for_real_octmnist_and_apart_unless_same_protocol(
+        tmp_path: Path, size: int, test: int, shown: bool, no_figures: None) -> None:
+    # (the class counts are the records' metadata; the predictions stay small)
+    store = ResultsStore(tmp_path / "results" / "real")
+    for seed in range(3):
+        write_run(store, seed=seed, data=dataset("octmnist", size, synthetic=False, test=test))
+    text = build(store.root, tmp_path)
+    assert ("ResNet-18 (28)" in text and "medmnist v2 [1]" in text) is shown
+    if shown:  # written without the MedMNIST v2 recipe (100 epochs), so apart from ours
+        apart = text[text.index("**Different protocol**"):]
+        assert "| ResNet-18 (28) | 28 | 0.743 | 0.943 | medmnist v2 [1] |" in apart
+        assert f"size 28 vs {size}" in apart if size != 28 else "size 28 vs" not in apart
+    assert "SYNTHETIC" not in text
+
+
+def test_a_sweep_over_sizes_compares_within_each_size_beside_its_published_results(
+        tmp_path: Path, no_figures: None) -> None:
+    store = ResultsStore(tmp_path / "results" / "sizes")
+    for size in (28, 64, 128):
+        for strategy in ("none", "weighted_ce"):
+            for seed in range(3):
+                write_run(store, strategy=strategy, seed=seed, sweep={"data.size": size},
+                          data=dataset("octmnist", size, synthetic=False, test=250),
+                          run_id=f"cnn__{strategy}__seed{seed}__size={size}")
+    data = report.collect(store.root)
+    comparisons = report.compare_to_baseline(data, n_resamples=RESAMPLES)
+    assert sorted(comparisons.setup) == [f"cpu fp32 · data.size={s}" for s in (128, 28, 64)]
+    assert (comparisons.seeds == 3).all()  # each pairs the 3 seeds of its own size
+    text = build(store.root, tmp_path)
+    published = text[text.index("**Published results on OCTMNIST"):]
+    beside, apart = published.split("**Different protocol**")
+    assert "| ours: cnn / none (cpu fp32 · data.size=64) | 64 |" in beside
+    assert "ResNet-18 (28)" not in beside  # no run here was trained as MedMNIST v2 did
+    assert "| VGG16, ImageNet-pretrained (128, padded to 224) | 128 | 0.905 | n/a |" in apart

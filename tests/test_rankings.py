@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.stats
+from report_helpers import make_grid, stored
 from sklearn.metrics import f1_score
-from test_report import make_grid, stored
 
 from octbench import report
 from octbench.rankings import cliffs_delta, mean_difference, nemenyi_q, rank_configurations

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from test_report import write_run
+from report_helpers import write_run
 
 from octbench import report
 from octbench.results import ResultsStore

@@ -2,7 +2,7 @@
 
 Owns the main table (mean ± std over seeds, pooled bootstrap intervals), the differences to the
 baseline (paired bootstrap tests, Holm-adjusted), the per-class table and the device table.
-Tables hold numbers only; how they read is :mod:`octbench.report.markdown`'s business.
+Tables hold numbers only; how they read is the business of :mod:`octbench.report.sections`.
 
 Must not import: markdown, export, build or summary (they import this module), tuning, or the
 engine.

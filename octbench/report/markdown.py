@@ -21,7 +21,6 @@ METRIC_LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced acc.",
 ALPHA = 0.05
 MIN_SEEDS = 3
 
-
 _MD_SPECIAL = re.compile(r"([\\`*|\[\]<>#])|((?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
 
 
@@ -105,9 +104,9 @@ def data_description(data: ReportData) -> str:
     return text
 
 
-def synthetic_tag(data: ReportData) -> str:
-    """The mark a section title carries when the data are synthetic."""
-    return " **— SYNTHETIC DATA, not OCTMNIST**" if data.synthetic else ""
+def synthetic_tag(synthetic: bool) -> str:
+    """The mark a section title carries when its numbers come from synthetic data."""
+    return " **— SYNTHETIC DATA, not OCTMNIST**" if synthetic else ""
 
 
 def synthetic_octmnist(data: ReportData) -> bool:

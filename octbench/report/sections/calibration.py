@@ -5,12 +5,12 @@ from __future__ import annotations
 import pandas as pd
 
 from octbench.report.collect import ReportData
-from octbench.report.markdown import data_description, fmt, key_columns, md_table
+from octbench.report.markdown import data_description, fmt, key_columns, md_table, synthetic_tag
 
 
 def calibration_section(data: ReportData, table: pd.DataFrame) -> list[str]:
     """The section's lines: one row per group, or why there is nothing to show."""
-    tag = " **— SYNTHETIC DATA, not OCTMNIST**" if data.synthetic else ""
+    tag = synthetic_tag(data.synthetic)
     out = [f"## Calibration: temperature scaling{tag}", ""]
     if table.empty or not (table.calibrated > 0).any():
         return out + ["n/a: no run holds a fitted temperature (runs made before octbench "

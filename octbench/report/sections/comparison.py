@@ -62,8 +62,8 @@ def macro_f1_verdict(row) -> str:
 def comparison_section(data: ReportData, comparisons: pd.DataFrame,
                         n_resamples: int) -> list[str]:
     """Each strategy against the baseline per metric, with the tests named and a verdict."""
-    out = [f"## Differences to the baseline {md_code(data.baseline_label)}" + synthetic_tag(data),
-           ""]
+    out = [f"## Differences to the baseline {md_code(data.baseline_label)}"
+           + synthetic_tag(data.synthetic), ""]
     if comparisons.empty:
         return out + [f"n/a: no strategy other than {md_code(data.baseline_label)} has complete "
                       "runs beside a complete baseline run of the same model and setup."]

@@ -6,14 +6,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from octbench.report.collect import ReportData
-from octbench.report.markdown import md_escape
+from octbench.report.markdown import md_escape, synthetic_tag
 
 
 def figure_section(data: ReportData, figures: Sequence[tuple[Path, str]],
                     study_figures: Sequence[Path], study: dict | None = None) -> list[str]:
     """The figures with their captions, then the tuning study's figures."""
     synthetic = data.synthetic or bool(study and study.get("synthetic"))
-    out = ["## Figures" + (" **— SYNTHETIC DATA, not OCTMNIST**" if synthetic else ""), ""]
+    out = ["## Figures" + synthetic_tag(synthetic), ""]
     if not figures and not study_figures:
         return out + ["No figures: there are no complete runs to plot."]
     for path, caption in figures:

@@ -22,7 +22,7 @@ from octbench.report.markdown import (
 
 def per_class_section(data: ReportData, per_class: pd.DataFrame) -> list[str]:
     """Recall and F1 per class, and one sentence on the rarest training class."""
-    out = ["## Per-class recall and F1" + synthetic_tag(data), ""]
+    out = ["## Per-class recall and F1" + synthetic_tag(data.synthetic), ""]
     counts = (data.dataset.get("class_counts") or {}).get("train")
     names = data.class_names
     headers, cells = key_columns(data, per_class)

@@ -7,13 +7,13 @@ from collections.abc import Sequence
 
 from octbench.rankings import MIN_BLOCKS
 from octbench.report.collect import ReportData
-from octbench.report.markdown import METRIC_LABELS, fmt, fmt_p, md_escape, md_table
+from octbench.report.markdown import METRIC_LABELS, fmt, fmt_p, md_escape, md_table, synthetic_tag
 from octbench.report.ranking import RANK_METRIC, SetupRanking
 
 
 def ranking_section(data: ReportData, rankings: Sequence[SetupRanking]) -> list[str]:
     """The section's lines; a sentence instead of tables when nothing can be ranked."""
-    tag = " **— SYNTHETIC DATA, not OCTMNIST**" if data.synthetic else ""
+    tag = synthetic_tag(data.synthetic)
     out = [f"## Rankings across seeds{tag}", ""]
     if not rankings:
         return out + ["n/a: no setup has two or more configurations to rank."]

@@ -32,7 +32,7 @@ LARGE_STD = 0.03
 
 def results_section(data: ReportData, table: pd.DataFrame, n_resamples: int) -> list[str]:
     """The main table (mean ± std, 95% intervals, Δ macro-F1 to the baseline) and its warnings."""
-    out = ["## Results on the test split" + synthetic_tag(data), ""]
+    out = ["## Results on the test split" + synthetic_tag(data.synthetic), ""]
     headers, cells = key_columns(data, table)
     best = {m: best_value(table[f"{m}_mean"].tolist(), m) for m in TABLE_METRICS}
     delta_header = f"Δ Macro-F1 vs {md_escape(data.baseline_label)}"

@@ -30,6 +30,7 @@ from octbench.report.markdown import (
     md_escape,
     md_table,
     mean_std_cell,
+    synthetic_tag,
 )
 from octbench.report.tables import resampling
 from octbench.results import ResultsStore
@@ -304,7 +305,7 @@ def render_section(data: ReportData, table: pd.DataFrame,
     """The markdown of the section ([] when no run was evaluated on corrupted sets)."""
     if table.empty:
         return []
-    synthetic = " **— SYNTHETIC DATA, not OCTMNIST**" if data.synthetic else ""
+    synthetic = synthetic_tag(data.synthetic)
     out = [f"## Robustness (MedMNIST-C corruptions){synthetic}", ""]
     protocols = sorted({p for cell in table["protocol"] for p in cell.split(", ")})
     out += [f"- {md_escape(PROTOCOLS.get(p, p))}." for p in protocols]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 
 from octbench.report.collect import ReportData
-from octbench.report.markdown import md_code, md_escape, md_table
+from octbench.report.markdown import md_code, md_escape, md_table, synthetic_tag
 
 
 def _study_dataset(study: dict) -> str:
@@ -41,7 +41,7 @@ def study_header(data: ReportData, study: dict) -> list[str]:
 def study_section(study: dict) -> list[str]:
     """The study's best trial and a table of every trial (validation scores only)."""
     metric = md_escape(study["metric"])
-    tag = " **— SYNTHETIC DATA, not OCTMNIST**" if study.get("synthetic") else ""
+    tag = synthetic_tag(bool(study.get("synthetic")))
     seeds = study.get("seeds_per_trial") or 1
     out = [f"## Tuning study `{md_escape(study['study'])}`{tag}", "",
            f"Data: {_study_dataset(study)}. Every trial was scored on the validation split only "

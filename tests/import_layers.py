@@ -86,9 +86,6 @@ ALLOWED_LAZY: dict[tuple[str, str], str] = {
             "tqdm"),
     **_each("octbench.executors", "split next: executors -> executors/{base,local,ray}",
             "octbench.data.octmnist", "octbench.runner"),
-    **_each("octbench.export_mlflow", "split next: the export command at the CLI",
-            "octbench.config", "octbench.data", "octbench.models", "octbench.progress",
-            "octbench.strategies"),
     **_each("octbench.progress", "a bar only on a terminal or in a notebook",
             "tqdm"),
     **_each("octbench.report.build", "figures imports matplotlib: split next, report sections",
@@ -111,12 +108,8 @@ ALLOWED_LAZY: dict[tuple[str, str], str] = {
             "octbench.engine"),
     **_each("octbench.tuning", "figures imports matplotlib: only drawing pays",
             "octbench.figures"),
-    **_each("octbench.tuning.objective", "keeps tuning torch-free; split next: tune at the CLI",
-            "octbench.data", "octbench.results", "octbench.runner"),
     **_each("octbench.tuning.space", "keeps tuning torch-free; split next: known paths in config/",
             "octbench.data", "octbench.metrics"),
-    **_each("octbench.tuning.workers", "devices imports torch: only a worker pays",
-            "octbench.devices"),
 }
 
 #: ``importlib.import_module`` calls whose argument is not a literal: module -> reason.

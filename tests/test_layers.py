@@ -154,3 +154,15 @@ def test_checker_ignores_annotations_only_imports(tmp_path):
         "top.py": "",
     })
     assert read_imports(root).edges() == set()
+
+
+def test_a_package_at_the_boundary_counts_with_its_modules(tmp_path):
+    root = _package(tmp_path, {
+        "top/__init__.py": "",
+        "top/command.py": "def run():\n    import pkg.low\n",
+        "low.py": "",
+    })
+    graph = read_imports(root)
+    lazy = {"libraries": set(), "layers": SYNTHETIC_LAYERS}
+    assert lazy_violations(graph, boundary={"pkg.top"}, **lazy) == {}
+    assert lazy_violations(graph, boundary=set(), **lazy) == {("pkg.top.command", "pkg.low"): [2]}

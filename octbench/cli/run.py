@@ -1,8 +1,8 @@
 """``octbench run``: train and evaluate an experiment's grid, or show it (``--dry-run``), here or
 on Ray, whole or one shard, optionally logged to MLflow as it trains.
 
-Must not import at module level: torch, or octbench modules that import it; the octbench
-imports of :func:`run` are its own (the command boundary).
+Must not import at module level: torch, or octbench modules that import it (the runner,
+the executors): ``--help`` imports this module.
 """
 
 from __future__ import annotations

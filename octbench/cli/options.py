@@ -87,21 +87,21 @@ def add_overrides(parser: argparse.ArgumentParser) -> None:
 
 
 #: Numbers on the command line: ASCII digits only (``int()`` also takes '١٢', '1_0' and ' 7 ').
-ASCII_INT = re.compile(r"[0-9]{1,12}", re.ASCII)
-ASCII_FLOAT = re.compile(r"([0-9]{1,12}\.?[0-9]{0,12}|\.[0-9]{1,12})([eE][-+]?[0-9]{1,3})?",
-                         re.ASCII)
+_ASCII_INT = re.compile(r"[0-9]{1,12}", re.ASCII)
+_ASCII_FLOAT = re.compile(r"([0-9]{1,12}\.?[0-9]{0,12}|\.[0-9]{1,12})([eE][-+]?[0-9]{1,3})?",
+                          re.ASCII)
 
 
 def ascii_int(text: str) -> int:
     """An argparse type: a non-negative integer written in ASCII digits."""
-    if not ASCII_INT.fullmatch(text):
+    if not _ASCII_INT.fullmatch(text):
         raise argparse.ArgumentTypeError(f"must be a whole number in digits 0-9, got {text!r}")
     return int(text)
 
 
 def ascii_float(text: str) -> float:
     """An argparse type: a non-negative decimal number (``0.25``, ``1e-1``) in ASCII digits."""
-    if not ASCII_FLOAT.fullmatch(text):
+    if not _ASCII_FLOAT.fullmatch(text):
         raise argparse.ArgumentTypeError(f"must be a number in digits 0-9 such as 0.25, got "
                                          f"{text!r}")
     return float(text)
@@ -115,7 +115,7 @@ def int_between(low: int, high: int):
     """An argparse type: an integer in [low, high] (bounds keep a typo from exhausting the
     machine, e.g. a billion bootstrap resamples)."""
     def parse(text: str) -> int:
-        if not ASCII_INT.fullmatch(text):
+        if not _ASCII_INT.fullmatch(text):
             raise argparse.ArgumentTypeError(f"must be an integer from {low} to {high:,} in "
                                              f"digits 0-9, got {text!r}")
         value = int(text)

@@ -7,7 +7,7 @@ prints the epochs each study trained, its best validation macro-F1, and the rati
     python benchmarks/pruning.py --seeds 3 4 5        # about 4 minutes a seed on 2 CPU cores
     python benchmarks/pruning.py --trials 10 --epochs 4 --scale 0.02     # a quick look
 
-The objective is :func:`octbench.tuning.make_objective` on plain in-memory Optuna studies.
+The objective is :func:`octbench.tuning.objective.make_objective` on plain in-memory Optuna studies.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import time
 
 import optuna
 
-from octbench.tuning import DEFAULT_PRUNER, make_objective, parse_tune_config
+from octbench.tuning import DEFAULT_PRUNER, parse_tune_config
+from octbench.tuning.objective import make_objective
 
 SEARCH = {
     "train.lr": {"type": "float", "low": 1.0e-4, "high": 3.0e-2, "log": True},

@@ -33,7 +33,8 @@ if TYPE_CHECKING:  # only for the signatures: importing them pulls in torch
     from octbench.data import OCTData
     from octbench.executors import Executor
     from octbench.runner import RunSummary
-    from octbench.tuning import TuneConfig, TuneResult
+    from octbench.tuning import TuneConfig
+    from octbench.tuning.workers import TuneResult
 
 log = logging.getLogger("octbench")
 
@@ -178,7 +179,7 @@ def tune(config: str | Path | Mapping | TuneConfig, *, workers: int = 1,
         {'train.lr': 0.0023, ...}
     """
     from octbench.tuning import TuneConfig, load_tune_config, parse_tune_config
-    from octbench.tuning import tune as tune_study
+    from octbench.tuning.workers import tune as tune_study
 
     if isinstance(config, (str, Path)):
         config = load_tune_config(config)

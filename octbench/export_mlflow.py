@@ -20,6 +20,11 @@ Exporting again does not duplicate: a run already exported (found by its ``octbe
 is skipped; a half-finished earlier export of it is replaced. The default store is a local
 ``mlruns/`` folder (an SQLite database plus artifact folders), which ``mlflow ui
 --backend-store-uri sqlite:///mlruns/mlflow.db`` shows.
+
+The command itself is :mod:`octbench.cli.export`. This module imports the registries (and so
+torch) to fill in a record's defaults; the CLI imports it only when a command needs it. It is one
+idea, a run as an MLflow run, over ~450 lines: export and live logging share every piece of the
+mapping (params, curves, final metrics, tags, artifacts, the tracking server's failures).
 """
 
 from __future__ import annotations
@@ -33,9 +38,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from octbench.config import component_defaults
+from octbench.data import DATASETS
 from octbench.errors import OctbenchError
 from octbench.fileio import TEMP_SUFFIX, confined
+from octbench.models import DATA_PARAMS, MODELS
+from octbench.progress import counting
 from octbench.results import COMPLETE, FAILED, ResultsStore, RunRecord, read_record
+from octbench.strategies import STRATEGIES
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +95,6 @@ def export_mlflow(results_dir: str | Path, *, tracking_uri: str | None = None,
     uri = tracking_uri or default_tracking_uri()
     summary = ExportSummary()
     experiments: dict[str, str] = {}
-    from octbench.progress import counting
-
     with _http_limits(), _unreachable_as_error(uri):
         client = _client(tracking_uri)
         local_root = _artifact_root(uri)
@@ -461,11 +469,6 @@ def _epoch_times(history: list[dict], end: int) -> list[int]:
 def resolved_config(record: dict) -> dict:
     """The record's config with every default of its model, strategy and data filled in
     (``model.dropout``, ``data.size``, ...), as :mod:`octbench.config` resolves them."""
-    from octbench.config import component_defaults
-    from octbench.data import DATASETS
-    from octbench.models import DATA_PARAMS, MODELS
-    from octbench.strategies import STRATEGIES
-
     config = dict(record.get("config") or {})
     for key, registry, skip in (("model", MODELS, DATA_PARAMS), ("data", DATASETS, ()),
                                 ("strategy", STRATEGIES, ("class_counts",))):

@@ -45,7 +45,7 @@ def test_every_module_has_a_row_in_the_layer_table(graph):
 def test_the_reader_sees_module_level_local_and_importlib_imports(graph):
     found = {(i.importer, i.imported, i.lazy) for i in graph.imports}
     assert ("octbench.cli", "octbench.plugins", False) in found  # module level
-    assert ("octbench.cli", "octbench.config", True) in found  # inside a command function
+    assert ("octbench.cli.data", "octbench.config", True) in found  # inside a command function
     assert ("octbench.models", "octbench.models.reference", False) in found  # from pkg import mod
     assert len(graph.modules) == len(list(PACKAGE_ROOT.rglob("*.py")))
 
@@ -154,3 +154,15 @@ def test_checker_ignores_annotations_only_imports(tmp_path):
         "top.py": "",
     })
     assert read_imports(root).edges() == set()
+
+
+def test_a_package_at_the_boundary_counts_with_its_modules(tmp_path):
+    root = _package(tmp_path, {
+        "top/__init__.py": "",
+        "top/command.py": "def run():\n    import pkg.low\n",
+        "low.py": "",
+    })
+    graph = read_imports(root)
+    lazy = {"libraries": set(), "layers": SYNTHETIC_LAYERS}
+    assert lazy_violations(graph, boundary={"pkg.top"}, **lazy) == {}
+    assert lazy_violations(graph, boundary=set(), **lazy) == {("pkg.top.command", "pkg.low"): [2]}

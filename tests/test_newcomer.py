@@ -19,6 +19,7 @@ from conftest import (
 )
 
 from octbench import cli
+from octbench.cli.predict import scan_files
 from octbench.config import load_config, parse_config
 from octbench.runner import expand_grid
 
@@ -351,11 +352,11 @@ def test_predict_takes_folders_of_scans_but_not_links(tmp_path):
     (outside / "c.png").write_bytes(b"x")
     (scans / "link").symlink_to(outside, target_is_directory=True)
     (scans / "d.png").symlink_to(outside / "c.png")
-    assert cli._scan_files([str(scans), "e.tif"]) == [
+    assert scan_files([str(scans), "e.tif"]) == [
         str(scans / "CNV" / "a.jpeg"), str(scans / "b.PNG"), "e.tif"]
     (tmp_path / "empty").mkdir()
     with pytest.raises(OctbenchError, match="empty holds no scan files"):
-        cli._scan_files([str(tmp_path / "empty")])
+        scan_files([str(tmp_path / "empty")])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import ROOT, cli_env, experiment, tree_digest, write_yaml
+from conftest import ROOT, cli_env, experiment, imports_torch, tree_digest, write_yaml
 
 from octbench.cli import main
 from octbench.config import load_config
@@ -29,12 +29,12 @@ from octbench.results import load_results
 from octbench.tuning import (
     DEFAULT_PRUNER,
     load_tune_config,
-    make_objective,
     open_storage,
     parse_tune_config,
     study_figures,
     study_summary,
 )
+from octbench.tuning.objective import make_objective
 
 FINISHED = ("COMPLETE", "PRUNED")
 
@@ -108,6 +108,13 @@ BAD = {
     "wrong direction": ({"objective": {"metric": "ece", "direction": "maximize"}},
                         "contradicts the metric", "minimize"),
 }
+
+
+def test_the_tuning_package_reads_studies_without_torch(tmp_path):
+    # The report imports the package (a study's figures and summary); only trials pay for torch.
+    assert not imports_torch("import octbench.tuning", tmp_path)
+    assert imports_torch("import octbench.tuning.objective", tmp_path)
+    assert imports_torch("import octbench.tuning.workers", tmp_path)
 
 
 @pytest.mark.parametrize("case", list(BAD), ids=list(BAD))

@@ -42,6 +42,10 @@ Modules: :mod:`~octbench.tuning.space` (the YAML, search spaces, sampled experim
 :mod:`~octbench.tuning.objective` (one trial) and :mod:`~octbench.tuning.workers` (a study run,
 worker processes, the best experiment). Study figures are drawn by :mod:`octbench.figures`.
 This package must not import the report; the report finds a study by its files.
+
+``import octbench.tuning`` reads tuning YAMLs and studies without torch: the modules that train
+(``objective``, which imports the runner, and ``workers``) are imported by name where a study
+is run (``from octbench.tuning.workers import tune``; the CLI's ``tune`` after the YAML is read).
 """
 
 from __future__ import annotations
@@ -49,7 +53,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from octbench.tuning.objective import ERROR_ATTR, SURPLUS_ATTR, TrialFailed, make_objective
 from octbench.tuning.space import (
     DEFAULT_PRUNER,
     SearchParam,
@@ -60,14 +63,18 @@ from octbench.tuning.space import (
     suggest_experiment,
     trial_experiment,
 )
-from octbench.tuning.storage import load_study, open_storage, resolve_storage
-from octbench.tuning.workers import TuneResult, run_worker, tune, write_best_experiment
+from octbench.tuning.storage import (
+    ERROR_ATTR,
+    SURPLUS_ATTR,
+    load_study,
+    open_storage,
+    resolve_storage,
+)
 
 __all__ = [
-    "DEFAULT_PRUNER", "SearchParam", "TrialFailed", "TuneConfig", "TuneResult", "trial_experiment",
-    "best_experiment", "load_study", "load_tune_config", "make_objective", "open_storage",
-    "parse_tune_config", "resolve_storage", "run_worker", "study_figures", "study_summary",
-    "suggest_experiment", "tune", "write_best_experiment",
+    "DEFAULT_PRUNER", "SearchParam", "TuneConfig", "best_experiment", "load_study",
+    "load_tune_config", "open_storage", "parse_tune_config", "resolve_storage", "study_figures",
+    "study_summary", "suggest_experiment", "trial_experiment",
 ]
 
 

@@ -5,7 +5,8 @@ pruner, return the mean validation metric), keeping trials within ``n_trials`` w
 workers share a study, and the trial outcomes Optuna is told about.
 
 Must not import: the workers (they import this module) or the report. The test split never
-reaches a trial: it is removed from the data here.
+reaches a trial: it is removed from the data here. Imports the runner, hence torch: the tuning
+package does not import this module, so that reading a tuning YAML or a study stays torch-free.
 """
 
 from __future__ import annotations
@@ -20,12 +21,21 @@ import optuna
 from optuna.trial import TrialState
 
 from octbench.config import parse_config
+from octbench.data import Split
 from octbench.errors import ConfigError
+from octbench.results import COMPLETE, ResultsStore, RunLocked
+from octbench.runner import RunSpec, execute_run
 from octbench.tuning.space import TuneConfig, suggest_experiment
-from octbench.tuning.storage import OWNER_ATTR, fail_dead_trials, retry_callback, trial_owner
+from octbench.tuning.storage import (
+    ERROR_ATTR,
+    OWNER_ATTR,
+    SURPLUS_ATTR,
+    fail_dead_trials,
+    retry_callback,
+    trial_owner,
+)
 
 ORIGIN_ATTR = "octbench_origin"
-ERROR_ATTR, SURPLUS_ATTR = "octbench_error", "octbench_surplus"
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -60,10 +70,6 @@ def make_objective(tune_config: TuneConfig, *, data=None, quiet: bool = True,
         >>> study = optuna.create_study(direction=config.direction)
         >>> study.optimize(make_objective(config), n_trials=2)  # doctest: +SKIP
     """
-    from octbench.data import Split
-    from octbench.results import COMPLETE, ResultsStore, RunLocked
-    from octbench.runner import RunSpec, execute_run
-
     cache = {"data": data}
 
     def tuning_data():

@@ -37,6 +37,9 @@ MAX_RETRY = 2
 #: A RUNNING trial that no worker has claimed for this long was left by a dead worker.
 UNCLAIMED_GRACE_S = 60
 OWNER_ATTR = "octbench_worker"
+#: A failed trial's reason, and the mark of a trial asked for after the budget was reached
+#: (it never ran); the study summary reads them back.
+ERROR_ATTR, SURPLUS_ATTR = "octbench_error", "octbench_surplus"
 STUDY_ATTR = "octbench"
 STUDY_FILE = "study.json"
 

@@ -4,7 +4,8 @@ Owns the order of a tuning session (check everything, then write), starting and 
 ``octbench tune --worker`` processes, one progress line per trial, and writing
 ``experiments/generated/<study>-best.yaml``.
 
-Must not import: the report.
+Must not import: the report. Imports the objective (and so torch); the tuning package does
+not import this module.
 """
 
 from __future__ import annotations
@@ -25,16 +26,11 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
+from octbench.devices import check_precision, resolve_device
 from octbench.errors import OctbenchError
 from octbench.fileio import atomic_write_text, writable_folder
 from octbench.progress import format_duration
-from octbench.tuning.objective import (
-    ERROR_ATTR,
-    SURPLUS_ATTR,
-    BudgetReached,
-    TrialFailed,
-    make_objective,
-)
+from octbench.tuning.objective import BudgetReached, TrialFailed, make_objective
 from octbench.tuning.space import (
     FINAL_SEEDS,
     TuneConfig,
@@ -43,7 +39,9 @@ from octbench.tuning.space import (
     make_sampler,
 )
 from octbench.tuning.storage import (
+    ERROR_ATTR,
     OWNER_ATTR,
+    SURPLUS_ATTR,
     check_study,
     create_study,
     fail_dead_trials,
@@ -100,8 +98,6 @@ def tune(tune_config: TuneConfig, *, workers: int = 1, storage: str | None = Non
         >>> result.best_params  # doctest: +SKIP
         {'train.lr': 0.0023, ...}
     """
-    from octbench.devices import check_precision, resolve_device
-
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own one line per trial instead
     if workers < 1:
         raise OctbenchError(f"--workers must be >= 1. Got {workers} instead.")

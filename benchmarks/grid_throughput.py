@@ -14,9 +14,9 @@ task a stack of S runs (Ray packs stacks). ``--rounds R`` times the local rows R
 interleaved, and shows each row's median.
 
 Prints wall time, runs/hour, the speed-up over the sequential grid, training images/s of the
-whole grid, the largest difference in test macro-F1 between a run and its sequential twin (beside the
-seed-to-seed spread of the sequential grid, the yardstick for that difference), on
-CUDA the peak GPU memory of this process (Ray's workers are other processes: n/a), the load
+whole grid, the largest difference in test macro-F1 between a run and its sequential twin (beside
+the seed-to-seed spread of the sequential grid, the yardstick for that difference), on CUDA the
+peak GPU memory of this process (Ray's workers are other processes: n/a), the load
 average, and Ray's overhead per run (Ray at packing 1 against the sequential grid, same threads
 per run, plus the Ray start, printed separately). The numbers come from synthetic data.
 """

@@ -1,6 +1,8 @@
-"""The experiment's sections as frozen dataclasses: the one source of its keys, types, defaults
+"""The experiment's sections as frozen dataclasses: the one source of their keys, types, defaults
 and ranges (the validator and the schema reference in the docs both read them), plus the limits
-that keep a config from exhausting the machine.
+that keep a config from exhausting the machine. The top level,
+:class:`~octbench.config.ExperimentConfig`, lives beside its parser in
+:mod:`octbench.config.experiment`, as its ``variants()`` parses each sweep combination.
 
 Must not import: the registries, or anything that imports torch.
 """

@@ -58,12 +58,13 @@ from octbench.config.sweep import (
     takes_parameter,
 )
 from octbench.config.validate import component_defaults, type_name, with_defaults
+from octbench.errors import ConfigError  # what every problem is raised as
 
 __all__ = [
     "DEVICE_NAMES", "DEVICE_PATTERN", "LATER_DEFAULTS", "MAX_BATCH", "MAX_CHECKED_COMBINATIONS",
     "MAX_EPOCHS", "MAX_RUNS", "MAX_SEED", "MAX_THREADS", "MAX_YAML_NODES", "NAME_PATTERN",
-    "NOT_IN_SCHEMA", "NOT_SWEPT", "TOP_LEVEL", "BootstrapConfig", "Component", "EvaluateConfig",
-    "ExperimentConfig", "ReportConfig", "TrainConfig", "apply_overrides", "check",
+    "NOT_IN_SCHEMA", "NOT_SWEPT", "TOP_LEVEL", "BootstrapConfig", "Component", "ConfigError",
+    "EvaluateConfig", "ExperimentConfig", "ReportConfig", "TrainConfig", "apply_overrides", "check",
     "check_grid_size", "check_plain", "component_defaults", "config_hash", "known_paths",
     "load_config", "parse_config", "parse_corruptions", "parse_data", "parse_scalar",
     "parsed_values", "read_config", "read_yaml", "set_values", "swept_values",

@@ -1,7 +1,7 @@
 """Dotted paths applied to an experiment: ``--set`` overrides, the ``sweep:`` section and the
 values tuning's ``search:`` samples all go through :func:`set_values`, and each value is checked
-as if written in place by :func:`path_value_problems`, against the paths :func:`known_paths`
-lists.
+as if written in place by :func:`parsed_values`; :func:`known_paths` lists the paths a sweep
+may name.
 
 Must not import: the experiment parser (it is passed in, as the one that parses each value).
 """
@@ -18,7 +18,7 @@ from typing import Any
 from octbench import dotted
 from octbench.config.schema import Component, TrainConfig
 from octbench.config.validate import canonical_json
-from octbench.dotted import PathError, canonical_path
+from octbench.dotted import COMPONENTS, PathError, canonical_path
 from octbench.errors import ConfigError
 from octbench.registry import did_you_mean
 
@@ -161,16 +161,13 @@ def known_paths(raw: dict) -> list[str]:
         known += [f"data.{k}" for k in DATASETS.parameters(name)]
     for head, registry, skip in (("model", MODELS, DATA_PARAMS),
                                  ("strategy", STRATEGIES, ("class_counts",))):
-        for entry in raw.get(COMPONENT_KEYS[head]) or []:
+        for entry in raw.get(COMPONENTS[head]) or []:
             entry = entry.get("name") if isinstance(entry, dict) else entry
             if isinstance(entry, str) and entry in registry:
                 known += [f"{head}.{k}" for k in registry.parameters(entry) if k not in skip]
             elif isinstance(entry, str) and entry.startswith("timm:"):
                 known.append(f"{head}.pretrained")
     return sorted(set(known))
-
-
-COMPONENT_KEYS = {"model": "models", "strategy": "strategies"}
 
 
 def parse_sweep(problems, raw_sweep, raw: dict, parse: Parse) -> tuple[tuple[str, tuple], ...]:
@@ -190,7 +187,7 @@ def parse_sweep(problems, raw_sweep, raw: dict, parse: Parse) -> tuple[tuple[str
             continue
         canonical = canonical_path(path)
         head, _, rest = canonical.partition(".")
-        if canonical in NOT_SWEPT or (head in NOT_SWEPT and head not in COMPONENT_KEYS):
+        if canonical in NOT_SWEPT or (head in NOT_SWEPT and head not in COMPONENTS):
             problems.append(f"{where}: {canonical} cannot be swept: {NOT_SWEPT[head]}.")
             continue
         if head not in ("data", "train", "model", "strategy") or (

@@ -2,7 +2,7 @@
 
 Both are read from the code itself, so they cannot drift from it: the YAML schema from the
 config's dataclasses (types, defaults, ranges, and the comment beside each field in
-``octbench/config.py``) and the registries (every dataset, model, strategy and augmentation with
+``octbench/config/``) and the registries (every dataset, model, strategy and augmentation with
 its parameters); the CLI reference from the argparse parser. ``docs/hooks.py`` puts them into
 the pages at ``mkdocs build``; ``tests/test_docs.py`` checks that nothing is missing.
 
@@ -58,9 +58,9 @@ def config_fields() -> list[tuple[str, dataclasses.Field]]:
 
 def config_schema_markdown() -> str:
     """A table per section of the experiment YAML: key, type, default, allowed values, meaning."""
-    from octbench import config
+    from octbench.config import experiment, schema
 
-    comments = _field_comments(inspect.getsource(config))
+    comments = _field_comments(inspect.getsource(schema) + inspect.getsource(experiment))
     rows = []
     for path, f, kind, owner_cls in _walk_config():
         owner = owner_cls.__name__

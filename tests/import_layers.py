@@ -76,10 +76,11 @@ ALLOWED_LAZY: dict[tuple[str, str], str] = {
             "octbench.robustness.corruptions"),
     **_each("octbench.catalog", "the registries only on a cache miss: list stays fast",
             "octbench.augment", "octbench.data", "octbench.models", "octbench.strategies"),
-    **_each("octbench.config", "split next: config -> config/ package",
+    **_each("octbench.config.experiment", "split next: config/ without lazy registries",
             "octbench.augment", "octbench.data", "octbench.data.duplicates", "octbench.devices",
-            "octbench.metrics", "octbench.models", "octbench.dotted", "octbench.registry",
-            "octbench.robustness", "octbench.strategies"),
+            "octbench.models", "octbench.robustness", "octbench.strategies"),
+    **_each("octbench.config.sweep", "split next: config/ without lazy registries",
+            "octbench.data", "octbench.models", "octbench.strategies"),
     **_each("octbench.data.folder", "a bar only while a big folder is read",
             "tqdm"),
     **_each("octbench.executors", "split next: executors -> executors/{base,local,ray}",
@@ -101,7 +102,7 @@ ALLOWED_LAZY: dict[tuple[str, str], str] = {
     **_each("octbench.tuning", "figures imports matplotlib: only drawing pays",
             "octbench.figures"),
     **_each("octbench.tuning.space", "keeps tuning torch-free; split next: known paths in config/",
-            "octbench.data", "octbench.metrics"),
+            "octbench.data"),
 }
 
 #: ``importlib.import_module`` calls whose argument is not a literal: module -> reason.

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from conftest import imports_torch
 
 from octbench.config import load_config, parse_config
 from octbench.errors import ConfigError
@@ -111,3 +112,37 @@ def test_duplicate_yaml_keys_are_refused(tmp_path):
     path.write_text("data: synthetic\nmodels: [reference_cnn]\nmodels: [resnet18_28]\n")
     with pytest.raises(ConfigError, match=r"duplicate key 'models' \(first on line 2\)"):
         load_config(path)
+
+
+def test_importing_the_config_package_imports_no_torch(tmp_path):
+    # The CLI checks keys, names and values with it before torch is imported (seconds).
+    code = ("import octbench.config\n"
+            "from octbench.config import check_plain, parse_config, read_config, swept_values")
+    assert not imports_torch(code, tmp_path)
+    full = ("from octbench.config import parse_config\n"
+            "parse_config({'name': 'x', 'data': 'synthetic', 'models': ['reference_cnn']})")
+    assert imports_torch(full, tmp_path)  # the probe sees torch when the registries are read
+
+
+def test_one_check_for_each_swept_or_searched_value():
+    from octbench.config import parsed_values, set_values
+
+    base = minimal()
+    problems: list[str] = []
+    passed = parsed_values(problems, base, "train.epochs", [2, 0, -1, 3], parse_config,
+                           where="sweep['train.epochs']", indexed=True)
+    assert [value for value, _ in passed] == [2, 3]
+    assert [config.train.epochs for _, config in passed] == [2, 3]
+    assert [p.split(":")[0] for p in problems] == ["sweep['train.epochs'][1] = 0",
+                                                   "sweep['train.epochs'][2] = -1"]
+    problems = []
+    assert parsed_values(problems, base, "train.epochs", [0, -1], parse_config,
+                         where="search.train.epochs", first_problem_only=True) == []
+    assert len(problems) == 1 and problems[0].startswith("search.train.epochs = 0: ")
+    problems = []  # a path below a value is one problem, whatever the values
+    applied = []
+    parsed_values(problems, minimal(train={"lr": 0.01}), "train.lr.x", [1, 2], parse_config,
+                  where="w",
+                  apply=lambda raw, values: applied.append(values) or set_values(raw, values))
+    assert applied == [{"train.lr.x": 1}] and len(problems) == 1
+    assert problems[0].startswith("w: train.lr is a value")

@@ -3,7 +3,8 @@
 Owns :class:`TuneConfig` and :class:`SearchParam` (parsing and checking a ``search:`` section
 against the base experiment), the sampler and pruner a config names, and turning sampled values
 into an experiment (:func:`trial_experiment`, dotted paths by
-:func:`octbench.config.set_values`, as ``sweep:`` and ``--set``).
+:func:`octbench.config.set_values`, as ``sweep:`` and ``--set``; each searched value checked by
+:func:`octbench.config.parsed_values`, as each swept one).
 
 Must not import: the other tuning modules (storage, objective, workers import this one), the
 runner, the engine or the report.
@@ -28,12 +29,14 @@ from octbench.config import (
     ExperimentConfig,
     apply_overrides,
     parse_config,
+    parsed_values,
     read_yaml,
     set_values,
     takes_parameter,
 )
-from octbench.dotted import COMPONENTS, PathError, canonical_path
+from octbench.dotted import COMPONENTS, canonical_path
 from octbench.errors import ConfigError
+from octbench.metrics import METRICS
 from octbench.registry import did_you_mean, is_finite
 
 TUNE_KEYS = ("study", "base", "search", "objective", "n_trials", "timeout", "seeds_per_trial",
@@ -275,8 +278,6 @@ def _merge(base: dict, override: dict) -> dict:
 
 
 def _parse_objective(problems, raw) -> tuple[str, str]:
-    from octbench.metrics import METRICS
-
     if isinstance(raw, str):
         raw = {"metric": raw}
     if not isinstance(raw, dict):
@@ -489,18 +490,11 @@ def _check_paths(problems, params: list[SearchParam], base: dict) -> None:
                                 f"({', '.join(map(str, candidates))}) has a parameter '{rest}'.")
                 continue
             candidates = accepting or candidates
-        for sample in param.samples():
-            values = {param.path: sample}
-            if param.component and head in searched:
-                values[head] = candidates[0]
-            try:
-                parse_config(trial_experiment(base, values))
-            except PathError as error:
-                problems.append(f"{where}: {error}")
-                break
-            except ConfigError as error:
-                problems.extend(f"{where} = {sample!r}: {p}" for p in error.problems)
-                break
+        chosen = {head: candidates[0]} if param.component and head in searched else {}
+        parsed_values(problems, base, param.path, param.samples(), parse_config, where=where,
+                      apply=lambda raw, values, chosen=chosen: trial_experiment(
+                          raw, {**values, **chosen}),
+                      first_problem_only=True)
 
 
 

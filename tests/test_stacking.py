@@ -6,7 +6,7 @@ layer one batched matrix product, whose sums run in another order than the singl
 (logits agree to ~1e-7). Everything random is the run's own (initial weights, batch order,
 sampler, dropout masks, augmentation), so the difference stays at rounding level for these short
 runs: loss curves agree to 2e-3 (relative) and test macro-F1 to 0.02 (here it is equal). The
-tolerances are stated in docs/_incoming/issue-24.md.
+contract, and why longer runs agree in distribution only, is in docs/guide/stacking.md.
 """
 
 from __future__ import annotations

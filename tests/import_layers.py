@@ -101,8 +101,6 @@ ALLOWED_LAZY: dict[tuple[str, str], str] = {
             "octbench.engine"),
     **_each("octbench.tuning", "figures imports matplotlib: only drawing pays",
             "octbench.figures"),
-    **_each("octbench.tuning.space", "keeps tuning torch-free; split next: known paths in config/",
-            "octbench.data"),
 }
 
 #: ``importlib.import_module`` calls whose argument is not a literal: module -> reason.

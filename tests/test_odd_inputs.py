@@ -260,7 +260,7 @@ def test_long_run_ids_are_shortened_to_fit_a_file_name(tmp_path, oct_npz):
 ])
 def test_tuning_numbers_are_finite_and_bounded(tmp_path, oct_npz, change, expect):
     from octbench.errors import ConfigError
-    from octbench.tuning.space import parse_tune_config
+    from octbench.tuning.tune_config import parse_tune_config
 
     raw = {"study": "s", "base": experiment(tmp_path, oct_npz, strategies=["none"]),
            "search": {"train.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}},

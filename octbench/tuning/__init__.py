@@ -37,7 +37,8 @@ RUNNING trial whose worker process on *this* machine no longer exists is failed 
 way Optuna's ``RetryHeartbeatStaleTrialCallback`` queues the trial again with its parameters, and
 the retry resumes the killed run from its last epoch checkpoint.
 
-Modules: :mod:`~octbench.tuning.space` (the YAML, search spaces, sampled experiments),
+Modules: :mod:`~octbench.tuning.tune_config` (the YAML, sampler, pruner),
+:mod:`~octbench.tuning.space` (search spaces, sampled experiments),
 :mod:`~octbench.tuning.storage` (storages, study file, dead-worker recovery),
 :mod:`~octbench.tuning.objective` (one trial) and :mod:`~octbench.tuning.workers` (a study run,
 worker processes, the best experiment). Study figures are drawn by :mod:`octbench.figures`.
@@ -54,12 +55,8 @@ import json
 from pathlib import Path
 
 from octbench.tuning.space import (
-    DEFAULT_PRUNER,
     SearchParam,
-    TuneConfig,
     best_experiment,
-    load_tune_config,
-    parse_tune_config,
     suggest_experiment,
     trial_experiment,
 )
@@ -69,6 +66,12 @@ from octbench.tuning.storage import (
     load_study,
     open_storage,
     resolve_storage,
+)
+from octbench.tuning.tune_config import (
+    DEFAULT_PRUNER,
+    TuneConfig,
+    load_tune_config,
+    parse_tune_config,
 )
 
 __all__ = [

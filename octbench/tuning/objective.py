@@ -21,11 +21,11 @@ import optuna
 from optuna.trial import TrialState
 
 from octbench.config import parse_config
-from octbench.data import Split
+from octbench.data import Split, load_dataset
 from octbench.errors import ConfigError
 from octbench.results import COMPLETE, ResultsStore, RunLocked
 from octbench.runner import RunSpec, execute_run
-from octbench.tuning.space import TuneConfig, suggest_experiment
+from octbench.tuning.space import suggest_experiment
 from octbench.tuning.storage import (
     ERROR_ATTR,
     OWNER_ATTR,
@@ -34,9 +34,16 @@ from octbench.tuning.storage import (
     retry_callback,
     trial_owner,
 )
+from octbench.tuning.tune_config import TuneConfig
 
 ORIGIN_ATTR = "octbench_origin"
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def base_data(tune_config: TuneConfig):
+    """The base experiment's dataset (:func:`octbench.data.load_dataset`)."""
+    params = dict(tune_config.base["data"])
+    return load_dataset(params.pop("name"), **params)
 
 
 class TrialFailed(Exception):
@@ -74,7 +81,7 @@ def make_objective(tune_config: TuneConfig, *, data=None, quiet: bool = True,
 
     def tuning_data():
         if cache["data"] is None:
-            cache["data"] = tune_config.load_data()
+            cache["data"] = base_data(tune_config)
         data = cache["data"]
         if len(data.test):  # never let a trial see the test split
             empty = Split(data.test.images[:0], data.test.labels[:0])

@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 
 from octbench.errors import OctbenchError
 from octbench.fileio import atomic_write_text, confined, pid_alive
-from octbench.tuning.space import TuneConfig, make_pruner, make_sampler
+from octbench.tuning.tune_config import TuneConfig, make_pruner, make_sampler
 
 log = logging.getLogger(__name__)
 

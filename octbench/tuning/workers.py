@@ -30,14 +30,8 @@ from octbench.devices import check_precision, resolve_device
 from octbench.errors import OctbenchError
 from octbench.fileio import atomic_write_text, writable_folder
 from octbench.progress import format_duration
-from octbench.tuning.objective import BudgetReached, TrialFailed, make_objective
-from octbench.tuning.space import (
-    FINAL_SEEDS,
-    TuneConfig,
-    best_experiment,
-    make_pruner,
-    make_sampler,
-)
+from octbench.tuning.objective import BudgetReached, TrialFailed, base_data, make_objective
+from octbench.tuning.space import FINAL_SEEDS, best_experiment
 from octbench.tuning.storage import (
     ERROR_ATTR,
     OWNER_ATTR,
@@ -51,6 +45,7 @@ from octbench.tuning.storage import (
     resolve_storage,
     write_study_file,
 )
+from octbench.tuning.tune_config import TuneConfig, make_pruner, make_sampler
 
 GENERATED_DIR = Path("experiments/generated")
 #: A worker stops after this many failed trials in a row (a broken setup, not bad luck).
@@ -117,7 +112,7 @@ def tune(tune_config: TuneConfig, *, workers: int = 1, storage: str | None = Non
     else:
         opened = open_storage(spec)
         check_study(tune_config, opened)
-    data = tune_config.load_data()
+    data = base_data(tune_config)
 
     # Checks done: from here on we write.
     writable_folder(root, "study folder")
@@ -172,7 +167,7 @@ def run_worker(tune_config: TuneConfig, *, storage: str, index: int, workers: in
     """One worker process of a multi-worker study (``octbench tune --worker``); ``errors``
     gets the lines of failed trials (default ``say``)."""
     opened = open_storage(storage)
-    data = tune_config.load_data()
+    data = base_data(tune_config)
     with _threads_per_worker(tune_config, workers):
         _run_worker(tune_config, opened, index=index, workers=workers, data=data, quiet=quiet,
                     say=say, errors=errors)

@@ -22,9 +22,11 @@ is skipped; a half-finished earlier export of it is replaced. The default store 
 --backend-store-uri sqlite:///mlruns/mlflow.db`` shows.
 
 The command itself is :mod:`octbench.cli.export`. This module imports the registries (and so
-torch) to fill in a record's defaults; the CLI imports it only when a command needs it. It is one
-idea, a run as an MLflow run, over ~450 lines: export and live logging share every piece of the
-mapping (params, curves, final metrics, tags, artifacts, the tracking server's failures).
+torch) to fill in a record's defaults; the CLI imports it only when a command needs it.
+
+One module over 450 lines because it is one idea: a run as an MLflow run. Export and live
+logging share every piece of the mapping (params, curves, final metrics, tags, artifacts, the
+tracking server's failures).
 """
 
 from __future__ import annotations

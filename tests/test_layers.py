@@ -6,6 +6,8 @@ exact, so it can only shrink. Reads the source only: no torch, fast.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -154,3 +156,13 @@ def test_checker_ignores_annotations_only_imports(tmp_path):
         "top.py": "",
     })
     assert read_imports(root).edges() == set()
+
+
+@pytest.mark.parametrize("module", ["octbench.grid", "octbench.report.collect"])
+def test_the_grid_and_the_report_import_without_torch(module):
+    """The report finds a grid's records by run id (octbench.grid): neither pays for torch."""
+    code = (f"import sys, {module}; "
+            "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))")
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           cwd=PACKAGE_ROOT.parent, check=True).stdout.strip()
+    assert found == "[]", f"importing {module} imports {found}"

@@ -27,9 +27,10 @@ from torch import nn
 from octbench.config import parse_config
 from octbench.engine import make_optimizer
 from octbench.executors import LocalExecutor
+from octbench.experiment import run_experiment
+from octbench.grid import expand_grid
 from octbench.models import build_model
 from octbench.results import ResultsStore
-from octbench.runner import expand_grid, run_experiment
 from octbench.stacked_runs import DEFAULT_STACK, plan_stacks
 from octbench.stacking import (
     StackedDropout,

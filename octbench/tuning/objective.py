@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 
 from octbench.config import parse_config
 from octbench.errors import ConfigError
+from octbench.grid import RunSpec
 from octbench.tuning.space import TuneConfig, suggest_experiment
 from octbench.tuning.storage import OWNER_ATTR, fail_dead_trials, retry_callback, trial_owner
 
@@ -62,7 +63,7 @@ def make_objective(tune_config: TuneConfig, *, data=None, quiet: bool = True,
     """
     from octbench.data import Split
     from octbench.results import COMPLETE, ResultsStore, RunLocked
-    from octbench.runner import RunSpec, execute_run
+    from octbench.runner import execute_run
 
     cache = {"data": data}
 

@@ -42,6 +42,7 @@ import octbench.experiment
 from octbench import cli, executors
 from octbench.config import Component, parse_config
 from octbench.data import data_fingerprint
+from octbench.errors import OctbenchError
 from octbench.executors import ray as ray_driver
 from octbench.executors import ray_address
 from octbench.experiment import run_experiment
@@ -298,7 +299,7 @@ def test_big_data_file_missing_on_a_node_is_named_before_training(tmp_path, oct_
     # (the run ids need the data's content fingerprint, which the driver reads from its file)
     monkeypatch.setattr(octbench.data, "data_fingerprint",
                         lambda name, **params: data_fingerprint(name, path=str(oct_npz)))
-    with pytest.raises(executors.OctbenchError) as error:
+    with pytest.raises(OctbenchError) as error:
         run_experiment(config, quiet=True, say=lambda _: None, executor=executors.RayExecutor())
     message = str(error.value)
     assert f"data file {missing} is larger than 0 GiB" in message

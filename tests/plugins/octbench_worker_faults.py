@@ -68,8 +68,8 @@ _start_run = progress.GridProgress.start_run
 _epoch_done = progress.RunProgress.epoch_done
 
 
-def _start_run_knowing_its_id(self, number: int, run_id: str, device: str):
-    run = _start_run(self, number, run_id, device)
+def _start_run_knowing_its_id(self, number: int, run_id: str, device: str, **details):
+    run = _start_run(self, number, run_id, device, **details)
     run.fault_run_id = run_id
     return run
 

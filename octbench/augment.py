@@ -18,6 +18,9 @@ batch's number, so its result does not depend on when it is computed. When host 
 lead the pipeline, :meth:`Augmenter.stream` computes them for the next batches in a background
 thread while the device trains on the current one, with the same result as computing them in
 turn.
+
+One module over 450 lines because it is one idea: the training-time image pipeline, whose
+registered factories share one generator discipline (per-image draws, saved and restored).
 """
 
 from __future__ import annotations

@@ -67,9 +67,9 @@ log = logging.getLogger(__name__)
 #: defaults. Each is chosen by measurement (benchmarks/grid_throughput.py; on CUDA
 #: benchmarks/gpu_check.sh) and the reason is what ``run --dry-run`` shows.
 DEFAULT_STACK: dict[str, tuple[int, str]] = {
-    "cpu": (1, "off: stacking is not bit-identical (rounding-level differences) and measured "
-               "0.8x (--stack 4) and 1.0x (--stack 12) of sequential at 1 % size on a 2-core "
-               "CPU; use --stack 12 to trade exactness for speed on bigger data"),
+    "cpu": (1, "off: measured slower than sequential on an idle 2-core CPU (--stack 4 / 12: "
+               "0.86x / 0.68x at 1 % size, 0.77x / 0.49x at 10 %), and not bit-identical "
+               "(rounding-level differences)"),
     "cuda": (1, "off until measured on a GPU (benchmarks/gpu_check.sh); try --stack 12"),
     "mps": (1, "off: never measured on Apple GPUs; --stack 4 may help"),
 }

@@ -268,3 +268,13 @@ def leftovers(root: Path) -> list[str]:
     """Temp files, lock files and resume checkpoints below ``root``."""
     return sorted(str(p.relative_to(root)) for p in Path(root).rglob("*")
                   if p.name.endswith(".tmp") or p.name in (".lock", "resume.pt"))
+
+
+def require_robustness_extra() -> None:
+    """Skip the calling test module, with the install line, when the robustness extra or the
+    system libraries under it are missing."""
+    pytest.importorskip("medmnistc", reason="robustness extra not installed: "
+                                            'pip install "octbench[robustness]"')
+    pytest.importorskip("wand.image", reason="Wand needs the ImageMagick library "
+                                             "(apt-get install libmagickwand-6.q16-6)")
+    pytest.importorskip("cv2", reason="medmnistc needs OpenCV")

@@ -11,11 +11,9 @@ from PIL import Image
 
 pytestmark = pytest.mark.extras
 
-pytest.importorskip("medmnistc", reason="robustness extra not installed: "
-                                        'pip install "octbench[robustness]"')
-pytest.importorskip("wand.image", reason="Wand needs the ImageMagick library "
-                                         "(apt-get install libmagickwand-6.q16-6)")
-pytest.importorskip("cv2", reason="medmnistc needs OpenCV")
+from conftest import require_robustness_extra  # noqa: E402
+
+require_robustness_extra()
 
 from conftest import ROOT, experiment  # noqa: E402
 from medmnistc.corruptions.registry import CORRUPTIONS_DS  # noqa: E402

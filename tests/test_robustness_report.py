@@ -12,11 +12,9 @@ from sklearn.metrics import balanced_accuracy_score, f1_score
 
 pytestmark = pytest.mark.extras
 
-pytest.importorskip("medmnistc", reason="robustness extra not installed: "
-                                        'pip install "octbench[robustness]"')
-pytest.importorskip("wand.image", reason="Wand needs the ImageMagick library "
-                                         "(apt-get install libmagickwand-6.q16-6)")
-pytest.importorskip("cv2", reason="medmnistc needs OpenCV")
+from conftest import require_robustness_extra  # noqa: E402
+
+require_robustness_extra()
 
 from conftest import experiment  # noqa: E402
 

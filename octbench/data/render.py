@@ -28,6 +28,9 @@ caller batches, and one seed rendered with two labels gives a matched pair (same
 noise) that differs only by the finding.
 
 Must not import: octbench beyond ``octbench.data`` and errors.
+
+One module over 450 lines because it is one idea: the image model of one B-scan, whose parts
+(geometry, reflectivity, findings, acquisition) draw from one shared random stream.
 """
 
 from __future__ import annotations

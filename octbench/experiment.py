@@ -21,7 +21,15 @@ from octbench.config import Component, ExperimentConfig
 from octbench.data import check_available
 from octbench.dotted import values_label
 from octbench.executors import Executor, LocalExecutor
-from octbench.grid import RunSpec, Shard, by_data, configured_grid, distinct_data, with_threads
+from octbench.grid import (
+    RunSpec,
+    Shard,
+    by_data,
+    configured_grid,
+    distinct_data,
+    run_numbers,
+    with_threads,
+)
 from octbench.preflight import check_pretrained_weights
 from octbench.progress import GridProgress, RunObserver
 from octbench.results import COMPLETE, SKIPPED, ResultsStore, RunLocked, check_writable
@@ -117,7 +125,7 @@ def _train_pending(groups: list[tuple[Component, list[RunSpec]]], pending: list[
     if progress is None:
         progress = GridProgress([spec.train.epochs for spec in pending], enabled=not quiet)
     progress.observers.extend(observers)
-    number = {spec.run_id: n for n, spec in enumerate(pending, 1)}
+    number = run_numbers(pending)
     outcomes = itertools.chain.from_iterable(
         executor.execute(specs, data, store, quiet=quiet, progress=progress)
         for data, specs in groups)

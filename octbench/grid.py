@@ -262,6 +262,11 @@ def with_threads(specs: list[RunSpec], threads: int) -> list[RunSpec]:
             replace(spec, train=replace(spec.train, threads=threads)) for spec in specs]
 
 
+def run_numbers(specs: list[RunSpec]) -> dict[str, int]:
+    """Each run's number in the progress lines (``[3/12]``): its place in ``specs``, from 1."""
+    return {spec.run_id: number for number, spec in enumerate(specs, 1)}
+
+
 def data_key(data: Component) -> str:
     """What tells two dataset settings apart (runs on equal settings share one load)."""
     return json.dumps(data.to_yaml(), sort_keys=True, default=str)

@@ -49,6 +49,11 @@ class Executor(Protocol):
         """Release what the executor holds (a Ray connection) once the whole grid is done."""
 
 
+def silent_progress(pending: list[RunSpec]) -> GridProgress:
+    """Where an executor reports its runs' progress when the caller gives none: nowhere."""
+    return GridProgress([spec.train.epochs for spec in pending], enabled=False)
+
+
 def check_cpus(cpus_per_run: int | None) -> None:
     """Refuse a ``--cpus-per-run`` below 1."""
     if cpus_per_run is not None and cpus_per_run < 1:

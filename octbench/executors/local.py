@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 from octbench.config import Component
 from octbench.data import load_dataset
-from octbench.executors.base import Outcome, check_cpus
-from octbench.grid import RunSpec, default_threads
+from octbench.executors.base import Outcome, check_cpus, silent_progress
+from octbench.grid import RunSpec, default_threads, run_numbers
 from octbench.preflight import check_buildable
 from octbench.progress import GridProgress
 from octbench.results import ResultsStore, RunLocked
@@ -44,13 +44,13 @@ class LocalExecutor:
     def execute(self, pending: list[RunSpec], data: Component, store: ResultsStore, *,
                 quiet: bool, progress: GridProgress | None = None
                 ) -> Iterator[tuple[RunSpec, Outcome]]:
-        progress = progress or GridProgress([s.train.epochs for s in pending], enabled=False)
+        progress = progress or silent_progress(pending)
         if self._checked is not None and self._checked[0] == data:
             loaded = self._checked[1]
         else:
             loaded = load_dataset(data.name, **data.params)
         self._checked = None  # one data set in memory at a time
-        numbers = {spec.run_id: number for number, spec in enumerate(pending, 1)}
+        numbers = run_numbers(pending)
         for group in plan_stacks(pending, self.stack):
             if len(group) > 1:  # same-shaped runs train together, one record each
                 yield from execute_stack(group, loaded, store, quiet=quiet, progress=progress,

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from octbench.config import Component
 from octbench.data import load_dataset
 from octbench.errors import OctbenchError
-from octbench.executors.base import Outcome, check_cpus
+from octbench.executors.base import Outcome, check_cpus, silent_progress
 from octbench.executors.ray_address import (
     check_reachable,
     import_ray,
@@ -41,7 +41,7 @@ from octbench.executors.ray_worker import (
     node_has_file,
     train_on_worker,
 )
-from octbench.grid import RunSpec
+from octbench.grid import RunSpec, run_numbers
 from octbench.plugins import plugin_names
 from octbench.progress import GridProgress, RunProgress
 from octbench.results import COMPLETE, FAILED, INTERRUPTED, ResultsStore, RunLocked, RunRecord
@@ -194,14 +194,14 @@ class RayExecutor:
     def execute(self, pending: list[RunSpec], data: Component, store: ResultsStore, *,
                 quiet: bool, progress: GridProgress | None = None
                 ) -> Iterator[tuple[RunSpec, Outcome]]:
-        progress = progress or GridProgress([s.train.epochs for s in pending], enabled=False)
+        progress = progress or silent_progress(pending)
         ray = self._ray
         self._warm_up(pending)
         payload, dataset = self._data_payload(data)
         keeper = self._start_keeper(store)
         plugins = plugin_names()
         claims, running, started, by_id, submitted = {}, {}, {}, {}, {}
-        numbers = {spec.run_id: number for number, spec in enumerate(pending, 1)}
+        numbers = run_numbers(pending)
         try:
             for group in plan_stacks(pending, self.stack):
                 mine = []  # the group's runs that this driver claims and that are not done

@@ -29,7 +29,7 @@ from typing import Any
 from octbench.config import Component
 from octbench.data import OCTData, load_dataset
 from octbench.data.octmnist import octmnist_file
-from octbench.grid import RunSpec
+from octbench.grid import RunSpec, run_numbers
 from octbench.plugins import load_plugins
 from octbench.results import COMPLETE, ResultsStore, RunRecord, read_state
 from octbench.stacked_runs import train_stack
@@ -257,7 +257,7 @@ def train_on_worker(specs: list[RunSpec], boxed_data: list, keeper,
         print(f"octbench run {names} on Ray node {node}, process {os.getpid()}, "
               f"started {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
         data, loaded = _worker_data(specs[0], boxed_data[0])
-        numbers = {spec.run_id: number for number, spec in enumerate(specs, 1)}
+        numbers = run_numbers(specs)
         for _ in train_stack(specs, data, relay, quiet=True,
                              progress=RelayGridProgress(keeper, node), numbers=numbers):
             pass

@@ -292,7 +292,7 @@ def test_stack_option_on_the_command_line(tmp_path, oct_npz):
     # the device's default comes with its reason, from the one table of defaults
     size, reason = DEFAULT_STACK["cpu"]
     assert f"default stack for cpu: {size} ({reason})" in default.stdout
-    assert "bit-identical" in reason and "--stack 12" in reason
+    assert "bit-identical" in reason and "measured" in reason  # why it is off, with figures
     for bad in (["--stack", "0"], ["--stack", "x"]):
         refused = run_cli(["run", str(path), *bad], cli_env(tmp_path))
         assert refused.returncode == 2, (bad, refused.stderr)

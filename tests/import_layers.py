@@ -34,9 +34,8 @@ LAYERS: dict[str, int] = {
     # L3: training and running the grid
     "octbench.engine": 3, "octbench.stacking": 3, "octbench.corrupted_eval": 3,
     "octbench.provenance": 3, "octbench.resume": 3, "octbench.runner": 3,
-    "octbench.stacked_runs": 3,
-    "octbench.preflight": 3, "octbench.executors": 3, "octbench.experiment": 3,
-    "octbench.plan": 3,
+    "octbench.stacked_runs": 3, "octbench.preflight": 3, "octbench.executors": 3,
+    "octbench.experiment": 3, "octbench.plan": 3,
     # L4: what is built on runs; never each other (the CLI passes what they share)
     "octbench.tuning": 4, "octbench.report": 4, "octbench.predict": 4, "octbench.catalog": 4,
     "octbench.export_mlflow": 4,
@@ -96,8 +95,8 @@ ALLOWED_LAZY: dict[tuple[str, str], str] = {
             "octbench.config"),
     **_each("octbench.report.sections.robustness", "figures imports matplotlib: only drawing pays",
             "octbench.figures"),
-    **_each("octbench.grid", "data imports torch: only expanding a grid (run ids need the data's "
-            "fingerprint) pays for it, so the report and the dry run import the grid torch-free",
+    **_each("octbench.grid", "data imports torch: only expanding a grid (run ids hold the data's "
+            "fingerprint) pays for it, so the report reads a grid's run ids without torch",
             "octbench.data"),
     **_each("octbench.tuning", "figures imports matplotlib: only drawing pays",
             "octbench.figures"),

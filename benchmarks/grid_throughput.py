@@ -32,8 +32,8 @@ import time
 from octbench.config import parse_config
 from octbench.data import load_dataset
 from octbench.executors import LocalExecutor, RayExecutor
+from octbench.experiment import run_experiment
 from octbench.results import ResultsStore
-from octbench.runner import run_experiment
 
 STRATEGIES = ["none", "weighted_ce", "oversample", {"name": "focal", "gamma": 2.0}]
 

@@ -18,8 +18,8 @@ import statistics
 import tempfile
 
 from octbench.config import parse_config
+from octbench.experiment import run_experiment
 from octbench.results import ResultsStore
-from octbench.runner import run_experiment
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ _PUBLIC = {
     "run": "octbench.api", "load_results": "octbench.api", "write_report": "octbench.api",
     "tune": "octbench.api", "evaluate": "octbench.api", "load_data": "octbench.api",
     "experiment_config": "octbench.api",
-    "expand_grid": "octbench.runner", "run_experiment": "octbench.runner",
+    "expand_grid": "octbench.grid", "run_experiment": "octbench.experiment",
     "STRATEGIES": "octbench.strategies", "Strategy": "octbench.strategies",
     "build_strategy": "octbench.strategies",
 }

@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # only for the signatures: importing them pulls in torch
     from octbench.config import ExperimentConfig
     from octbench.data import OCTData
     from octbench.executors import Executor
-    from octbench.runner import RunSummary
+    from octbench.experiment import RunSummary
     from octbench.tuning import TuneConfig
     from octbench.tuning.workers import TuneResult
 
@@ -98,7 +98,8 @@ def run(experiment: str | Path | Mapping | ExperimentConfig, *,
         ['reference_cnn__none__seed0__cpu__...']
     """
     from octbench.executors import LocalExecutor, RayExecutor
-    from octbench.runner import Shard, run_experiment
+    from octbench.experiment import run_experiment
+    from octbench.grid import Shard
 
     config = experiment_config(experiment, overrides=overrides)
     if isinstance(executor, str):

@@ -17,7 +17,8 @@ Protocols, named in the record and the report:
 
 BE / rBE (normalised by ``medmnistc``'s AlexNet) are given for real OCTMNIST only.
 
-Must not import: config, the CLI, report or tuning.
+Must not import: config (the plan is :class:`octbench.grid.CorruptionPlan`, plain data), the
+CLI, report or tuning.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from octbench.data.octmnist import octmnist_test_split
 from octbench.data.preprocess import preprocess_array
 from octbench.engine import evaluate
 from octbench.errors import DataError
+from octbench.grid import CorruptionPlan
 from octbench.metrics import METRICS, compute_metrics
 from octbench.results import ResultsStore, robustness_member
 from octbench.robustness.cache import corrupted_set
@@ -62,18 +64,6 @@ PREDICTIONS = ResultsStore.ROBUSTNESS_PREDICTIONS
 SAMPLES = ResultsStore.ROBUSTNESS_SAMPLES
 #: What a stored section must share with a new evaluation for their cells to sit together.
 SAME_SETTING = ("version", "protocol", "size", "seed", "medmnistc")
-
-
-@dataclass(frozen=True)
-class CorruptionPlan:
-    """Which corrupted sets to score: corruptions x severities, generated with ``seed``."""
-
-    corruptions: tuple[str, ...] = CORRUPTIONS
-    severities: tuple[int, ...] = SEVERITIES
-    seed: int = 0
-
-    def cells(self) -> list[tuple[str, int]]:
-        return [(name, severity) for name in self.corruptions for severity in self.severities]
 
 
 @dataclass(frozen=True)
@@ -268,8 +258,8 @@ def evaluate_corruptions(
         on_cell: called after each newly scored cell (progress, tests).
 
     Example:
-        >>> section = evaluate_corruptions(model, data, CorruptionPlan(), clean=metrics["test"],
-        ...                                store=store, run_id=run_id)  # doctest: +SKIP
+        >>> section = evaluate_corruptions(model, data, CorruptionPlan(CORRUPTIONS, SEVERITIES),
+        ...     clean=metrics["test"], store=store, run_id=run_id)  # doctest: +SKIP
         >>> section["summary"]["mean"]["macro_f1"]  # doctest: +SKIP
     """
     require_medmnistc()

@@ -17,16 +17,10 @@ from pathlib import Path
 
 from octbench.config import ExperimentConfig
 from octbench.data import check_available
+from octbench.grid import Shard, configured_grid, default_threads, distinct_data, with_threads
+from octbench.preflight import check_pretrained_weights
 from octbench.progress import format_duration
 from octbench.results import ResultsStore, check_writable, read_record
-from octbench.runner import (
-    Shard,
-    check_pretrained_weights,
-    configured_grid,
-    default_threads,
-    distinct_data,
-    with_threads,
-)
 
 #: Past records read for an estimate, at most (a huge results tree must not make a dry run slow).
 MAX_RECORDS = 5000
@@ -84,7 +78,7 @@ def plan_experiment(config: ExperimentConfig, *, shard: Shard | None = None,
     """Check data and results folder and estimate the grid's time (or a shard's); create nothing.
 
     ``threads``: the executor's thread count per run, which is part of the run ids of runs whose
-    config leaves ``train.threads`` open (see :func:`octbench.runner.with_threads`); default:
+    config leaves ``train.threads`` open (see :func:`octbench.grid.with_threads`); default:
     the local executor's (all cores).
 
     Raises:

@@ -48,7 +48,7 @@ class Predictor:
     precision: str = "fp32"
     eval_batch_size: int = 256
 
-    #: The training data (:func:`octbench.runner.provenance`); empty for older checkpoints.
+    #: The training data (:func:`octbench.provenance.provenance`); empty for older checkpoints.
     provenance: dict = field(default_factory=dict)
     #: Temperature fitted on validation at the end of training (1.0: none, older checkpoints).
     temperature: float = 1.0

@@ -51,7 +51,7 @@ class RunObserver(Protocol):
     """What a listener to a grid's runs hears, in this order for each run."""
 
     def run_started(self, spec: Any) -> None:
-        """A run (its ``octbench.runner.RunSpec``) starts training."""
+        """A run (its ``octbench.grid.RunSpec``) starts training."""
 
     def epoch_ended(self, run_id: str, entry: dict) -> None:
         """An epoch ended; ``entry`` is the run's new history entry (as in its record)."""

@@ -29,22 +29,22 @@ import torch
 
 from octbench.data import OCTData
 from octbench.devices import check_precision, describe, resolve_device
-from octbench.engine import Predictions, check_finite_loss, default_eval_batch
+from octbench.engine import Predictions, check_finite_loss, default_eval_batch, make_optimizer
 from octbench.errors import DeviceUnavailable
+from octbench.grid import RunSpec
 from octbench.models import build_model
 from octbench.progress import GridProgress, RunProgress
 from octbench.results import FAILED, INTERRUPTED, ResultsStore, RunLocked, StorageError
+from octbench.resume import get_rng_state
 from octbench.runner import (
     INTERRUPTED_MESSAGE,
     RecordWriter,
     RunSetup,
-    RunSpec,
     complete_run,
     end_epoch,
     epoch_order,
     execute_run,
     failure_detail,
-    get_rng_state,
     on_device,
     setup_run,
 )
@@ -311,8 +311,6 @@ def _train_group(members: list[_Member], data, store, device) -> None:
 
 
 def _stack(active: list[_Member], device):
-    from octbench.engine import make_optimizer
-
     first = active[0].run
     cfg = first.spec.train
     generators = None if active[0].generator is None else [m.generator for m in active]

@@ -86,7 +86,8 @@ def trained_run(tmp_path_factory) -> TrainedRun:
     """One complete run (a tiny CNN, one epoch on synthetic data), trained once per session for
     the tests that read a trained model; none may change it."""
     from octbench.config import parse_config
-    from octbench.runner import expand_grid, run_experiment
+    from octbench.experiment import run_experiment
+    from octbench.grid import expand_grid
 
     root = tmp_path_factory.mktemp("trained")
     with pytest.MonkeyPatch.context() as patch:

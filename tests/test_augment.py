@@ -10,8 +10,8 @@ from conftest import experiment
 from octbench.augment import AUGMENTATIONS, build_augmenter
 from octbench.config import parse_config
 from octbench.errors import ConfigError
+from octbench.experiment import run_experiment
 from octbench.results import ResultsStore
-from octbench.runner import run_experiment
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 MIXING = {"mixup", "cutmix"}

@@ -16,10 +16,11 @@ from sklearn.metrics import log_loss
 from octbench import report
 from octbench.calibration import apply_temperature, calibration_summary, fit_temperature
 from octbench.config import parse_config
+from octbench.experiment import run_experiment
+from octbench.grid import expand_grid
 from octbench.metrics import expected_calibration_error
 from octbench.predict import load_predictor
 from octbench.results import ResultsStore, load_checkpoint
-from octbench.runner import expand_grid, run_experiment
 
 
 def _overconfident(seed: int, n: int = 600, sharpness: float = 3.0):

@@ -60,8 +60,8 @@ def test_cuda_graph_training_matches_eager(data, strategy):
 
 def test_cuda_run_end_to_end(tmp_path):
     from octbench.config import parse_config
+    from octbench.experiment import run_experiment
     from octbench.results import ResultsStore
-    from octbench.runner import run_experiment
 
     config = parse_config({
         "name": "cuda", "data": {"name": "synthetic", "scale": 0.02},

@@ -15,10 +15,10 @@ from octbench.calibration import apply_temperature
 from octbench.cli import main
 from octbench.config import parse_config
 from octbench.data import load_dataset
+from octbench.experiment import run_experiment
 from octbench.models import CosineLinear, build_model, classifier_head
 from octbench.predict import evaluate_checkpoint, load_predictor
 from octbench.results import COMPLETE, ResultsStore
-from octbench.runner import run_experiment
 
 SMALL = {"train": (24, 16, 12, 28), "val": (8, 6, 5, 9), "test": (8, 8, 8, 8)}
 

@@ -13,16 +13,10 @@ from octbench import cli
 from octbench.config import parse_config
 from octbench.errors import OctbenchError
 from octbench.executors import LocalExecutor, RayExecutor
+from octbench.experiment import run_experiment
+from octbench.grid import GridIds, Shard, configured_grid, expand_grid, with_threads
 from octbench.report import collect, load_records
 from octbench.results import COMPLETE, ResultsStore
-from octbench.runner import (
-    GridIds,
-    Shard,
-    configured_grid,
-    expand_grid,
-    run_experiment,
-    with_threads,
-)
 
 
 def big_grid(tmp_path, oct_npz, **changes):

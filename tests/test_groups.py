@@ -13,8 +13,9 @@ from octbench.config import ConfigError, parse_config
 from octbench.data import from_arrays
 from octbench.data.folder import patient_id
 from octbench.errors import DataError
+from octbench.experiment import run_experiment
+from octbench.grid import expand_grid
 from octbench.results import ResultsStore
-from octbench.runner import expand_grid, run_experiment
 
 
 def _arrays(path: Path) -> dict:

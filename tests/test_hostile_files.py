@@ -12,8 +12,10 @@ from conftest import assert_usage_error, cli_in_process, experiment, tree_digest
 from octbench.config import parse_config
 from octbench.data import load_dataset
 from octbench.errors import OctbenchError
+from octbench.experiment import run_experiment
+from octbench.grid import expand_grid
 from octbench.results import ResultsStore
-from octbench.runner import execute_run, expand_grid, run_experiment
+from octbench.runner import execute_run
 
 SCAN = Path(__file__).parent / "data" / "NORMAL-12494-1.jpeg"
 

@@ -438,7 +438,7 @@ def test_a_link_inside_the_dataset_folder_is_fine(hostile, capsys):
 
 def _one_run(ws: Hostile, tmp_path) -> tuple[str, ResultsStore, str]:
     from octbench.config import load_config
-    from octbench.runner import expand_grid
+    from octbench.grid import expand_grid
 
     config = ws.yaml(strategies=["none"], train={"epochs": 1, "batch_size": 64, "threads": 1})
     loaded = load_config(config)

@@ -6,6 +6,8 @@ exact, so it can only shrink. Reads the source only: no torch, fast.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -166,3 +168,13 @@ def test_a_package_at_the_boundary_counts_with_its_modules(tmp_path):
     lazy = {"libraries": set(), "layers": SYNTHETIC_LAYERS}
     assert lazy_violations(graph, boundary={"pkg.top"}, **lazy) == {}
     assert lazy_violations(graph, boundary=set(), **lazy) == {("pkg.top.command", "pkg.low"): [2]}
+
+
+@pytest.mark.parametrize("module", ["octbench.grid", "octbench.report.collect"])
+def test_the_grid_and_the_report_import_without_torch(module):
+    """The report finds a grid's records by run id (octbench.grid): neither pays for torch."""
+    code = (f"import sys, {module}; "
+            "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))")
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           cwd=PACKAGE_ROOT.parent, check=True).stdout.strip()
+    assert found == "[]", f"importing {module} imports {found}"

@@ -21,7 +21,7 @@ from conftest import (
 from octbench import cli
 from octbench.cli.predict import scan_files
 from octbench.config import load_config, parse_config
-from octbench.runner import expand_grid
+from octbench.grid import expand_grid
 
 
 def _todo(out: str) -> list[str]:

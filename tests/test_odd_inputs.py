@@ -236,7 +236,7 @@ def test_unwritable_output_is_one_clear_message(tmp_path, capsys):
 
 def test_long_run_ids_are_shortened_to_fit_a_file_name(tmp_path, oct_npz):
     from octbench.config import config_hash
-    from octbench.runner import expand_grid
+    from octbench.grid import expand_grid
 
     ids = []
     for first in (0.1, 0.2):

@@ -18,8 +18,9 @@ from octbench.config import parse_config
 from octbench.data import data_fingerprint, load_dataset
 from octbench.data.preprocess import load_scan
 from octbench.errors import DataError
+from octbench.experiment import run_experiment
+from octbench.grid import expand_grid
 from octbench.results import ResultsStore, RunRecord
-from octbench.runner import expand_grid, run_experiment
 
 SCANS = sorted((Path(__file__).parent / "data").glob("*.jpeg"))
 THREE = ("healthy", "fluid", "drusen")

@@ -17,11 +17,11 @@ from conftest import (
 from octbench.cli import main
 from octbench.config import parse_config
 from octbench.errors import ConfigError
+from octbench.experiment import run_experiment
 from octbench.models import build_model
 from octbench.models.pretrained import read_weights
 from octbench.models.timm_models import tensors_digest
 from octbench.results import COMPLETE, ResultsStore
-from octbench.runner import run_experiment
 
 TINY_TIMM = "timm:resnet10t"  # ImageNet-style normalisation in its pretrained config
 

@@ -76,7 +76,7 @@ def test_observers_hear_each_run_start_each_epoch_and_its_end(stack, tmp_path, o
     as its epoch ends, and the record, in that order, whichever way the runs train."""
     from octbench.config import parse_config
     from octbench.executors import LocalExecutor
-    from octbench.runner import run_experiment
+    from octbench.experiment import run_experiment
 
     config = parse_config(experiment(tmp_path, oct_npz, strategies=["none", "weighted_ce"],
                                      train={"epochs": 2, "batch_size": 64, "threads": 1}))

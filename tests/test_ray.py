@@ -37,12 +37,18 @@ from conftest import (
     write_yaml,
 )
 
-from octbench import cli, executors, runner
+import octbench.data
+import octbench.experiment
+from octbench import cli, executors
 from octbench.config import Component, parse_config
 from octbench.data import data_fingerprint
+from octbench.errors import OctbenchError
+from octbench.executors import ray as ray_driver
+from octbench.executors import ray_address
+from octbench.experiment import run_experiment
+from octbench.grid import expand_grid
 from octbench.progress import GridProgress
 from octbench.results import COMPLETE, INTERRUPTED, ResultsStore
-from octbench.runner import expand_grid, run_experiment
 
 ray = pytest.importorskip("ray", reason="the Ray executor needs the [ray] extra (.ci/run has it)")
 pytestmark = pytest.mark.extras  # .ci/run's second phase selects these
@@ -286,14 +292,14 @@ def test_big_data_file_missing_on_a_node_is_named_before_training(tmp_path, oct_
     is named up front. The driver sees a file; the workers look for one that is not there."""
     missing = tmp_path / "elsewhere" / "tiny.npz"
     config = parse_config(grid_config(tmp_path, missing))
-    monkeypatch.setattr(executors, "OBJECT_STORE_LIMIT", 0)
+    monkeypatch.setattr(ray_driver, "OBJECT_STORE_LIMIT", 0)
     # In the driver only: its checks see a file; the workers' own check looks for `missing`.
-    monkeypatch.setattr(executors, "data_file", lambda data: oct_npz)
-    monkeypatch.setattr(runner, "check_available", lambda name, **params: None)
+    monkeypatch.setattr(ray_driver, "data_file", lambda data: oct_npz)
+    monkeypatch.setattr(octbench.experiment, "check_available", lambda name, **params: None)
     # (the run ids need the data's content fingerprint, which the driver reads from its file)
-    monkeypatch.setattr(runner, "data_fingerprint",
+    monkeypatch.setattr(octbench.data, "data_fingerprint",
                         lambda name, **params: data_fingerprint(name, path=str(oct_npz)))
-    with pytest.raises(executors.OctbenchError) as error:
+    with pytest.raises(OctbenchError) as error:
         run_experiment(config, quiet=True, say=lambda _: None, executor=executors.RayExecutor())
     message = str(error.value)
     assert f"data file {missing} is larger than 0 GiB" in message
@@ -303,7 +309,7 @@ def test_big_data_file_missing_on_a_node_is_named_before_training(tmp_path, oct_
 
 def test_big_data_file_is_read_by_each_worker(tmp_path, oct_npz, reference, ray_instance,
                                               monkeypatch, restore_torch):
-    monkeypatch.setattr(executors, "OBJECT_STORE_LIMIT", 0)
+    monkeypatch.setattr(ray_driver, "OBJECT_STORE_LIMIT", 0)
     put = []
     monkeypatch.setattr(ray, "put", lambda value, **kw: put.append(value))
     config = parse_config(grid_config(tmp_path, oct_npz))
@@ -637,4 +643,4 @@ def test_address_that_drops_packets_exits_2(tmp_path, oct_npz, capsys):
                 filler.close()
     assert code == 2 and f"--address {address}" in err
     assert "no answer from" in err or "it is not a Ray cluster" in err
-    assert seconds <= 2 * executors.CONNECT_TIMEOUT + 5
+    assert seconds <= 2 * ray_address.CONNECT_TIMEOUT + 5

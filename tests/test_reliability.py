@@ -35,8 +35,9 @@ from conftest import (
 from octbench import cli
 from octbench.config import parse_config
 from octbench.errors import OctbenchError
+from octbench.experiment import run_experiment
+from octbench.grid import expand_grid
 from octbench.results import COMPLETE, INTERRUPTED, ResultsStore, RunLocked, RunRecord
-from octbench.runner import expand_grid, run_experiment
 
 ARTIFACTS = {"record.json", "predictions.npz", "best.pt"}
 WAIT = 300  # seconds; generous because the build machine is shared

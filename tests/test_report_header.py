@@ -30,7 +30,7 @@ def test_header_and_synthetic_labelling(built: Built) -> None:
 
 def test_yaml_source_reports_its_grid_and_baseline(tmp_path: Path, no_figures: None) -> None:
     from octbench.config import load_config
-    from octbench.runner import expand_grid
+    from octbench.grid import expand_grid
 
     yaml = tmp_path / "demo.yaml"
     yaml.write_text(f"name: demo\ndata: {{name: synthetic, scale: 0.01}}\n"

@@ -8,9 +8,9 @@ import torch
 from octbench.config import parse_config
 from octbench.data import load_dataset
 from octbench.data.octmnist import SIZES, octmnist_file
+from octbench.experiment import run_experiment
 from octbench.models import build_model, count_parameters
 from octbench.results import COMPLETE, ResultsStore
-from octbench.runner import run_experiment
 
 
 def test_octmnist_has_one_file_per_size(tmp_path):

@@ -135,7 +135,7 @@ def _robust_config(tmp_path, oct_npz, results: str) -> dict:
 def test_corrupted_evaluation_resumes_after_a_crash(oct_npz, tmp_path, monkeypatch):
     import octbench.corrupted_eval as corrupted_eval
     import octbench.robustness.cache as cache
-    from octbench.runner import run_experiment
+    from octbench.experiment import run_experiment
 
     calls = {"scored": 0, "generated": 0, "crash_at": None}
     real_evaluate, real_corrupt = corrupted_eval.evaluate, cache.corrupt_images
@@ -219,9 +219,9 @@ def test_evaluate_cli_scores_corruptions_into_the_runs_record(oct_npz, tmp_path)
 
 
 def test_report_has_the_robustness_section_curves_and_sample_strip(oct_npz, tmp_path):
+    from octbench.experiment import run_experiment
     from octbench.report.build import build_report
     from octbench.robustness.cache import corrupted_set
-    from octbench.runner import run_experiment
 
     raw = experiment(tmp_path, oct_npz, strategies=["none", "weighted_ce"],
                      train={"epochs": 1, "batch_size": 64, "threads": 1},
@@ -267,8 +267,8 @@ def test_synthetic_twin_recipe_end_to_end(tmp_path):
     and without corruption training, all six corruptions at two severities, then its report."""
     import yaml
 
+    from octbench.experiment import run_experiment
     from octbench.report.build import build_report
-    from octbench.runner import run_experiment
 
     raw = yaml.safe_load((ROOT / "experiments" / "robustness_synthetic.yaml").read_text())
     raw.update(models=["reference_cnn"], strategies=["none", "balanced_softmax"], seeds=[0],

@@ -9,8 +9,9 @@ from conftest import ROOT, experiment
 
 from octbench.config import ConfigError, load_config, parse_config
 from octbench.errors import OctbenchError
+from octbench.experiment import run_experiment
+from octbench.grid import expand_grid
 from octbench.robustness import CORRUPTIONS, SEVERITIES
-from octbench.runner import expand_grid, run_experiment
 
 
 def test_config_accepts_medmnist_c_and_lists_and_refuses_unknown(oct_npz, tmp_path):

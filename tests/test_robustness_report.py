@@ -29,7 +29,7 @@ RESAMPLES = 300
 @pytest.fixture(scope="module")
 def results(oct_npz, tmp_path_factory):
     """2 strategies x 2 seeds, 1 epoch, each scored on 2 corruptions x 2 severities."""
-    from octbench.runner import run_experiment
+    from octbench.experiment import run_experiment
 
     tmp = tmp_path_factory.mktemp("robust")
     with pytest.MonkeyPatch.context() as patch:

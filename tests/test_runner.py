@@ -7,8 +7,9 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
 from octbench.config import parse_config
+from octbench.experiment import run_experiment
+from octbench.grid import expand_grid
 from octbench.results import COMPLETE, SKIPPED, ResultsStore, load_results
-from octbench.runner import expand_grid, run_experiment
 
 
 @pytest.fixture

@@ -12,8 +12,9 @@ import octbench.dotted
 from octbench import cli
 from octbench.config import load_config, parse_config
 from octbench.errors import ConfigError
+from octbench.experiment import run_experiment
+from octbench.grid import expand_grid
 from octbench.results import ResultsStore
-from octbench.runner import expand_grid, run_experiment
 from octbench.tuning.space import trial_experiment
 
 

@@ -16,8 +16,9 @@ from sklearn.metrics import f1_score
 from octbench import report
 from octbench.config import load_config, parse_config
 from octbench.errors import ConfigError
+from octbench.experiment import run_experiment
+from octbench.grid import expand_grid
 from octbench.results import ResultsStore
-from octbench.runner import expand_grid, run_experiment
 
 SEEDS = [0, 1]
 GAMMAS = [1, 3]

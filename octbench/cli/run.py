@@ -85,7 +85,7 @@ def run(args) -> int:
     """``octbench run``: the grid trained (or shown), one line of outcome; exit code 1 when a
     run failed."""
     config = load_experiment(args.config, args.set, args.max_runs)
-    from octbench.runner import Shard
+    from octbench.grid import Shard
 
     every_shard = args.dry_run and (args.shard or "").startswith("all/")
     if every_shard:
@@ -108,7 +108,7 @@ def run(args) -> int:
             _dry_run(config, shard, executor.threads, out, stack=args.stack)
         return 0
     shard = shards[0]
-    from octbench.runner import run_experiment
+    from octbench.experiment import run_experiment
 
     results = Path(config.results_dir) / config.name
     with contextlib.ExitStack() as context:
@@ -200,7 +200,7 @@ def _dry_run(config, shard, threads: int, out: Console, *, stack: int | None) ->
     out.detail(f"torch threads per run: {threads} (part of the run ids of runs whose "
                "train.threads is not set)")
     if plan.pending:
-        from octbench.runner import expand_grid
+        from octbench.grid import expand_grid
         from octbench.stacked_runs import describe_stacks
 
         todo = {run.run_id for run in plan.pending}

@@ -23,12 +23,12 @@ import numpy as np
 from octbench.config import Component, swept_values
 from octbench.dotted import values_label
 from octbench.errors import OctbenchError
+from octbench.grid import GridIds, configured_grid
 from octbench.metrics import METRICS, compute_metrics
 from octbench.results import COMPLETE, ResultsStore, RunRecord
 
 if TYPE_CHECKING:
     from octbench.config import ExperimentConfig
-    from octbench.runner import GridIds
 
 DEFAULT_CLASSES = ("CNV", "DME", "DRUSEN", "NORMAL")
 OCTMNIST_TEST = [250, 250, 250, 250]  # the official, balanced test split
@@ -57,8 +57,6 @@ def resolve_source(source: str | Path | ExperimentConfig
     """
     config = experiment_of(source)
     if config is not None:
-        from octbench.runner import GridIds, configured_grid
-
         folder = Path(config.results_dir) / config.name
         return config.name, folder, GridIds(configured_grid(config))  # at any thread count
     source = Path(source)

@@ -23,8 +23,9 @@ from optuna.trial import TrialState
 from octbench.config import parse_config
 from octbench.data import Split, load_dataset
 from octbench.errors import ConfigError
+from octbench.grid import RunSpec
 from octbench.results import COMPLETE, ResultsStore, RunLocked
-from octbench.runner import RunSpec, execute_run
+from octbench.runner import execute_run
 from octbench.tuning.space import suggest_experiment
 from octbench.tuning.storage import (
     ERROR_ATTR,

@@ -24,7 +24,8 @@ import os
 import signal
 from pathlib import Path
 
-from octbench import executors, progress
+from octbench import progress
+from octbench.executors import ray_worker
 from octbench.results import ResultsStore
 
 FOLDER = os.environ.get("OCTBENCH_TEST_FAULTS")
@@ -48,7 +49,7 @@ def _take(run_id: str, epochs_done: int, actions: tuple[str, ...]) -> str | None
     return fault["action"]
 
 
-_save_state = executors.RelayStore.save_state
+_save_state = ray_worker.RelayStore.save_state
 
 
 def _faulty_save_state(self, run_id: str, name: str, state: dict) -> None:
@@ -80,6 +81,6 @@ def _faulty_epoch_done(self, epoch: int, epochs: int, **details) -> None:
         os.kill(os.getpid(), signal.SIGINT)  # KeyboardInterrupt here, as a Ctrl-C would
 
 
-executors.RelayStore.save_state = _faulty_save_state
+ray_worker.RelayStore.save_state = _faulty_save_state
 progress.GridProgress.start_run = _start_run_knowing_its_id
 progress.RunProgress.epoch_done = _faulty_epoch_done

@@ -81,8 +81,10 @@ def _set(config: dict, path: tuple, value) -> None:
     for key in parents:
         if isinstance(node, list):
             node = node[key] if key < len(node) else {}
-        else:
+        elif isinstance(node, dict):
             node = node.setdefault(key, {})
+        else:  # an earlier step put a scalar where this path goes on: nothing to set
+            return
     if isinstance(node, dict):
         node[last] = value
     elif isinstance(node, list) and isinstance(last, int) and last < len(node):

@@ -53,13 +53,15 @@ from octbench.results import COMPLETE, INTERRUPTED, ResultsStore
 ray = pytest.importorskip("ray", reason="the Ray executor needs the [ray] extra (.ci/run has it)")
 pytestmark = pytest.mark.extras  # .ci/run's second phase selects these
 
-WAIT = 240  # seconds for any one Ray test or subprocess; the build machine is shared
+WAIT = 300  # seconds for any one subprocess or Ray call; the build machine is shared
+#: A test is hung, not slow, after this: it runs at most two subprocesses of WAIT each.
+HUNG = 2 * WAIT + 120
 
 
 @pytest.fixture(autouse=True)
 def watchdog():
     """End the whole test process (with tracebacks) if a test hangs."""
-    faulthandler.dump_traceback_later(WAIT, exit=True)
+    faulthandler.dump_traceback_later(HUNG, exit=True)
     yield
     faulthandler.cancel_dump_traceback_later()
 

@@ -564,3 +564,21 @@ def test_command_line_numbers_are_ascii_and_in_range(hostile, argv, expect, caps
     argv = [a.format(yaml=yaml_path, out=hostile.root / "s.npz") for a in argv]
     assert_refused(in_process(argv, capsys), expect)
     assert not (hostile.root / "s.npz").exists()
+
+
+def test_a_per_class_entry_that_is_not_an_object_is_skipped_with_its_problem(hostile, tmp_path,
+                                                                            capsys):
+    """``per_class: {none: null}`` in a crafted record: the record check names it, and a CSV
+    report stands on the other runs (it crashed the runs table before)."""
+    store = hostile.demo()
+    path = crafted_record(store, "per-class-null",
+                          _set("metrics", "test", "per_class", value={"none": None}))
+    with pytest.raises(ValueError, match=r"metrics\.test\.per_class\.none' must be a JSON object"):
+        read_record(path)
+    result = in_process(["report", str(store.root), "--format", "csv", "--out",
+                         str(tmp_path / "csv")], capsys)
+    assert result["code"] == 0, result
+    line = next((li for li in result["err"].splitlines() if "/per-class-null/" in li), "")
+    assert "skipped" in line and "per_class.none' must be a JSON object" in line, result["err"]
+    rows = (tmp_path / "csv" / "demo" / "runs.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 and not any("per-class-null" in row for row in rows)

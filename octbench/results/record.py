@@ -201,6 +201,10 @@ def _split_metrics_problem(values, where: str) -> str | None:
         elif key == "absent_classes":
             if not all(isinstance(name, str) for name in value):
                 return f"field '{where}.{key}' must list class names, got {_shown(value)}"
+        elif key == "per_class" and not all(isinstance(v, dict) for v in value.values()):
+            name, bad = next((n, v) for n, v in value.items() if not isinstance(v, dict))
+            return (f"field '{where}.{key}.{name}' must be a JSON object of the class's "
+                    f"metrics, got {_shown(bad)}")
         else:
             problem = _numbers_problem(value, f"{where}.{key}")
             if problem:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,12 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# A suite started where SIGINT is ignored (a background job of a script, nohup) would pass that
+# on to every octbench it starts, and the Ctrl-C tests would send a signal no one hears.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 PLUGINS = Path(__file__).resolve().parent / "plugins"
 
 #: Per-class counts (CNV, DME, DRUSEN, NORMAL): imbalanced train/val, balanced test.

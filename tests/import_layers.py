@@ -91,8 +91,6 @@ ALLOWED_LAZY: dict[tuple[str, str], str] = {
     **_each("octbench.grid", "data imports torch: only expanding a grid (run ids hold the data's "
             "fingerprint) pays for it, so the report reads a grid's run ids without torch",
             "octbench.data"),
-    **_each("octbench.tuning", "figures imports matplotlib: only drawing pays",
-            "octbench.figures"),
 }
 
 #: ``importlib.import_module`` calls whose argument is not a literal: module -> reason.

@@ -54,6 +54,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from octbench.figures import MIN_IMPORTANCE_TRIALS, draw_study
 from octbench.tuning.space import (
     SearchParam,
     best_experiment,
@@ -94,8 +95,6 @@ def study_figures(study_dir: str | Path, out_dir: str | Path, *,
         >>> study_figures("results/quickstart-tune", "reports/quickstart-tune")  # doctest: +SKIP
         [PosixPath('reports/quickstart-tune/quickstart-tune-history.png'), ...]
     """
-    from octbench.figures import draw_study
-
     study, info = load_study(study_dir, storage=storage)
     return draw_study(study, out_dir, metric=f"val {info.get('metric', 'objective')}",
                       synthetic=bool(info.get("synthetic")))
@@ -114,8 +113,6 @@ def study_summary(study_dir: str | Path, *, storage: str | None = None) -> dict:
         4
     """
     from optuna.trial import TrialState
-
-    from octbench.figures import MIN_IMPORTANCE_TRIALS
 
     study, info = load_study(study_dir, storage=storage)
     trials = []
